@@ -1,0 +1,227 @@
+//! Model artifacts: the official safetensors format, one f32 tensor per parameter
+//! (`layers.{i}.kernel` shaped (in, units), `layers.{i}.bias` shaped (units)), with
+//! `__metadata__` holding the architecture (the spec's own serde types, as JSON), the fitted
+//! preprocessing, class names, training settings, data source and lineage.
+//!
+//! Files are written to a temporary sibling and renamed into place, so a crash or a full
+//! disk never leaves a half-written model where a good one was.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::data::{DataSpec, FittedNormalization};
+use crate::error::{Error, Result};
+use crate::nn::Sequential;
+use crate::spec::{ModelSpec, TrainingSpec};
+use crate::tensor::Tensor;
+
+/// Identifies kiln artifacts among other safetensors files.
+pub const FORMAT: &str = "kiln";
+pub const FORMAT_VERSION: &str = "1";
+
+/// Everything saved next to the weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub name: String,
+    /// Layers and input shape (always filled in a saved model).
+    pub architecture: ModelSpec,
+    pub preprocessing: FittedNormalization,
+    /// Class names by label index.
+    pub classes: Vec<String>,
+    pub training: TrainingSpec,
+    pub data: DataSpec,
+    pub lineage: Lineage,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lineage {
+    pub kiln_version: String,
+    /// SHA-256 of the training data as loaded (raw, uncompressed).
+    pub data_sha256: String,
+    pub data_description: String,
+    pub seed: u64,
+    pub epochs_trained: usize,
+    pub created_unix_seconds: u64,
+    pub metrics: FinalMetrics,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct FinalMetrics {
+    pub loss: f32,
+    pub accuracy: f32,
+    pub val_loss: Option<f32>,
+    pub val_accuracy: Option<f32>,
+    pub test_loss: Option<f32>,
+    pub test_accuracy: Option<f32>,
+}
+
+const KEYS: [&str; 7] = [
+    "kiln.name",
+    "kiln.architecture",
+    "kiln.preprocessing",
+    "kiln.classes",
+    "kiln.training",
+    "kiln.data",
+    "kiln.lineage",
+];
+
+/// Writes `model` and `info` to `path` atomically.
+pub fn save(model: &Sequential, info: &ModelInfo, path: &Path) -> Result<()> {
+    let bytes = to_bytes(model, info).map_err(|message| Error::Artifact {
+        path: path.into(),
+        message,
+    })?;
+    write_atomically(path, &bytes)
+}
+
+fn to_bytes(model: &Sequential, info: &ModelInfo) -> std::result::Result<Vec<u8>, String> {
+    let json = |v: &dyn erased::Json| v.to_json();
+    let values = [
+        json(&info.name),
+        json(&info.architecture),
+        json(&info.preprocessing),
+        json(&info.classes),
+        json(&info.training),
+        json(&info.data),
+        json(&info.lineage),
+    ];
+    let mut metadata: HashMap<String, String> = KEYS.iter().map(|k| k.to_string()).zip(values).collect();
+    metadata.insert("format".into(), FORMAT.into());
+    metadata.insert("format_version".into(), FORMAT_VERSION.into());
+    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = model
+        .params
+        .iter()
+        .map(|p| {
+            let bytes = p.value.data().iter().flat_map(|v| v.to_le_bytes()).collect();
+            (p.name.clone(), p.value.dims().to_vec(), bytes)
+        })
+        .collect();
+    let views = raw
+        .iter()
+        .map(|(name, dims, bytes)| {
+            Ok((
+                name.as_str(),
+                TensorView::new(Dtype::F32, dims.clone(), bytes).map_err(|e| e.to_string())?,
+            ))
+        })
+        .collect::<std::result::Result<Vec<_>, String>>()?;
+    safetensors::tensor::serialize(views, &Some(metadata)).map_err(|e| e.to_string())
+}
+
+/// Serialises any metadata value to JSON; a tiny object-safe shim for the list above.
+mod erased {
+    pub trait Json {
+        fn to_json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> String {
+            serde_json::to_string(self).expect("metadata types serialise to JSON")
+        }
+    }
+}
+
+/// Writes to `path.tmp-PID`, syncs, then renames over `path`.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let file_name = path.file_name().ok_or_else(|| Error::Artifact {
+        path: path.into(),
+        message: "is not a file path".into(),
+    })?;
+    let mut tmp_name = file_name.to_os_string();
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
+/// A loaded model with its metadata.
+#[derive(Debug)]
+pub struct Artifact {
+    pub model: Sequential,
+    pub info: ModelInfo,
+    pub path: PathBuf,
+    pub file_bytes: u64,
+}
+
+/// Reads a kiln model; every way a file can fail to be one is a named error.
+pub fn load(path: &Path) -> Result<Artifact> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let fail = |message: String| Error::Artifact {
+        path: path.into(),
+        message,
+    };
+    let (_, header) =
+        SafeTensors::read_metadata(&bytes).map_err(|e| fail(format!("not a safetensors file ({e:?})")))?;
+    let tensors =
+        SafeTensors::deserialize(&bytes).map_err(|e| fail(format!("not a safetensors file ({e:?})")))?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    if metadata.get("format").map(String::as_str) != Some(FORMAT) {
+        return Err(fail(
+            "a safetensors file, but not a kiln model (no `format: kiln` in its metadata)".into(),
+        ));
+    }
+    let field = |key: &str| -> Result<&String> {
+        metadata
+            .get(key)
+            .ok_or_else(|| fail(format!("metadata has no `{key}`")))
+    };
+    fn parse<T: DeserializeOwned>(key: &str, text: &str, fail: &dyn Fn(String) -> Error) -> Result<T> {
+        serde_json::from_str(text).map_err(|e| fail(format!("metadata `{key}` is invalid: {e}")))
+    }
+    let info = ModelInfo {
+        name: parse(KEYS[0], field(KEYS[0])?, &fail)?,
+        architecture: parse(KEYS[1], field(KEYS[1])?, &fail)?,
+        preprocessing: parse(KEYS[2], field(KEYS[2])?, &fail)?,
+        classes: parse(KEYS[3], field(KEYS[3])?, &fail)?,
+        training: parse(KEYS[4], field(KEYS[4])?, &fail)?,
+        data: parse(KEYS[5], field(KEYS[5])?, &fail)?,
+        lineage: parse(KEYS[6], field(KEYS[6])?, &fail)?,
+    };
+    let input_shape = info
+        .architecture
+        .input_shape
+        .clone()
+        .ok_or_else(|| fail("metadata `kiln.architecture` has no input_shape".into()))?;
+    let mut take = |name: &str, dims: &[usize]| -> Result<Tensor> {
+        let view = tensors
+            .tensor(name)
+            .map_err(|_| fail(format!("tensor `{name}` is missing")))?;
+        if view.dtype() != Dtype::F32 {
+            return Err(fail(format!(
+                "tensor `{name}` is {:?}, expected F32",
+                view.dtype()
+            )));
+        }
+        if view.shape() != dims {
+            return Err(fail(format!(
+                "tensor `{name}` has shape {:?}, the architecture needs {dims:?}",
+                view.shape()
+            )));
+        }
+        let values = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Tensor::new(dims, values)
+    };
+    let model = Sequential::with_params(&input_shape, info.architecture.layers.clone(), &mut take)
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(Artifact {
+        model,
+        info,
+        path: path.into(),
+        file_bytes: bytes.len() as u64,
+    })
+}

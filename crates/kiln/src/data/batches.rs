@@ -1,0 +1,70 @@
+//! The order samples are visited in each epoch, and gathering a batch of them.
+
+use crate::rng::Rng;
+
+use super::Dataset;
+
+/// Stream labels for epoch shuffles: this constant plus the epoch, far from the small
+/// labels other uses of the seed are likely to take.
+const EPOCH_STREAM: u64 = 0x6b69_6c6e_0000_0000; // "kiln" << 32
+
+/// The sample order for `epoch`: a permutation of 0..n determined by (seed, epoch), so a
+/// run can be reproduced or resumed at any epoch; 0..n in order when `shuffle` is false.
+pub fn epoch_order(n: usize, epoch: usize, seed: u64, shuffle: bool) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    if shuffle {
+        Rng::derive(seed, EPOCH_STREAM.wrapping_add(epoch as u64)).shuffle(&mut order);
+    }
+    order
+}
+
+/// Copies the samples at `indices` into `x` and their labels into `y`, replacing what the
+/// buffers held. Called every step, so it reuses their capacity instead of allocating.
+/// Panics on an index out of range.
+pub fn gather_batch(ds: &Dataset, indices: &[usize], x: &mut Vec<f32>, y: &mut Vec<u32>) {
+    x.clear();
+    y.clear();
+    x.reserve(indices.len() * ds.sample_size());
+    y.reserve(indices.len());
+    for &i in indices {
+        x.extend_from_slice(ds.sample(i));
+        y.push(ds.labels[i]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_order_is_a_seeded_permutation_that_changes_each_epoch() {
+        let a = epoch_order(100, 0, 42, true);
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..100).collect::<Vec<_>>());
+        assert_ne!(a, sorted);
+        assert_eq!(a, epoch_order(100, 0, 42, true));
+        assert_ne!(a, epoch_order(100, 1, 42, true));
+        assert_ne!(a, epoch_order(100, 0, 43, true));
+        assert_eq!(epoch_order(5, 3, 42, false), vec![0, 1, 2, 3, 4]);
+        assert!(epoch_order(0, 0, 1, true).is_empty());
+    }
+
+    #[test]
+    fn gather_batch_fills_reused_buffers() {
+        let ds = Dataset::new((0..12).map(|v| v as f32).collect(), vec![3], vec![5, 6, 7, 8]).unwrap();
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        gather_batch(&ds, &[3, 1], &mut x, &mut y);
+        assert_eq!(x, vec![9.0, 10.0, 11.0, 3.0, 4.0, 5.0]);
+        assert_eq!(y, vec![8, 6]);
+        let (px, py) = (x.as_ptr(), y.as_ptr());
+        gather_batch(&ds, &[0, 2], &mut x, &mut y);
+        assert_eq!(
+            (x.as_ptr(), y.as_ptr()),
+            (px, py),
+            "no reallocation at the same batch size"
+        );
+        assert_eq!(x, vec![0.0, 1.0, 2.0, 6.0, 7.0, 8.0]);
+        assert_eq!(y, vec![5, 7]);
+    }
+}

@@ -1,0 +1,227 @@
+//! The `data` section of a training spec: which data set to train on, and how to split it.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+use super::checksum::sha256_hex;
+use super::csv::{parse_csv, read_text};
+use super::digits::check_test_fraction;
+use super::{load_digits, load_mnist, CsvOptions, Dataset, Splits};
+
+fn default_test_fraction() -> f32 {
+    0.2
+}
+
+/// Where the training data comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DataSpec {
+    /// MNIST from `data_dir`, or the default places (see [`load_mnist`]).
+    Mnist {
+        #[serde(default)]
+        data_dir: Option<PathBuf>,
+    },
+    /// The embedded UCI digits, with `test_fraction` of each class held out.
+    Digits {
+        #[serde(default = "default_test_fraction")]
+        test_fraction: f32,
+    },
+    /// Labelled CSV files; without a `test` file, `test_fraction` of each class of `train`
+    /// is held out. Relative paths are resolved by the caller (against the spec's folder).
+    Csv {
+        train: PathBuf,
+        #[serde(default)]
+        test: Option<PathBuf>,
+        /// 0-based; default: the last column.
+        #[serde(default)]
+        label_column: Option<usize>,
+        /// Default: detected.
+        #[serde(default)]
+        header: Option<bool>,
+        #[serde(default = "default_test_fraction")]
+        test_fraction: f32,
+    },
+}
+
+impl DataSpec {
+    /// Loads the data and splits it. `seed` drives the stratified split; `data_dir_override`
+    /// (e.g. a command-line `--data-dir`) replaces the spec's MNIST `data_dir` and is not
+    /// used by the other sources.
+    pub fn load(&self, seed: u64, data_dir_override: Option<&Path>) -> Result<Splits> {
+        match self {
+            DataSpec::Mnist { data_dir } => load_mnist(data_dir_override.or(data_dir.as_deref())),
+            DataSpec::Digits { test_fraction } => load_digits(*test_fraction, seed),
+            DataSpec::Csv {
+                train,
+                test,
+                label_column,
+                header,
+                test_fraction,
+            } => {
+                check_test_fraction(*test_fraction)?;
+                let options = CsvOptions {
+                    label_column: *label_column,
+                    header: *header,
+                };
+                load_csv_splits(train, test.as_deref(), &options, *test_fraction, seed)
+            }
+        }
+    }
+}
+
+fn load_csv_splits(
+    train_path: &Path,
+    test_path: Option<&Path>,
+    options: &CsvOptions,
+    test_fraction: f32,
+    seed: u64,
+) -> Result<Splits> {
+    let (all, sha256) = load_csv(train_path, options)?;
+    let (train, test, how) = match test_path {
+        Some(path) => {
+            let (test, test_sha) = load_csv(path, options)?;
+            if test.sample_shape != all.sample_shape {
+                return Err(Error::data(
+                    path,
+                    format!(
+                        "has {} features per row, the training file {} has {}",
+                        test.sample_size(),
+                        train_path.display(),
+                        all.sample_size()
+                    ),
+                ));
+            }
+            (
+                all,
+                test,
+                format!("test file {} (sha256 {test_sha})", path.display()),
+            )
+        }
+        None => {
+            let (train, test) = all.stratified_split(test_fraction, seed);
+            (
+                train,
+                test,
+                format!("stratified split of {test_fraction} with seed {seed}"),
+            )
+        }
+    };
+    let description = format!(
+        "CSV {}: {} training and {} test samples of {} features, {how}",
+        train_path.display(),
+        train.len(),
+        test.len(),
+        train.sample_size()
+    );
+    Ok(Splits {
+        train,
+        test,
+        sha256,
+        description,
+    })
+}
+
+/// A CSV data set and the SHA-256 of its (decompressed) text.
+fn load_csv(path: &Path, options: &CsvOptions) -> Result<(Dataset, String)> {
+    let text = read_text(path)?;
+    let sha256 = sha256_hex(text.as_bytes());
+    Ok((parse_csv(&text, path, options)?, sha256))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::test_support::TempDir;
+    use serde_json::json;
+
+    fn spec(value: serde_json::Value) -> std::result::Result<DataSpec, serde_json::Error> {
+        serde_json::from_value(value)
+    }
+
+    #[test]
+    fn parses_each_source_with_defaults() {
+        assert_eq!(
+            spec(json!({"source": "mnist"})).unwrap(),
+            DataSpec::Mnist { data_dir: None }
+        );
+        assert_eq!(
+            spec(json!({"source": "digits"})).unwrap(),
+            DataSpec::Digits { test_fraction: 0.2 }
+        );
+        let csv = spec(json!({"source": "csv", "train": "a.csv", "label_column": 0})).unwrap();
+        let expected = DataSpec::Csv {
+            train: "a.csv".into(),
+            test: None,
+            label_column: Some(0),
+            header: None,
+            test_fraction: 0.2,
+        };
+        assert_eq!(csv, expected);
+        let round_trip: DataSpec = serde_json::from_str(&serde_json::to_string(&csv).unwrap()).unwrap();
+        assert_eq!(round_trip, csv);
+    }
+
+    #[test]
+    fn misspelled_fields_and_unknown_sources_are_rejected() {
+        for bad in [
+            json!({"source": "mnist", "data_dirr": "/x"}),
+            json!({"source": "digits", "test_fractoin": 0.3}),
+            json!({"source": "csv", "train": "a.csv", "lable_column": 1}),
+            json!({"source": "cifar"}),
+            json!({"source": "csv"}),
+        ] {
+            let err = spec(bad.clone()).expect_err(&bad.to_string());
+            eprintln!("{bad}: {err}");
+        }
+        let err = spec(json!({"source": "digits", "test_fractoin": 0.3}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("test_fractoin"), "{err}");
+    }
+
+    #[test]
+    fn loads_digits_and_checks_the_test_fraction() {
+        let splits = DataSpec::Digits { test_fraction: 0.5 }.load(3, None).unwrap();
+        assert!((splits.test.len() as i64 - 898).abs() <= 5);
+        assert!(DataSpec::Digits { test_fraction: 1.0 }.load(3, None).is_err());
+    }
+
+    #[test]
+    fn the_override_replaces_the_spec_mnist_folder() {
+        let given = TempDir::new("source-mnist");
+        let spec = DataSpec::Mnist {
+            data_dir: Some("/nonexistent/kiln".into()),
+        };
+        let text = spec.load(0, Some(given.path())).unwrap_err().to_string();
+        assert!(text.contains(&given.path().display().to_string()), "{text}");
+    }
+
+    #[test]
+    fn loads_csv_with_a_test_file_or_a_split() {
+        let dir = TempDir::new("source-csv");
+        let rows: String = (0..20).map(|i| format!("{i},{}\n", i % 2)).collect();
+        std::fs::write(dir.path().join("train.csv"), format!("x,y\n{rows}")).unwrap();
+        std::fs::write(dir.path().join("test.csv"), "5,1\n6,0\n").unwrap();
+        std::fs::write(dir.path().join("wide.csv"), "5,5,1\n").unwrap();
+        let csv = |test: Option<&str>| DataSpec::Csv {
+            train: dir.path().join("train.csv"),
+            test: test.map(|t| dir.path().join(t)),
+            label_column: None,
+            header: None,
+            test_fraction: 0.2,
+        };
+        let split = csv(None).load(1, None).unwrap();
+        assert_eq!((split.train.len(), split.test.len()), (16, 4));
+        assert_eq!(split.sha256, sha256_hex(format!("x,y\n{rows}").as_bytes()));
+        let with_test = csv(Some("test.csv")).load(1, None).unwrap();
+        assert_eq!(
+            (with_test.train.len(), with_test.test.labels.clone()),
+            (20, vec![1, 0])
+        );
+        let text = csv(Some("wide.csv")).load(1, None).unwrap_err().to_string();
+        assert!(text.contains("wide.csv: has 2 features per row"), "{text}");
+    }
+}

@@ -1,0 +1,25 @@
+//! kiln: a deep-learning toolkit in Rust.
+//!
+//! Tensors and a define-by-run autograd tape ([`autograd`], [`ops`]), layers and losses
+//! ([`nn`]), optimizers ([`optim`]), data loading ([`data`]), training ([`train`]) and
+//! model artifacts ([`artifact`]). No async runtime, HTTP or MPI here: those live in their
+//! own crates so the core builds fast and embeds anywhere.
+
+pub mod artifact;
+pub mod autograd;
+pub mod data;
+pub mod error;
+pub mod nn;
+pub mod ops;
+pub mod optim;
+pub mod params;
+pub mod pipeline;
+pub mod rng;
+pub mod spec;
+pub mod tensor;
+pub mod train;
+
+pub use autograd::{Tape, Var, Workspace};
+pub use error::{Error, Result};
+pub use params::{ParamId, ParamStore};
+pub use tensor::{Shape, Tensor};

@@ -1,0 +1,237 @@
+//! Layer configurations (serde, as written in specs and saved in artifacts) and the built
+//! layers they become.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Activation, Initializer};
+use crate::autograd::{Tape, Var};
+use crate::error::{Error, Result};
+use crate::params::ParamId;
+use crate::tensor::Shape;
+
+use super::sequential::{Mode, ParamSource};
+
+/// One entry of a model's `layers` list, tagged by `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum LayerSpec {
+    Dense(DenseSpec),
+    Dropout(DropoutSpec),
+    Flatten(FlattenSpec),
+    Activation(ActivationSpec),
+}
+
+/// A fully connected layer `y = activation(x · kernel + bias)`, kernel shaped (in, units).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenseSpec {
+    pub units: usize,
+    #[serde(default)]
+    pub activation: Activation,
+    #[serde(default = "yes")]
+    pub use_bias: bool,
+    #[serde(default)]
+    pub kernel_initializer: Initializer,
+    #[serde(default = "zeros")]
+    pub bias_initializer: Initializer,
+}
+
+/// Inverted dropout: zeroes a fraction `rate` of its inputs while training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropoutSpec {
+    pub rate: f32,
+}
+
+/// Flattens each sample to a vector.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlattenSpec {}
+
+/// Applies an activation function on its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivationSpec {
+    pub activation: Activation,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn zeros() -> Initializer {
+    Initializer::Zeros
+}
+
+/// A built layer. Shapes here exclude the batch axis.
+#[derive(Debug, Clone)]
+pub enum Layer {
+    Dense {
+        kernel: ParamId,
+        bias: Option<ParamId>,
+        activation: Activation,
+    },
+    Dropout {
+        rate: f32,
+    },
+    Flatten,
+    Activation(Activation),
+}
+
+impl LayerSpec {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            LayerSpec::Dense(_) => "dense",
+            LayerSpec::Dropout(_) => "dropout",
+            LayerSpec::Flatten(_) => "flatten",
+            LayerSpec::Activation(_) => "activation",
+        }
+    }
+
+    /// Builds the layer for a per-sample input shape; returns it with its output shape.
+    pub(crate) fn build(
+        &self,
+        index: usize,
+        input: Shape,
+        params: &mut ParamSource,
+    ) -> Result<(Layer, Shape)> {
+        let fail = |msg: String| Error::Shape(format!("layer {index} ({}): {msg}", self.type_name()));
+        match self {
+            LayerSpec::Dense(d) => {
+                if d.units == 0 {
+                    return Err(fail("units must be at least 1".into()));
+                }
+                if input.rank() == 0 {
+                    return Err(fail("needs an input with at least one axis".into()));
+                }
+                let fan_in = input.last();
+                let kernel = params.get(
+                    &format!("layers.{index}.kernel"),
+                    &[fan_in, d.units],
+                    d.kernel_initializer,
+                    (fan_in, d.units),
+                )?;
+                let bias = if d.use_bias {
+                    Some(params.get(
+                        &format!("layers.{index}.bias"),
+                        &[d.units],
+                        d.bias_initializer,
+                        (fan_in, d.units),
+                    )?)
+                } else {
+                    None
+                };
+                let mut out = input.dims().to_vec();
+                *out.last_mut().expect("rank checked") = d.units;
+                let layer = Layer::Dense {
+                    kernel,
+                    bias,
+                    activation: d.activation,
+                };
+                Ok((layer, Shape::new(&out)))
+            }
+            LayerSpec::Dropout(d) => {
+                if !(0.0..1.0).contains(&d.rate) {
+                    return Err(fail(format!("rate {} must be in [0, 1)", d.rate)));
+                }
+                Ok((Layer::Dropout { rate: d.rate }, input))
+            }
+            LayerSpec::Flatten(_) => Ok((Layer::Flatten, Shape::new(&[input.numel()]))),
+            LayerSpec::Activation(a) => Ok((Layer::Activation(a.activation), input)),
+        }
+    }
+}
+
+impl Layer {
+    /// The activation this layer ends with, if any (losses fuse with a final softmax).
+    pub fn activation(&self) -> Activation {
+        match self {
+            Layer::Dense { activation, .. } | Layer::Activation(activation) => *activation,
+            _ => Activation::Linear,
+        }
+    }
+
+    /// `x` is (batch, …input shape); `skip_activation` leaves the final activation to a
+    /// fused loss.
+    pub fn forward(&self, tape: &mut Tape, x: Var, mode: &mut Mode, skip_activation: bool) -> Result<Var> {
+        let activate =
+            |tape: &mut Tape, y: Var, a: Activation| if skip_activation { y } else { a.apply(tape, y) };
+        match self {
+            Layer::Dense {
+                kernel,
+                bias,
+                activation,
+            } => {
+                let w = tape.param(*kernel);
+                let mut y = tape.matmul(x, w)?;
+                if let Some(b) = bias {
+                    let b = tape.param(*b);
+                    y = tape.add_bias(y, b)?;
+                }
+                Ok(activate(tape, y, *activation))
+            }
+            Layer::Dropout { rate } => match mode {
+                Mode::Train(rng) => tape.dropout(x, *rate, rng),
+                Mode::Infer => Ok(x),
+            },
+            Layer::Flatten => tape.flatten(x),
+            Layer::Activation(a) => Ok(activate(tape, x, *a)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Layers {
+        layers: Vec<LayerSpec>,
+    }
+
+    #[test]
+    fn specs_parse_with_keras_defaults() {
+        let parsed: Layers = toml::from_str(
+            r#"
+            [[layers]]
+            type = "flatten"
+            [[layers]]
+            type = "dense"
+            units = 512
+            activation = "relu"
+            [[layers]]
+            type = "dropout"
+            rate = 0.2
+            "#,
+        )
+        .unwrap();
+        assert_eq!(parsed.layers[0], LayerSpec::Flatten(FlattenSpec {}));
+        let LayerSpec::Dense(d) = &parsed.layers[1] else {
+            panic!()
+        };
+        assert_eq!((d.units, d.activation, d.use_bias), (512, Activation::Relu, true));
+        assert_eq!(
+            (d.kernel_initializer, d.bias_initializer),
+            (Initializer::GlorotUniform, Initializer::Zeros)
+        );
+    }
+
+    #[test]
+    fn unknown_layer_types_and_misspelled_fields_are_rejected() {
+        let err = toml::from_str::<Layers>("[[layers]]\ntype = \"dense2\"\nunits = 3")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("unknown variant `dense2`"), "{err}");
+        let err = toml::from_str::<Layers>("[[layers]]\ntype = \"dense\"\nunit = 3")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("unknown field `unit`"), "{err}");
+        let err = toml::from_str::<Layers>("[[layers]]\ntype = \"dense\"\nunits = 3\nactivation = \"relux\"")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("unknown variant `relux`"), "{err}");
+    }
+}

@@ -1,0 +1,17 @@
+//! Layers, activations, initializers, losses and the Sequential model.
+//!
+//! Configuration is data (burn's lesson): a [`LayerSpec`] is a serde struct, the same type
+//! in a TOML spec and in a saved model's metadata, and [`LayerSpec::build`] turns it into a
+//! [`Layer`] holding parameter ids.
+
+mod activation;
+mod initializer;
+mod layer;
+mod loss;
+mod sequential;
+
+pub use activation::Activation;
+pub use initializer::Initializer;
+pub use layer::{ActivationSpec, DenseSpec, DropoutSpec, FlattenSpec, Layer, LayerSpec};
+pub use loss::{Loss, LossKind};
+pub use sequential::{Mode, Sequential};

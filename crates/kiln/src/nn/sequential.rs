@@ -1,0 +1,266 @@
+//! A stack of layers applied in order, with the parameters they own.
+
+use crate::autograd::{Tape, Var};
+use crate::error::{Error, Result};
+use crate::params::{ParamId, ParamStore};
+use crate::rng::Rng;
+use crate::tensor::{Shape, Tensor};
+
+use super::{Activation, Initializer, Layer, LayerSpec};
+
+/// Whether a forward pass trains (dropout active, drawing from the rng) or infers.
+pub enum Mode<'r> {
+    Train(&'r mut Rng),
+    Infer,
+}
+
+/// Where a layer's parameters come from while building: fresh initialisation or a file.
+pub(crate) enum ParamSource<'a> {
+    Init {
+        store: &'a mut ParamStore,
+        rng: Rng,
+    },
+    Load {
+        store: &'a mut ParamStore,
+        tensors: &'a mut dyn FnMut(&str, &[usize]) -> Result<Tensor>,
+    },
+}
+
+impl ParamSource<'_> {
+    pub(crate) fn get(
+        &mut self,
+        name: &str,
+        dims: &[usize],
+        init: Initializer,
+        fans: (usize, usize),
+    ) -> Result<ParamId> {
+        match self {
+            ParamSource::Init { store, rng } => {
+                let count = dims.iter().product();
+                let values = init.sample(fans.0, fans.1, count, rng);
+                Ok(store.add(name, Tensor::new(dims, values)?))
+            }
+            ParamSource::Load { store, tensors } => {
+                let t = tensors(name, dims)?;
+                Ok(store.add(name, t))
+            }
+        }
+    }
+}
+
+/// Builds each layer in turn, checking that its input shape fits: (input, output, network).
+fn build_layers(
+    input_shape: &[usize],
+    specs: &[LayerSpec],
+    mut source: ParamSource,
+) -> Result<(Shape, Shape, Network)> {
+    let input = Shape::try_new(input_shape)
+        .filter(|s| s.rank() > 0 && s.numel() > 0 && s.rank() < crate::tensor::MAX_RANK)
+        .ok_or_else(|| Error::Shape(format!("input shape {input_shape:?} is not a valid sample shape")))?;
+    if specs.is_empty() {
+        return Err(Error::Shape("a model needs at least one layer".into()));
+    }
+    let mut shape = input;
+    let mut layers = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.iter().enumerate() {
+        let (layer, out) = spec.build(i, shape, &mut source)?;
+        layers.push(layer);
+        shape = out;
+    }
+    Ok((input, shape, Network { layers }))
+}
+
+/// The layers of a model without its parameters, so a forward pass can borrow both.
+#[derive(Debug, Clone)]
+pub struct Network {
+    layers: Vec<Layer>,
+}
+
+impl Network {
+    /// Runs every layer; with `fuse_final_activation` the last layer's activation is left
+    /// out so a loss can fuse it (softmax + cross-entropy).
+    pub fn forward(
+        &self,
+        tape: &mut Tape,
+        x: Var,
+        mode: &mut Mode,
+        fuse_final_activation: bool,
+    ) -> Result<Var> {
+        let last = self.layers.len().saturating_sub(1);
+        self.layers.iter().enumerate().try_fold(x, |h, (i, layer)| {
+            layer.forward(tape, h, mode, fuse_final_activation && i == last)
+        })
+    }
+
+    /// The activation the model ends with.
+    pub fn final_activation(&self) -> Activation {
+        self.layers.last().map_or(Activation::Linear, Layer::activation)
+    }
+}
+
+#[derive(Debug)]
+pub struct Sequential {
+    input_shape: Shape,
+    output_shape: Shape,
+    specs: Vec<LayerSpec>,
+    network: Network,
+    pub params: ParamStore,
+    /// Optimizer, loss and buffers, once compiled for training.
+    pub(crate) compiled: Option<crate::train::Compiled>,
+}
+
+impl Sequential {
+    /// Builds the model for samples shaped `input_shape`, initialising weights from `seed`.
+    pub fn new(input_shape: &[usize], specs: Vec<LayerSpec>, seed: u64) -> Result<Self> {
+        let mut params = ParamStore::new();
+        let source = ParamSource::Init {
+            store: &mut params,
+            rng: Rng::derive(seed, 0x1417),
+        };
+        let (input, output, network) = build_layers(input_shape, &specs, source)?;
+        Ok(Sequential {
+            input_shape: input,
+            output_shape: output,
+            specs,
+            network,
+            params,
+            compiled: None,
+        })
+    }
+
+    /// Builds the model with parameters supplied by name (loading an artifact); `tensors`
+    /// is asked for each parameter with the shape the architecture requires.
+    pub fn with_params(
+        input_shape: &[usize],
+        specs: Vec<LayerSpec>,
+        tensors: &mut dyn FnMut(&str, &[usize]) -> Result<Tensor>,
+    ) -> Result<Self> {
+        let mut params = ParamStore::new();
+        let source = ParamSource::Load {
+            store: &mut params,
+            tensors,
+        };
+        let (input, output, network) = build_layers(input_shape, &specs, source)?;
+        Ok(Sequential {
+            input_shape: input,
+            output_shape: output,
+            specs,
+            network,
+            params,
+            compiled: None,
+        })
+    }
+
+    pub fn input_shape(&self) -> Shape {
+        self.input_shape
+    }
+
+    /// Per-sample output shape.
+    pub fn output_shape(&self) -> Shape {
+        self.output_shape
+    }
+
+    pub fn specs(&self) -> &[LayerSpec] {
+        &self.specs
+    }
+
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// The network and the parameters, borrowed apart so a tape can hold the parameters
+    /// while the network records onto it.
+    pub fn parts(&mut self) -> (&Network, &mut ParamStore) {
+        (&self.network, &mut self.params)
+    }
+
+    /// Checks that the model produces one score per class for `num_classes` classes
+    /// (or one probability for a two-class problem with a sigmoid output).
+    pub fn check_classifier_output(&self, num_classes: usize) -> Result<()> {
+        let dims = self.output_shape.dims();
+        if dims.len() != 1 {
+            return Err(Error::Shape(format!(
+                "the model's output per sample is {}, expected a vector of class scores; add a `flatten` layer before the first dense layer",
+                self.output_shape
+            )));
+        }
+        let units = dims[0];
+        let binary = units == 1 && num_classes <= 2;
+        if units < num_classes && !binary {
+            return Err(Error::Value(format!(
+                "the data has labels up to {}, but the output layer has {units} units (labels must be 0..{})",
+                num_classes - 1,
+                units.saturating_sub(1)
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::autograd::Workspace;
+    use crate::nn::{DenseSpec, FlattenSpec};
+
+    fn dense(units: usize, activation: Activation) -> LayerSpec {
+        LayerSpec::Dense(DenseSpec {
+            units,
+            activation,
+            use_bias: true,
+            kernel_initializer: Initializer::GlorotUniform,
+            bias_initializer: Initializer::Zeros,
+        })
+    }
+
+    #[test]
+    fn builds_the_reference_mlp_with_the_right_parameter_count() {
+        let specs = vec![
+            LayerSpec::Flatten(FlattenSpec {}),
+            dense(512, Activation::Relu),
+            dense(10, Activation::Softmax),
+        ];
+        let model = Sequential::new(&[28, 28], specs, 0).unwrap();
+        assert_eq!(model.params.count(), 784 * 512 + 512 + 512 * 10 + 10);
+        assert_eq!(model.output_shape().dims(), &[10]);
+        let names: Vec<_> = model.params.iter().map(|p| p.name.clone()).collect();
+        assert_eq!(
+            names,
+            [
+                "layers.1.kernel",
+                "layers.1.bias",
+                "layers.2.kernel",
+                "layers.2.bias"
+            ]
+        );
+    }
+
+    #[test]
+    fn forward_gives_probabilities() {
+        let specs = vec![dense(4, Activation::Tanh), dense(3, Activation::Softmax)];
+        let mut model = Sequential::new(&[5], specs, 1).unwrap();
+        let mut ws = Workspace::new();
+        let (net, params) = model.parts();
+        let mut tape = Tape::inference(params, &mut ws);
+        let x = tape.input(&[0.5; 10], Shape::new(&[2, 5]));
+        let y = net.forward(&mut tape, x, &mut Mode::Infer, false).unwrap();
+        for row in tape.value(y).chunks(3) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn outputs_that_do_not_fit_the_labels_are_errors() {
+        // Dense on an unflattened image keeps two axes: not a vector of class scores.
+        let model = Sequential::new(&[28, 28], vec![dense(10, Activation::Softmax)], 0).unwrap();
+        let err = model.check_classifier_output(10).unwrap_err().to_string();
+        assert!(err.contains("[28, 10]") && err.contains("flatten"), "{err}");
+        let model = Sequential::new(&[8], vec![dense(5, Activation::Softmax)], 0).unwrap();
+        let err = model.check_classifier_output(10).unwrap_err().to_string();
+        assert!(err.contains("labels up to 9") && err.contains("5 units"), "{err}");
+        let err = Sequential::new(&[8], vec![dense(0, Activation::Relu)], 0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("layer 0 (dense): units must be at least 1"), "{err}");
+    }
+}

@@ -1,0 +1,259 @@
+//! Matrix product `y(m×n) = a(m×k) · b(k×n)` through the `gemm` crate's tuned kernels.
+//!
+//! `a` may have more than two dimensions: its leading ones are flattened into rows, so a
+//! Dense layer applies to the last axis as in Keras. `b` is a matrix (a weight).
+
+use crate::autograd::{Op, Tape, Var};
+use crate::error::{Error, Result};
+use crate::tensor::Shape;
+
+/// A read-only matrix view: element (r, c) is at `r * row_stride + c * col_stride`.
+#[derive(Clone, Copy)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl<'a> MatRef<'a> {
+    pub fn row_major(data: &'a [f32], cols: usize) -> Self {
+        MatRef {
+            data,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    fn covers(&self, rows: usize, cols: usize) -> bool {
+        rows == 0
+            || cols == 0
+            || (rows - 1) * self.row_stride + (cols - 1) * self.col_stride < self.data.len()
+    }
+}
+
+/// Below this many multiply-adds one thread is faster than waking the pool.
+const PARALLEL_MIN_WORK: usize = 1 << 18;
+
+/// `dst(m×n, row-major) = [dst +] lhs(m×k) · rhs(k×n)`.
+pub fn gemm(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: MatRef, rhs: MatRef) {
+    assert_eq!(dst.len(), m * n, "gemm destination is not {m}×{n}");
+    assert!(lhs.covers(m, k) && rhs.covers(k, n), "gemm operand too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst.fill(0.0);
+        }
+        return;
+    }
+    let parallelism = if m * n * k >= PARALLEL_MIN_WORK && rayon::current_num_threads() > 1 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the asserts above guarantee every element the kernel touches lies inside the
+    // slices (strides are non-negative and the largest offsets are in bounds), and `dst`
+    // is exclusively borrowed, so it aliases neither operand.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// Writes the transpose of `src` (rows×cols, row-major) into `dst` (cols×rows).
+pub fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    assert!(src.len() == rows * cols && dst.len() == rows * cols);
+    // Blocked so both sides stay in cache.
+    const BLOCK: usize = 32;
+    for r0 in (0..rows).step_by(BLOCK) {
+        for c0 in (0..cols).step_by(BLOCK) {
+            for r in r0..(r0 + BLOCK).min(rows) {
+                for c in c0..(c0 + BLOCK).min(cols) {
+                    dst[c * rows + r] = src[r * cols + c];
+                }
+            }
+        }
+    }
+}
+
+impl Tape<'_> {
+    /// `a(…, k) · b(k, n) → (…, n)`.
+    pub fn matmul(&mut self, a: Var, b: Var) -> Result<Var> {
+        let (sa, sb) = (self.shape(a), self.shape(b));
+        if sb.rank() != 2 || sa.rank() == 0 || sa.last() != sb.dims()[0] {
+            return Err(Error::Shape(format!(
+                "cannot multiply {sa} by {sb}: inner sizes differ"
+            )));
+        }
+        let (m, k, n) = (sa.rows(), sa.last(), sb.dims()[1]);
+        let mut out_dims = sa;
+        out_dims = replace_last(out_dims, n);
+        let mut y = self.alloc(m * n);
+        gemm(
+            m,
+            n,
+            k,
+            &mut y,
+            false,
+            MatRef::row_major(self.value(a), k),
+            MatRef::row_major(self.value(b), n),
+        );
+        Ok(self.push_op(out_dims, y, Op::MatMul { a, b }, &[a, b]))
+    }
+}
+
+fn replace_last(shape: Shape, last: usize) -> Shape {
+    let mut dims = [0usize; crate::tensor::MAX_RANK];
+    let r = shape.rank();
+    dims[..r].copy_from_slice(shape.dims());
+    dims[r - 1] = last;
+    Shape::new(&dims[..r])
+}
+
+/// `da += g · bᵀ`, `db += aᵀ · g`.
+pub(crate) fn backward(tape: &mut Tape, a: Var, b: Var, g: &[f32]) {
+    let (sa, sb) = (tape.shape(a), tape.shape(b));
+    let (m, k, n) = (sa.rows(), sa.last(), sb.dims()[1]);
+    if tape.requires_grad(a) {
+        // gemm is slow on a strided (transposed) right-hand side: transpose b first.
+        let mut bt = tape.alloc(k * n);
+        transpose(tape.value(b), k, n, &mut bt);
+        tape.accumulate(a, |_, da| {
+            gemm(
+                m,
+                k,
+                n,
+                da,
+                true,
+                MatRef::row_major(g, n),
+                MatRef::row_major(&bt, k),
+            );
+        });
+        tape.recycle(bt);
+    }
+    if tape.requires_grad(b) {
+        tape.accumulate(b, |t, db| {
+            let a_t = MatRef {
+                data: t.value(a),
+                row_stride: 1,
+                col_stride: k,
+            };
+            gemm(k, n, m, db, true, a_t, MatRef::row_major(g, n));
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::gradcheck;
+
+    #[test]
+    fn product_matches_hand_computation() {
+        let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]; // 2×3
+        let b = [7.0, 8.0, 9.0, 10.0, 11.0, 12.0]; // 3×2
+        let mut y = [0.0; 4];
+        gemm(
+            2,
+            2,
+            3,
+            &mut y,
+            false,
+            MatRef::row_major(&a, 3),
+            MatRef::row_major(&b, 2),
+        );
+        assert_eq!(y, [58.0, 64.0, 139.0, 154.0]);
+        gemm(
+            2,
+            2,
+            3,
+            &mut y,
+            true,
+            MatRef::row_major(&a, 3),
+            MatRef::row_major(&b, 2),
+        );
+        assert_eq!(y, [116.0, 128.0, 278.0, 308.0]);
+    }
+
+    #[test]
+    fn large_product_matches_naive_loop() {
+        let (m, k, n) = (70, 90, 130);
+        let a = gradcheck::random(m * k, 1);
+        let b = gradcheck::random(k * n, 2);
+        let mut y = vec![0.0; m * n];
+        gemm(
+            m,
+            n,
+            k,
+            &mut y,
+            false,
+            MatRef::row_major(&a, k),
+            MatRef::row_major(&b, n),
+        );
+        for i in 0..m {
+            for j in 0..n {
+                let expected: f32 = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+                assert!((y[i * n + j] - expected).abs() < 1e-4);
+            }
+        }
+    }
+
+    #[test]
+    fn transpose_swaps_axes() {
+        let mut t = [0.0; 6];
+        transpose(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3, &mut t);
+        assert_eq!(t, [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+    }
+
+    #[test]
+    fn gradient_check() {
+        gradcheck::check(
+            "matmul",
+            &[
+                (&[3, 4], gradcheck::random(12, 1)),
+                (&[4, 5], gradcheck::random(20, 2)),
+            ],
+            |t, v| t.matmul(v[0], v[1]).unwrap(),
+        );
+        // leading dimensions flatten into rows
+        gradcheck::check(
+            "matmul 3-d",
+            &[
+                (&[2, 3, 4], gradcheck::random(24, 3)),
+                (&[4, 2], gradcheck::random(8, 4)),
+            ],
+            |t, v| t.matmul(v[0], v[1]).unwrap(),
+        );
+    }
+
+    #[test]
+    fn mismatched_inner_sizes_are_an_error() {
+        let mut params = crate::params::ParamStore::new();
+        let mut ws = crate::autograd::Workspace::new();
+        let mut t = Tape::new(&mut params, &mut ws);
+        let a = t.input(&[0.0; 6], Shape::new(&[2, 3]));
+        let b = t.input(&[0.0; 8], Shape::new(&[4, 2]));
+        let err = t.matmul(a, b).unwrap_err().to_string();
+        assert!(err.contains("[2, 3] by [4, 2]"), "{err}");
+    }
+}

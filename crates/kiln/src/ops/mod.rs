@@ -1,0 +1,24 @@
+//! Ops: one file per family, each holding the forward kernel, the backward rule and the
+//! finite-difference gradient check side by side.
+
+pub mod bias;
+pub mod cross_entropy;
+pub mod dropout;
+pub mod elementwise;
+pub mod matmul;
+pub mod mse;
+pub mod parallel;
+pub mod reduce;
+pub mod reshape;
+pub mod softmax;
+pub mod unary;
+
+#[cfg(test)]
+pub(crate) mod gradcheck;
+
+/// Targets for a loss: class indices (sparse) or a dense array shaped like the predictions.
+#[derive(Debug, Clone, Copy)]
+pub enum Targets<'a> {
+    Classes(&'a [u32]),
+    Dense(&'a [f32]),
+}

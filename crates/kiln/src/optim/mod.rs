@@ -1,0 +1,190 @@
+//! Optimizers with Keras's update rules and defaults. Each keeps its per-parameter state
+//! (momentum, moment estimates) in buffers allocated once, on the first step.
+
+mod adam;
+mod rmsprop;
+mod sgd;
+
+use serde::{Deserialize, Serialize};
+
+use crate::params::ParamStore;
+
+pub use adam::Adam;
+pub use rmsprop::RmsProp;
+pub use sgd::Sgd;
+
+/// An optimizer as a spec names it (`type = "adam"`), with Keras defaults for every field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OptimizerSpec {
+    Sgd(Sgd),
+    Adam(Adam),
+    #[serde(rename = "adamw")]
+    AdamW(Adam),
+    Rmsprop(RmsProp),
+}
+
+impl Default for OptimizerSpec {
+    fn default() -> Self {
+        OptimizerSpec::Adam(Adam::default())
+    }
+}
+
+impl OptimizerSpec {
+    pub fn build(&self) -> Optimizer {
+        let rule = match self {
+            OptimizerSpec::Sgd(s) => Rule::Sgd(*s),
+            OptimizerSpec::Adam(a) => Rule::Adam(Adam {
+                weight_decay: 0.0,
+                ..*a
+            }),
+            OptimizerSpec::AdamW(a) => Rule::Adam(Adam {
+                weight_decay: a.weight_decay_or_default(),
+                ..*a
+            }),
+            OptimizerSpec::Rmsprop(r) => Rule::RmsProp(*r),
+        };
+        Optimizer {
+            rule,
+            state: Vec::new(),
+            iterations: 0,
+        }
+    }
+
+    pub fn learning_rate(&self) -> f32 {
+        match self {
+            OptimizerSpec::Sgd(s) => s.learning_rate,
+            OptimizerSpec::Adam(a) | OptimizerSpec::AdamW(a) => a.learning_rate,
+            OptimizerSpec::Rmsprop(r) => r.learning_rate,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Rule {
+    Sgd(Sgd),
+    Adam(Adam),
+    RmsProp(RmsProp),
+}
+
+/// A built optimizer: the update rule and its state.
+#[derive(Debug, Clone)]
+pub struct Optimizer {
+    rule: Rule,
+    /// Per parameter, the rule's state buffers (momentum, moments), each parameter-sized.
+    state: Vec<Vec<Vec<f32>>>,
+    iterations: u64,
+}
+
+impl Optimizer {
+    /// Number of steps taken so far.
+    pub fn iterations(&self) -> u64 {
+        self.iterations
+    }
+
+    /// Applies one update from the gradients held in `params`, with learning rate `lr`
+    /// (the spec's rate, or a schedule's value for this step).
+    pub fn step(&mut self, params: &mut ParamStore, lr: f32) {
+        if self.state.len() != params.len() {
+            let slots = match &self.rule {
+                Rule::Sgd(s) if s.momentum == 0.0 => 0,
+                Rule::Sgd(_) => 1,
+                Rule::Adam(_) => 2,
+                Rule::RmsProp(_) => 3,
+            };
+            self.state = params
+                .iter()
+                .map(|p| vec![vec![0.0; p.value.numel()]; slots])
+                .collect();
+        }
+        self.iterations += 1;
+        let t = self.iterations;
+        for (p, state) in params.iter_mut().zip(&mut self.state) {
+            let (w, g) = (p.value.data_mut(), &p.grad);
+            match &self.rule {
+                Rule::Sgd(s) => s.update(w, g, state, lr),
+                Rule::Adam(a) => a.update(w, g, state, lr, t),
+                Rule::RmsProp(r) => r.update(w, g, state, lr),
+            }
+        }
+    }
+}
+
+/// Below this size an update runs on one thread; above it, in chunks across the pool.
+const CHUNK: usize = 1 << 14;
+
+/// `f(w[i], g[i], a[i])` over aligned chunks, in parallel for large tensors: the update is
+/// memory-bound, so splitting it over both cores nearly halves it.
+pub(crate) fn zip1(w: &mut [f32], g: &[f32], a: &mut [f32], f: impl Fn(&mut f32, f32, &mut f32) + Sync) {
+    use rayon::prelude::*;
+    let run = |w: &mut [f32], g: &[f32], a: &mut [f32]| {
+        for ((w, &g), a) in w.iter_mut().zip(g).zip(a) {
+            f(w, g, a);
+        }
+    };
+    if w.len() < crate::ops::parallel::PAR_THRESHOLD {
+        run(w, g, a);
+    } else {
+        w.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .zip(a.par_chunks_mut(CHUNK))
+            .for_each(|((w, g), a)| run(w, g, a));
+    }
+}
+
+/// `f(w[i], g[i], a[i], b[i])`, as [`zip1`] with two state buffers.
+pub(crate) fn zip2(
+    w: &mut [f32],
+    g: &[f32],
+    a: &mut [f32],
+    b: &mut [f32],
+    f: impl Fn(&mut f32, f32, &mut f32, &mut f32) + Sync,
+) {
+    use rayon::prelude::*;
+    let run = |w: &mut [f32], g: &[f32], a: &mut [f32], b: &mut [f32]| {
+        for (((w, &g), a), b) in w.iter_mut().zip(g).zip(a).zip(b) {
+            f(w, g, a, b);
+        }
+    };
+    if w.len() < crate::ops::parallel::PAR_THRESHOLD {
+        run(w, g, a, b);
+    } else {
+        w.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .zip(a.par_chunks_mut(CHUNK))
+            .zip(b.par_chunks_mut(CHUNK))
+            .for_each(|(((w, g), a), b)| run(w, g, a, b));
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use crate::params::ParamStore;
+    use crate::tensor::Tensor;
+
+    /// The write-up's example: w = [1, 2, 3], L = (w1 + w2 + w3)², so ∂L/∂wi = 2·Σw.
+    pub fn quadratic_problem() -> ParamStore {
+        let mut p = ParamStore::new();
+        p.add("w", Tensor::new(&[3], vec![1.0, 2.0, 3.0]).unwrap());
+        p
+    }
+
+    pub fn set_quadratic_grad(p: &mut ParamStore) {
+        let param = p.iter_mut().next().unwrap();
+        let s: f32 = param.value.data().iter().sum();
+        param.grad.iter_mut().for_each(|g| *g = 2.0 * s);
+    }
+
+    pub fn weights(p: &ParamStore) -> Vec<f32> {
+        p.iter().next().unwrap().value.data().to_vec()
+    }
+
+    pub fn assert_close(actual: &[f32], expected: &[f64]) {
+        for (a, e) in actual.iter().zip(expected) {
+            assert!(
+                (*a as f64 - e).abs() < 1e-6,
+                "got {actual:?}, expected {expected:?}"
+            );
+        }
+    }
+}

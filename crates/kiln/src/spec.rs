@@ -1,0 +1,255 @@
+//! The training spec (TOML): data, preprocessing, model and training settings.
+//! Every section denies unknown fields, so a typo is an error, never silently ignored.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::{DataSpec, Normalization};
+use crate::error::{Error, Result};
+use crate::nn::{LayerSpec, Loss, LossKind};
+use crate::optim::OptimizerSpec;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSpec {
+    /// A name for the model (shown by `inspect`); default: the spec's file stem.
+    #[serde(default)]
+    pub name: Option<String>,
+    pub data: DataSpec,
+    #[serde(default)]
+    pub preprocessing: Preprocessing,
+    pub model: ModelSpec,
+    pub training: TrainingSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preprocessing {
+    #[serde(default = "no_normalization")]
+    pub normalization: Normalization,
+}
+
+impl Default for Preprocessing {
+    fn default() -> Self {
+        Preprocessing {
+            normalization: Normalization::None,
+        }
+    }
+}
+
+fn no_normalization() -> Normalization {
+    Normalization::None
+}
+
+/// The architecture: the same type is saved in a model's metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Shape of one sample; default: the data's sample shape. Must match the data if given.
+    #[serde(default)]
+    pub input_shape: Option<Vec<usize>>,
+    pub layers: Vec<LayerSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSpec {
+    #[serde(default)]
+    pub optimizer: OptimizerSpec,
+    pub loss: LossKind,
+    /// Model outputs are logits, not probabilities (Keras `from_logits`).
+    #[serde(default)]
+    pub from_logits: bool,
+    pub epochs: usize,
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Keras semantics: the last fraction of the training data, before shuffling.
+    #[serde(default)]
+    pub validation_split: f32,
+    #[serde(default = "yes")]
+    pub shuffle: bool,
+    /// Drives weight init, shuffling, dropout and stratified splits.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_batch_size() -> usize {
+    32
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl TrainingSpec {
+    pub fn loss(&self) -> Loss {
+        Loss {
+            kind: self.loss,
+            from_logits: self.from_logits,
+        }
+    }
+}
+
+impl TrainSpec {
+    /// Reads and validates a spec; relative CSV paths are taken from the spec's folder.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut spec = Self::parse(&text, path)?;
+        if let Some(dir) = path.parent() {
+            spec.data.resolve_paths(dir);
+        }
+        if spec.name.is_none() {
+            spec.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        }
+        Ok(spec)
+    }
+
+    /// Parses TOML text; `path` only names the source in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let spec: TrainSpec = toml::from_str(text).map_err(|e| Error::Spec {
+            path: path.to_path_buf(),
+            message: one_line_toml_error(&e, text),
+        })?;
+        spec.validate(path)?;
+        Ok(spec)
+    }
+
+    fn validate(&self, path: &Path) -> Result<()> {
+        let t = &self.training;
+        let fail = |message: String| {
+            Err(Error::Spec {
+                path: path.to_path_buf(),
+                message,
+            })
+        };
+        if t.epochs == 0 {
+            return fail("training.epochs must be at least 1".into());
+        }
+        if t.batch_size == 0 {
+            return fail("training.batch_size must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&t.validation_split) {
+            return fail(format!(
+                "training.validation_split = {} must be in [0, 1)",
+                t.validation_split
+            ));
+        }
+        if self.model.layers.is_empty() {
+            return fail("model.layers is empty: a model needs at least one layer".into());
+        }
+        Ok(())
+    }
+
+    /// The offline default: an MLP on the embedded UCI digits (no files, no network).
+    pub fn default_digits() -> Self {
+        let text = include_str!("default_spec.toml");
+        let mut spec =
+            Self::parse(text, Path::new("<built-in digits spec>")).expect("the built-in spec is valid");
+        spec.name = Some("digits-mlp".into());
+        spec
+    }
+}
+
+/// toml's errors span several lines (a source excerpt); kiln prints errors on one line:
+/// `line L, column C: message`.
+fn one_line_toml_error(e: &toml::de::Error, text: &str) -> String {
+    let message = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
+impl DataSpec {
+    /// Makes relative CSV paths relative to `dir` (the spec's folder).
+    pub fn resolve_paths(&mut self, dir: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        if let DataSpec::Csv { train, test, .. } = self {
+            resolve(train);
+            if let Some(t) = test {
+                resolve(t);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MLP: &str = r#"
+        [data]
+        source = "mnist"
+        [preprocessing]
+        normalization = { kind = "scale", max = 255.0 }
+        [model]
+        layers = [
+          { type = "flatten" },
+          { type = "dense", units = 512, activation = "relu" },
+          { type = "dropout", rate = 0.2 },
+          { type = "dense", units = 10, activation = "softmax" },
+        ]
+        [training]
+        optimizer = { type = "adam" }
+        loss = "sparse_categorical_crossentropy"
+        epochs = 10
+        batch_size = 64
+        validation_split = 0.2
+        seed = 42
+    "#;
+
+    #[test]
+    fn the_reference_spec_parses() {
+        let spec = TrainSpec::parse(MLP, Path::new("mlp.toml")).unwrap();
+        assert_eq!(spec.model.layers.len(), 4);
+        assert_eq!(spec.training.batch_size, 64);
+        assert_eq!(
+            spec.preprocessing.normalization,
+            Normalization::Scale { max: 255.0 }
+        );
+    }
+
+    #[test]
+    fn typos_and_unknown_types_are_one_line_errors_with_a_position() {
+        let bad = MLP.replace("batch_size = 64", "batch_sise = 64");
+        let err = TrainSpec::parse(&bad, Path::new("mlp.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("spec mlp.toml: line 17, column 9: unknown field `batch_sise`"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'));
+        let bad = MLP.replace("type = \"flatten\"", "type = \"flaten\"");
+        let err = TrainSpec::parse(&bad, Path::new("mlp.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown variant `flaten`"), "{err}");
+        let bad = MLP.replace("{ type = \"flatten\" }", "{ type = \"flatten\", size = 3 }");
+        let err = TrainSpec::parse(&bad, Path::new("mlp.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `size`"), "{err}");
+        let bad = MLP.replace("epochs = 10", "epochs = 0");
+        let err = TrainSpec::parse(&bad, Path::new("mlp.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("training.epochs must be at least 1"), "{err}");
+    }
+
+    #[test]
+    fn the_built_in_default_is_valid() {
+        let spec = TrainSpec::default_digits();
+        assert!(matches!(spec.data, DataSpec::Digits { .. }));
+    }
+}

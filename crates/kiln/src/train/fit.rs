@@ -1,0 +1,345 @@
+//! compile / fit / evaluate / predict on a [`Sequential`] model.
+
+use std::time::Instant;
+
+use crate::autograd::{Tape, Workspace};
+use crate::data::{epoch_order, gather_batch, Dataset};
+use crate::error::{Error, Result};
+use crate::nn::{Loss, Mode, Sequential};
+use crate::optim::{Optimizer, OptimizerSpec};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+
+use super::{EpochLog, FlushDenormals, History};
+
+/// Stream label for dropout masks, apart from the streams used for init and shuffles.
+const DROPOUT_STREAM: u64 = 0x6b69_6c6e_4452_4f50; // "kilnDROP"
+
+/// What `compile` fixes: the optimizer with its state, the loss, and reusable buffers.
+pub struct Compiled {
+    pub optimizer_spec: OptimizerSpec,
+    optimizer: Optimizer,
+    pub loss: Loss,
+    workspace: Workspace,
+    dropout_rng: Rng,
+    batch_x: Vec<f32>,
+    batch_y: Vec<u32>,
+}
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compiled")
+            .field("optimizer", &self.optimizer_spec)
+            .field("loss", &self.loss)
+            .finish()
+    }
+}
+
+/// Where validation data comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Validation<'a> {
+    None,
+    /// Keras `validation_split`: the last fraction of the training data, before shuffling.
+    Split(f32),
+    Data(&'a Dataset),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct FitOptions<'a> {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub validation: Validation<'a>,
+    pub shuffle: bool,
+    pub seed: u64,
+    /// Print one line per epoch (Keras `verbose=2`).
+    pub verbose: bool,
+}
+
+/// Loss and accuracy of a model on a data set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evaluation {
+    pub loss: f32,
+    pub accuracy: f32,
+}
+
+/// The outcome of one training step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepResult {
+    pub loss: f32,
+    /// Samples of the batch the model classified correctly (before the update).
+    pub correct: usize,
+}
+
+impl Sequential {
+    /// Fixes the optimizer and loss for training (Keras `compile`). Accuracy is always
+    /// tracked as the metric.
+    pub fn compile(&mut self, optimizer: OptimizerSpec, loss: Loss, seed: u64) {
+        self.compiled = Some(Compiled {
+            optimizer: optimizer.build(),
+            optimizer_spec: optimizer,
+            loss,
+            workspace: Workspace::new(),
+            dropout_rng: Rng::derive(seed, DROPOUT_STREAM),
+            batch_x: Vec::new(),
+            batch_y: Vec::new(),
+        });
+    }
+
+    pub fn compiled(&self) -> Option<&Compiled> {
+        self.compiled.as_ref()
+    }
+
+    fn require_compiled(&mut self) -> Result<&mut Compiled> {
+        self.compiled.as_mut().ok_or_else(|| {
+            Error::Value(
+                "the model must be compiled (optimizer and loss) before training or evaluating".into(),
+            )
+        })
+    }
+
+    /// One optimizer step on a batch of `labels.len()` samples stored back to back in `x`.
+    /// Allocates nothing once the first step has sized the buffers.
+    pub fn train_step(&mut self, x: &[f32], labels: &[u32]) -> Result<StepResult> {
+        let input_shape = self.input_shape();
+        let batch = labels.len();
+        if x.len() != batch * input_shape.numel() {
+            return Err(Error::Shape(format!(
+                "{} values for {batch} samples of shape {input_shape}",
+                x.len()
+            )));
+        }
+        let mut compiled = self
+            .compiled
+            .take()
+            .ok_or_else(|| Error::Value("the model must be compiled before training".into()))?;
+        let result = self.step_with(&mut compiled, x, labels);
+        self.compiled = Some(compiled);
+        result
+    }
+
+    fn step_with(&mut self, c: &mut Compiled, x: &[f32], labels: &[u32]) -> Result<StepResult> {
+        let shape = self.input_shape().with_batch(labels.len());
+        let lr = c.optimizer_spec.learning_rate();
+        let (network, params) = self.parts();
+        let fused = c.loss.fuses(network.final_activation());
+        params.zero_grads();
+        let (loss_value, correct) = {
+            let mut tape = Tape::new(params, &mut c.workspace);
+            let input = tape.input(x, shape);
+            let output = network.forward(&mut tape, input, &mut Mode::Train(&mut c.dropout_rng), fused)?;
+            let loss = c.loss.compute(&mut tape, output, fused, labels)?;
+            tape.backward(loss);
+            let correct = count_correct(tape.value(output), labels, fused || c.loss.from_logits);
+            (tape.value(loss)[0], correct)
+        };
+        c.optimizer.step(params, lr);
+        Ok(StepResult {
+            loss: loss_value,
+            correct,
+        })
+    }
+
+    /// Trains for `options.epochs` epochs (Keras `fit`).
+    pub fn fit(&mut self, train: &Dataset, options: &FitOptions) -> Result<History> {
+        self.require_compiled()?;
+        if options.batch_size == 0 {
+            return Err(Error::Value("batch_size must be at least 1".into()));
+        }
+        let split;
+        let (train, validation) = match options.validation {
+            Validation::None => (train, None),
+            Validation::Data(v) => (train, Some(v)),
+            Validation::Split(fraction) => {
+                split = train.split_tail(fraction)?;
+                (&split.0, Some(&split.1).filter(|v| !v.is_empty()))
+            }
+        };
+        self.check_data(train, "training")?;
+        if let Some(v) = validation {
+            self.check_data(v, "validation")?;
+        }
+        if train.is_empty() {
+            return Err(Error::Value("the training set is empty".into()));
+        }
+        let _flush = FlushDenormals::enable();
+        let steps = train.len().div_ceil(options.batch_size);
+        let mut history = History::default();
+        for epoch in 0..options.epochs {
+            let start = Instant::now();
+            let (loss, accuracy) = self.train_epoch(train, epoch, options)?;
+            let train_seconds = start.elapsed().as_secs_f64();
+            let val = validation.map(|v| self.evaluate(v, 1024)).transpose()?;
+            let log = EpochLog {
+                epoch: epoch + 1,
+                loss,
+                accuracy,
+                val_loss: val.map(|v| v.loss),
+                val_accuracy: val.map(|v| v.accuracy),
+                seconds: start.elapsed().as_secs_f64(),
+                train_seconds,
+            };
+            if options.verbose {
+                println!("{}", log.progress_line(options.epochs, steps));
+            }
+            history.epochs.push(log);
+        }
+        Ok(history)
+    }
+
+    /// One pass over the training set: (mean loss weighted by batch size, accuracy).
+    fn train_epoch(&mut self, train: &Dataset, epoch: usize, options: &FitOptions) -> Result<(f32, f32)> {
+        let order = epoch_order(train.len(), epoch, options.seed, options.shuffle);
+        let mut c = self.compiled.take().expect("checked by fit");
+        let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+        let mut result = Ok(());
+        for batch in order.chunks(options.batch_size) {
+            let (mut x, mut y) = (std::mem::take(&mut c.batch_x), std::mem::take(&mut c.batch_y));
+            gather_batch(train, batch, &mut x, &mut y);
+            let step = self.step_with(&mut c, &x, &y);
+            (c.batch_x, c.batch_y) = (x, y);
+            match step {
+                Ok(s) => {
+                    loss_sum += s.loss as f64 * batch.len() as f64;
+                    correct += s.correct;
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        self.compiled = Some(c);
+        result?;
+        let n = train.len() as f64;
+        Ok(((loss_sum / n) as f32, (correct as f64 / n) as f32))
+    }
+
+    /// Checks that the data fits the model: sample shape and labels within the outputs.
+    pub fn check_data(&self, data: &Dataset, what: &str) -> Result<()> {
+        if data.sample_shape != self.input_shape().dims() {
+            return Err(Error::Shape(format!(
+                "{what} samples have shape {:?}, the model's input is {}",
+                data.sample_shape,
+                self.input_shape()
+            )));
+        }
+        self.check_classifier_output(data.num_classes())
+    }
+
+    /// Mean loss and accuracy over `data`, in batches, without dropout (Keras `evaluate`).
+    pub fn evaluate(&mut self, data: &Dataset, batch_size: usize) -> Result<Evaluation> {
+        self.check_data(data, "evaluation")?;
+        let mut c = self
+            .compiled
+            .take()
+            .ok_or_else(|| Error::Value("the model must be compiled before evaluating".into()))?;
+        let result = self.evaluate_with(&mut c, data, batch_size.max(1));
+        self.compiled = Some(c);
+        result
+    }
+
+    fn evaluate_with(&mut self, c: &mut Compiled, data: &Dataset, batch_size: usize) -> Result<Evaluation> {
+        let size = data.sample_size();
+        let input_shape = self.input_shape();
+        let (network, params) = self.parts();
+        let fused = c.loss.fuses(network.final_activation());
+        let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+        for (x, labels) in data
+            .features
+            .chunks(batch_size * size)
+            .zip(data.labels.chunks(batch_size))
+        {
+            let mut tape = Tape::inference(params, &mut c.workspace);
+            let input = tape.input(x, input_shape.with_batch(labels.len()));
+            let output = network.forward(&mut tape, input, &mut Mode::Infer, fused)?;
+            let loss = c.loss.compute(&mut tape, output, fused, labels)?;
+            loss_sum += tape.value(loss)[0] as f64 * labels.len() as f64;
+            correct += count_correct(tape.value(output), labels, fused || c.loss.from_logits);
+        }
+        let n = data.len().max(1) as f64;
+        Ok(Evaluation {
+            loss: (loss_sum / n) as f32,
+            accuracy: (correct as f64 / n) as f32,
+        })
+    }
+
+    /// The model's outputs (class probabilities for a softmax model) for `count` samples
+    /// stored back to back in `x`, as a (count, outputs) tensor (Keras `predict`).
+    pub fn predict(&mut self, x: &[f32], count: usize) -> Result<Tensor> {
+        let input_shape = self.input_shape();
+        if x.len() != count * input_shape.numel() {
+            return Err(Error::Shape(format!(
+                "{} input values do not make {count} samples of shape {input_shape}",
+                x.len()
+            )));
+        }
+        let outputs = self.output_shape().numel();
+        let mut result = Vec::with_capacity(count * outputs);
+        let mut workspace = self
+            .compiled
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.workspace))
+            .unwrap_or_default();
+        const BATCH: usize = 1024;
+        {
+            let (network, params) = self.parts();
+            for chunk in x.chunks(BATCH * input_shape.numel().max(1)) {
+                let rows = chunk.len() / input_shape.numel().max(1);
+                let mut tape = Tape::inference(params, &mut workspace);
+                let input = tape.input(chunk, input_shape.with_batch(rows));
+                let output = network.forward(&mut tape, input, &mut Mode::Infer, false)?;
+                result.extend_from_slice(tape.value(output));
+            }
+        }
+        if let Some(c) = self.compiled.as_mut() {
+            c.workspace = workspace;
+        }
+        Ok(Tensor::from_shape(
+            crate::tensor::Shape::new(&[count, outputs]),
+            result,
+        ))
+    }
+}
+
+/// Correct predictions in a batch: argmax per row, or a threshold for one output unit
+/// (0 on logits, 0.5 on probabilities).
+fn count_correct(output: &[f32], labels: &[u32], logits: bool) -> usize {
+    let width = output.len() / labels.len().max(1);
+    if width == 1 {
+        let threshold = if logits { 0.0 } else { 0.5 };
+        return output
+            .iter()
+            .zip(labels)
+            .filter(|(&o, &l)| (o > threshold) as u32 == l)
+            .count();
+    }
+    output
+        .chunks_exact(width.max(1))
+        .zip(labels)
+        .filter(|(row, &label)| argmax(row) == label as usize)
+        .count()
+}
+
+/// Index of the largest value (the first on ties).
+pub fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_argmax_and_threshold_hits() {
+        assert_eq!(count_correct(&[0.1, 0.9, 0.8, 0.2], &[1, 1], false), 1);
+        assert_eq!(count_correct(&[0.7, 0.2], &[1, 1], false), 1);
+        assert_eq!(count_correct(&[-0.5, 0.3], &[0, 1], true), 2);
+        assert_eq!(argmax(&[1.0, 3.0, 3.0]), 1);
+    }
+}

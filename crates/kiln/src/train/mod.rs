@@ -1,0 +1,10 @@
+//! Training with the Keras workflow: `compile`, then `fit` → [`History`], `evaluate`,
+//! `predict`.
+
+mod denormals;
+mod fit;
+mod history;
+
+pub use denormals::FlushDenormals;
+pub use fit::{argmax, Compiled, Evaluation, FitOptions, StepResult, Validation};
+pub use history::{EpochLog, History};
