@@ -6,11 +6,11 @@
 //! Files are written to a temporary sibling and renamed into place, so a crash or a full
 //! disk never leaves a half-written model where a good one was.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::data::{DataSpec, FittedNormalization};
@@ -78,8 +78,10 @@ pub fn save(model: &Sequential, info: &ModelInfo, path: &Path) -> Result<()> {
     write_atomically(path, &bytes)
 }
 
+/// The safetensors layout: an 8-byte little-endian header length, a JSON header, the
+/// tensor bytes. kiln writes it itself (and reads it with the `safetensors` crate) so that
+/// the header's keys come out sorted and the same model always gives the same bytes.
 fn to_bytes(model: &Sequential, info: &ModelInfo) -> std::result::Result<Vec<u8>, String> {
-    let json = |v: &dyn erased::Json| v.to_json();
     let values = [
         json(&info.name),
         json(&info.architecture),
@@ -89,39 +91,42 @@ fn to_bytes(model: &Sequential, info: &ModelInfo) -> std::result::Result<Vec<u8>
         json(&info.data),
         json(&info.lineage),
     ];
-    let mut metadata: HashMap<String, String> = KEYS.iter().map(|k| k.to_string()).zip(values).collect();
+    let mut metadata: BTreeMap<String, String> = KEYS.iter().map(|k| k.to_string()).zip(values).collect();
     metadata.insert("format".into(), FORMAT.into());
     metadata.insert("format_version".into(), FORMAT_VERSION.into());
-    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = model
-        .params
-        .iter()
-        .map(|p| {
-            let bytes = p.value.data().iter().flat_map(|v| v.to_le_bytes()).collect();
-            (p.name.clone(), p.value.dims().to_vec(), bytes)
-        })
-        .collect();
-    let views = raw
-        .iter()
-        .map(|(name, dims, bytes)| {
-            Ok((
-                name.as_str(),
-                TensorView::new(Dtype::F32, dims.clone(), bytes).map_err(|e| e.to_string())?,
-            ))
-        })
-        .collect::<std::result::Result<Vec<_>, String>>()?;
-    safetensors::tensor::serialize(views, &Some(metadata)).map_err(|e| e.to_string())
+
+    // serde_json's map keeps keys sorted, so the header is deterministic.
+    let mut header = serde_json::Map::new();
+    header.insert(
+        "__metadata__".into(),
+        serde_json::to_value(&metadata).map_err(|e| e.to_string())?,
+    );
+    let mut offset = 0usize;
+    for p in model.params.iter() {
+        let end = offset + p.value.numel() * 4;
+        let entry =
+            serde_json::json!({ "dtype": "F32", "shape": p.value.dims(), "data_offsets": [offset, end] });
+        if header.insert(p.name.clone(), entry).is_some() {
+            return Err(format!("two parameters are named `{}`", p.name));
+        }
+        offset = end;
+    }
+    let mut header_bytes = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
+    // Pad with spaces so the tensor data starts 8-byte aligned, as the format recommends.
+    while header_bytes.len() % 8 != 0 {
+        header_bytes.push(b' ');
+    }
+    let mut bytes = Vec::with_capacity(8 + header_bytes.len() + offset);
+    bytes.extend_from_slice(&(header_bytes.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&header_bytes);
+    for p in model.params.iter() {
+        bytes.extend(p.value.data().iter().flat_map(|v| v.to_le_bytes()));
+    }
+    Ok(bytes)
 }
 
-/// Serialises any metadata value to JSON; a tiny object-safe shim for the list above.
-mod erased {
-    pub trait Json {
-        fn to_json(&self) -> String;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn to_json(&self) -> String {
-            serde_json::to_string(self).expect("metadata types serialise to JSON")
-        }
-    }
+fn json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("metadata types serialise to JSON")
 }
 
 /// Writes to `path.tmp-PID`, syncs, then renames over `path`.

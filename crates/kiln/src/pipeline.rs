@@ -134,6 +134,9 @@ pub fn load_prediction_input(
     let (mut values, rows) = if looks_like_idx(path)? {
         let idx = read_idx(path)?;
         let rows = idx.dims.first().copied().unwrap_or(0);
+        if rows == 0 {
+            return Err(Error::data(path, "holds no samples (its first dimension is 0)"));
+        }
         let per_row: usize = idx.dims.iter().skip(1).product();
         if per_row != sample_size {
             return Err(Error::data(
@@ -151,7 +154,8 @@ pub fn load_prediction_input(
 }
 
 /// IDX rather than CSV: the content (decompressed if gzip) starts with IDX's two zero
-/// bytes and the u8 type code, which no text file does.
+/// bytes, which no text file does. Any type code counts, so that an unsupported one gets
+/// the IDX reader's precise error rather than a CSV parse failure.
 fn looks_like_idx(path: &Path) -> Result<bool> {
     use std::io::Read;
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
@@ -164,6 +168,6 @@ fn looks_like_idx(path: &Path) -> Result<bool> {
     } else {
         Box::new(file)
     };
-    let mut head = [0u8; 3];
-    Ok(reader.read_exact(&mut head).is_ok() && head == [0, 0, 0x08])
+    let mut head = [0u8; 2];
+    Ok(reader.read_exact(&mut head).is_ok() && head == [0, 0])
 }

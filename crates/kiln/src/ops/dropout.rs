@@ -17,9 +17,15 @@ impl Tape<'_> {
         }
         let shape = self.shape(x);
         let keep_scale = 1.0 / (1.0 - rate);
+        // Drop when a uniform 32-bit draw falls below rate·2³²; one 64-bit draw feeds two
+        // elements, which halves the generator's share of the step.
+        let threshold = (rate as f64 * 4_294_967_296.0) as u64;
         let mut mask = self.alloc(shape.numel());
-        for m in mask.iter_mut() {
-            *m = if rng.next_f32() >= rate { keep_scale } else { 0.0 };
+        for pair in mask.chunks_mut(2) {
+            let bits = rng.next_u64();
+            for (m, half) in pair.iter_mut().zip([bits & 0xFFFF_FFFF, bits >> 32]) {
+                *m = if half >= threshold { keep_scale } else { 0.0 };
+            }
         }
         let mut y = self.alloc(shape.numel());
         y.copy_from_slice(self.value(x));

@@ -31,6 +31,11 @@ impl<'a> MatRef<'a> {
     }
 }
 
+/// Number of `gemm` calls running now. The `gemm` crate allocates its packing buffers on
+/// every call; the allocation audit test uses this to tell those apart from kiln's own
+/// allocations (which must be none in a training step after the first).
+pub static GEMM_CALLS_IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Below this many multiply-adds one thread is faster than waking the pool.
 const PARALLEL_MIN_WORK: usize = 1 << 18;
 
@@ -52,6 +57,8 @@ pub fn gemm(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs
     } else {
         gemm::Parallelism::None
     };
+    use std::sync::atomic::Ordering::SeqCst;
+    GEMM_CALLS_IN_FLIGHT.fetch_add(1, SeqCst);
     // SAFETY: the asserts above guarantee every element the kernel touches lies inside the
     // slices (strides are non-negative and the largest offsets are in bounds), and `dst`
     // is exclusively borrowed, so it aliases neither operand.
@@ -78,6 +85,7 @@ pub fn gemm(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs
             parallelism,
         );
     }
+    GEMM_CALLS_IN_FLIGHT.fetch_sub(1, SeqCst);
 }
 
 /// Writes the transpose of `src` (rows×cols, row-major) into `dst` (cols×rows).

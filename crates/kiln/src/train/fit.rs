@@ -161,6 +161,15 @@ impl Sequential {
         if train.is_empty() {
             return Err(Error::Value("the training set is empty".into()));
         }
+        crate::ops::parallel::on_pool(|| self.fit_on_pool(train, validation, options))
+    }
+
+    fn fit_on_pool(
+        &mut self,
+        train: &Dataset,
+        validation: Option<&Dataset>,
+        options: &FitOptions,
+    ) -> Result<History> {
         let _flush = FlushDenormals::enable();
         let steps = train.len().div_ceil(options.batch_size);
         let mut history = History::default();

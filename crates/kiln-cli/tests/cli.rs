@@ -1,0 +1,841 @@
+//! End-to-end tests of the `kiln` binary: every bad input is a one-line `error: …` naming
+//! the file, field or value at fault (never a panic), nothing saved is lost when a command
+//! fails, and the offline happy path (train, inspect, eval, predict) works and agrees with
+//! itself.
+//!
+//! Tests that need MNIST read it through `$KILN_DATA` (e.g. `KILN_DATA=/work/shared/data`)
+//! and skip with a note when it is unset. The Python interop test runs `$KILN_PYTHON` (a
+//! python with `safetensors` and `numpy`) and skips when it is unset.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+
+/// (exit status, stdout, stderr) of one run of the binary.
+type Outcome = (ExitStatus, String, String);
+
+/// Runs `kiln ARGS` with `envs` applied: `Some(v)` sets a variable, `None` removes it.
+/// The working folder is the system temp folder, so a stray relative path never writes
+/// into the source tree; tests pass absolute paths.
+fn run(args: &[&str], envs: &[(&str, Option<&str>)]) -> Outcome {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.args(args).current_dir(std::env::temp_dir());
+    for (key, value) in envs {
+        match value {
+            Some(v) => cmd.env(key, v),
+            None => cmd.env_remove(key),
+        };
+    }
+    let out = cmd.output().expect("the kiln binary runs");
+    (
+        out.status,
+        String::from_utf8(out.stdout).expect("stdout is UTF-8"),
+        String::from_utf8(out.stderr).expect("stderr is UTF-8"),
+    )
+}
+
+/// A failed run: exit code 1, stderr exactly one non-empty line `error: …` holding every
+/// one of `must_contain`, and no panic.
+fn assert_one_line_error(outcome: &Outcome, must_contain: &[&str]) {
+    let (status, stdout, stderr) = outcome;
+    assert!(
+        !status.success(),
+        "expected a failure, got {status}\nstdout: {stdout}\nstderr: {stderr}"
+    );
+    assert_eq!(status.code(), Some(1), "exit code; stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    let line = stderr
+        .strip_suffix('\n')
+        .unwrap_or_else(|| panic!("stderr does not end with a newline: {stderr:?}"));
+    assert!(
+        !line.contains('\n') && !line.contains('\r'),
+        "stderr is not one line: {stderr:?}"
+    );
+    assert!(line.starts_with("error: "), "stderr: {stderr:?}");
+    assert!(line.len() > "error: ".len(), "empty message: {stderr:?}");
+    for part in must_contain {
+        assert!(line.contains(part), "{part:?} not in: {line}");
+    }
+}
+
+fn assert_success(outcome: &Outcome) {
+    let (status, stdout, stderr) = outcome;
+    assert!(
+        status.success(),
+        "expected success, got {status}\nstdout: {stdout}\nstderr: {stderr}"
+    );
+}
+
+/// A fresh folder per test (temp dir + process id + test name), removed on drop; it has a
+/// `home` subfolder to serve as an empty `$HOME`.
+struct Sandbox {
+    dir: PathBuf,
+}
+
+impl Sandbox {
+    fn new(test: &str) -> Sandbox {
+        let dir = std::env::temp_dir().join(format!("kiln-cli-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("home")).unwrap();
+        Sandbox { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// `path(name)` as a string, for command-line arguments.
+    fn arg(&self, name: &str) -> String {
+        path_str(&self.path(name))
+    }
+
+    fn home(&self) -> String {
+        self.arg("home")
+    }
+
+    fn write(&self, name: &str, content: impl AsRef<[u8]>) -> String {
+        let path = self.path(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&path, content).unwrap();
+        path_str(&path)
+    }
+
+    /// Runs kiln offline, with this sandbox's empty `$HOME` and no `$KILN_DATA`, so no
+    /// command can find (or fetch) MNIST from elsewhere.
+    fn kiln(&self, args: &[&str]) -> Outcome {
+        let home = self.home();
+        run(
+            args,
+            &[
+                ("KILN_OFFLINE", Some("1")),
+                ("HOME", Some(&home)),
+                ("KILN_DATA", None),
+                ("KILN_MNIST_MIRROR", None),
+            ],
+        )
+    }
+
+    /// Trains the built-in digits model into `name`; returns its path.
+    fn digits_model(&self, name: &str) -> String {
+        let out = self.arg(name);
+        assert_success(&self.kiln(&["train", "--quiet", "--out", &out]));
+        out
+    }
+
+    /// The names in the sandbox folder (not `home`), sorted.
+    fn entries(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "home")
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn path_str(path: &Path) -> String {
+    path.to_str().expect("temp paths are UTF-8").to_string()
+}
+
+/// A raw IDX file: two zero bytes, the type code, the number of dimensions, the
+/// dimensions as big-endian u32, then `data`.
+fn idx(type_code: u8, dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![0, 0, type_code, dims.len() as u8];
+    for d in dims {
+        bytes.extend_from_slice(&d.to_be_bytes());
+    }
+    bytes.extend_from_slice(data);
+    bytes
+}
+
+/// Deterministic pseudo-random digit-like values 0..=16.
+fn pixel_values(count: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..count)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) % 17) as u8
+        })
+        .collect()
+}
+
+/// `rows` lines of 64 integer features 0..=16, no header.
+fn digits_csv(rows: usize) -> String {
+    pixel_values(rows * 64, 11)
+        .chunks(64)
+        .map(|r| {
+            let cells: Vec<String> = r.iter().map(|v| v.to_string()).collect();
+            cells.join(",") + "\n"
+        })
+        .collect()
+}
+
+/// The value after `key` (e.g. `test_accuracy: `) on the line that starts with `line_start`.
+fn metric(stdout: &str, line_start: &str, key: &str) -> String {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .unwrap_or_else(|| panic!("no line starting with {line_start:?} in:\n{stdout}"));
+    let at = line.find(key).unwrap_or_else(|| panic!("no {key:?} in {line:?}")) + key.len();
+    line[at..].split_whitespace().next().expect("a value").to_string()
+}
+
+/// A spec for a labelled CSV file next to it.
+fn csv_spec(train: &str, layers: &str) -> String {
+    format!(
+        r#"
+[data]
+source = "csv"
+train = "{train}"
+
+[model]
+layers = [
+{layers}
+]
+
+[training]
+loss = "sparse_categorical_crossentropy"
+epochs = 1
+"#
+    )
+}
+
+const MNIST_SPEC: &str = r#"
+[data]
+source = "mnist"
+
+[preprocessing]
+normalization = { kind = "scale", max = 255.0 }
+
+[model]
+layers = [
+  { type = "flatten" },
+  { type = "dense", units = 10, activation = "softmax" },
+]
+
+[training]
+optimizer = { type = "adam", learning_rate = 0.001 }
+loss = "sparse_categorical_crossentropy"
+epochs = 1
+batch_size = 128
+seed = 1
+"#;
+
+const MNIST_FILES: [&str; 4] = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+];
+
+/// `$KILN_DATA`, or a skip note.
+fn kiln_data(test: &str) -> Option<String> {
+    match std::env::var("KILN_DATA") {
+        Ok(d) if !d.is_empty() => Some(d),
+        _ => {
+            eprintln!("skipping {test}: set KILN_DATA (e.g. KILN_DATA=/work/shared/data) to run it");
+            None
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Bad input
+
+#[test]
+fn mnist_missing_from_a_given_data_dir_names_that_dir() {
+    let s = Sandbox::new("mnist-given-dir");
+    let spec = s.write("mnist.toml", MNIST_SPEC);
+    std::fs::create_dir(s.path("empty")).unwrap();
+    let empty = s.arg("empty");
+    let out = s.kiln(&["train", &spec, "--data-dir", &empty]);
+    assert_one_line_error(
+        &out,
+        &[&empty, "MNIST not found", "missing train-images-idx3-ubyte"],
+    );
+    // A folder that does not exist is reported the same way.
+    let nowhere = s.arg("nowhere");
+    let out = s.kiln(&["train", &spec, "--data-dir", &nowhere]);
+    assert_one_line_error(&out, &[&nowhere, "no such folder"]);
+}
+
+#[test]
+fn mnist_missing_offline_says_where_to_put_the_files() {
+    let s = Sandbox::new("mnist-offline");
+    let spec = s.write("mnist.toml", MNIST_SPEC);
+    let out = s.kiln(&["train", &spec]);
+    let cache = format!("{}/.cache/kiln/mnist", s.home());
+    assert_one_line_error(
+        &out,
+        &[
+            "MNIST is not available",
+            &cache,
+            "$KILN_DATA is not set",
+            "KILN_OFFLINE=1",
+            "Put the four MNIST files",
+            "$KILN_DATA/mnist",
+            "--data-dir",
+        ],
+    );
+    assert!(
+        !s.path("home/.cache").exists(),
+        "offline must not create the cache"
+    );
+}
+
+#[test]
+fn mnist_download_failure_is_reported() {
+    let s = Sandbox::new("mnist-download");
+    let spec = s.write("mnist.toml", MNIST_SPEC);
+    let home = s.home();
+    let out = run(
+        &["train", &spec],
+        &[
+            ("KILN_OFFLINE", None),
+            ("KILN_DATA", None),
+            ("HOME", Some(&home)),
+            ("KILN_MNIST_MIRROR", Some("http://127.0.0.1:9/")),
+        ],
+    );
+    assert_one_line_error(
+        &out,
+        &[
+            "MNIST is not available",
+            "the download failed",
+            "http://127.0.0.1:9/train-images-idx3-ubyte.gz",
+        ],
+    );
+    // Nothing partial is left in the cache it tried to download into.
+    let cache = s.path("home/.cache/kiln/mnist");
+    if cache.is_dir() {
+        let left: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
+        assert!(left.is_empty(), "left in the cache: {left:?}");
+    }
+}
+
+#[test]
+fn a_truncated_mnist_file_is_named() {
+    // The loader checks each file's SHA-256 before parsing it, so a short file in a data
+    // folder is reported as not being the MNIST file, by name.
+    let s = Sandbox::new("mnist-truncated");
+    let spec = s.write("mnist.toml", MNIST_SPEC);
+    s.write(
+        "data/train-images-idx3-ubyte",
+        idx(0x08, &[60_000, 28, 28], &[0; 100]),
+    );
+    s.write("data/train-labels-idx1-ubyte", idx(0x08, &[60_000], &[0; 10]));
+    s.write(
+        "data/t10k-images-idx3-ubyte",
+        idx(0x08, &[10_000, 28, 28], &[0; 100]),
+    );
+    s.write("data/t10k-labels-idx1-ubyte", idx(0x08, &[10_000], &[0; 10]));
+    let data = s.arg("data");
+    let out = s.kiln(&["train", &spec, "--data-dir", &data]);
+    let images = s.arg("data/train-images-idx3-ubyte");
+    assert_one_line_error(&out, &[&images, "SHA-256", "corrupt"]);
+}
+
+#[test]
+fn a_truncated_idx_input_is_named() {
+    let s = Sandbox::new("idx-truncated");
+    let model = s.digits_model("m.safetensors");
+    let input = s.write("truncated.idx", idx(0x08, &[2, 8, 8], &[1; 100]));
+    let out = s.kiln(&["predict", &model, "--input", &input]);
+    assert_one_line_error(&out, &[&input, "truncated", "expected 128 bytes", "found 100"]);
+    // A header cut short, too.
+    let input = s.write("short-header.idx", &idx(0x08, &[2, 8, 8], &[])[..9]);
+    let out = s.kiln(&["predict", &model, "--input", &input]);
+    assert_one_line_error(&out, &[&input, "truncated IDX header"]);
+}
+
+#[test]
+fn an_idx_input_with_a_wrong_type_code_or_garbage_is_an_error_not_a_panic() {
+    let s = Sandbox::new("idx-magic");
+    let model = s.digits_model("m.safetensors");
+    // Type code 0x09 (signed byte) instead of 0x08. The binary decides IDX-or-CSV by the
+    // first three bytes being 00 00 08, so this is read as CSV and rejected there; either
+    // way it must be a one-line error naming the file.
+    let input = s.write("signed.idx", idx(0x09, &[2, 8, 8], &[1; 128]));
+    let out = s.kiln(&["predict", &model, "--input", &input]);
+    assert_one_line_error(&out, &[&input]);
+    // Binary garbage that is not UTF-8: the CSV reader's error.
+    let garbage: Vec<u8> = (0..512u32).map(|i| (i * 97 % 256) as u8 | 0x80).collect();
+    let input = s.write("garbage.bin", &garbage);
+    let out = s.kiln(&["predict", &model, "--input", &input]);
+    assert_one_line_error(&out, &[&input, "not UTF-8"]);
+    // Garbage behind a gzip magic: a corrupt gzip stream.
+    let mut gz = vec![0x1f, 0x8b];
+    gz.extend_from_slice(&garbage);
+    let input = s.write("garbage.gz", &gz);
+    let out = s.kiln(&["predict", &model, "--input", &input]);
+    assert_one_line_error(&out, &[&input, "gzip"]);
+    // A well-formed IDX file whose samples are not the model's size.
+    let input = s.write("big.idx", idx(0x08, &[1, 28, 28], &[0; 784]));
+    let out = s.kiln(&["predict", &model, "--input", &input]);
+    assert_one_line_error(&out, &[&input, "[28, 28]", "784", "64 values"]);
+}
+
+#[test]
+fn a_non_numeric_csv_cell_is_named_with_line_and_column() {
+    let s = Sandbox::new("csv-cell");
+    s.write("train.csv", "1,2,0\n3,4,1\n5,abc,0\n7,8,1\n");
+    let spec = s.write(
+        "spec.toml",
+        csv_spec(
+            "train.csv",
+            r#"{ type = "flatten" }, { type = "dense", units = 2, activation = "softmax" }"#,
+        ),
+    );
+    let out = s.kiln(&["train", &spec]);
+    let train = s.arg("train.csv");
+    assert_one_line_error(&out, &[&train, "line 3", "column 2", "abc"]);
+
+    // The same in a features file given to predict.
+    let model = s.digits_model("m.safetensors");
+    let mut rows: Vec<String> = digits_csv(4).lines().map(String::from).collect();
+    let mut cells: Vec<&str> = rows[2].split(',').collect();
+    cells[4] = "x1";
+    rows[2] = cells.join(",");
+    let input = s.write("features.csv", rows.join("\n") + "\n");
+    let out = s.kiln(&["predict", &model, "--input", &input]);
+    assert_one_line_error(&out, &[&input, "line 3", "column 5", "x1"]);
+    // And a features file with the wrong number of columns.
+    let input = s.write("narrow.csv", "1,2,3\n4,5,6\n");
+    let out = s.kiln(&["predict", &model, "--input", &input]);
+    assert_one_line_error(&out, &[&input, "3 columns", "expected 64"]);
+}
+
+#[test]
+fn spec_typos_and_unknown_layer_types_name_the_field_and_the_line() {
+    let s = Sandbox::new("spec-typos");
+    let spec = |layers: &str, training_extra: &str| {
+        format!(
+            "[data]\nsource = \"digits\"\n\n[model]\nlayers = [\n  {{ type = \"flatten\" }},\n  {layers},\n]\n\n\
+             [training]\nloss = \"sparse_categorical_crossentropy\"\nepochs = 1\n{training_extra}"
+        )
+    };
+    // Unknown layer type, on line 7.
+    let path = s.write("variant.toml", spec(r#"{ type = "dense2", units = 10 }"#, ""));
+    let out = s.kiln(&["train", &path]);
+    assert_one_line_error(&out, &[&format!("spec {path}: line 7"), "dense2", "variant"]);
+    // A misspelled layer field.
+    let path = s.write(
+        "unit.toml",
+        spec(r#"{ type = "dense", unit = 10, activation = "softmax" }"#, ""),
+    );
+    let out = s.kiln(&["train", &path]);
+    assert_one_line_error(
+        &out,
+        &[
+            &format!("spec {path}: line "),
+            "unknown field `unit`, expected one of `units`",
+        ],
+    );
+    // serde buffers an internally tagged layer before checking its fields, so toml can
+    // only point at the `layers` array (line 5), not at the layer itself (line 7).
+    let line = metric(&out.2, "error: spec ", ": line ");
+    let line: usize = line.trim_end_matches(',').parse().unwrap();
+    assert!((5..=7).contains(&line), "{}", out.2);
+    // A misspelled training field, on line 13.
+    let path = s.write(
+        "batch.toml",
+        spec(
+            r#"{ type = "dense", units = 10, activation = "softmax" }"#,
+            "batch_sise = 64\n",
+        ),
+    );
+    let out = s.kiln(&["train", &path]);
+    assert_one_line_error(
+        &out,
+        &[&format!("spec {path}: line 13"), "unknown field `batch_sise`"],
+    );
+    // Not TOML at all, and a spec that does not exist.
+    let path = s.write("broken.toml", "[data\nsource = ");
+    assert_one_line_error(&s.kiln(&["train", &path]), &[&format!("spec {path}: line 1")]);
+    let missing = s.arg("missing.toml");
+    assert_one_line_error(&s.kiln(&["train", &missing]), &[&missing]);
+}
+
+#[test]
+fn a_label_beyond_the_output_layer_is_named() {
+    let s = Sandbox::new("label-range");
+    let rows: String = (0..40).map(|i| format!("{},{},{}\n", i, i * 2, i % 5)).collect();
+    s.write("train.csv", format!("a,b,label\n{rows}"));
+    let spec = s.write(
+        "spec.toml",
+        csv_spec(
+            "train.csv",
+            r#"{ type = "dense", units = 3, activation = "softmax" }"#,
+        ),
+    );
+    let out = s.kiln(&["train", &spec]);
+    assert_one_line_error(&out, &["labels up to 4", "3 units"]);
+}
+
+#[test]
+fn layer_shapes_that_do_not_chain_are_errors() {
+    let s = Sandbox::new("shapes");
+    let base = |model: &str| {
+        format!(
+            "[data]\nsource = \"digits\"\n\n[model]\n{model}\n\n[training]\n\
+             loss = \"sparse_categorical_crossentropy\"\nepochs = 1\n"
+        )
+    };
+    // Digits samples are [8, 8]: a dense layer without flatten outputs [8, 10].
+    let path = s.write(
+        "no-flatten.toml",
+        base(r#"layers = [{ type = "dense", units = 10, activation = "softmax" }]"#),
+    );
+    let out = s.kiln(&["train", &path]);
+    assert_one_line_error(&out, &["flatten", "[8, 10]"]);
+    // An input shape that is not the data's.
+    let path = s.write(
+        "input-shape.toml",
+        base(
+            "input_shape = [10]\nlayers = [{ type = \"flatten\" }, \
+             { type = \"dense\", units = 10, activation = \"softmax\" }]",
+        ),
+    );
+    let out = s.kiln(&["train", &path]);
+    assert_one_line_error(&out, &["[8, 8]", "[10]"]);
+    // Zero units.
+    let path = s.write(
+        "zero-units.toml",
+        base(r#"layers = [{ type = "flatten" }, { type = "dense", units = 0 }]"#),
+    );
+    let out = s.kiln(&["train", &path]);
+    assert_one_line_error(&out, &["layer 1 (dense)", "units must be at least 1"]);
+}
+
+/// A valid safetensors file with one tensor and no metadata.
+fn plain_safetensors() -> Vec<u8> {
+    let mut header = br#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#.to_vec();
+    while !header.len().is_multiple_of(8) {
+        header.push(b' ');
+    }
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&header);
+    bytes.extend_from_slice(&1.5f32.to_le_bytes());
+    bytes
+}
+
+#[test]
+fn a_model_file_that_is_not_a_kiln_safetensors_file_is_named() {
+    let s = Sandbox::new("not-safetensors");
+    let text = s.write("model.txt", "this is not a model, just some text\n");
+    let empty = s.write("empty.safetensors", "");
+    let plain = s.write("plain.safetensors", plain_safetensors());
+    let input = s.write("x.csv", digits_csv(1));
+    for model in [&text, &empty] {
+        for args in [
+            vec!["eval", model],
+            vec!["predict", model, "--input", &input],
+            vec!["inspect", model],
+        ] {
+            let out = s.kiln(&args);
+            assert_one_line_error(&out, &[&format!("model {model}: "), "not a safetensors file"]);
+        }
+    }
+    for args in [
+        vec!["eval", &plain],
+        vec!["predict", &plain, "--input", &input],
+        vec!["inspect", &plain],
+    ] {
+        let out = s.kiln(&args);
+        assert_one_line_error(&out, &[&format!("model {plain}: "), "not a kiln model"]);
+    }
+    // A model that does not exist.
+    let missing = s.arg("missing.safetensors");
+    assert_one_line_error(&s.kiln(&["inspect", &missing]), &[&missing]);
+}
+
+#[test]
+fn a_failed_train_leaves_the_saved_model_untouched() {
+    let s = Sandbox::new("nothing-lost");
+    let model = s.digits_model("model.safetensors");
+    let original = std::fs::read(&model).unwrap();
+    // A spec that does not parse.
+    let bad = s.write(
+        "bad-spec.toml",
+        "[data]\nsource = \"digits\"\n[model]\nlayers = []\n",
+    );
+    assert_one_line_error(&s.kiln(&["train", &bad, "--out", &model]), &[&bad]);
+    // A spec that parses but fails once training starts (after --out was checked).
+    let late = s.write(
+        "late-failure.toml",
+        "[data]\nsource = \"digits\"\n[model]\nlayers = [{ type = \"dense\", units = 10 }]\n\
+         [training]\nloss = \"sparse_categorical_crossentropy\"\nepochs = 1\n",
+    );
+    assert_one_line_error(&s.kiln(&["train", &late, "--out", &model]), &["flatten"]);
+    // An output folder that does not exist, and an output that is a folder.
+    let nowhere = s.arg("no-such-dir/m.safetensors");
+    assert_one_line_error(
+        &s.kiln(&["train", "--out", &nowhere]),
+        &[&nowhere, "does not exist"],
+    );
+    let home = s.home();
+    assert_one_line_error(&s.kiln(&["train", "--out", &home]), &[&home, "is a folder"]);
+    assert_eq!(std::fs::read(&model).unwrap(), original, "the model file changed");
+    assert_eq!(
+        s.entries(),
+        ["bad-spec.toml", "late-failure.toml", "model.safetensors"],
+        "no temporary files are left behind"
+    );
+}
+
+#[test]
+fn zero_epochs_is_an_error() {
+    let s = Sandbox::new("epochs-zero");
+    let out = s.kiln(&["train", "--epochs", "0"]);
+    assert_one_line_error(&out, &["--epochs", "at least 1"]);
+    let spec = s.write(
+        "spec.toml",
+        "[data]\nsource = \"digits\"\n[model]\nlayers = [{ type = \"flatten\" }, \
+         { type = \"dense\", units = 10 }]\n[training]\nloss = \"sparse_categorical_crossentropy\"\n\
+         epochs = 0\n",
+    );
+    assert_one_line_error(
+        &s.kiln(&["train", &spec]),
+        &[&spec, "training.epochs must be at least 1"],
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Happy paths
+
+#[test]
+fn the_offline_default_trains_inspects_evaluates_and_predicts() {
+    let s = Sandbox::new("offline-default");
+    let model = s.arg("m.safetensors");
+    let train = s.kiln(&["train", "--out", &model]);
+    assert_success(&train);
+    let train_stdout = &train.1;
+    assert!(train_stdout.contains("Epoch 30/30"), "{train_stdout}");
+    let accuracy = metric(train_stdout, "test_loss: ", "test_accuracy: ");
+    let value: f64 = accuracy.parse().unwrap();
+    assert!(value >= 0.95, "test accuracy {value} < 0.95:\n{train_stdout}");
+    assert!(train_stdout.contains(&format!("saved {model}")), "{train_stdout}");
+    assert_eq!(
+        s.entries(),
+        ["m.safetensors"],
+        "no temporary files are left behind"
+    );
+
+    // inspect: layers, parameter count (64*128 + 128 + 128*10 + 10) and tensors.
+    let inspect = s.kiln(&["inspect", &model]);
+    assert_success(&inspect);
+    let text = &inspect.1;
+    for part in [
+        "model: digits-mlp",
+        "input shape: [8, 8]",
+        "flatten",
+        "dropout",
+        "units=128 activation=Relu",
+        "units=10 activation=Softmax",
+        "parameters: 9610\n",
+    ] {
+        assert!(text.contains(part), "{part:?} not in:\n{text}");
+    }
+    let tensors: Vec<String> = text
+        .lines()
+        .skip_while(|l| *l != "tensors:")
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        tensors,
+        [
+            "layers.1.kernel [64, 128] f32",
+            "layers.1.bias [128] f32",
+            "layers.3.kernel [128, 10] f32",
+            "layers.3.bias [10] f32",
+        ],
+        "{text}"
+    );
+
+    // eval reproduces the accuracy train printed.
+    let eval = s.kiln(&["eval", &model]);
+    assert_success(&eval);
+    assert_eq!(metric(&eval.1, "test_loss: ", "test_accuracy: "), accuracy);
+    assert_eq!(
+        metric(&eval.1, "test_loss: ", "test_loss: "),
+        metric(train_stdout, "test_loss: ", "test_loss: ")
+    );
+    assert_eq!(metric(&eval.1, "test_loss: ", "samples: "), "359");
+
+    // predict, CSV.
+    let input = s.write("digits.csv", digits_csv(5));
+    let predict = s.kiln(&["predict", &model, "--input", &input]);
+    assert_success(&predict);
+    let lines: Vec<&str> = predict.1.lines().collect();
+    let header: Vec<String> = (0..10).map(|c| format!("p_{c}")).collect();
+    assert_eq!(lines[0], format!("row,class,{}", header.join(",")));
+    assert_eq!(lines.len(), 6, "{}", predict.1);
+    for (i, line) in lines[1..].iter().enumerate() {
+        let cells: Vec<&str> = line.split(',').collect();
+        assert_eq!(cells.len(), 12, "{line}");
+        assert_eq!(cells[0], i.to_string());
+        let p: Vec<f64> = cells[2..].iter().map(|c| c.parse().unwrap()).collect();
+        assert!(p.iter().all(|&v| (0.0..=1.0).contains(&v)), "{line}");
+        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{line}");
+        let best = (0..10).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap();
+        assert!(p[best] >= p[cells[1].parse::<usize>().unwrap()], "{line}");
+    }
+    assert_eq!(s.kiln(&["predict", &model, "--input", &input]).1, predict.1);
+
+    // predict, JSON.
+    let json = s.kiln(&["predict", &model, "--input", &input, "--format", "json"]);
+    assert_success(&json);
+    let rows: serde_json::Value = serde_json::from_str(&json.1).expect("valid JSON");
+    let rows = rows.as_array().expect("an array");
+    assert_eq!(rows.len(), 5);
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row["row"], i);
+        let p: Vec<f64> = row["probabilities"]
+            .as_array()
+            .expect("probabilities")
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(p.len(), 10);
+        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{row}");
+        // Same class as the CSV output.
+        let csv_class = lines[i + 1].split(',').nth(1).unwrap();
+        assert_eq!(row["class"], csv_class, "{row}");
+    }
+    assert_eq!(
+        s.kiln(&["predict", &model, "--input", &input, "--format", "json"])
+            .1,
+        json.1
+    );
+}
+
+#[test]
+fn predicts_on_an_idx_images_file() {
+    let s = Sandbox::new("predict-idx");
+    let model = s.digits_model("m.safetensors");
+    let pixels = pixel_values(3 * 64, 5);
+    let input = s.write("images.idx", idx(0x08, &[3, 8, 8], &pixels));
+    let out = s.kiln(&["predict", &model, "--input", &input]);
+    assert_success(&out);
+    let lines: Vec<&str> = out.1.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", out.1);
+    assert!(lines[0].starts_with("row,class,p_0,"));
+    // The same samples as CSV rows give the same predictions.
+    let csv: String = pixels
+        .chunks(64)
+        .map(|r| r.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",") + "\n")
+        .collect();
+    let csv_input = s.write("images.csv", csv);
+    let from_csv = s.kiln(&["predict", &model, "--input", &csv_input]);
+    assert_success(&from_csv);
+    assert_eq!(from_csv.1, out.1);
+}
+
+#[test]
+fn mnist_from_kiln_data_trains_and_evaluates() {
+    let Some(data) = kiln_data("mnist_from_kiln_data_trains_and_evaluates") else {
+        return;
+    };
+    let s = Sandbox::new("mnist-kiln-data");
+    let spec = s.write("mnist.toml", MNIST_SPEC);
+    let model = s.arg("mnist.safetensors");
+    let home = s.home();
+    let env = [
+        ("KILN_OFFLINE", Some("1")),
+        ("HOME", Some(home.as_str())),
+        ("KILN_DATA", Some(data.as_str())),
+        ("KILN_MNIST_MIRROR", None),
+    ];
+    let train = run(&["train", &spec, "--quiet", "--out", &model], &env);
+    assert_success(&train);
+    let accuracy = metric(&train.1, "test_loss: ", "test_accuracy: ");
+    assert!(accuracy.parse::<f64>().unwrap() > 0.88, "{}", train.1);
+    let eval = run(&["eval", &model], &env);
+    assert_success(&eval);
+    assert_eq!(metric(&eval.1, "test_loss: ", "test_accuracy: "), accuracy);
+    assert_eq!(metric(&eval.1, "test_loss: ", "samples: "), "10000");
+    // The same through --data-dir, without $KILN_DATA.
+    let mnist_dir = path_str(&Path::new(&data).join("mnist"));
+    let out = s.kiln(&["eval", &model, "--data-dir", &mnist_dir]);
+    assert_success(&out);
+    assert_eq!(metric(&out.1, "test_loss: ", "test_accuracy: "), accuracy);
+    // Without either, eval of an MNIST model offline is the usual one-line error.
+    assert_one_line_error(&s.kiln(&["eval", &model]), &["MNIST is not available"]);
+    // A copy of MNIST with one file cut short is named.
+    std::fs::create_dir(s.path("copy")).unwrap();
+    for name in MNIST_FILES {
+        let gz = format!("{name}.gz");
+        std::fs::copy(Path::new(&mnist_dir).join(&gz), s.path("copy").join(&gz)).unwrap();
+    }
+    let labels = s.path("copy/t10k-labels-idx1-ubyte.gz");
+    let bytes = std::fs::read(&labels).unwrap();
+    std::fs::write(&labels, &bytes[..bytes.len() / 2]).unwrap();
+    let copy = s.arg("copy");
+    let out = s.kiln(&["eval", &model, "--data-dir", &copy]);
+    assert_one_line_error(&out, &[&path_str(&labels)]);
+}
+
+#[test]
+fn python_safetensors_reads_a_kiln_model() {
+    let Ok(python) = std::env::var("KILN_PYTHON") else {
+        eprintln!(
+            "skipping python_safetensors_reads_a_kiln_model: set KILN_PYTHON to a python with \
+             safetensors and numpy"
+        );
+        return;
+    };
+    let s = Sandbox::new("python");
+    let model = s.digits_model("m.safetensors");
+    let script = s.write(
+        "check.py",
+        r#"
+import json, sys
+import safetensors
+from safetensors.numpy import load_file
+path = sys.argv[1]
+t = load_file(path)
+print(sorted((k, list(v.shape), str(v.dtype)) for k, v in t.items()))
+with safetensors.safe_open(path, "np") as f:
+    meta = f.metadata()
+assert meta["format"] == "kiln", meta
+arch = json.loads(meta["kiln.architecture"])
+assert [l["type"] for l in arch["layers"]] == ["flatten", "dense", "dropout", "dense"], arch
+assert arch["input_shape"] == [8, 8], arch
+print("metadata ok")
+"#,
+    );
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(&model)
+        .output()
+        .expect("$KILN_PYTHON runs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "python failed:\n{stdout}\n{stderr}");
+    let mut lines = stdout.lines();
+    assert_eq!(
+        lines.next(),
+        Some(
+            "[('layers.1.bias', [128], 'float32'), ('layers.1.kernel', [64, 128], 'float32'), \
+             ('layers.3.bias', [10], 'float32'), ('layers.3.kernel', [128, 10], 'float32')]"
+        ),
+        "{stdout}"
+    );
+    assert_eq!(lines.next(), Some("metadata ok"), "{stdout}");
+}
