@@ -10,13 +10,24 @@ use kiln::pipeline::{self, RunOptions};
 use kiln::spec::TrainSpec;
 use kiln::train::argmax;
 
-pub fn train(
-    spec_path: Option<&Path>,
-    out: Option<&Path>,
-    data_dir: Option<&Path>,
-    epochs: Option<usize>,
-    quiet: bool,
-) -> Result<()> {
+pub struct TrainArgs<'a> {
+    pub spec: Option<&'a Path>,
+    pub out: Option<&'a Path>,
+    pub data_dir: Option<&'a Path>,
+    pub epochs: Option<usize>,
+    pub quiet: bool,
+    pub report: Option<&'a Path>,
+}
+
+pub fn train(args: &TrainArgs) -> Result<()> {
+    let TrainArgs {
+        spec: spec_path,
+        out,
+        data_dir,
+        epochs,
+        quiet,
+        report,
+    } = *args;
     let start = Instant::now();
     let mut spec = match spec_path {
         Some(p) => TrainSpec::from_file(p)?,
@@ -30,8 +41,8 @@ pub fn train(
         spec.training.epochs = e;
     }
     // Fail on an unwritable output before spending minutes training.
-    if let Some(out) = out {
-        check_writable(out)?;
+    for path in [out, report].into_iter().flatten() {
+        check_writable(path)?;
     }
     let outcome = pipeline::train(
         &spec,
@@ -50,6 +61,24 @@ pub fn train(
         outcome.load_seconds,
         start.elapsed().as_secs_f64()
     );
+    if let Some(report) = report {
+        let fit_seconds: f64 = h.epochs.iter().map(|e| e.seconds).sum();
+        let summary = serde_json::json!({
+            "name": outcome.info.name,
+            "epochs": h.epochs.len(),
+            "batch_size": spec.training.batch_size,
+            "median_epoch_seconds": h.median_epoch_seconds(),
+            "fit_seconds": fit_seconds,
+            "s_per_epoch": fit_seconds / h.epochs.len().max(1) as f64,
+            "test_loss": outcome.test.loss,
+            "test_accuracy": outcome.test.accuracy,
+            "data_seconds": outcome.load_seconds,
+            "threads": rayon_threads(),
+            "history": h.epochs,
+        });
+        let text = serde_json::to_string_pretty(&summary)? + "\n";
+        artifact::write_atomically(report, text.as_bytes())?;
+    }
     match out {
         Some(out) => {
             artifact::save(&outcome.model, &outcome.info, out)?;
@@ -58,6 +87,15 @@ pub fn train(
         None => println!("(model not saved; pass --out FILE.safetensors to keep it)"),
     }
     Ok(())
+}
+
+/// Threads kiln computes with (RAYON_NUM_THREADS, or one per core).
+fn rayon_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Errors early if `path`'s folder does not exist or `path` names a folder.

@@ -36,6 +36,9 @@ enum Command {
         /// Print only the summary, not one line per epoch.
         #[arg(long)]
         quiet: bool,
+        /// Also write the run's summary and per-epoch history as JSON to this file.
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// Print a saved model's loss and accuracy on its test split.
     Eval {
@@ -61,7 +64,19 @@ enum Format {
     Json,
 }
 
+/// Rust ignores SIGPIPE, which turns `kiln predict … | head` into a panic on the first
+/// write after the reader exits. Restore the default so kiln ends quietly, as Unix tools do.
+fn restore_default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to SIG_DFL at start-up, before any thread is
+    // spawned, has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    restore_default_sigpipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train {
@@ -70,13 +85,15 @@ fn main() -> ExitCode {
             data_dir,
             epochs,
             quiet,
-        } => commands::train(
-            spec.as_deref(),
-            out.as_deref(),
-            data_dir.as_deref(),
+            report,
+        } => commands::train(&commands::TrainArgs {
+            spec: spec.as_deref(),
+            out: out.as_deref(),
+            data_dir: data_dir.as_deref(),
             epochs,
             quiet,
-        ),
+            report: report.as_deref(),
+        }),
         Command::Eval { model, data_dir } => commands::eval(&model, data_dir.as_deref()),
         Command::Predict { model, input, format } => {
             commands::predict(&model, &input, matches!(format, Format::Json))

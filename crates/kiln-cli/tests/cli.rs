@@ -839,3 +839,29 @@ print("metadata ok")
     );
     assert_eq!(lines.next(), Some("metadata ok"), "{stdout}");
 }
+
+#[test]
+fn a_closed_output_pipe_ends_kiln_quietly_not_with_a_panic() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let s = Sandbox::new("closed_pipe");
+    // `kiln train | head -c 16`: the reader leaves after the first line; training then
+    // prints 30 epoch lines into a pipe nobody reads.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["train"])
+        .env("KILN_OFFLINE", "1")
+        .env("HOME", s.home())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // Ended by SIGPIPE, as a Unix tool is: unsuccessful, and silent.
+    assert!(!status.success(), "{status:?}");
+    assert_eq!(stderr, "");
+}

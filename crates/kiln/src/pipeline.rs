@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::artifact::{FinalMetrics, Lineage, ModelInfo};
-use crate::data::{read_feature_rows, read_idx, Dataset, FittedNormalization};
+use crate::data::{read_feature_rows, read_idx, Dataset, FittedNormalization, Splits};
 use crate::error::{Error, Result};
 use crate::nn::Sequential;
 use crate::spec::{ModelSpec, TrainSpec};
@@ -31,14 +31,18 @@ pub struct TrainOutcome {
 pub fn train(spec: &TrainSpec, options: &RunOptions) -> Result<TrainOutcome> {
     let t = &spec.training;
     let load_start = Instant::now();
-    let splits = spec.data.load(t.seed, options.data_dir)?;
+    let Splits {
+        train,
+        mut test,
+        sha256,
+        description,
+    } = spec.data.load(t.seed, options.data_dir)?;
     let (mut train, mut validation) = if t.validation_split > 0.0 {
-        let (a, b) = splits.train.split_tail(t.validation_split)?;
+        let (a, b) = train.into_split_tail(t.validation_split)?;
         (a, Some(b))
     } else {
-        (splits.train, None)
+        (train, None)
     };
-    let mut test = splits.test;
     // Statistics from the training part only: nothing of validation or test leaks in.
     let normalization = spec.preprocessing.normalization.fit(&train)?;
     for part in [Some(&mut train), validation.as_mut(), Some(&mut test)]
@@ -89,8 +93,8 @@ pub fn train(spec: &TrainSpec, options: &RunOptions) -> Result<TrainOutcome> {
         data: spec.data.clone(),
         lineage: Lineage {
             kiln_version: env!("CARGO_PKG_VERSION").into(),
-            data_sha256: splits.sha256,
-            data_description: splits.description,
+            data_sha256: sha256,
+            data_description: description,
             seed: t.seed,
             epochs_trained: history.epochs.len(),
             created_unix_seconds: SystemTime::now()

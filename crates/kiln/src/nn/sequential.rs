@@ -15,15 +15,15 @@ pub enum Mode<'r> {
 }
 
 /// Where a layer's parameters come from while building: fresh initialisation or a file.
-pub(crate) enum ParamSource<'a> {
-    Init {
-        store: &'a mut ParamStore,
-        rng: Rng,
-    },
-    Load {
-        store: &'a mut ParamStore,
-        tensors: &'a mut dyn FnMut(&str, &[usize]) -> Result<Tensor>,
-    },
+/// It fills the store the built model will own.
+pub(crate) struct ParamSource<'a> {
+    store: ParamStore,
+    origin: Origin<'a>,
+}
+
+enum Origin<'a> {
+    Init(Rng),
+    Load(&'a mut dyn FnMut(&str, &[usize]) -> Result<Tensor>),
 }
 
 impl ParamSource<'_> {
@@ -34,17 +34,14 @@ impl ParamSource<'_> {
         init: Initializer,
         fans: (usize, usize),
     ) -> Result<ParamId> {
-        match self {
-            ParamSource::Init { store, rng } => {
+        let tensor = match &mut self.origin {
+            Origin::Init(rng) => {
                 let count = dims.iter().product();
-                let values = init.sample(fans.0, fans.1, count, rng);
-                Ok(store.add(name, Tensor::new(dims, values)?))
+                Tensor::new(dims, init.sample(fans.0, fans.1, count, rng))?
             }
-            ParamSource::Load { store, tensors } => {
-                let t = tensors(name, dims)?;
-                Ok(store.add(name, t))
-            }
-        }
+            Origin::Load(tensors) => tensors(name, dims)?,
+        };
+        Ok(self.store.add(name, tensor))
     }
 }
 
@@ -52,7 +49,7 @@ impl ParamSource<'_> {
 fn build_layers(
     input_shape: &[usize],
     specs: &[LayerSpec],
-    mut source: ParamSource,
+    source: &mut ParamSource,
 ) -> Result<(Shape, Shape, Network)> {
     let input = Shape::try_new(input_shape)
         .filter(|s| s.rank() > 0 && s.numel() > 0 && s.rank() < crate::tensor::MAX_RANK)
@@ -63,7 +60,7 @@ fn build_layers(
     let mut shape = input;
     let mut layers = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
-        let (layer, out) = spec.build(i, shape, &mut source)?;
+        let (layer, out) = spec.build(i, shape, source)?;
         layers.push(layer);
         shape = out;
     }
@@ -112,20 +109,7 @@ pub struct Sequential {
 impl Sequential {
     /// Builds the model for samples shaped `input_shape`, initialising weights from `seed`.
     pub fn new(input_shape: &[usize], specs: Vec<LayerSpec>, seed: u64) -> Result<Self> {
-        let mut params = ParamStore::new();
-        let source = ParamSource::Init {
-            store: &mut params,
-            rng: Rng::derive(seed, 0x1417),
-        };
-        let (input, output, network) = build_layers(input_shape, &specs, source)?;
-        Ok(Sequential {
-            input_shape: input,
-            output_shape: output,
-            specs,
-            network,
-            params,
-            compiled: None,
-        })
+        Self::build(input_shape, specs, Origin::Init(Rng::derive(seed, 0x1417)))
     }
 
     /// Builds the model with parameters supplied by name (loading an artifact); `tensors`
@@ -135,18 +119,21 @@ impl Sequential {
         specs: Vec<LayerSpec>,
         tensors: &mut dyn FnMut(&str, &[usize]) -> Result<Tensor>,
     ) -> Result<Self> {
-        let mut params = ParamStore::new();
-        let source = ParamSource::Load {
-            store: &mut params,
-            tensors,
+        Self::build(input_shape, specs, Origin::Load(tensors))
+    }
+
+    fn build(input_shape: &[usize], specs: Vec<LayerSpec>, origin: Origin) -> Result<Self> {
+        let mut source = ParamSource {
+            store: ParamStore::new(),
+            origin,
         };
-        let (input, output, network) = build_layers(input_shape, &specs, source)?;
+        let (input, output, network) = build_layers(input_shape, &specs, &mut source)?;
         Ok(Sequential {
             input_shape: input,
             output_shape: output,
             specs,
             network,
-            params,
+            params: source.store,
             compiled: None,
         })
     }

@@ -11,8 +11,10 @@ pub struct Adam {
     pub beta_1: f32,
     pub beta_2: f32,
     pub epsilon: f32,
-    /// AdamW only (Keras default 0.004); ignored by plain Adam. Negative means "default".
-    pub weight_decay: f32,
+    /// Decoupled weight decay `w ← w − lr·λ·w`, as Keras applies it to any optimizer.
+    /// Unset: none for Adam, Keras's 0.004 for AdamW.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f32>,
 }
 
 impl Default for Adam {
@@ -22,18 +24,15 @@ impl Default for Adam {
             beta_1: 0.9,
             beta_2: 0.999,
             epsilon: 1e-7,
-            weight_decay: -1.0,
+            weight_decay: None,
         }
     }
 }
 
 impl Adam {
-    pub(crate) fn weight_decay_or_default(&self) -> f32 {
-        if self.weight_decay < 0.0 {
-            0.004
-        } else {
-            self.weight_decay
-        }
+    /// The decay rate in force: the configured one, or `default` when unset.
+    pub(crate) fn weight_decay_or(&self, default: f32) -> f32 {
+        self.weight_decay.unwrap_or(default)
     }
 
     pub(crate) fn update(&self, w: &mut [f32], g: &[f32], state: &mut [Vec<f32>], lr: f32, step: u64) {
@@ -43,7 +42,7 @@ impl Adam {
         let (b1, b2, eps) = (self.beta_1, self.beta_2, self.epsilon);
         let t = step as i32;
         let alpha = lr * (1.0 - b2.powi(t)).sqrt() / (1.0 - b1.powi(t));
-        let decay = lr * self.weight_decay.max(0.0);
+        let decay = lr * self.weight_decay.unwrap_or(0.0);
         super::zip2(w, g, m, v, |w, g, m, v| {
             *w -= decay * *w;
             *m += (g - *m) * (1.0 - b1);
@@ -99,7 +98,7 @@ mod tests {
         let mut p = quadratic_problem();
         let spec = Adam {
             learning_rate: 0.1,
-            weight_decay: 0.05,
+            weight_decay: Some(0.05),
             ..Adam::default()
         };
         let mut opt = OptimizerSpec::AdamW(spec).build();

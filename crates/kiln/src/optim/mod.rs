@@ -35,11 +35,11 @@ impl OptimizerSpec {
         let rule = match self {
             OptimizerSpec::Sgd(s) => Rule::Sgd(*s),
             OptimizerSpec::Adam(a) => Rule::Adam(Adam {
-                weight_decay: 0.0,
+                weight_decay: Some(a.weight_decay_or(0.0)),
                 ..*a
             }),
             OptimizerSpec::AdamW(a) => Rule::Adam(Adam {
-                weight_decay: a.weight_decay_or_default(),
+                weight_decay: Some(a.weight_decay_or(0.004)),
                 ..*a
             }),
             OptimizerSpec::Rmsprop(r) => Rule::RmsProp(*r),

@@ -150,7 +150,7 @@ impl Sequential {
             Validation::None => (train, None),
             Validation::Data(v) => (train, Some(v)),
             Validation::Split(fraction) => {
-                split = train.split_tail(fraction)?;
+                split = train.split_tail(fraction)?; // copies: `train` is borrowed
                 (&split.0, Some(&split.1).filter(|v| !v.is_empty()))
             }
         };

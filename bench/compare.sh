@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Side by side, in one sitting: the reference MLP (784-512-10, ReLU, dropout 0.2, softmax;
+# Adam 1e-3; batch 64; last 20% held out) trained by kiln, Keras and PyTorch on the same
+# MNIST files, one after another, repeated ROUNDS times alternating. Prints a Markdown
+# table (also written to bench/out/compare.md and .json) with kiln's ratio to each peer.
+#
+#   bench/compare.sh [EPOCHS=10] [ROUNDS=1]
+#
+# Needs: the peers' virtual environments (../shared/peers/setup.sh /tmp/kiln-peers, or
+# PEERS=DIR) and MNIST in $KILN_DATA/mnist (default ../shared/data). Set WITH_TORCH_DEFAULT=1
+# to also run PyTorch without flushing denormals (about 20 s/epoch here).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EPOCHS=${1:-10}
+ROUNDS=${2:-1}
+PEERS=${PEERS:-/tmp/kiln-peers}
+SHARED=${SHARED:-$(cd .. && pwd)/shared}
+export KILN_DATA=${KILN_DATA:-$SHARED/data}
+OUT=bench/out
+mkdir -p "$OUT"
+: > "$OUT/runs.jsonl"
+
+cargo build --release --quiet
+for py in "$PEERS/tf/bin/python" "$PEERS/torch/bin/python"; do
+  [ -x "$py" ] || { echo "missing $py: run $SHARED/peers/setup.sh $PEERS" >&2; exit 1; }
+done
+
+# Peak RSS (KiB) of a command, recorded beside its one-line JSON result.
+run() {
+  local label=$1; shift
+  local json rss
+  json=$( { /usr/bin/time -f "RSS %M" "$@" 2> "$OUT/$label.err" | tail -n 1; } )
+  rss=$(grep -o 'RSS [0-9]*' "$OUT/$label.err" | tail -n 1 | cut -d' ' -f2)
+  python3 - "$label" "$rss" "$json" >> "$OUT/runs.jsonl" <<'PY'
+import json, sys
+label, rss, line = sys.argv[1], sys.argv[2], sys.argv[3]
+r = json.loads(line)
+print(json.dumps({"label": label, "s_per_epoch": r["s_per_epoch"], "test_acc": r.get("test_acc", r.get("test_accuracy")),
+                  "rss_mb": round(int(rss) / 1024, 1)}))
+PY
+  tail -n 1 "$OUT/runs.jsonl"
+}
+
+kiln_run() {
+  ./target/release/kiln train examples/mnist-mlp.toml --epochs "$EPOCHS" --quiet --report "$OUT/kiln-report.json" > "$OUT/kiln.log"
+  cat "$OUT/kiln-report.json" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(json.dumps({"s_per_epoch": r["s_per_epoch"], "test_acc": r["test_accuracy"]}))'
+}
+export -f kiln_run
+export EPOCHS OUT
+
+for round in $(seq 1 "$ROUNDS"); do
+  echo "== round $round/$ROUNDS ($EPOCHS epochs each)" >&2
+  run kiln bash -c kiln_run
+  run keras "$PEERS/tf/bin/python" "$SHARED/peers/keras_seed_mlp.py" "$KILN_DATA/mnist" "$EPOCHS"
+  run pytorch-ftz "$PEERS/torch/bin/python" "$SHARED/peers/torch_seed_mlp.py" "$KILN_DATA/mnist" "$EPOCHS" ftz
+  if [ "${WITH_TORCH_DEFAULT:-0}" = 1 ]; then
+    run pytorch "$PEERS/torch/bin/python" "$SHARED/peers/torch_seed_mlp.py" "$KILN_DATA/mnist" "$EPOCHS"
+  fi
+done
+
+python3 - "$OUT" "$EPOCHS" "$ROUNDS" <<'PY'
+import json, statistics, sys, platform, os
+out, epochs, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+runs = [json.loads(l) for l in open(f"{out}/runs.jsonl")]
+labels = list(dict.fromkeys(r["label"] for r in runs))
+rows = {}
+for label in labels:
+    mine = [r for r in runs if r["label"] == label]
+    rows[label] = {
+        "s_per_epoch": statistics.median(r["s_per_epoch"] for r in mine),
+        "test_acc": statistics.median(r["test_acc"] for r in mine),
+        "rss_mb": max(r["rss_mb"] for r in mine),
+    }
+kiln = rows["kiln"]["s_per_epoch"]
+lines = [f"Reference MLP on MNIST, {epochs} epochs, batch 64, median of {rounds} alternating round(s), "
+         f"{os.cpu_count()} cores ({platform.machine()}). s/epoch = fit time / epochs, validation included.", "",
+         "| framework | s/epoch | test accuracy | peak RSS (MB) | kiln speed-up |", "|---|---|---|---|---|"]
+for label, r in rows.items():
+    ratio = "—" if label == "kiln" else f"{r['s_per_epoch'] / kiln:.1f}×"
+    lines.append(f"| {label} | {r['s_per_epoch']:.3f} | {r['test_acc']:.4f} | {r['rss_mb']:.0f} | {ratio} |")
+table = "\n".join(lines)
+print(table)
+open(f"{out}/compare.md", "w").write(table + "\n")
+json.dump({"epochs": epochs, "rounds": rounds, "results": rows}, open(f"{out}/compare.json", "w"), indent=2)
+PY
