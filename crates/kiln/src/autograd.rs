@@ -123,6 +123,15 @@ pub struct Workspace {
     pub(crate) pool: BufferPool,
 }
 
+impl std::fmt::Debug for Workspace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workspace")
+            .field("nodes", &self.nodes.len())
+            .field("pooled_buffers", &self.pool.free.len())
+            .finish()
+    }
+}
+
 impl Workspace {
     pub fn new() -> Self {
         Self::default()

@@ -1,6 +1,6 @@
 //! A stack of layers applied in order, with the parameters they own.
 
-use crate::autograd::{Tape, Var};
+use crate::autograd::{Tape, Var, Workspace};
 use crate::error::{Error, Result};
 use crate::params::{ParamId, ParamStore};
 use crate::rng::Rng;
@@ -104,6 +104,8 @@ pub struct Sequential {
     pub params: ParamStore,
     /// Optimizer, loss and buffers, once compiled for training.
     pub(crate) compiled: Option<crate::train::Compiled>,
+    /// Buffers reused by every forward pass (training, evaluation, prediction).
+    workspace: Workspace,
 }
 
 impl Sequential {
@@ -135,6 +137,7 @@ impl Sequential {
             network,
             params: source.store,
             compiled: None,
+            workspace: Workspace::new(),
         })
     }
 
@@ -155,10 +158,10 @@ impl Sequential {
         &self.network
     }
 
-    /// The network and the parameters, borrowed apart so a tape can hold the parameters
-    /// while the network records onto it.
-    pub fn parts(&mut self) -> (&Network, &mut ParamStore) {
-        (&self.network, &mut self.params)
+    /// The network, the parameters and the reusable buffers, borrowed apart so a tape can
+    /// hold the parameters and buffers while the network records onto it.
+    pub fn parts(&mut self) -> (&Network, &mut ParamStore, &mut Workspace) {
+        (&self.network, &mut self.params, &mut self.workspace)
     }
 
     /// Checks that the model produces one score per class for `num_classes` classes
@@ -187,7 +190,6 @@ impl Sequential {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::autograd::Workspace;
     use crate::nn::{DenseSpec, FlattenSpec};
 
     fn dense(units: usize, activation: Activation) -> LayerSpec {
@@ -226,9 +228,8 @@ mod tests {
     fn forward_gives_probabilities() {
         let specs = vec![dense(4, Activation::Tanh), dense(3, Activation::Softmax)];
         let mut model = Sequential::new(&[5], specs, 1).unwrap();
-        let mut ws = Workspace::new();
-        let (net, params) = model.parts();
-        let mut tape = Tape::inference(params, &mut ws);
+        let (net, params, ws) = model.parts();
+        let mut tape = Tape::inference(params, ws);
         let x = tape.input(&[0.5; 10], Shape::new(&[2, 5]));
         let y = net.forward(&mut tape, x, &mut Mode::Infer, false).unwrap();
         for row in tape.value(y).chunks(3) {

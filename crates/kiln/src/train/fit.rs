@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use crate::autograd::{Tape, Workspace};
+use crate::autograd::Tape;
 use crate::data::{epoch_order, gather_batch, Dataset};
 use crate::error::{Error, Result};
 use crate::nn::{Loss, Mode, Sequential};
@@ -20,7 +20,6 @@ pub struct Compiled {
     pub optimizer_spec: OptimizerSpec,
     optimizer: Optimizer,
     pub loss: Loss,
-    workspace: Workspace,
     dropout_rng: Rng,
     batch_x: Vec<f32>,
     batch_y: Vec<u32>,
@@ -78,7 +77,6 @@ impl Sequential {
             optimizer: optimizer.build(),
             optimizer_spec: optimizer,
             loss,
-            workspace: Workspace::new(),
             dropout_rng: Rng::derive(seed, DROPOUT_STREAM),
             batch_x: Vec::new(),
             batch_y: Vec::new(),
@@ -120,11 +118,11 @@ impl Sequential {
     fn step_with(&mut self, c: &mut Compiled, x: &[f32], labels: &[u32]) -> Result<StepResult> {
         let shape = self.input_shape().with_batch(labels.len());
         let lr = c.optimizer_spec.learning_rate();
-        let (network, params) = self.parts();
+        let (network, params, workspace) = self.parts();
         let fused = c.loss.fuses(network.final_activation());
         params.zero_grads();
         let (loss_value, correct) = {
-            let mut tape = Tape::new(params, &mut c.workspace);
+            let mut tape = Tape::new(params, workspace);
             let input = tape.input(x, shape);
             let output = network.forward(&mut tape, input, &mut Mode::Train(&mut c.dropout_rng), fused)?;
             let loss = c.loss.compute(&mut tape, output, fused, labels)?;
@@ -250,7 +248,7 @@ impl Sequential {
     fn evaluate_with(&mut self, c: &mut Compiled, data: &Dataset, batch_size: usize) -> Result<Evaluation> {
         let size = data.sample_size();
         let input_shape = self.input_shape();
-        let (network, params) = self.parts();
+        let (network, params, workspace) = self.parts();
         let fused = c.loss.fuses(network.final_activation());
         let (mut loss_sum, mut correct) = (0.0f64, 0usize);
         for (x, labels) in data
@@ -258,7 +256,7 @@ impl Sequential {
             .chunks(batch_size * size)
             .zip(data.labels.chunks(batch_size))
         {
-            let mut tape = Tape::inference(params, &mut c.workspace);
+            let mut tape = Tape::inference(params, workspace);
             let input = tape.input(x, input_shape.with_batch(labels.len()));
             let output = network.forward(&mut tape, input, &mut Mode::Infer, fused)?;
             let loss = c.loss.compute(&mut tape, output, fused, labels)?;
@@ -284,24 +282,14 @@ impl Sequential {
         }
         let outputs = self.output_shape().numel();
         let mut result = Vec::with_capacity(count * outputs);
-        let mut workspace = self
-            .compiled
-            .as_mut()
-            .map(|c| std::mem::take(&mut c.workspace))
-            .unwrap_or_default();
         const BATCH: usize = 1024;
-        {
-            let (network, params) = self.parts();
-            for chunk in x.chunks(BATCH * input_shape.numel().max(1)) {
-                let rows = chunk.len() / input_shape.numel().max(1);
-                let mut tape = Tape::inference(params, &mut workspace);
-                let input = tape.input(chunk, input_shape.with_batch(rows));
-                let output = network.forward(&mut tape, input, &mut Mode::Infer, false)?;
-                result.extend_from_slice(tape.value(output));
-            }
-        }
-        if let Some(c) = self.compiled.as_mut() {
-            c.workspace = workspace;
+        let (network, params, workspace) = self.parts();
+        for chunk in x.chunks(BATCH * input_shape.numel().max(1)) {
+            let rows = chunk.len() / input_shape.numel().max(1);
+            let mut tape = Tape::inference(params, workspace);
+            let input = tape.input(chunk, input_shape.with_batch(rows));
+            let output = network.forward(&mut tape, input, &mut Mode::Infer, false)?;
+            result.extend_from_slice(tape.value(output));
         }
         Ok(Tensor::from_shape(
             crate::tensor::Shape::new(&[count, outputs]),

@@ -1,0 +1,150 @@
+//! `kiln-bench`: the measurements behind kiln's performance figures, printed as JSON lines
+//! so bench scripts can put them beside the peers' numbers.
+//!
+//! - `roofline`: the machine's large-matmul rate (GFLOP/s) through kiln's gemm path, and the
+//!   rate on each product shape of the reference MLP's training step.
+//! - `predict MODEL`: batch-1 latency (p50, p99) and batch-1024 throughput of `predict`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use kiln::ops::matmul::{gemm, transpose, MatRef};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(name = "kiln-bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Large-matmul GFLOP/s and the reference model's product shapes.
+    Roofline {
+        /// Size of the square product used as the machine's peak.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Hidden width and batch of the MLP whose shapes are measured.
+        #[arg(long, default_value_t = 512)]
+        width: usize,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+    },
+    /// Batch-1 latency and batch-1024 throughput of a saved model's predict path.
+    Predict {
+        model: PathBuf,
+        #[arg(long, default_value_t = 2000)]
+        iterations: usize,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Roofline { size, width, batch } => roofline(size, width, batch),
+        Command::Predict { model, iterations } => predict(&model, iterations),
+    }
+}
+
+/// Best GFLOP/s of `m×k · k×n` over repeated runs lasting at least ~0.3 s.
+fn rate(m: usize, k: usize, n: usize, transposed_lhs: bool) -> f64 {
+    let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+    let mut c = vec![0.0f32; m * n];
+    let lhs = if transposed_lhs {
+        // a holds the k×m matrix whose transpose is the left operand (a weight gradient).
+        MatRef {
+            data: &a,
+            row_stride: 1,
+            col_stride: m,
+        }
+    } else {
+        MatRef::row_major(&a, k)
+    };
+    let flops = 2.0 * (m * n * k) as f64;
+    let mut best = f64::MAX;
+    let start = Instant::now();
+    let mut runs = 0;
+    while runs < 5 || start.elapsed().as_secs_f64() < 0.3 {
+        let t = Instant::now();
+        gemm(m, n, k, &mut c, false, lhs, MatRef::row_major(&b, n));
+        best = best.min(t.elapsed().as_secs_f64());
+        runs += 1;
+    }
+    flops / best / 1e9
+}
+
+fn roofline(size: usize, width: usize, batch: usize) -> Result<()> {
+    kiln::ops::parallel::on_pool(|| {
+        let peak = rate(size, size, size, false);
+        println!(
+            "{}",
+            json!({ "shape": format!("{size}x{size}x{size}"), "gflops": round(peak), "role": "peak" })
+        );
+        let shapes = [
+            ("forward x·W1", batch, 784, width, false),
+            ("weight grad x^T·dY1", 784, batch, width, true),
+            ("forward h·W2", batch, width, 10, false),
+            ("input grad dY2·W2^T", batch, 10, width, false),
+            ("weight grad h^T·dY2", width, batch, 10, true),
+        ];
+        for (role, m, k, n, t) in shapes {
+            let g = rate(m, k, n, t);
+            println!(
+                "{}",
+                json!({ "shape": format!("{m}x{k}x{n}"), "role": role, "gflops": round(g), "of_peak": round(g / peak) })
+            );
+        }
+        let mut scratch = vec![0.0; 784 * width];
+        let src = vec![1.0; 784 * width];
+        let t = Instant::now();
+        for _ in 0..100 {
+            transpose(&src, 784, width, &mut scratch);
+        }
+        let per = t.elapsed().as_secs_f64() / 100.0;
+        println!(
+            "{}",
+            json!({ "op": "transpose 784xW", "microseconds": round(per * 1e6) })
+        );
+    });
+    Ok(())
+}
+
+fn predict(path: &std::path::Path, iterations: usize) -> Result<()> {
+    let mut artifact = kiln::artifact::load(path)?;
+    let size = artifact.model.input_shape().numel();
+    let one: Vec<f32> = (0..size).map(|i| (i % 255) as f32 / 255.0).collect();
+    let batch: Vec<f32> = (0..size * 1024).map(|i| (i % 255) as f32 / 255.0).collect();
+    kiln::ops::parallel::on_pool(|| -> Result<()> {
+        for _ in 0..50 {
+            artifact.model.predict(&one, 1)?;
+        }
+        let mut latencies = Vec::with_capacity(iterations);
+        for _ in 0..iterations {
+            let t = Instant::now();
+            std::hint::black_box(artifact.model.predict(&one, 1)?);
+            latencies.push(t.elapsed().as_secs_f64());
+        }
+        latencies.sort_by(f64::total_cmp);
+        let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)] * 1e6;
+        artifact.model.predict(&batch, 1024)?;
+        let t = Instant::now();
+        let rounds = 20;
+        for _ in 0..rounds {
+            std::hint::black_box(artifact.model.predict(&batch, 1024)?);
+        }
+        let throughput = (rounds * 1024) as f64 / t.elapsed().as_secs_f64();
+        println!(
+            "{}",
+            json!({ "framework": "kiln", "batch1_p50_us": round(pct(0.5)), "batch1_p99_us": round(pct(0.99)),
+                    "batch1024_samples_per_s": throughput.round() })
+        );
+        Ok(())
+    })
+}
+
+fn round(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
