@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Side by side, in one sitting: the reference MLP (784-512-10, ReLU, dropout 0.2, softmax;
 # Adam 1e-3; batch 64; last 20% held out) trained by kiln, Keras and PyTorch on the same
-# MNIST files, one after another, repeated ROUNDS times alternating. Prints a Markdown
-# table (also written to bench/out/compare.md and .json) with kiln's ratio to each peer.
+# MNIST files, one after another, repeated ROUNDS times alternating. Then the machine's
+# large-matmul rate (kiln's effective training GFLOP/s as a fraction of it) and inference:
+# batch-1 latency and batch-1024 throughput of kiln's predict path against PyTorch's.
+# Prints Markdown tables (also written to bench/out/compare.md and .json) with ratios.
 #
 #   bench/compare.sh [EPOCHS=10] [ROUNDS=1]
 #
@@ -42,7 +44,8 @@ PY
 }
 
 kiln_run() {
-  ./target/release/kiln train examples/mnist-mlp.toml --epochs "$EPOCHS" --quiet --report "$OUT/kiln-report.json" > "$OUT/kiln.log"
+  ./target/release/kiln train examples/mnist-mlp.toml --epochs "$EPOCHS" --quiet --report "$OUT/kiln-report.json" \
+    --out "$OUT/kiln-mlp.safetensors" > "$OUT/kiln.log"
   cat "$OUT/kiln-report.json" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(json.dumps({"s_per_epoch": r["s_per_epoch"], "test_acc": r["test_accuracy"]}))'
 }
 export -f kiln_run
@@ -56,6 +59,14 @@ for round in $(seq 1 "$ROUNDS"); do
   if [ "${WITH_TORCH_DEFAULT:-0}" = 1 ]; then
     run pytorch "$PEERS/torch/bin/python" "$SHARED/peers/torch_seed_mlp.py" "$KILN_DATA/mnist" "$EPOCHS"
   fi
+done
+
+echo "== roofline and inference" >&2
+./target/release/kiln-bench roofline > "$OUT/roofline.jsonl"
+: > "$OUT/predict.jsonl"
+for round in 1 2 3; do
+  ./target/release/kiln-bench predict "$OUT/kiln-mlp.safetensors" >> "$OUT/predict.jsonl"
+  "$PEERS/torch/bin/python" bench/torch_predict.py >> "$OUT/predict.jsonl"
 done
 
 python3 - "$OUT" "$EPOCHS" "$ROUNDS" <<'PY'
@@ -78,8 +89,34 @@ lines = [f"Reference MLP on MNIST, {epochs} epochs, batch 64, median of {rounds}
 for label, r in rows.items():
     ratio = "—" if label == "kiln" else f"{r['s_per_epoch'] / kiln:.1f}×"
     lines.append(f"| {label} | {r['s_per_epoch']:.3f} | {r['test_acc']:.4f} | {r['rss_mb']:.0f} | {ratio} |")
+
+# Roofline: every product of an epoch counted exactly (48,000 training samples in batches of
+# 64: forward and weight gradients of both layers, the input gradient of the second; the
+# first layer's input gradient is never computed), plus the 12,000-sample validation pass.
+train_n, val_n, width = 48000, 12000, 512
+per_sample = 784 * width + width * 10
+flops = 2 * train_n * per_sample * 2 + 2 * train_n * width * 10 + 2 * val_n * per_sample
+peak = json.loads(open(f"{out}/roofline.jsonl").readline())["gflops"]
+effective = flops / rows["kiln"]["s_per_epoch"] / 1e9
+lines += ["", f"Roofline: {flops / 1e9:.1f} GFLOP per epoch; this machine's 1024³ matmul through kiln's gemm path "
+          f"runs at {peak:.0f} GFLOP/s; kiln trains at {effective:.0f} GFLOP/s effective, "
+          f"{effective / peak:.0%} of it."]
+
+preds = [json.loads(l) for l in open(f"{out}/predict.jsonl")]
+def med(fw, key):
+    return statistics.median(p[key] for p in preds if p["framework"].startswith(fw))
+k50, t50 = med("kiln", "batch1_p50_us"), med("pytorch", "batch1_p50_us")
+k99, t99 = med("kiln", "batch1_p99_us"), med("pytorch", "batch1_p99_us")
+kt, tt = med("kiln", "batch1024_samples_per_s"), med("pytorch", "batch1024_samples_per_s")
+lines += ["", "Inference on the trained reference model (median of 3 alternating rounds):", "",
+          "| | kiln | PyTorch (FTZ, eval, no_grad) | kiln ÷ PyTorch |", "|---|---|---|---|",
+          f"| batch-1 latency p50 | {k50:.1f} µs | {t50:.1f} µs | {k50 / t50:.2f} |",
+          f"| batch-1 latency p99 | {k99:.1f} µs | {t99:.1f} µs | {k99 / t99:.2f} |",
+          f"| batch-1024 throughput | {kt:,.0f} samples/s | {tt:,.0f} samples/s | {kt / tt:.2f} |"]
 table = "\n".join(lines)
 print(table)
 open(f"{out}/compare.md", "w").write(table + "\n")
-json.dump({"epochs": epochs, "rounds": rounds, "results": rows}, open(f"{out}/compare.json", "w"), indent=2)
+json.dump({"epochs": epochs, "rounds": rounds, "results": rows, "gflop_per_epoch": flops / 1e9, "peak_gflops": peak,
+           "effective_gflops": effective, "inference": {"kiln": {"p50_us": k50, "p99_us": k99, "per_s": kt},
+           "pytorch": {"p50_us": t50, "p99_us": t99, "per_s": tt}}}, open(f"{out}/compare.json", "w"), indent=2)
 PY
