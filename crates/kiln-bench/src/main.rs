@@ -33,6 +33,20 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         batch: usize,
     },
+    /// Time per training step of the reference MLP (synthetic data, no loading).
+    Steps {
+        #[arg(long, default_value_t = 2000)]
+        steps: usize,
+        #[arg(long, default_value_t = 512)]
+        width: usize,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Dropout rate after the hidden layer (0 disables it).
+        #[arg(long, default_value_t = 0.2)]
+        dropout: f32,
+        #[arg(long, default_value = "adam")]
+        optimizer: String,
+    },
     /// Batch-1 latency and batch-1024 throughput of a saved model's predict path.
     Predict {
         model: PathBuf,
@@ -45,6 +59,13 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Roofline { size, width, batch } => roofline(size, width, batch),
         Command::Predict { model, iterations } => predict(&model, iterations),
+        Command::Steps {
+            steps,
+            width,
+            batch,
+            dropout,
+            optimizer,
+        } => train_steps(steps, width, batch, dropout, &optimizer),
     }
 }
 
@@ -110,6 +131,43 @@ fn roofline(size: usize, width: usize, batch: usize) -> Result<()> {
         );
     });
     Ok(())
+}
+
+fn train_steps(steps: usize, width: usize, batch: usize, dropout: f32, optimizer: &str) -> Result<()> {
+    let layers: Vec<kiln::nn::LayerSpec> = serde_json::from_value(json!([
+        { "type": "flatten" },
+        { "type": "dense", "units": width, "activation": "relu" },
+        { "type": "dropout", "rate": dropout },
+        { "type": "dense", "units": 10, "activation": "softmax" },
+    ]))?;
+    let mut model = kiln::nn::Sequential::new(&[28, 28], layers, 1)?;
+    let spec: kiln::optim::OptimizerSpec = serde_json::from_value(json!({ "type": optimizer }))?;
+    let loss = kiln::nn::Loss {
+        kind: kiln::nn::LossKind::SparseCategoricalCrossentropy,
+        from_logits: false,
+    };
+    model.compile(spec, loss, 1);
+    let mut rng = kiln::rng::Rng::new(2);
+    let x: Vec<f32> = (0..batch * 784).map(|_| rng.next_f32()).collect();
+    let y: Vec<u32> = (0..batch as u32).map(|i| i % 10).collect();
+    kiln::ops::parallel::on_pool(|| -> Result<()> {
+        let _flush = kiln::train::FlushDenormals::enable();
+        for _ in 0..20 {
+            model.train_step(&x, &y)?;
+        }
+        let t = Instant::now();
+        for _ in 0..steps {
+            model.train_step(&x, &y)?;
+        }
+        let per_step = t.elapsed().as_secs_f64() / steps as f64;
+
+        println!(
+            "{}",
+            json!({ "width": width, "batch": batch, "dropout": dropout, "optimizer": optimizer,
+                    "us_per_step": round(per_step * 1e6), "s_per_48k_samples": round(per_step * (48000 / batch) as f64) })
+        );
+        Ok(())
+    })
 }
 
 fn predict(path: &std::path::Path, iterations: usize) -> Result<()> {

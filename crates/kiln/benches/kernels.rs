@@ -111,5 +111,36 @@ fn adam_update(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, matmul_shapes, softmax_cross_entropy, adam_update);
+fn dropout(c: &mut Criterion) {
+    let x = random(BATCH * HIDDEN, 8);
+    let mut params = ParamStore::new();
+    let mut ws = Workspace::new();
+    let mut rng = Rng::new(9);
+    c.bench_function("dropout 64x512 forward", |b| {
+        b.iter(|| {
+            let mut tape = Tape::new(&mut params, &mut ws);
+            let v = tape.leaf(&x, Shape::new(&[BATCH, HIDDEN]), true);
+            let y = tape.dropout(v, 0.2, &mut rng).unwrap();
+            black_box(tape.value(y)[0]);
+        })
+    });
+    let mut r = Rng::new(3);
+    c.bench_function("rng 16K next_u64", |b| {
+        b.iter(|| {
+            let mut acc = 0u64;
+            for _ in 0..BATCH * HIDDEN / 2 {
+                acc ^= r.next_u64();
+            }
+            black_box(acc)
+        })
+    });
+}
+
+criterion_group!(
+    benches,
+    matmul_shapes,
+    softmax_cross_entropy,
+    adam_update,
+    dropout
+);
 criterion_main!(benches);

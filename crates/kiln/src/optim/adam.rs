@@ -35,7 +35,7 @@ impl Adam {
         self.weight_decay.unwrap_or(default)
     }
 
-    pub(crate) fn update(&self, w: &mut [f32], g: &[f32], state: &mut [Vec<f32>], lr: f32, step: u64) {
+    pub(crate) fn update(&self, w: &mut [f32], g: super::Grad, state: &mut [Vec<f32>], lr: f32, step: u64) {
         let [m, v] = state else {
             unreachable!("adam keeps two moments")
         };
@@ -107,6 +107,37 @@ mod tests {
             opt.step(&mut p, 0.1);
         }
         assert_close(&weights(&p), &expected(0.05));
+    }
+
+    #[test]
+    fn step_and_clear_updates_like_step_and_zeroes_the_gradients() {
+        for spec in [
+            OptimizerSpec::Adam(Adam::default()),
+            OptimizerSpec::Sgd(crate::optim::Sgd::default()),
+            OptimizerSpec::Sgd(crate::optim::Sgd {
+                momentum: 0.9,
+                ..Default::default()
+            }),
+            OptimizerSpec::Rmsprop(crate::optim::RmsProp::default()),
+        ] {
+            let (mut kept, mut cleared) = (quadratic_problem(), quadratic_problem());
+            let (mut a, mut b) = (spec.build(), spec.build());
+            for _ in 0..3 {
+                set_quadratic_grad(&mut kept);
+                set_quadratic_grad(&mut cleared);
+                a.step(&mut kept, 0.1);
+                b.step_and_clear(&mut cleared, 0.1);
+            }
+            assert_eq!(weights(&kept), weights(&cleared), "{spec:?}");
+            assert!(
+                kept.iter().all(|p| p.grad.iter().all(|&g| g != 0.0)),
+                "step keeps gradients"
+            );
+            assert!(
+                cleared.iter().all(|p| p.grad.iter().all(|&g| g == 0.0)),
+                "{spec:?}"
+            );
+        }
     }
 
     #[test]

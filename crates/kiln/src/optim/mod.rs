@@ -83,8 +83,19 @@ impl Optimizer {
     }
 
     /// Applies one update from the gradients held in `params`, with learning rate `lr`
-    /// (the spec's rate, or a schedule's value for this step).
+    /// (the spec's rate, or a schedule's value for this step). The gradients are kept.
     pub fn step(&mut self, params: &mut ParamStore, lr: f32) {
+        self.update(params, lr, false);
+    }
+
+    /// [`Optimizer::step`], then leaves every gradient at zero for the next backward pass.
+    /// Clearing each gradient in the pass that reads it saves the training loop a separate
+    /// sweep over every parameter (and a thread hand-off) per step.
+    pub fn step_and_clear(&mut self, params: &mut ParamStore, lr: f32) {
+        self.update(params, lr, true);
+    }
+
+    fn update(&mut self, params: &mut ParamStore, lr: f32, clear: bool) {
         if self.state.len() != params.len() {
             let slots = match &self.rule {
                 Rule::Sgd(s) if s.momentum == 0.0 => 0,
@@ -100,7 +111,13 @@ impl Optimizer {
         self.iterations += 1;
         let t = self.iterations;
         for (p, state) in params.iter_mut().zip(&mut self.state) {
-            let (w, g) = (p.value.data_mut(), &p.grad);
+            let (w, g) = (
+                p.value.data_mut(),
+                Grad {
+                    values: &mut p.grad,
+                    clear,
+                },
+            );
             match &self.rule {
                 Rule::Sgd(s) => s.update(w, g, state, lr),
                 Rule::Adam(a) => a.update(w, g, state, lr, t),
@@ -113,20 +130,31 @@ impl Optimizer {
 /// Below this size an update runs on one thread; above it, in chunks across the pool.
 const CHUNK: usize = 1 << 14;
 
+/// A gradient as an update rule sees it: the values, and whether to zero them once read.
+pub(crate) struct Grad<'a> {
+    pub values: &'a mut [f32],
+    pub clear: bool,
+}
+
 /// `f(w[i], g[i], a[i])` over aligned chunks, in parallel for large tensors: the update is
-/// memory-bound, so splitting it over both cores nearly halves it.
-pub(crate) fn zip1(w: &mut [f32], g: &[f32], a: &mut [f32], f: impl Fn(&mut f32, f32, &mut f32) + Sync) {
+/// memory-bound, so splitting it over both cores nearly halves it. Zeroes `g` as it goes
+/// when asked to.
+pub(crate) fn zip1(w: &mut [f32], g: Grad, a: &mut [f32], f: impl Fn(&mut f32, f32, &mut f32) + Sync) {
     use rayon::prelude::*;
-    let run = |w: &mut [f32], g: &[f32], a: &mut [f32]| {
-        for ((w, &g), a) in w.iter_mut().zip(g).zip(a) {
-            f(w, g, a);
+    let clear = g.clear;
+    let run = |w: &mut [f32], g: &mut [f32], a: &mut [f32]| {
+        for ((w, g), a) in w.iter_mut().zip(g).zip(a) {
+            f(w, *g, a);
+            if clear {
+                *g = 0.0;
+            }
         }
     };
     if w.len() < crate::ops::parallel::PAR_THRESHOLD {
-        run(w, g, a);
+        run(w, g.values, a);
     } else {
         w.par_chunks_mut(CHUNK)
-            .zip(g.par_chunks(CHUNK))
+            .zip(g.values.par_chunks_mut(CHUNK))
             .zip(a.par_chunks_mut(CHUNK))
             .for_each(|((w, g), a)| run(w, g, a));
     }
@@ -135,22 +163,26 @@ pub(crate) fn zip1(w: &mut [f32], g: &[f32], a: &mut [f32], f: impl Fn(&mut f32,
 /// `f(w[i], g[i], a[i], b[i])`, as [`zip1`] with two state buffers.
 pub(crate) fn zip2(
     w: &mut [f32],
-    g: &[f32],
+    g: Grad,
     a: &mut [f32],
     b: &mut [f32],
     f: impl Fn(&mut f32, f32, &mut f32, &mut f32) + Sync,
 ) {
     use rayon::prelude::*;
-    let run = |w: &mut [f32], g: &[f32], a: &mut [f32], b: &mut [f32]| {
-        for (((w, &g), a), b) in w.iter_mut().zip(g).zip(a).zip(b) {
-            f(w, g, a, b);
+    let clear = g.clear;
+    let run = |w: &mut [f32], g: &mut [f32], a: &mut [f32], b: &mut [f32]| {
+        for (((w, g), a), b) in w.iter_mut().zip(g).zip(a).zip(b) {
+            f(w, *g, a, b);
+            if clear {
+                *g = 0.0;
+            }
         }
     };
     if w.len() < crate::ops::parallel::PAR_THRESHOLD {
-        run(w, g, a, b);
+        run(w, g.values, a, b);
     } else {
         w.par_chunks_mut(CHUNK)
-            .zip(g.par_chunks(CHUNK))
+            .zip(g.values.par_chunks_mut(CHUNK))
             .zip(a.par_chunks_mut(CHUNK))
             .zip(b.par_chunks_mut(CHUNK))
             .for_each(|(((w, g), a), b)| run(w, g, a, b));

@@ -28,7 +28,7 @@ impl Default for RmsProp {
 }
 
 impl RmsProp {
-    pub(crate) fn update(&self, w: &mut [f32], g: &[f32], state: &mut [Vec<f32>], lr: f32) {
+    pub(crate) fn update(&self, w: &mut [f32], g: super::Grad, state: &mut [Vec<f32>], lr: f32) {
         let [velocity, average_grad, momentum] = state else {
             unreachable!("rmsprop keeps three buffers")
         };

@@ -22,10 +22,15 @@ impl Default for Sgd {
 }
 
 impl Sgd {
-    pub(crate) fn update(&self, w: &mut [f32], g: &[f32], state: &mut [Vec<f32>], lr: f32) {
+    pub(crate) fn update(&self, w: &mut [f32], g: super::Grad, state: &mut [Vec<f32>], lr: f32) {
         let (mu, nesterov) = (self.momentum, self.nesterov);
         match state {
-            [] => crate::ops::parallel::axpy(w, -lr, g),
+            [] => {
+                crate::ops::parallel::axpy(w, -lr, g.values);
+                if g.clear {
+                    crate::ops::parallel::fill(g.values, 0.0);
+                }
+            }
             [velocity, ..] => super::zip1(w, g, velocity, |w, g, v| {
                 *v = mu * *v - lr * g;
                 *w += if nesterov { mu * *v - lr * g } else { *v };

@@ -120,17 +120,25 @@ impl Sequential {
         let lr = c.optimizer_spec.learning_rate();
         let (network, params, workspace) = self.parts();
         let fused = c.loss.fuses(network.final_activation());
-        params.zero_grads();
-        let (loss_value, correct) = {
+        // Gradients are zero here: fresh, or cleared by the previous step's update (or by
+        // the error path below).
+        let recorded = (|| {
             let mut tape = Tape::new(params, workspace);
             let input = tape.input(x, shape);
             let output = network.forward(&mut tape, input, &mut Mode::Train(&mut c.dropout_rng), fused)?;
             let loss = c.loss.compute(&mut tape, output, fused, labels)?;
             tape.backward(loss);
             let correct = count_correct(tape.value(output), labels, fused || c.loss.from_logits);
-            (tape.value(loss)[0], correct)
+            Ok((tape.value(loss)[0], correct))
+        })();
+        let (loss_value, correct) = match recorded {
+            Ok(r) => r,
+            Err(e) => {
+                params.zero_grads();
+                return Err(e);
+            }
         };
-        c.optimizer.step(params, lr);
+        c.optimizer.step_and_clear(params, lr);
         Ok(StepResult {
             loss: loss_value,
             correct,
