@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{DataSpec, Normalization};
 use crate::error::{Error, Result};
 use crate::nn::{LayerSpec, Loss, LossKind};
-use crate::optim::OptimizerSpec;
+use crate::optim::{OptimizerSpec, Schedule};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,6 +57,9 @@ pub struct ModelSpec {
 pub struct TrainingSpec {
     #[serde(default)]
     pub optimizer: OptimizerSpec,
+    /// Replaces the optimizer's constant learning rate, stepped once per update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learning_rate_schedule: Option<Schedule>,
     pub loss: LossKind,
     /// Model outputs are logits, not probabilities (Keras `from_logits`).
     #[serde(default)]
@@ -134,6 +137,14 @@ impl TrainSpec {
                 "training.validation_split = {} must be in [0, 1)",
                 t.validation_split
             ));
+        }
+        if let Some(schedule) = &t.learning_rate_schedule {
+            if let Err(e) = schedule.validate() {
+                return fail(format!(
+                    "training.{}",
+                    e.to_string().trim_start_matches("invalid value: ")
+                ));
+            }
         }
         if self.model.layers.is_empty() {
             return fail("model.layers is empty: a model needs at least one layer".into());

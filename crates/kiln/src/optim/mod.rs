@@ -3,6 +3,7 @@
 
 mod adam;
 mod rmsprop;
+mod schedule;
 mod sgd;
 
 use serde::{Deserialize, Serialize};
@@ -11,6 +12,7 @@ use crate::params::ParamStore;
 
 pub use adam::Adam;
 pub use rmsprop::RmsProp;
+pub use schedule::Schedule;
 pub use sgd::Sgd;
 
 /// An optimizer as a spec names it (`type = "adam"`), with Keras defaults for every field.

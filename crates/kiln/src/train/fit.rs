@@ -6,7 +6,7 @@ use crate::autograd::Tape;
 use crate::data::{epoch_order, gather_batch, Dataset};
 use crate::error::{Error, Result};
 use crate::nn::{Loss, Mode, Sequential};
-use crate::optim::{Optimizer, OptimizerSpec};
+use crate::optim::{Optimizer, OptimizerSpec, Schedule};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -20,9 +20,22 @@ pub struct Compiled {
     pub optimizer_spec: OptimizerSpec,
     optimizer: Optimizer,
     pub loss: Loss,
+    /// Replaces the optimizer's constant learning rate when set.
+    pub schedule: Option<Schedule>,
     dropout_rng: Rng,
     batch_x: Vec<f32>,
     batch_y: Vec<u32>,
+}
+
+impl Compiled {
+    /// The learning rate for the next update: the schedule's value at the number of
+    /// updates so far, or the optimizer's constant rate.
+    pub fn learning_rate(&self) -> f32 {
+        match &self.schedule {
+            Some(s) => s.learning_rate(self.optimizer.iterations()),
+            None => self.optimizer_spec.learning_rate(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Compiled {
@@ -77,10 +90,26 @@ impl Sequential {
             optimizer: optimizer.build(),
             optimizer_spec: optimizer,
             loss,
+            schedule: None,
             dropout_rng: Rng::derive(seed, DROPOUT_STREAM),
             batch_x: Vec::new(),
             batch_y: Vec::new(),
         });
+    }
+
+    /// Steps the learning rate by `schedule` instead of the optimizer's constant rate
+    /// (call after `compile`).
+    pub fn set_learning_rate_schedule(&mut self, schedule: Option<Schedule>) -> Result<()> {
+        if let Some(s) = &schedule {
+            s.validate()?;
+        }
+        self.require_compiled()?.schedule = schedule;
+        Ok(())
+    }
+
+    /// The learning rate the next update will use.
+    pub fn current_learning_rate(&self) -> Option<f32> {
+        self.compiled.as_ref().map(Compiled::learning_rate)
     }
 
     pub fn compiled(&self) -> Option<&Compiled> {
@@ -117,7 +146,7 @@ impl Sequential {
 
     fn step_with(&mut self, c: &mut Compiled, x: &[f32], labels: &[u32]) -> Result<StepResult> {
         let shape = self.input_shape().with_batch(labels.len());
-        let lr = c.optimizer_spec.learning_rate();
+        let lr = c.learning_rate();
         let (network, params, workspace) = self.parts();
         let fused = c.loss.fuses(network.final_activation());
         // Gradients are zero here: fresh, or cleared by the previous step's update (or by
@@ -192,6 +221,7 @@ impl Sequential {
                 val_accuracy: val.map(|v| v.accuracy),
                 seconds: start.elapsed().as_secs_f64(),
                 train_seconds,
+                learning_rate: self.current_learning_rate().unwrap_or(0.0),
             };
             if options.verbose {
                 println!("{}", log.progress_line(options.epochs, steps));

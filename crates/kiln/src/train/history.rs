@@ -14,6 +14,8 @@ pub struct EpochLog {
     pub seconds: f64,
     /// Seconds of the training steps alone.
     pub train_seconds: f64,
+    /// The learning rate at the end of the epoch (the next update's), as Keras logs it.
+    pub learning_rate: f32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -66,6 +68,7 @@ mod tests {
             val_accuracy: Some(0.979),
             seconds: 0.94,
             train_seconds: 0.8,
+            learning_rate: 0.001,
         };
         assert_eq!(
             log.progress_line(10, 750),
