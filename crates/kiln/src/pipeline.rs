@@ -77,7 +77,12 @@ pub fn train(spec: &TrainSpec, options: &RunOptions) -> Result<TrainOutcome> {
         seed: t.seed,
         verbose: options.verbose,
     };
-    let history = model.fit(&train, &fit)?;
+    let mut callbacks = t
+        .callbacks
+        .iter()
+        .map(|c| c.build())
+        .collect::<Result<Vec<_>>>()?;
+    let history = model.fit_with_callbacks(&train, &fit, &mut callbacks)?;
     let test_eval = model.evaluate(&test, 1024)?;
 
     let last = history.last().cloned();

@@ -9,6 +9,7 @@ use crate::data::{DataSpec, Normalization};
 use crate::error::{Error, Result};
 use crate::nn::{LayerSpec, Loss, LossKind};
 use crate::optim::{OptimizerSpec, Schedule};
+use crate::train::CallbackSpec;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,6 +76,9 @@ pub struct TrainingSpec {
     /// Drives weight init, shuffling, dropout and stratified splits.
     #[serde(default)]
     pub seed: u64,
+    /// Built-in callbacks, run in order after each epoch (`[[training.callbacks]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub callbacks: Vec<CallbackSpec>,
 }
 
 fn default_batch_size() -> usize {
@@ -142,6 +146,14 @@ impl TrainSpec {
             if let Err(e) = schedule.validate() {
                 return fail(format!(
                     "training.{}",
+                    e.to_string().trim_start_matches("invalid value: ")
+                ));
+            }
+        }
+        for (i, c) in t.callbacks.iter().enumerate() {
+            if let Err(e) = c.build() {
+                return fail(format!(
+                    "training.callbacks[{i}]: {}",
                     e.to_string().trim_start_matches("invalid value: ")
                 ));
             }

@@ -10,7 +10,7 @@ use crate::optim::{Optimizer, OptimizerSpec, Schedule};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
-use super::{EpochLog, FlushDenormals, History};
+use super::{Callback, Control, EpochLog, FlushDenormals, History};
 
 /// Stream label for dropout masks, apart from the streams used for init and shuffles.
 const DROPOUT_STREAM: u64 = 0x6b69_6c6e_4452_4f50; // "kilnDROP"
@@ -22,6 +22,8 @@ pub struct Compiled {
     pub loss: Loss,
     /// Replaces the optimizer's constant learning rate when set.
     pub schedule: Option<Schedule>,
+    /// A rate set during training (ReduceLROnPlateau); wins over the optimizer's constant.
+    learning_rate_override: Option<f32>,
     dropout_rng: Rng,
     batch_x: Vec<f32>,
     batch_y: Vec<u32>,
@@ -31,9 +33,10 @@ impl Compiled {
     /// The learning rate for the next update: the schedule's value at the number of
     /// updates so far, or the optimizer's constant rate.
     pub fn learning_rate(&self) -> f32 {
-        match &self.schedule {
-            Some(s) => s.learning_rate(self.optimizer.iterations()),
-            None => self.optimizer_spec.learning_rate(),
+        match (&self.schedule, self.learning_rate_override) {
+            (Some(s), _) => s.learning_rate(self.optimizer.iterations()),
+            (None, Some(lr)) => lr,
+            (None, None) => self.optimizer_spec.learning_rate(),
         }
     }
 }
@@ -91,6 +94,7 @@ impl Sequential {
             optimizer_spec: optimizer,
             loss,
             schedule: None,
+            learning_rate_override: None,
             dropout_rng: Rng::derive(seed, DROPOUT_STREAM),
             batch_x: Vec::new(),
             batch_y: Vec::new(),
@@ -104,6 +108,42 @@ impl Sequential {
             s.validate()?;
         }
         self.require_compiled()?.schedule = schedule;
+        Ok(())
+    }
+
+    /// Sets the learning rate for the following updates (what ReduceLROnPlateau does).
+    pub fn override_learning_rate(&mut self, lr: f32) -> Result<()> {
+        self.require_compiled()?.learning_rate_override = Some(lr);
+        Ok(())
+    }
+
+    /// A copy of every parameter's values, in order (Keras `get_weights`).
+    pub fn weights(&self) -> Vec<Tensor> {
+        self.params.iter().map(|p| p.value.clone()).collect()
+    }
+
+    /// Replaces every parameter's values; shapes must match (Keras `set_weights`).
+    pub fn set_weights(&mut self, weights: &[Tensor]) -> Result<()> {
+        if weights.len() != self.params.len() {
+            return Err(Error::Shape(format!(
+                "{} weights for {} parameters",
+                weights.len(),
+                self.params.len()
+            )));
+        }
+        for (p, w) in self.params.iter().zip(weights) {
+            if p.value.dims() != w.dims() {
+                return Err(Error::Shape(format!(
+                    "{}: weight {:?} for a parameter {:?}",
+                    p.name,
+                    w.dims(),
+                    p.value.dims()
+                )));
+            }
+        }
+        for (p, w) in self.params.iter_mut().zip(weights) {
+            p.value.data_mut().copy_from_slice(w.data());
+        }
         Ok(())
     }
 
@@ -176,6 +216,17 @@ impl Sequential {
 
     /// Trains for `options.epochs` epochs (Keras `fit`).
     pub fn fit(&mut self, train: &Dataset, options: &FitOptions) -> Result<History> {
+        self.fit_with_callbacks(train, options, &mut [])
+    }
+
+    /// [`Sequential::fit`], calling each callback at the start, after every epoch (any may
+    /// stop training) and at the end.
+    pub fn fit_with_callbacks(
+        &mut self,
+        train: &Dataset,
+        options: &FitOptions,
+        callbacks: &mut [Box<dyn Callback>],
+    ) -> Result<History> {
         self.require_compiled()?;
         if options.batch_size == 0 {
             return Err(Error::Value("batch_size must be at least 1".into()));
@@ -196,7 +247,7 @@ impl Sequential {
         if train.is_empty() {
             return Err(Error::Value("the training set is empty".into()));
         }
-        crate::ops::parallel::on_pool(|| self.fit_on_pool(train, validation, options))
+        crate::ops::parallel::on_pool(|| self.fit_on_pool(train, validation, options, callbacks))
     }
 
     fn fit_on_pool(
@@ -204,8 +255,12 @@ impl Sequential {
         train: &Dataset,
         validation: Option<&Dataset>,
         options: &FitOptions,
+        callbacks: &mut [Box<dyn Callback>],
     ) -> Result<History> {
         let _flush = FlushDenormals::enable();
+        for c in callbacks.iter_mut() {
+            c.on_train_begin(self)?;
+        }
         let steps = train.len().div_ceil(options.batch_size);
         let mut history = History::default();
         for epoch in 0..options.epochs {
@@ -226,7 +281,17 @@ impl Sequential {
             if options.verbose {
                 println!("{}", log.progress_line(options.epochs, steps));
             }
+            let mut stop = false;
+            for c in callbacks.iter_mut() {
+                stop |= c.on_epoch_end(&log, self)? == Control::Stop;
+            }
             history.epochs.push(log);
+            if stop {
+                break;
+            }
+        }
+        for c in callbacks.iter_mut() {
+            c.on_train_end(self)?;
         }
         Ok(history)
     }
