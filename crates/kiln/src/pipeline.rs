@@ -69,6 +69,7 @@ pub fn train(spec: &TrainSpec, options: &RunOptions) -> Result<TrainOutcome> {
     model.check_classifier_output(num_classes)?;
     model.compile(t.optimizer.clone(), t.loss(), t.seed);
     model.set_learning_rate_schedule(t.learning_rate_schedule.clone())?;
+    model.set_gradient_clipping(t.gradient_clipping)?;
     let fit = FitOptions {
         epochs: t.epochs,
         batch_size: t.batch_size,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{DataSpec, Normalization};
 use crate::error::{Error, Result};
 use crate::nn::{LayerSpec, Loss, LossKind};
-use crate::optim::{OptimizerSpec, Schedule};
+use crate::optim::{GradientClipping, OptimizerSpec, Schedule};
 use crate::train::CallbackSpec;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,6 +61,9 @@ pub struct TrainingSpec {
     /// Replaces the optimizer's constant learning rate, stepped once per update.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub learning_rate_schedule: Option<Schedule>,
+    /// One of `{ clipnorm = c }`, `{ global_clipnorm = c }`, `{ clipvalue = c }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_clipping: Option<GradientClipping>,
     pub loss: LossKind,
     /// Model outputs are logits, not probabilities (Keras `from_logits`).
     #[serde(default)]
@@ -149,6 +152,12 @@ impl TrainSpec {
                     e.to_string().trim_start_matches("invalid value: ")
                 ));
             }
+        }
+        if let Some(Err(e)) = t.gradient_clipping.map(|c| c.validate()) {
+            return fail(format!(
+                "training.{}",
+                e.to_string().trim_start_matches("invalid value: ")
+            ));
         }
         for (i, c) in t.callbacks.iter().enumerate() {
             if let Err(e) = c.build() {

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Activation, Initializer};
+use super::{Activation, Initializer, Regularizer};
 use crate::autograd::{Tape, Var};
 use crate::error::{Error, Result};
 use crate::params::ParamId;
@@ -34,6 +34,11 @@ pub struct DenseSpec {
     pub kernel_initializer: Initializer,
     #[serde(default = "zeros")]
     pub bias_initializer: Initializer,
+    /// Penalty on the kernel added to the loss (Keras `kernel_regularizer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_regularizer: Option<Regularizer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bias_regularizer: Option<Regularizer>,
 }
 
 /// Inverted dropout: zeroes a fraction `rate` of its inputs while training.
@@ -70,6 +75,8 @@ pub enum Layer {
         kernel: ParamId,
         bias: Option<ParamId>,
         activation: Activation,
+        /// (parameter, regularizer) pairs whose penalties join the loss.
+        penalties: Vec<(ParamId, Regularizer)>,
     },
     Dropout {
         rate: f32,
@@ -123,10 +130,15 @@ impl LayerSpec {
                 };
                 let mut out = input.dims().to_vec();
                 *out.last_mut().expect("rank checked") = d.units;
+                let penalties = [(Some(kernel), d.kernel_regularizer), (bias, d.bias_regularizer)]
+                    .into_iter()
+                    .filter_map(|(p, r)| Some((p?, r?)))
+                    .collect();
                 let layer = Layer::Dense {
                     kernel,
                     bias,
                     activation: d.activation,
+                    penalties,
                 };
                 Ok((layer, Shape::new(&out)))
             }
@@ -143,6 +155,14 @@ impl LayerSpec {
 }
 
 impl Layer {
+    /// The parameters this layer penalises, with their regularizers.
+    pub fn penalties(&self) -> &[(ParamId, Regularizer)] {
+        match self {
+            Layer::Dense { penalties, .. } => penalties,
+            _ => &[],
+        }
+    }
+
     /// The activation this layer ends with, if any (losses fuse with a final softmax).
     pub fn activation(&self) -> Activation {
         match self {
@@ -161,6 +181,7 @@ impl Layer {
                 kernel,
                 bias,
                 activation,
+                ..
             } => {
                 let w = tape.param(*kernel);
                 let mut y = tape.matmul(x, w)?;

@@ -8,10 +8,12 @@ mod activation;
 mod initializer;
 mod layer;
 mod loss;
+mod regularizer;
 mod sequential;
 
 pub use activation::Activation;
 pub use initializer::Initializer;
 pub use layer::{ActivationSpec, DenseSpec, DropoutSpec, FlattenSpec, Layer, LayerSpec};
 pub use loss::{Loss, LossKind};
-pub use sequential::{Mode, Sequential};
+pub use regularizer::Regularizer;
+pub use sequential::{Mode, Network, Sequential};

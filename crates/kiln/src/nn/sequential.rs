@@ -89,6 +89,20 @@ impl Network {
         })
     }
 
+    /// The sum of every layer's weight penalties, or `None` if no layer has a regularizer.
+    pub fn regularization(&self, tape: &mut Tape) -> Result<Option<Var>> {
+        let mut total: Option<Var> = None;
+        for (param, r) in self.layers.iter().flat_map(Layer::penalties) {
+            let w = tape.param(*param);
+            let p = tape.weight_penalty(w, r.l1, r.l2)?;
+            total = Some(match total {
+                Some(t) => tape.add(t, p)?,
+                None => p,
+            });
+        }
+        Ok(total)
+    }
+
     /// The activation the model ends with.
     pub fn final_activation(&self) -> Activation {
         self.layers.last().map_or(Activation::Linear, Layer::activation)
@@ -199,6 +213,8 @@ mod tests {
             use_bias: true,
             kernel_initializer: Initializer::GlorotUniform,
             bias_initializer: Initializer::Zeros,
+            kernel_regularizer: None,
+            bias_regularizer: None,
         })
     }
 

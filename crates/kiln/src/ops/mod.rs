@@ -8,6 +8,7 @@ pub mod elementwise;
 pub mod matmul;
 pub mod mse;
 pub mod parallel;
+pub mod penalty;
 pub mod reduce;
 pub mod reshape;
 pub mod softmax;

@@ -2,6 +2,7 @@
 //! (momentum, moment estimates) in buffers allocated once, on the first step.
 
 mod adam;
+mod clip;
 mod rmsprop;
 mod schedule;
 mod sgd;
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::params::ParamStore;
 
 pub use adam::Adam;
+pub use clip::GradientClipping;
 pub use rmsprop::RmsProp;
 pub use schedule::Schedule;
 pub use sgd::Sgd;

@@ -6,7 +6,7 @@ use crate::autograd::Tape;
 use crate::data::{epoch_order, gather_batch, Dataset};
 use crate::error::{Error, Result};
 use crate::nn::{Loss, Mode, Sequential};
-use crate::optim::{Optimizer, OptimizerSpec, Schedule};
+use crate::optim::{GradientClipping, Optimizer, OptimizerSpec, Schedule};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -22,6 +22,8 @@ pub struct Compiled {
     pub loss: Loss,
     /// Replaces the optimizer's constant learning rate when set.
     pub schedule: Option<Schedule>,
+    /// Applied to the gradients before each update when set.
+    pub clipping: Option<GradientClipping>,
     /// A rate set during training (ReduceLROnPlateau); wins over the optimizer's constant.
     learning_rate_override: Option<f32>,
     dropout_rng: Rng,
@@ -95,6 +97,7 @@ impl Sequential {
             loss,
             schedule: None,
             learning_rate_override: None,
+            clipping: None,
             dropout_rng: Rng::derive(seed, DROPOUT_STREAM),
             batch_x: Vec::new(),
             batch_y: Vec::new(),
@@ -108,6 +111,15 @@ impl Sequential {
             s.validate()?;
         }
         self.require_compiled()?.schedule = schedule;
+        Ok(())
+    }
+
+    /// Clips gradients before every update (call after `compile`).
+    pub fn set_gradient_clipping(&mut self, clipping: Option<GradientClipping>) -> Result<()> {
+        if let Some(c) = clipping {
+            c.validate()?;
+        }
+        self.require_compiled()?.clipping = clipping;
         Ok(())
     }
 
@@ -195,7 +207,8 @@ impl Sequential {
             let mut tape = Tape::new(params, workspace);
             let input = tape.input(x, shape);
             let output = network.forward(&mut tape, input, &mut Mode::Train(&mut c.dropout_rng), fused)?;
-            let loss = c.loss.compute(&mut tape, output, fused, labels)?;
+            let data_loss = c.loss.compute(&mut tape, output, fused, labels)?;
+            let loss = with_penalties(network, &mut tape, data_loss)?;
             tape.backward(loss);
             let correct = count_correct(tape.value(output), labels, fused || c.loss.from_logits);
             Ok((tape.value(loss)[0], correct))
@@ -207,6 +220,9 @@ impl Sequential {
                 return Err(e);
             }
         };
+        if let Some(clip) = c.clipping {
+            clip.apply(params);
+        }
         c.optimizer.step_and_clear(params, lr);
         Ok(StepResult {
             loss: loss_value,
@@ -362,7 +378,8 @@ impl Sequential {
             let mut tape = Tape::inference(params, workspace);
             let input = tape.input(x, input_shape.with_batch(labels.len()));
             let output = network.forward(&mut tape, input, &mut Mode::Infer, fused)?;
-            let loss = c.loss.compute(&mut tape, output, fused, labels)?;
+            let data_loss = c.loss.compute(&mut tape, output, fused, labels)?;
+            let loss = with_penalties(network, &mut tape, data_loss)?;
             loss_sum += tape.value(loss)[0] as f64 * labels.len() as f64;
             correct += count_correct(tape.value(output), labels, fused || c.loss.from_logits);
         }
@@ -398,6 +415,18 @@ impl Sequential {
             crate::tensor::Shape::new(&[count, outputs]),
             result,
         ))
+    }
+}
+
+/// The data loss plus the layers' weight penalties, as Keras reports and differentiates it.
+fn with_penalties(
+    network: &crate::nn::Network,
+    tape: &mut Tape,
+    loss: crate::autograd::Var,
+) -> Result<crate::autograd::Var> {
+    match network.regularization(tape)? {
+        Some(p) => tape.add(loss, p),
+        None => Ok(loss),
     }
 }
 
