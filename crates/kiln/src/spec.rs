@@ -145,26 +145,24 @@ impl TrainSpec {
                 t.validation_split
             ));
         }
-        if let Some(schedule) = &t.learning_rate_schedule {
-            if let Err(e) = schedule.validate() {
-                return fail(format!(
-                    "training.{}",
-                    e.to_string().trim_start_matches("invalid value: ")
-                ));
-            }
-        }
-        if let Some(Err(e)) = t.gradient_clipping.map(|c| c.validate()) {
-            return fail(format!(
-                "training.{}",
-                e.to_string().trim_start_matches("invalid value: ")
-            ));
-        }
-        for (i, c) in t.callbacks.iter().enumerate() {
-            if let Err(e) = c.build() {
-                return fail(format!(
-                    "training.callbacks[{i}]: {}",
-                    e.to_string().trim_start_matches("invalid value: ")
-                ));
+        // Each setting's own check, re-reported as a spec error under its field name.
+        let checks = t
+            .learning_rate_schedule
+            .iter()
+            .map(|s| ("training.".to_string(), s.validate()))
+            .chain(
+                t.gradient_clipping
+                    .map(|c| ("training.".to_string(), c.validate())),
+            )
+            .chain(
+                t.callbacks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (format!("training.callbacks[{i}]: "), c.build().map(drop))),
+            );
+        for (field, check) in checks {
+            if let Err(e) = check {
+                return fail(format!("{field}{}", bare_message(e)));
             }
         }
         if self.model.layers.is_empty() {
@@ -180,6 +178,15 @@ impl TrainSpec {
             Self::parse(text, Path::new("<built-in digits spec>")).expect("the built-in spec is valid");
         spec.name = Some("digits-mlp".into());
         spec
+    }
+}
+
+/// An error's own message, without the "invalid value: " its Display adds, for re-reporting
+/// it as a spec error.
+fn bare_message(e: Error) -> String {
+    match e {
+        Error::Value(message) => message,
+        other => other.to_string(),
     }
 }
 
