@@ -1,14 +1,16 @@
 //! One function per subcommand; each prints its results to stdout.
 
-use std::io::Write;
-use std::path::Path;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use kiln::artifact;
 use kiln::pipeline::{self, RunOptions};
 use kiln::spec::TrainSpec;
-use kiln::train::argmax;
+use kiln::train::{argmax, Callback};
+use kiln::{artifact, metrics};
+
+use crate::progress::EpochProgressBar;
 
 pub struct TrainArgs<'a> {
     pub spec: Option<&'a Path>,
@@ -17,75 +19,155 @@ pub struct TrainArgs<'a> {
     pub epochs: Option<usize>,
     pub quiet: bool,
     pub report: Option<&'a Path>,
+    pub run_dir: Option<&'a Path>,
+    pub resume: Option<&'a Path>,
+    pub skip_nonfinite_batches: bool,
+    pub no_checkpoint: bool,
 }
 
+/// The model file every run folder gets.
+const RUN_MODEL: &str = "model.safetensors";
+
 pub fn train(args: &TrainArgs) -> Result<()> {
-    let TrainArgs {
-        spec: spec_path,
-        out,
-        data_dir,
-        epochs,
-        quiet,
-        report,
-    } = *args;
     let start = Instant::now();
-    let mut spec = match spec_path {
-        Some(p) => TrainSpec::from_file(p)?,
-        None => {
+    let mut spec = match (args.spec, args.resume) {
+        (Some(p), _) => TrainSpec::from_file(p)?,
+        (None, Some(dir)) => pipeline::spec_of_run(dir)?,
+        (None, None) => {
             println!("No spec given: training the built-in MLP on the embedded UCI digits set (offline).");
             TrainSpec::default_digits()
         }
     };
-    if let Some(e) = epochs {
+    if let Some(e) = args.epochs {
         anyhow::ensure!(e > 0, "--epochs must be at least 1");
         spec.training.epochs = e;
     }
     // Fail on an unwritable output before spending minutes training.
-    for path in [out, report].into_iter().flatten() {
+    for path in [args.out, args.report].into_iter().flatten() {
         check_writable(path)?;
     }
-    let outcome = pipeline::train(
-        &spec,
-        &RunOptions {
-            data_dir,
-            verbose: !quiet,
-        },
-    )?;
+    let run_dir = match (args.resume, args.run_dir) {
+        (Some(_), Some(_)) => {
+            anyhow::bail!("--resume DIR continues in DIR; it cannot be combined with --run-dir")
+        }
+        (Some(dir), None) => dir.to_path_buf(),
+        (None, Some(dir)) => dir.to_path_buf(),
+        (None, None) => fresh_run_dir(spec.name.as_deref().unwrap_or("model")),
+    };
+    let interactive = !args.quiet && std::io::stdout().is_terminal();
+    let extra: Vec<Box<dyn Callback>> = match interactive {
+        true => vec![Box::new(EpochProgressBar::new())],
+        false => Vec::new(),
+    };
+    let options = RunOptions {
+        data_dir: args.data_dir,
+        verbose: !args.quiet && !interactive,
+        run_dir: Some(&run_dir),
+        checkpoints: !args.no_checkpoint,
+        resume: args.resume.is_some(),
+        skip_nonfinite_batches: args.skip_nonfinite_batches,
+    };
+    if !args.quiet {
+        println!("run folder: {}", run_dir.display());
+    }
+    let outcome = pipeline::train_with(&spec, &options, extra).map_err(|e| {
+        // A run that failed before its first checkpoint leaves no empty folder behind
+        // (remove_dir only removes an empty one).
+        let _ = std::fs::remove_dir(&run_dir);
+        explain_failure(e, &run_dir)
+    })?;
     let h = &outcome.history;
+    let new_epochs = &h.epochs[outcome.resumed_epochs.min(h.epochs.len())..];
+    if outcome.resumed_epochs > 0 {
+        println!("resumed after epoch {}", outcome.resumed_epochs);
+    }
+    let val = outcome.validation.map_or(String::new(), |v| {
+        format!(" - val_loss: {:.4} - val_accuracy: {:.4}", v.loss, v.accuracy)
+    });
     println!(
-        "test_loss: {:.4} - test_accuracy: {:.4} - {:.3} s/epoch (median of {}) - data {:.2}s - total {:.1}s",
+        "test_loss: {:.4} - test_accuracy: {:.4}{val} - {:.3} s/epoch (median of {}) - data {:.2}s - total {:.1}s",
         outcome.test.loss,
         outcome.test.accuracy,
-        h.median_epoch_seconds(),
-        h.epochs.len(),
+        median_seconds(new_epochs),
+        new_epochs.len(),
         outcome.load_seconds,
         start.elapsed().as_secs_f64()
     );
-    if let Some(report) = report {
-        let fit_seconds: f64 = h.epochs.iter().map(|e| e.seconds).sum();
-        let summary = serde_json::json!({
-            "name": outcome.info.name,
-            "epochs": h.epochs.len(),
-            "batch_size": spec.training.batch_size,
-            "median_epoch_seconds": h.median_epoch_seconds(),
-            "fit_seconds": fit_seconds,
-            "s_per_epoch": fit_seconds / h.epochs.len().max(1) as f64,
-            "test_loss": outcome.test.loss,
-            "test_accuracy": outcome.test.accuracy,
-            "data_seconds": outcome.load_seconds,
-            "threads": rayon_threads(),
-            "history": h.epochs,
-        });
-        let text = serde_json::to_string_pretty(&summary)? + "\n";
-        artifact::write_atomically(report, text.as_bytes())?;
+    if let Some(report) = args.report {
+        write_report(report, &outcome, &spec)?;
     }
-    match out {
-        Some(out) => {
-            artifact::save(&outcome.model, &outcome.info, out)?;
-            println!("saved {}", out.display());
-        }
-        None => println!("(model not saved; pass --out FILE.safetensors to keep it)"),
+    let run_model = run_dir.join(RUN_MODEL);
+    artifact::save(&outcome.model, &outcome.info, &run_model)?;
+    println!("saved {}", run_model.display());
+    if let Some(out) = args.out {
+        artifact::save(&outcome.model, &outcome.info, out)?;
+        println!("saved {}", out.display());
     }
+    Ok(())
+}
+
+/// Adds to a training failure where the run's last good checkpoint is and how to go on.
+fn explain_failure(error: kiln::Error, run_dir: &Path) -> anyhow::Error {
+    let checkpoint = run_dir.join(pipeline::CHECKPOINT_FILE);
+    let hint = match (&error, checkpoint.exists()) {
+        (kiln::Error::Diverged { .. }, true) => format!(
+            " — the last good checkpoint is kept in {}; resume it with `--resume {}`, or start again with a lower learning rate",
+            checkpoint.display(),
+            run_dir.display()
+        ),
+        (kiln::Error::Diverged { .. }, false) => " — no checkpoint was written: it diverged in the first epoch".into(),
+        _ => String::new(),
+    };
+    anyhow::anyhow!("{error}{hint}")
+}
+
+/// `runs/NAME`, or `runs/NAME-2`, `-3`… if taken, so no earlier run is overwritten.
+fn fresh_run_dir(name: &str) -> PathBuf {
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let base = Path::new("runs");
+    (1..)
+        .map(|n| match n {
+            1 => base.join(&safe),
+            n => base.join(format!("{safe}-{n}")),
+        })
+        .find(|p| !p.exists())
+        .expect("some suffix is free")
+}
+
+fn median_seconds(epochs: &[kiln::train::EpochLog]) -> f64 {
+    kiln::train::History {
+        epochs: epochs.to_vec(),
+    }
+    .median_epoch_seconds()
+}
+
+fn write_report(report: &Path, outcome: &pipeline::TrainOutcome, spec: &TrainSpec) -> Result<()> {
+    let h = &outcome.history;
+    let fit_seconds: f64 = h.epochs.iter().map(|e| e.seconds).sum();
+    let summary = serde_json::json!({
+        "name": outcome.info.name,
+        "epochs": h.epochs.len(),
+        "batch_size": spec.training.batch_size,
+        "median_epoch_seconds": h.median_epoch_seconds(),
+        "fit_seconds": fit_seconds,
+        "s_per_epoch": fit_seconds / h.epochs.len().max(1) as f64,
+        "test_loss": outcome.test.loss,
+        "test_accuracy": outcome.test.accuracy,
+        "data_seconds": outcome.load_seconds,
+        "threads": rayon_threads(),
+        "history": h.epochs,
+    });
+    let text = serde_json::to_string_pretty(&summary)? + "\n";
+    artifact::write_atomically(report, text.as_bytes())?;
     Ok(())
 }
 
@@ -118,19 +200,119 @@ fn check_writable(path: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn eval(model_path: &Path, data_dir: Option<&Path>) -> Result<()> {
-    let mut a = artifact::load(model_path)?;
-    let test = pipeline::load_test_split(&a.info, data_dir)?;
+pub struct EvalArgs<'a> {
+    pub model: &'a Path,
+    pub data_dir: Option<&'a Path>,
+    /// Per-class precision, recall, F1 and support, and the confusion matrix.
+    pub report: bool,
+    /// Everything as one JSON document instead of text.
+    pub json: bool,
+    /// Draw the confusion matrix as a heat map to FILE.png and FILE.svg.
+    pub heatmap: Option<&'a Path>,
+    /// For one-unit (binary) models: a probability above this is class 1.
+    pub threshold: f32,
+}
+
+pub fn eval(args: &EvalArgs) -> Result<()> {
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.threshold),
+        "--threshold {} must be a probability in [0, 1]",
+        args.threshold
+    );
+    let mut a = artifact::load(args.model)?;
+    let test = pipeline::load_test_split(&a.info, args.data_dir)?;
     let t = &a.info.training;
     a.model.compile(t.optimizer.clone(), t.loss(), t.seed);
     let e = a.model.evaluate(&test, 1024)?;
-    println!(
-        "test_loss: {:.4} - test_accuracy: {:.4} - samples: {}",
-        e.loss,
-        e.accuracy,
-        test.len()
-    );
+    let scores = a.model.predict(&test.features, test.len())?;
+    let width = scores.dims()[1];
+    let (predicted, num_classes) = if width == 1 {
+        // Probabilities, or logits when the model ends without its sigmoid.
+        let p: Vec<f32> = match t.from_logits {
+            true => scores.data().iter().map(|&z| 1.0 / (1.0 + (-z).exp())).collect(),
+            false => scores.data().to_vec(),
+        };
+        (metrics::binary_predictions(&p, args.threshold), 2)
+    } else {
+        (
+            scores
+                .data()
+                .chunks_exact(width)
+                .map(|r| argmax(r) as u32)
+                .collect(),
+            width,
+        )
+    };
+    let matrix = metrics::ConfusionMatrix::new(&test.labels, &predicted, num_classes)?;
+    let report = metrics::ClassificationReport::new(&matrix);
+    let top_k: Vec<(usize, f64)> = [3, 5]
+        .into_iter()
+        .filter(|&k| width > k)
+        .map(|k| Ok((k, metrics::top_k_accuracy(scores.data(), width, &test.labels, k)?)))
+        .collect::<Result<_>>()?;
+    let names: Vec<String> = (0..num_classes)
+        .map(|c| a.info.classes.get(c).cloned().unwrap_or_else(|| c.to_string()))
+        .collect();
+    if args.json {
+        let doc = serde_json::json!({
+            "model": args.model,
+            "samples": test.len(),
+            "loss": e.loss,
+            "accuracy": e.accuracy,
+            "top_k_accuracy": top_k.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+            "classes": names,
+            "report": report,
+            "confusion_matrix": matrix.counts().chunks(num_classes).collect::<Vec<_>>(),
+            "threshold": (width == 1).then_some(args.threshold),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        let top: String = top_k
+            .iter()
+            .map(|(k, v)| format!(" - top_{k}_accuracy: {v:.4}"))
+            .collect();
+        println!(
+            "test_loss: {:.4} - test_accuracy: {:.4}{top} - samples: {}",
+            e.loss,
+            e.accuracy,
+            test.len()
+        );
+        if args.report {
+            println!("\n{}", report.render_text(&names));
+            println!(
+                "confusion matrix (rows: true class, columns: predicted)\n{}",
+                render_matrix(&matrix, &names)
+            );
+        }
+    }
+    if let Some(stem) = args.heatmap {
+        let files = crate::plot::plot_confusion_matrix(matrix.counts(), num_classes, &names, stem)?;
+        for f in files {
+            eprintln!("wrote {}", f.display());
+        }
+    }
     Ok(())
+}
+
+/// The confusion matrix as an aligned text table with class names on both axes.
+fn render_matrix(matrix: &metrics::ConfusionMatrix, names: &[String]) -> String {
+    let n = matrix.num_classes();
+    let widest_count = matrix.counts().iter().max().map_or(1, |c| c.to_string().len());
+    let cell = names.iter().map(String::len).max().unwrap_or(1).max(widest_count);
+    let label = names.iter().map(String::len).max().unwrap_or(1);
+    let mut out = format!("{:>label$} ", "");
+    for name in names {
+        out += &format!(" {name:>cell$}");
+    }
+    out.push('\n');
+    for (t, name) in names.iter().enumerate().take(n) {
+        out += &format!("{name:>label$} ");
+        for p in 0..n {
+            out += &format!(" {:>cell$}", matrix.get(t, p));
+        }
+        out.push('\n');
+    }
+    out
 }
 
 pub fn predict(model_path: &Path, input: &Path, json: bool) -> Result<()> {
@@ -245,4 +427,25 @@ fn summarise_preprocessing(p: &kiln::data::FittedNormalization) -> serde_json::V
         F::Scale { max } => serde_json::json!({"kind": "scale", "max": max}),
         F::ZScore { mean, .. } => serde_json::json!({"kind": "z_score", "features": mean.len()}),
     }
+}
+
+pub fn plot(run_dir: &Path, out_dir: Option<&Path>) -> Result<()> {
+    let path = run_dir.join(kiln::train::HISTORY_JSON);
+    anyhow::ensure!(
+        run_dir.is_dir(),
+        "{}: is not a folder; expected a run folder written by `kiln train`",
+        run_dir.display()
+    );
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "{}: cannot read it; expected the history a `kiln train` run folder holds",
+            path.display()
+        )
+    })?;
+    let history: kiln::train::History = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a kiln training history", path.display()))?;
+    for file in crate::plot::plot_history(&history, out_dir.unwrap_or(run_dir))? {
+        println!("wrote {}", file.display());
+    }
+    Ok(())
 }

@@ -1,6 +1,8 @@
 //! The `kiln` command: train, evaluate, predict with and inspect models.
 
 mod commands;
+mod plot;
+mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,12 +41,47 @@ enum Command {
         /// Also write the run's summary and per-epoch history as JSON to this file.
         #[arg(long)]
         report: Option<PathBuf>,
+        /// Folder for the checkpoint, history.json/.csv and model.safetensors
+        /// [default: runs/NAME, or runs/NAME-2, … if taken].
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        /// Continue the run in this folder from its last checkpoint (same spec; --epochs
+        /// may ask for more).
+        #[arg(long, value_name = "RUN_DIR")]
+        resume: Option<PathBuf>,
+        /// Skip a batch whose loss is NaN or infinite instead of stopping.
+        #[arg(long)]
+        skip_nonfinite_batches: bool,
+        /// Do not save a checkpoint after every epoch (the run cannot be resumed).
+        #[arg(long, conflicts_with = "resume")]
+        no_checkpoint: bool,
     },
-    /// Print a saved model's loss and accuracy on its test split.
+    /// Print a saved model's loss and accuracy on its test split; with --report, per-class
+    /// precision, recall, F1 and the confusion matrix.
     Eval {
         model: PathBuf,
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Per-class precision, recall, F1 and support, and the confusion matrix.
+        #[arg(long)]
+        report: bool,
+        /// Print everything (metrics, report, confusion matrix) as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Draw the confusion matrix as a heat map to FILE.png and FILE.svg.
+        #[arg(long, value_name = "FILE")]
+        heatmap: Option<PathBuf>,
+        /// For a one-unit (binary) model: probabilities above this are class 1.
+        #[arg(long, default_value_t = 0.5)]
+        threshold: f32,
+    },
+    /// Draw a run folder's training curves (loss, accuracy, learning rate against epoch)
+    /// to RUN_DIR/curves.png and RUN_DIR/curves.svg.
+    Plot {
+        run_dir: PathBuf,
+        /// Write the charts here instead of the run folder.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
     },
     /// Print the predicted class and probabilities for each sample of a CSV or IDX file.
     Predict {
@@ -86,6 +123,10 @@ fn main() -> ExitCode {
             epochs,
             quiet,
             report,
+            run_dir,
+            resume,
+            skip_nonfinite_batches,
+            no_checkpoint,
         } => commands::train(&commands::TrainArgs {
             spec: spec.as_deref(),
             out: out.as_deref(),
@@ -93,8 +134,27 @@ fn main() -> ExitCode {
             epochs,
             quiet,
             report: report.as_deref(),
+            run_dir: run_dir.as_deref(),
+            resume: resume.as_deref(),
+            skip_nonfinite_batches,
+            no_checkpoint,
         }),
-        Command::Eval { model, data_dir } => commands::eval(&model, data_dir.as_deref()),
+        Command::Eval {
+            model,
+            data_dir,
+            report,
+            json,
+            heatmap,
+            threshold,
+        } => commands::eval(&commands::EvalArgs {
+            model: &model,
+            data_dir: data_dir.as_deref(),
+            report,
+            json,
+            heatmap: heatmap.as_deref(),
+            threshold,
+        }),
+        Command::Plot { run_dir, out_dir } => commands::plot(&run_dir, out_dir.as_deref()),
         Command::Predict { model, input, format } => {
             commands::predict(&model, &input, matches!(format, Format::Json))
         }

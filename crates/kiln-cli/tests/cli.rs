@@ -17,8 +17,13 @@ type Outcome = (ExitStatus, String, String);
 /// The working folder is the system temp folder, so a stray relative path never writes
 /// into the source tree; tests pass absolute paths.
 fn run(args: &[&str], envs: &[(&str, Option<&str>)]) -> Outcome {
+    run_in(&std::env::temp_dir(), args, envs)
+}
+
+/// [`run`] in the working folder `cwd` (where default run folders, `runs/NAME`, go).
+fn run_in(cwd: &Path, args: &[&str], envs: &[(&str, Option<&str>)]) -> Outcome {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    cmd.args(args).current_dir(std::env::temp_dir());
+    cmd.args(args).current_dir(cwd);
     for (key, value) in envs {
         match value {
             Some(v) => cmd.env(key, v),
@@ -105,7 +110,8 @@ impl Sandbox {
     /// command can find (or fetch) MNIST from elsewhere.
     fn kiln(&self, args: &[&str]) -> Outcome {
         let home = self.home();
-        run(
+        run_in(
+            &self.dir,
             args,
             &[
                 ("KILN_OFFLINE", Some("1")),
@@ -123,12 +129,13 @@ impl Sandbox {
         out
     }
 
-    /// The names in the sandbox folder (not `home`), sorted.
+    /// The names in the sandbox folder (not `home`, nor `runs` where run folders go),
+    /// sorted.
     fn entries(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(&self.dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n != "home")
+            .filter(|n| n != "home" && n != "runs")
             .collect();
         names.sort();
         names
@@ -760,7 +767,7 @@ fn mnist_from_kiln_data_trains_and_evaluates() {
         ("KILN_DATA", Some(data.as_str())),
         ("KILN_MNIST_MIRROR", None),
     ];
-    let train = run(&["train", &spec, "--quiet", "--out", &model], &env);
+    let train = run_in(&s.dir, &["train", &spec, "--quiet", "--out", &model], &env);
     assert_success(&train);
     let accuracy = metric(&train.1, "test_loss: ", "test_accuracy: ");
     assert!(accuracy.parse::<f64>().unwrap() > 0.88, "{}", train.1);
@@ -864,4 +871,321 @@ fn a_closed_output_pipe_ends_kiln_quietly_not_with_a_panic() {
     // Ended by SIGPIPE, as a Unix tool is: unsuccessful, and silent.
     assert!(!status.success(), "{status:?}");
     assert_eq!(stderr, "");
+}
+
+// ---------------------------------------------------------------------------------------
+// Run folders, checkpoints, resume, divergence
+
+/// The f32 tensors of a model file, by name, as raw bits.
+fn weight_bits(path: &str) -> Vec<(String, Vec<u32>)> {
+    let a = kiln::artifact::load(Path::new(path)).unwrap();
+    a.model
+        .params
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone(),
+                p.value.data().iter().map(|v| v.to_bits()).collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_run_folder_resumes_bit_identically_with_or_without_the_spec() {
+    let s = Sandbox::new("resume");
+    let (straight, split) = (s.arg("straight"), s.arg("split"));
+    assert_success(&s.kiln(&["train", "--quiet", "--epochs", "4", "--run-dir", &straight]));
+    let first = s.kiln(&["train", "--epochs", "2", "--run-dir", &split]);
+    assert_success(&first);
+    assert!(first.1.contains("Epoch 2/2"), "{}", first.1);
+    for name in [
+        "checkpoint.safetensors",
+        "history.json",
+        "history.csv",
+        "model.safetensors",
+    ] {
+        assert!(
+            s.path("split").join(name).is_file(),
+            "{name} missing from the run folder"
+        );
+    }
+    // No SPEC: the checkpoint's own spec is used; --epochs asks for more.
+    let resumed = s.kiln(&["train", "--epochs", "4", "--resume", &split]);
+    assert_success(&resumed);
+    assert!(resumed.1.contains("resumed after epoch 2"), "{}", resumed.1);
+    assert!(
+        resumed.1.contains("Epoch 3/4") && !resumed.1.contains("Epoch 2/4"),
+        "{}",
+        resumed.1
+    );
+    assert_eq!(
+        weight_bits(&format!("{straight}/model.safetensors")),
+        weight_bits(&format!("{split}/model.safetensors"))
+    );
+    // Nothing more to do is said plainly; a fresh run refuses a folder with a checkpoint.
+    assert_one_line_error(
+        &s.kiln(&["train", "--resume", &split]),
+        &["checkpoint.safetensors", "already holds 4 trained epochs"],
+    );
+    assert_one_line_error(
+        &s.kiln(&["train", "--run-dir", &split]),
+        &[&split, "already holds a training checkpoint"],
+    );
+    let empty = s.arg("empty");
+    std::fs::create_dir(&empty).unwrap();
+    assert_one_line_error(
+        &s.kiln(&["train", "--resume", &empty]),
+        &[&empty, "no checkpoint.safetensors"],
+    );
+    // Default run folders never overwrite each other.
+    assert_success(&s.kiln(&["train", "--quiet", "--epochs", "1"]));
+    assert_success(&s.kiln(&["train", "--quiet", "--epochs", "1"]));
+    assert!(s.path("runs/digits-mlp/model.safetensors").is_file());
+    assert!(s.path("runs/digits-mlp-2/model.safetensors").is_file());
+}
+
+#[test]
+fn a_checkpoint_write_killed_midway_leaves_the_previous_checkpoint_intact() {
+    let s = Sandbox::new("killed-write");
+    let run_dir = s.path("run");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "train",
+            "--quiet",
+            "--epochs",
+            "30",
+            "--run-dir",
+            &path_str(&run_dir),
+        ])
+        .current_dir(&s.dir)
+        .env("KILN_OFFLINE", "1")
+        .env("HOME", s.home())
+        .env("KILN_FAULT_PAUSE_MID_WRITE_MS", "700")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let checkpoint = run_dir.join("checkpoint.safetensors");
+    let half_written = || {
+        std::fs::read_dir(&run_dir).ok().and_then(|entries| {
+            entries.flatten().find(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("checkpoint.safetensors.tmp-")
+            })
+        })
+    };
+    // Wait for the second checkpoint's write to be half done, then kill the writer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let before = loop {
+        if checkpoint.exists() && half_written().is_some() {
+            break std::fs::read(&checkpoint).unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no second checkpoint write seen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(half_written().is_some(), "the half-written file is there");
+    assert_eq!(
+        std::fs::read(&checkpoint).unwrap(),
+        before,
+        "the previous checkpoint changed"
+    );
+    let saved = kiln::train::Checkpoint::load(&checkpoint).unwrap();
+    assert_eq!(saved.progress.epochs_done, 1);
+    // The run resumes from it, and the leftover is cleared away.
+    let resumed = s.kiln(&[
+        "train",
+        "--quiet",
+        "--epochs",
+        "2",
+        "--resume",
+        &path_str(&run_dir),
+    ]);
+    assert_success(&resumed);
+    assert!(resumed.1.contains("resumed after epoch 1"), "{}", resumed.1);
+    assert!(half_written().is_none());
+}
+
+#[test]
+fn a_diverging_run_stops_naming_epoch_and_step() {
+    let s = Sandbox::new("diverge");
+    let spec = s.write(
+        "hot.toml",
+        "[data]\nsource = \"digits\"\n[model]\nlayers = [{ type = \"flatten\" }, \
+         { type = \"dense\", units = 32, activation = \"relu\" }, { type = \"dense\", units = 10 }]\n\
+         [training]\noptimizer = { type = \"sgd\", learning_rate = 1e30 }\n\
+         loss = \"sparse_categorical_crossentropy\"\nfrom_logits = true\nepochs = 3\n",
+    );
+    let out = s.kiln(&["train", &spec, "--quiet", "--run-dir", &s.arg("run")]);
+    assert_one_line_error(
+        &out,
+        &[
+            "training diverged",
+            "at epoch 1, step",
+            "no checkpoint was written",
+        ],
+    );
+}
+
+#[test]
+fn a_spec_with_tensorboard_and_model_checkpoint_writes_both() {
+    let s = Sandbox::new("tb-ckpt");
+    let logs = s.arg("logs");
+    let ckpts = s.arg("ckpts");
+    let base = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../kiln/src/default_spec.toml"
+    ))
+    .unwrap();
+    let spec = s.write(
+        "spec.toml",
+        base.replace("epochs = 30", "epochs = 4").replace(
+            "[training]\n",
+            &format!(
+                "[training]\ncallbacks = [\n  {{ type = \"tensorboard\", log_dir = {logs:?} }},\n  \
+                 {{ type = \"model_checkpoint\", filepath = \"{ckpts}/ckpt-{{epoch:02}}-{{val_loss:.3}}.safetensors\" }},\n  \
+                 {{ type = \"model_checkpoint\", filepath = \"{ckpts}/best.safetensors\", save_best_only = true }},\n]\n"
+            ),
+        ),
+    );
+    let out = s.kiln(&["train", &spec, "--run-dir", &s.arg("run")]);
+    assert_success(&out);
+    let mut saved: Vec<String> = std::fs::read_dir(&ckpts)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    saved.sort();
+    assert_eq!(saved.len(), 5, "one per epoch and best: {saved:?}");
+    assert!(
+        saved[0] == "best.safetensors" && saved[1].starts_with("ckpt-01-"),
+        "{saved:?}"
+    );
+    let template = regex_like_ckpt_name(&saved[1]);
+    assert!(template, "ckpt-EPOCH-VAL_LOSS with 3 decimals: {saved:?}");
+    // Each checkpoint is a whole model that evaluates.
+    let first = format!("{ckpts}/{}", saved[1]);
+    assert_success(&s.kiln(&["eval", &first]));
+    let history: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.path("run/history.json")).unwrap()).unwrap();
+    let val_losses: Vec<f64> = history["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["val_loss"].as_f64().unwrap())
+        .collect();
+    let best = val_losses.iter().cloned().fold(f64::INFINITY, f64::min);
+    let best_epoch = val_losses.iter().position(|&v| v == best).unwrap() + 1;
+    let inspect = s.kiln(&["inspect", &format!("{ckpts}/best.safetensors")]);
+    assert!(
+        inspect.1.contains(&format!("\"epochs_trained\": {best_epoch}")),
+        "best.safetensors is epoch {best_epoch}'s:\n{}",
+        inspect.1
+    );
+    // TensorBoard's own reader finds every epoch's scalars (when a Python with it is given).
+    let Ok(python) = std::env::var("KILN_PYTHON") else {
+        eprintln!("KILN_PYTHON unset: not reading the event files with TensorBoard");
+        return;
+    };
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../kiln/tests/fixtures/read_tensorboard.py"
+    );
+    let read = Command::new(python).args([script, &logs]).output().unwrap();
+    assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
+    let runs: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
+    for (run, tag) in [
+        ("train", "epoch_loss"),
+        ("train", "epoch_accuracy"),
+        ("train", "epoch_learning_rate"),
+        ("validation", "epoch_loss"),
+        ("validation", "epoch_accuracy"),
+    ] {
+        let points = runs[run][tag]
+            .as_array()
+            .unwrap_or_else(|| panic!("{run}/{tag} missing: {runs}"));
+        let steps: Vec<i64> = points.iter().map(|p| p[0].as_i64().unwrap()).collect();
+        assert_eq!(steps, [0, 1, 2, 3], "{run}/{tag}");
+    }
+    let first_val = runs["validation"]["epoch_loss"][0][1].as_f64().unwrap();
+    assert!(
+        (first_val - val_losses[0]).abs() < 1e-6,
+        "{first_val} vs {}",
+        val_losses[0]
+    );
+}
+
+#[test]
+fn eval_reports_per_class_metrics_and_plot_draws_the_run() {
+    let s = Sandbox::new("eval-report");
+    let run_dir = s.arg("run");
+    assert_success(&s.kiln(&["train", "--quiet", "--epochs", "5", "--run-dir", &run_dir]));
+    let model = format!("{run_dir}/model.safetensors");
+    let plain = s.kiln(&["eval", &model]);
+    assert_success(&plain);
+    let accuracy: f64 = metric(&plain.1, "test_loss: ", "test_accuracy: ")
+        .parse()
+        .unwrap();
+
+    let json = s.kiln(&["eval", &model, "--json"]);
+    assert_success(&json);
+    let doc: serde_json::Value = serde_json::from_str(&json.1).unwrap();
+    let matrix: Vec<Vec<u64>> = serde_json::from_value(doc["confusion_matrix"].clone()).unwrap();
+    assert_eq!(matrix.len(), 10);
+    let total: u64 = matrix.iter().flatten().sum();
+    let diagonal: u64 = (0..10).map(|i| matrix[i][i]).sum();
+    assert_eq!(total, doc["samples"].as_u64().unwrap());
+    assert!((diagonal as f64 / total as f64 - accuracy).abs() < 1e-4);
+    assert!((doc["report"]["accuracy"].as_f64().unwrap() - accuracy).abs() < 1e-4);
+    for (class, row) in matrix.iter().enumerate() {
+        let support = doc["report"]["classes"][class]["support"].as_u64().unwrap();
+        assert_eq!(support, row.iter().sum::<u64>(), "support of class {class}");
+    }
+    assert!(doc["top_k_accuracy"]["5"].as_f64().unwrap() >= accuracy);
+
+    let heatmap = s.arg("cm");
+    let report = s.kiln(&["eval", &model, "--report", "--heatmap", &heatmap]);
+    assert_success(&report);
+    for part in [
+        "precision    recall  f1-score   support",
+        "macro avg",
+        "weighted avg",
+        "confusion matrix",
+    ] {
+        assert!(report.1.contains(part), "{part:?} not in:\n{}", report.1);
+    }
+    for ext in ["png", "svg"] {
+        assert!(s.path(&format!("cm.{ext}")).is_file());
+    }
+    assert_one_line_error(&s.kiln(&["eval", &model, "--threshold", "2"]), &["--threshold 2"]);
+
+    let plot = s.kiln(&["plot", &run_dir]);
+    assert_success(&plot);
+    let png = std::fs::read(format!("{run_dir}/curves.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let svg = std::fs::read_to_string(format!("{run_dir}/curves.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("validation"));
+    let home = s.home();
+    assert_one_line_error(&s.kiln(&["plot", &home]), &["history.json"]);
+    let missing = s.arg("no-such-run");
+    assert_one_line_error(&s.kiln(&["plot", &missing]), &[&missing, "is not a folder"]);
+}
+
+/// `ckpt-NN-D.DDD.safetensors`: the template's two-digit epoch and 3-decimal val_loss.
+fn regex_like_ckpt_name(name: &str) -> bool {
+    let Some(rest) = name
+        .strip_prefix("ckpt-")
+        .and_then(|r| r.strip_suffix(".safetensors"))
+    else {
+        return false;
+    };
+    let Some((epoch, loss)) = rest.split_once('-') else {
+        return false;
+    };
+    let decimals = loss.split_once('.').map(|(_, d)| d.len());
+    epoch.len() == 2 && epoch.parse::<u32>().is_ok() && loss.parse::<f64>().is_ok() && decimals == Some(3)
 }

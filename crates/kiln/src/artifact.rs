@@ -94,20 +94,35 @@ fn to_bytes(model: &Sequential, info: &ModelInfo) -> std::result::Result<Vec<u8>
     let mut metadata: BTreeMap<String, String> = KEYS.iter().map(|k| k.to_string()).zip(values).collect();
     metadata.insert("format".into(), FORMAT.into());
     metadata.insert("format_version".into(), FORMAT_VERSION.into());
+    let tensors: Vec<NamedTensor> = model
+        .params
+        .iter()
+        .map(|p| (p.name.clone(), p.value.dims(), p.value.data()))
+        .collect();
+    encode_safetensors(&metadata, &tensors)
+}
 
+/// A tensor to store: name, dimensions, values.
+pub(crate) type NamedTensor<'a> = (String, &'a [usize], &'a [f32]);
+
+/// f32 tensors and string metadata in the safetensors layout, keys sorted, data 8-byte
+/// aligned. Shared by model artifacts and training checkpoints.
+pub(crate) fn encode_safetensors(
+    metadata: &BTreeMap<String, String>,
+    tensors: &[NamedTensor],
+) -> std::result::Result<Vec<u8>, String> {
     // serde_json's map keeps keys sorted, so the header is deterministic.
     let mut header = serde_json::Map::new();
     header.insert(
         "__metadata__".into(),
-        serde_json::to_value(&metadata).map_err(|e| e.to_string())?,
+        serde_json::to_value(metadata).map_err(|e| e.to_string())?,
     );
     let mut offset = 0usize;
-    for p in model.params.iter() {
-        let end = offset + p.value.numel() * 4;
-        let entry =
-            serde_json::json!({ "dtype": "F32", "shape": p.value.dims(), "data_offsets": [offset, end] });
-        if header.insert(p.name.clone(), entry).is_some() {
-            return Err(format!("two parameters are named `{}`", p.name));
+    for (name, dims, data) in tensors {
+        let end = offset + data.len() * 4;
+        let entry = serde_json::json!({ "dtype": "F32", "shape": dims, "data_offsets": [offset, end] });
+        if header.insert(name.clone(), entry).is_some() {
+            return Err(format!("two tensors are named `{name}`"));
         }
         offset = end;
     }
@@ -119,10 +134,36 @@ fn to_bytes(model: &Sequential, info: &ModelInfo) -> std::result::Result<Vec<u8>
     let mut bytes = Vec::with_capacity(8 + header_bytes.len() + offset);
     bytes.extend_from_slice(&(header_bytes.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&header_bytes);
-    for p in model.params.iter() {
-        bytes.extend(p.value.data().iter().flat_map(|v| v.to_le_bytes()));
+    for (_, _, data) in tensors {
+        bytes.extend(data.iter().flat_map(|v| v.to_le_bytes()));
     }
     Ok(bytes)
+}
+
+/// An F32 tensor of `tensors` by name, checked against the expected dimensions.
+pub(crate) fn read_f32_tensor(
+    tensors: &SafeTensors,
+    name: &str,
+    dims: &[usize],
+) -> std::result::Result<Tensor, String> {
+    let view = tensors
+        .tensor(name)
+        .map_err(|_| format!("tensor `{name}` is missing"))?;
+    if view.dtype() != Dtype::F32 {
+        return Err(format!("tensor `{name}` is {:?}, expected F32", view.dtype()));
+    }
+    if view.shape() != dims {
+        return Err(format!(
+            "tensor `{name}` has shape {:?}, expected {dims:?}",
+            view.shape()
+        ));
+    }
+    let values = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Tensor::new(dims, values).map_err(|e| e.to_string())
 }
 
 fn json<T: Serialize>(value: &T) -> String {
@@ -138,9 +179,16 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp_name = file_name.to_os_string();
     tmp_name.push(format!(".tmp-{}", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
+    let pause = fault_injection_pause();
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
+        let (head, tail) = bytes.split_at(if pause.is_some() { bytes.len() / 2 } else { 0 });
+        f.write_all(head)?;
+        if let Some(pause) = pause {
+            f.sync_all()?;
+            std::thread::sleep(pause);
+        }
+        f.write_all(tail)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     };
@@ -148,6 +196,16 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, e)
     })
+}
+
+/// `KILN_FAULT_PAUSE_MID_WRITE_MS`: a test hook that stops every atomic write halfway for
+/// that long, so a test can kill the process mid-write and check nothing saved was lost.
+fn fault_injection_pause() -> Option<std::time::Duration> {
+    let ms: u64 = std::env::var("KILN_FAULT_PAUSE_MID_WRITE_MS")
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(std::time::Duration::from_millis(ms))
 }
 
 /// A loaded model with its metadata.
@@ -199,27 +257,7 @@ pub fn load(path: &Path) -> Result<Artifact> {
         .clone()
         .ok_or_else(|| fail("metadata `kiln.architecture` has no input_shape".into()))?;
     let mut take = |name: &str, dims: &[usize]| -> Result<Tensor> {
-        let view = tensors
-            .tensor(name)
-            .map_err(|_| fail(format!("tensor `{name}` is missing")))?;
-        if view.dtype() != Dtype::F32 {
-            return Err(fail(format!(
-                "tensor `{name}` is {:?}, expected F32",
-                view.dtype()
-            )));
-        }
-        if view.shape() != dims {
-            return Err(fail(format!(
-                "tensor `{name}` has shape {:?}, the architecture needs {dims:?}",
-                view.shape()
-            )));
-        }
-        let values = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        Tensor::new(dims, values)
+        read_f32_tensor(&tensors, name, dims).map_err(&fail)
     };
     let model = Sequential::with_params(&input_shape, info.architecture.layers.clone(), &mut take)
         .map_err(|e| fail(e.to_string()))?;

@@ -26,6 +26,17 @@ pub enum Error {
     /// Labels, classes or values outside what the model or loss accepts.
     #[error("invalid value: {0}")]
     Value(String),
+    /// A loss that stopped being a finite number: training cannot meaningfully go on.
+    #[error(
+        "training diverged: the loss became {loss} at epoch {epoch}, step {step} of {steps}; \
+         lower the learning rate, clip gradients, or skip such batches (--skip-nonfinite-batches)"
+    )]
+    Diverged {
+        epoch: usize,
+        step: usize,
+        steps: usize,
+        loss: f32,
+    },
     /// A model file that is not a kiln safetensors artifact.
     #[error("model {path}: {message}")]
     Artifact { path: PathBuf, message: String },

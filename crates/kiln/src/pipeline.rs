@@ -9,26 +9,56 @@ use crate::data::{read_feature_rows, read_idx, Dataset, FittedNormalization, Spl
 use crate::error::{Error, Result};
 use crate::nn::Sequential;
 use crate::spec::{ModelSpec, TrainSpec};
-use crate::train::{Evaluation, FitOptions, History, Validation};
+use crate::train::{
+    Callback, Checkpoint, CheckpointTarget, Evaluation, FitOptions, History, HistoryFiles, Validation,
+};
 
+#[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions<'a> {
     /// Overrides where MNIST is looked for (`--data-dir`).
     pub data_dir: Option<&'a Path>,
     /// One line per epoch on stdout.
     pub verbose: bool,
+    /// A folder for the run's history.json and history.csv (and its checkpoint); none
+    /// kept when unset.
+    pub run_dir: Option<&'a Path>,
+    /// Save a training checkpoint in `run_dir` after every epoch, to resume from.
+    pub checkpoints: bool,
+    /// Continue from the checkpoint in `run_dir` instead of starting afresh.
+    pub resume: bool,
+    /// Skip batches whose loss is not finite instead of stopping with an error.
+    pub skip_nonfinite_batches: bool,
 }
 
+#[derive(Debug)]
 pub struct TrainOutcome {
     pub model: Sequential,
     pub info: ModelInfo,
     pub history: History,
     pub test: Evaluation,
+    /// The final model on the validation split: the last epoch's figures, or the best
+    /// epoch's when a callback restored its weights.
+    pub validation: Option<Evaluation>,
     pub load_seconds: f64,
+    /// Epochs that came from the checkpoint when resuming (0 for a fresh run).
+    pub resumed_epochs: usize,
 }
+
+/// The checkpoint's file name inside a run folder.
+pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 
 /// Loads the data, fits preprocessing on the training part, trains and evaluates on the
 /// held-out test split.
 pub fn train(spec: &TrainSpec, options: &RunOptions) -> Result<TrainOutcome> {
+    train_with(spec, options, Vec::new())
+}
+
+/// [`train`], with more callbacks after the spec's (a progress display, say).
+pub fn train_with(
+    spec: &TrainSpec,
+    options: &RunOptions,
+    extra_callbacks: Vec<Box<dyn Callback>>,
+) -> Result<TrainOutcome> {
     let t = &spec.training;
     let load_start = Instant::now();
     let Splits {
@@ -70,25 +100,9 @@ pub fn train(spec: &TrainSpec, options: &RunOptions) -> Result<TrainOutcome> {
     model.compile(t.optimizer.clone(), t.loss(), t.seed);
     model.set_learning_rate_schedule(t.learning_rate_schedule.clone())?;
     model.set_gradient_clipping(t.gradient_clipping)?;
-    let fit = FitOptions {
-        epochs: t.epochs,
-        batch_size: t.batch_size,
-        validation: validation.as_ref().map_or(Validation::None, Validation::Data),
-        shuffle: t.shuffle,
-        seed: t.seed,
-        verbose: options.verbose,
-    };
-    let mut callbacks = t
-        .callbacks
-        .iter()
-        .map(|c| c.build())
-        .collect::<Result<Vec<_>>>()?;
-    let history = model.fit_with_callbacks(&train, &fit, &mut callbacks)?;
-    let test_eval = model.evaluate(&test, 1024)?;
 
-    let last = history.last().cloned();
     let units = model.output_shape().numel();
-    let info = ModelInfo {
+    let mut info = ModelInfo {
         name: spec.name.clone().unwrap_or_else(|| "model".into()),
         architecture: ModelSpec {
             input_shape: Some(input_shape),
@@ -103,27 +117,197 @@ pub fn train(spec: &TrainSpec, options: &RunOptions) -> Result<TrainOutcome> {
             data_sha256: sha256,
             data_description: description,
             seed: t.seed,
-            epochs_trained: history.epochs.len(),
-            created_unix_seconds: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-            metrics: FinalMetrics {
-                loss: last.as_ref().map_or(0.0, |l| l.loss),
-                accuracy: last.as_ref().map_or(0.0, |l| l.accuracy),
-                val_loss: last.as_ref().and_then(|l| l.val_loss),
-                val_accuracy: last.as_ref().and_then(|l| l.val_accuracy),
-                test_loss: Some(test_eval.loss),
-                test_accuracy: Some(test_eval.accuracy),
-            },
+            epochs_trained: 0,
+            created_unix_seconds: 0,
+            metrics: FinalMetrics::default(),
         },
+    };
+    let mut callbacks = t
+        .callbacks
+        .iter()
+        .map(|c| c.build(Some(&info)))
+        .collect::<Result<Vec<_>>>()?;
+    let context = serde_json::json!({ "spec": spec, "data_sha256": info.lineage.data_sha256 });
+    let checkpoint_path = options
+        .run_dir
+        .filter(|_| options.checkpoints)
+        .map(|d| d.join(CHECKPOINT_FILE));
+    let resume_from = match (options.run_dir, options.resume) {
+        (Some(dir), _) => {
+            callbacks.push(Box::new(HistoryFiles::new(dir)));
+            prepare_run_dir(dir, options.resume, &context, t.epochs)?
+        }
+        (None, true) => {
+            return Err(Error::Value(
+                "resuming needs the run folder to resume from".into(),
+            ))
+        }
+        (None, false) => None,
+    };
+    callbacks.extend(extra_callbacks);
+    let fit = FitOptions {
+        epochs: t.epochs,
+        batch_size: t.batch_size,
+        validation: validation.as_ref().map_or(Validation::None, Validation::Data),
+        shuffle: t.shuffle,
+        seed: t.seed,
+        verbose: options.verbose,
+        checkpoint: checkpoint_path.as_deref().map(|path| CheckpointTarget {
+            path,
+            context: &context,
+        }),
+        skip_nonfinite_batches: options.skip_nonfinite_batches,
+    };
+    let history = match &resume_from {
+        Some(checkpoint) => model.resume_fit(&train, &fit, &mut callbacks, checkpoint)?,
+        None => model.fit_with_callbacks(&train, &fit, &mut callbacks)?,
+    };
+    let test_eval = model.evaluate(&test, 1024)?;
+    let final_validation = validation.as_ref().map(|v| model.evaluate(v, 1024)).transpose()?;
+
+    let last = history.last().cloned();
+    info.lineage.epochs_trained = history.epochs.len();
+    info.lineage.created_unix_seconds = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    info.lineage.metrics = FinalMetrics {
+        loss: last.as_ref().map_or(0.0, |l| l.loss),
+        accuracy: last.as_ref().map_or(0.0, |l| l.accuracy),
+        val_loss: final_validation.map(|v| v.loss),
+        val_accuracy: final_validation.map(|v| v.accuracy),
+        test_loss: Some(test_eval.loss),
+        test_accuracy: Some(test_eval.accuracy),
     };
     Ok(TrainOutcome {
         model,
         info,
         history,
         test: test_eval,
+        validation: final_validation,
         load_seconds,
+        resumed_epochs: resume_from.map_or(0, |c| c.progress.epochs_done),
     })
+}
+
+/// The spec a run folder's checkpoint was trained from (to resume without naming it).
+pub fn spec_of_run(dir: &Path) -> Result<TrainSpec> {
+    let path = dir.join(CHECKPOINT_FILE);
+    if !path.exists() {
+        return Err(Error::data(
+            dir,
+            format!("holds no {CHECKPOINT_FILE} to resume from"),
+        ));
+    }
+    let checkpoint = Checkpoint::load(&path)?;
+    let spec = checkpoint
+        .progress
+        .context
+        .get("spec")
+        .cloned()
+        .unwrap_or_default();
+    serde_json::from_value(spec).map_err(|e| Error::data(&path, format!("its stored spec is invalid: {e}")))
+}
+
+/// Creates the run folder; when resuming, loads its checkpoint and checks that it was made
+/// by this spec on this data and has epochs left to train. A fresh run refuses a folder
+/// that already holds a checkpoint, so nothing saved is overwritten.
+fn prepare_run_dir(
+    dir: &Path,
+    resume: bool,
+    context: &serde_json::Value,
+    epochs: usize,
+) -> Result<Option<Checkpoint>> {
+    let path = dir.join(CHECKPOINT_FILE);
+    if !resume {
+        if path.exists() {
+            return Err(Error::Value(format!(
+                "{} already holds a training checkpoint; resume it, or choose another run folder",
+                dir.display()
+            )));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        return Ok(None);
+    }
+    if !path.exists() {
+        return Err(Error::data(
+            dir,
+            format!("holds no {CHECKPOINT_FILE} to resume from"),
+        ));
+    }
+    remove_interrupted_writes(dir)?;
+    let checkpoint = Checkpoint::load(&path)?;
+    let p = &checkpoint.progress;
+    if let Some(field) = first_difference(&without_epochs(&p.context), &without_epochs(context), "") {
+        return Err(Error::data(
+            &path,
+            format!("was made with a different `{field}` than this run's; resume with the spec and data it was made with"),
+        ));
+    }
+    if p.stopped {
+        return Err(Error::data(
+            &path,
+            format!(
+                "training stopped early after epoch {} (a callback ended it); nothing to resume",
+                p.epochs_done
+            ),
+        ));
+    }
+    if p.epochs_done >= epochs {
+        return Err(Error::data(
+            &path,
+            format!(
+                "already holds {} trained epochs of the {epochs} asked for; ask for more epochs to train further",
+                p.epochs_done
+            ),
+        ));
+    }
+    Ok(Some(checkpoint))
+}
+
+/// Deletes the temporary files of writes a killed run left unfinished (`NAME.tmp-PID`);
+/// the files they were replacing are intact.
+fn remove_interrupted_writes(dir: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name.to_string_lossy().contains(".tmp-") && entry.path().is_file() {
+            std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// The context with the epoch count left out (a resumed run may ask for more epochs), as
+/// read back from text, so that an f32 setting compares equal to its stored copy.
+fn without_epochs(context: &serde_json::Value) -> serde_json::Value {
+    let text = serde_json::to_string(context).expect("JSON values serialise");
+    let mut c: serde_json::Value = serde_json::from_str(&text).expect("and parse back");
+    if let Some(t) = c.pointer_mut("/spec/training") {
+        t["epochs"] = serde_json::Value::Null;
+    }
+    c
+}
+
+/// The dotted path of the first place where two JSON values differ.
+fn first_difference(a: &serde_json::Value, b: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value;
+    let here = || Some(path.trim_start_matches('.').to_string()).filter(|p| !p.is_empty());
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            keys.into_iter().find_map(|k| {
+                let (va, vb) = (x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null));
+                first_difference(va, vb, &format!("{path}.{k}"))
+            })
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (va, vb))| first_difference(va, vb, &format!("{path}[{i}]"))),
+        _ if a == b => None,
+        _ => here().or_else(|| Some("spec".into())),
+    }
 }
 
 /// The test split a model was evaluated on, reloaded from its recorded data source and
@@ -181,4 +365,26 @@ fn looks_like_idx(path: &Path) -> Result<bool> {
     };
     let mut head = [0u8; 2];
     Ok(reader.read_exact(&mut head).is_ok() && head == [0, 0])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn names_the_first_differing_field() {
+        let a = json!({"spec": {"training": {"batch_size": 64, "lr": [1, 2]}}, "data_sha256": "x"});
+        let b = json!({"spec": {"training": {"batch_size": 32, "lr": [1, 2]}}, "data_sha256": "x"});
+        assert_eq!(
+            first_difference(&a, &b, "").as_deref(),
+            Some("spec.training.batch_size")
+        );
+        let c = json!({"spec": {"training": {"batch_size": 64, "lr": [1, 3]}}, "data_sha256": "x"});
+        assert_eq!(
+            first_difference(&a, &c, "").as_deref(),
+            Some("spec.training.lr[1]")
+        );
+        assert_eq!(first_difference(&a, &a, ""), None);
+    }
 }

@@ -31,6 +31,16 @@ impl Rng {
         Rng::new(seed ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03))
     }
 
+    /// The generator's whole state, to save in a checkpoint.
+    pub fn state(&self) -> [u64; 4] {
+        self.state
+    }
+
+    /// A generator that continues exactly where the one whose [`Rng::state`] this is stopped.
+    pub fn from_state(state: [u64; 4]) -> Self {
+        Rng { state }
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         let s = &mut self.state;
         let result = s[0].wrapping_add(s[3]).rotate_left(23).wrapping_add(s[0]);

@@ -158,7 +158,7 @@ impl TrainSpec {
                 t.callbacks
                     .iter()
                     .enumerate()
-                    .map(|(i, c)| (format!("training.callbacks[{i}]: "), c.build().map(drop))),
+                    .map(|(i, c)| (format!("training.callbacks[{i}]: "), c.validate())),
             );
         for (field, check) in checks {
             if let Err(e) = check {

@@ -18,6 +18,7 @@ fn log(epoch: usize, val_loss: f32) -> EpochLog {
         seconds: 0.0,
         train_seconds: 0.0,
         learning_rate: 0.1,
+        skipped_batches: 0,
     }
 }
 
@@ -133,10 +134,7 @@ fn reduce_lr_on_plateau_scales_after_patience_then_cools_down() {
 fn csv_logger_writes_keras_columns() {
     let path = std::env::temp_dir().join(format!("kiln-csv-{}.csv", std::process::id()));
     let mut model = tiny_model();
-    let mut logger = CsvLogger {
-        filename: path.clone(),
-        append: false,
-    };
+    let mut logger = CsvLogger::new(&path, false);
     logger.on_train_begin(&mut model).unwrap();
     logger.on_epoch_end(&log(1, 0.75), &mut model).unwrap();
     logger.on_epoch_end(&log(2, 0.5), &mut model).unwrap();
@@ -164,6 +162,7 @@ fn a_spec_with_early_stopping_and_cosine_warmup_stops_and_keeps_the_best_epoch()
         &RunOptions {
             data_dir: None,
             verbose: false,
+            ..Default::default()
         },
     )
     .unwrap();

@@ -49,6 +49,7 @@ fn train(spec: &TrainSpec, data_dir: Option<&Path>) -> TrainOutcome {
         &RunOptions {
             data_dir,
             verbose: false,
+            ..Default::default()
         },
     )
     .expect("training succeeds")

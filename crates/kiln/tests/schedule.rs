@@ -10,6 +10,7 @@ fn quiet() -> RunOptions<'static> {
     RunOptions {
         data_dir: None,
         verbose: false,
+        ..Default::default()
     }
 }
 

@@ -28,7 +28,15 @@ impl UnaryOp {
     #[inline]
     pub fn f(self, x: f32) -> f32 {
         match self {
-            UnaryOp::Relu => x.max(0.0),
+            // Not `x.max(0.0)`, which turns NaN into 0 and would hide a poisoned input or
+            // diverged weights from the loss (PyTorch and TensorFlow propagate NaN too).
+            UnaryOp::Relu => {
+                if x < 0.0 {
+                    0.0
+                } else {
+                    x
+                }
+            }
             UnaryOp::LeakyRelu { alpha } => {
                 if x > 0.0 {
                     x
@@ -149,6 +157,7 @@ mod tests {
     fn values_at_known_points() {
         assert_eq!(UnaryOp::Relu.f(-2.0), 0.0);
         assert_eq!(UnaryOp::Relu.f(3.0), 3.0);
+        assert!(UnaryOp::Relu.f(f32::NAN).is_nan(), "NaN must reach the loss");
         assert_eq!(UnaryOp::LeakyRelu { alpha: 0.2 }.f(-2.0), -0.4);
         assert!((UnaryOp::Sigmoid.f(0.0) - 0.5).abs() < 1e-7);
         assert!((UnaryOp::Sigmoid.f(-100.0)).abs() < 1e-30);

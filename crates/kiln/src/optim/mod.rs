@@ -86,6 +86,28 @@ impl Optimizer {
         self.iterations
     }
 
+    /// The per-parameter state buffers (momentum, moments), empty before the first step.
+    pub fn state(&self) -> &[Vec<Vec<f32>>] {
+        &self.state
+    }
+
+    /// State buffers each parameter needs under this rule.
+    pub fn slots(&self) -> usize {
+        match &self.rule {
+            Rule::Sgd(s) if s.momentum == 0.0 => 0,
+            Rule::Sgd(_) => 1,
+            Rule::Adam(_) => 2,
+            Rule::RmsProp(_) => 3,
+        }
+    }
+
+    /// Continues from saved state: `iterations` steps taken, and the buffers
+    /// [`Optimizer::state`] returned (empty if no step had been taken).
+    pub fn restore(&mut self, iterations: u64, state: Vec<Vec<Vec<f32>>>) {
+        self.iterations = iterations;
+        self.state = state;
+    }
+
     /// Applies one update from the gradients held in `params`, with learning rate `lr`
     /// (the spec's rate, or a schedule's value for this step). The gradients are kept.
     pub fn step(&mut self, params: &mut ParamStore, lr: f32) {
@@ -101,12 +123,7 @@ impl Optimizer {
 
     fn update(&mut self, params: &mut ParamStore, lr: f32, clear: bool) {
         if self.state.len() != params.len() {
-            let slots = match &self.rule {
-                Rule::Sgd(s) if s.momentum == 0.0 => 0,
-                Rule::Sgd(_) => 1,
-                Rule::Adam(_) => 2,
-                Rule::RmsProp(_) => 3,
-            };
+            let slots = self.slots();
             self.state = params
                 .iter()
                 .map(|p| vec![vec![0.0; p.value.numel()]; slots])

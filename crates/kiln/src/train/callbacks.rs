@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::EpochLog;
+use super::{CallbackState, EpochLog, ModelCheckpoint, TensorBoard};
+use crate::artifact::ModelInfo;
 use crate::error::{Error, Result};
 use crate::nn::Sequential;
 use crate::tensor::Tensor;
@@ -18,10 +19,24 @@ pub enum Control {
     Stop,
 }
 
+/// Where an epoch stands after a batch: running means over the batches applied so far.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchProgress {
+    /// 1-based.
+    pub step: usize,
+    pub steps: usize,
+    pub loss: f32,
+    pub accuracy: f32,
+}
+
 pub trait Callback: Send {
     fn on_train_begin(&mut self, _model: &mut Sequential) -> Result<()> {
         Ok(())
     }
+    /// Called before each epoch (`epoch` is 1-based) of `steps` batches.
+    fn on_epoch_begin(&mut self, _epoch: usize, _epochs: usize, _steps: usize) {}
+    /// Called after every batch; keep it cheap, it runs hundreds of times an epoch.
+    fn on_batch_end(&mut self, _progress: &BatchProgress) {}
     /// Called after each epoch (validation included); may change the model or stop.
     fn on_epoch_end(&mut self, _log: &EpochLog, _model: &mut Sequential) -> Result<Control> {
         Ok(Control::Continue)
@@ -29,6 +44,21 @@ pub trait Callback: Send {
     fn on_train_end(&mut self, _model: &mut Sequential) -> Result<()> {
         Ok(())
     }
+    /// What this callback must remember for training to resume exactly from a checkpoint;
+    /// None if it keeps nothing.
+    fn state(&self) -> Option<CallbackState> {
+        None
+    }
+    /// Takes back what [`Callback::state`] returned (called after `on_train_begin`).
+    fn restore(&mut self, _state: CallbackState) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Decodes a callback's saved values, naming the callback when they do not fit.
+fn decode_state<T: serde::de::DeserializeOwned>(name: &str, values: serde_json::Value) -> Result<T> {
+    serde_json::from_value(values)
+        .map_err(|e| Error::Value(format!("the checkpoint's {name} state is invalid: {e}")))
 }
 
 /// A built-in callback as a spec names it (`type = "early_stopping"`), Keras defaults.
@@ -38,15 +68,16 @@ pub enum CallbackSpec {
     EarlyStopping(EarlyStopping),
     ReduceLrOnPlateau(ReduceLrOnPlateau),
     CsvLogger(CsvLogger),
+    ModelCheckpoint(ModelCheckpoint),
+    #[serde(rename = "tensorboard")]
+    TensorBoard(TensorBoard),
 }
 
 impl CallbackSpec {
-    pub fn build(&self) -> Result<Box<dyn Callback>> {
-        Ok(match self {
-            CallbackSpec::EarlyStopping(c) => {
-                c.watch().check()?;
-                Box::new(c.clone())
-            }
+    /// Checks the settings, so a spec with a bad one fails when it is read.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            CallbackSpec::EarlyStopping(c) => c.watch().check(),
             CallbackSpec::ReduceLrOnPlateau(c) => {
                 c.watch().check()?;
                 if !(c.factor > 0.0 && c.factor < 1.0) {
@@ -55,29 +86,43 @@ impl CallbackSpec {
                         c.factor
                     )));
                 }
-                Box::new(c.clone())
+                Ok(())
             }
+            CallbackSpec::ModelCheckpoint(c) => c.validate(),
+            CallbackSpec::CsvLogger(_) | CallbackSpec::TensorBoard(_) => Ok(()),
+        }
+    }
+
+    /// The callback, ready to run; `model_info` is what a saved model carries (needed by
+    /// model_checkpoint, which writes whole models).
+    pub fn build(&self, model_info: Option<&ModelInfo>) -> Result<Box<dyn Callback>> {
+        self.validate()?;
+        Ok(match self {
+            CallbackSpec::EarlyStopping(c) => Box::new(c.clone()),
+            CallbackSpec::ReduceLrOnPlateau(c) => Box::new(c.clone()),
             CallbackSpec::CsvLogger(c) => Box::new(c.clone()),
+            CallbackSpec::ModelCheckpoint(c) => Box::new(c.with_info(model_info)?),
+            CallbackSpec::TensorBoard(c) => Box::new(c.clone()),
         })
     }
 }
 
 /// Which logged quantity a callback watches, and whether lower or higher is better.
-struct Monitor<'a> {
-    monitor: &'a str,
-    mode: &'a str,
+pub(crate) struct Monitor<'a> {
+    pub monitor: &'a str,
+    pub mode: &'a str,
 }
 
-fn val_loss() -> String {
+pub(crate) fn val_loss() -> String {
     "val_loss".into()
 }
 
-fn auto() -> String {
+pub(crate) fn auto() -> String {
     "auto".into()
 }
 
 impl Monitor<'_> {
-    fn check(&self) -> Result<()> {
+    pub fn check(&self) -> Result<()> {
         if !["loss", "accuracy", "val_loss", "val_accuracy"].contains(&self.monitor) {
             return Err(Error::Value(format!(
                 "monitor `{}` is not logged; expected loss, accuracy, val_loss or val_accuracy",
@@ -93,12 +138,12 @@ impl Monitor<'_> {
         Ok(())
     }
 
-    fn higher_is_better(&self) -> bool {
+    pub fn higher_is_better(&self) -> bool {
         self.mode == "max" || (self.mode == "auto" && self.monitor.ends_with("accuracy"))
     }
 
     /// The watched value in this epoch's log.
-    fn value(&self, log: &EpochLog) -> Result<f32> {
+    pub fn value(&self, log: &EpochLog) -> Result<f32> {
         let v = match self.monitor {
             "loss" => Some(log.loss),
             "accuracy" => Some(log.accuracy),
@@ -115,7 +160,7 @@ impl Monitor<'_> {
     }
 
     /// Is `value` better than `reference` by more than `min_delta`?
-    fn improves(&self, value: f32, reference: f32, min_delta: f32) -> bool {
+    pub fn improves(&self, value: f32, reference: f32, min_delta: f32) -> bool {
         if self.higher_is_better() {
             value - min_delta.abs() > reference
         } else {
@@ -123,7 +168,7 @@ impl Monitor<'_> {
         }
     }
 
-    fn worst(&self) -> f32 {
+    pub fn worst(&self) -> f32 {
         if self.higher_is_better() {
             f32::NEG_INFINITY
         } else {
@@ -156,11 +201,12 @@ pub struct EarlyStopping {
     state: StopState,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct StopState {
     best: Option<f32>,
     best_epoch: usize,
     wait: usize,
+    #[serde(skip)]
     best_weights: Option<Vec<Tensor>>,
     stopped_epoch: Option<usize>,
 }
@@ -235,6 +281,20 @@ impl Callback for EarlyStopping {
         }
         Ok(Control::Continue)
     }
+
+    fn state(&self) -> Option<CallbackState> {
+        Some(CallbackState {
+            values: serde_json::to_value(&self.state).expect("plain values serialise"),
+            tensors: self.state.best_weights.clone().unwrap_or_default(),
+        })
+    }
+
+    fn restore(&mut self, state: CallbackState) -> Result<()> {
+        let mut restored: StopState = decode_state("early_stopping", state.values)?;
+        restored.best_weights = Some(state.tensors).filter(|t| !t.is_empty());
+        self.state = restored;
+        Ok(())
+    }
 }
 
 /// Multiplies the learning rate by `factor` when the monitored value has not improved for
@@ -262,7 +322,7 @@ pub struct ReduceLrOnPlateau {
     state: PlateauState,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct PlateauState {
     best: Option<f32>,
     wait: usize,
@@ -330,6 +390,18 @@ impl Callback for ReduceLrOnPlateau {
         }
         Ok(Control::Continue)
     }
+
+    fn state(&self) -> Option<CallbackState> {
+        Some(CallbackState {
+            values: serde_json::to_value(&self.state).expect("plain values serialise"),
+            tensors: Vec::new(),
+        })
+    }
+
+    fn restore(&mut self, state: CallbackState) -> Result<()> {
+        self.state = decode_state("reduce_lr_on_plateau", state.values)?;
+        Ok(())
+    }
 }
 
 /// Appends one CSV row per epoch: `epoch,accuracy,learning_rate,loss,val_accuracy,val_loss`
@@ -340,18 +412,43 @@ pub struct CsvLogger {
     pub filename: PathBuf,
     #[serde(default)]
     pub append: bool,
+    #[serde(skip)]
+    written: CsvWritten,
+}
+
+/// What this run put in the file, so that a resumed run can rewrite exactly that.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct CsvWritten {
+    /// Bytes before this run's first row (the header, or an appended-to file's content).
+    prefix_bytes: u64,
+    rows: Vec<String>,
+}
+
+const CSV_HEADER: &str = "epoch,accuracy,learning_rate,loss,val_accuracy,val_loss\n";
+
+impl CsvLogger {
+    pub fn new(filename: impl Into<PathBuf>, append: bool) -> Self {
+        CsvLogger {
+            filename: filename.into(),
+            append,
+            written: CsvWritten::default(),
+        }
+    }
 }
 
 impl Callback for CsvLogger {
     fn on_train_begin(&mut self, _model: &mut Sequential) -> Result<()> {
         let exists = self.filename.exists();
         if !self.append || !exists {
-            std::fs::write(
-                &self.filename,
-                "epoch,accuracy,learning_rate,loss,val_accuracy,val_loss\n",
-            )
-            .map_err(|e| Error::io(&self.filename, e))?;
+            std::fs::write(&self.filename, CSV_HEADER).map_err(|e| Error::io(&self.filename, e))?;
         }
+        let prefix_bytes = std::fs::metadata(&self.filename)
+            .map_err(|e| Error::io(&self.filename, e))?
+            .len();
+        self.written = CsvWritten {
+            prefix_bytes,
+            rows: Vec::new(),
+        };
         Ok(())
     }
 
@@ -372,6 +469,24 @@ impl Callback for CsvLogger {
             .map_err(|e| Error::io(&self.filename, e))?;
         file.write_all(row.as_bytes())
             .map_err(|e| Error::io(&self.filename, e))?;
+        self.written.rows.push(row);
         Ok(Control::Continue)
+    }
+
+    fn state(&self) -> Option<CallbackState> {
+        Some(CallbackState {
+            values: serde_json::to_value(&self.written).expect("plain values serialise"),
+            tensors: Vec::new(),
+        })
+    }
+
+    /// On resume, the file is rewritten to hold the checkpoint's rows, dropping any an
+    /// interrupted run logged after its last checkpoint.
+    fn restore(&mut self, state: CallbackState) -> Result<()> {
+        self.written = decode_state("csv_logger", state.values)?;
+        let mut bytes = std::fs::read(&self.filename).unwrap_or_else(|_| CSV_HEADER.as_bytes().to_vec());
+        bytes.truncate(self.written.prefix_bytes as usize);
+        bytes.extend(self.written.rows.concat().into_bytes());
+        crate::artifact::write_atomically(&self.filename, &bytes)
     }
 }

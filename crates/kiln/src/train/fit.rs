@@ -1,5 +1,6 @@
 //! compile / fit / evaluate / predict on a [`Sequential`] model.
 
+use std::path::Path;
 use std::time::Instant;
 
 use crate::autograd::Tape;
@@ -10,7 +11,7 @@ use crate::optim::{GradientClipping, Optimizer, OptimizerSpec, Schedule};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
-use super::{Callback, Control, EpochLog, FlushDenormals, History};
+use super::{BatchProgress, Callback, Checkpoint, Control, EpochLog, FlushDenormals, History};
 
 /// Stream label for dropout masks, apart from the streams used for init and shuffles.
 const DROPOUT_STREAM: u64 = 0x6b69_6c6e_4452_4f50; // "kilnDROP"
@@ -41,6 +42,35 @@ impl Compiled {
             (None, None) => self.optimizer_spec.learning_rate(),
         }
     }
+
+    /// Steps taken and the optimizer's per-parameter buffers.
+    pub fn optimizer_snapshot(&self) -> (u64, &[Vec<Vec<f32>>]) {
+        (self.optimizer.iterations(), self.optimizer.state())
+    }
+
+    pub fn optimizer_slots(&self) -> usize {
+        self.optimizer.slots()
+    }
+
+    pub fn learning_rate_override(&self) -> Option<f32> {
+        self.learning_rate_override
+    }
+
+    pub fn dropout_rng_state(&self) -> [u64; 4] {
+        self.dropout_rng.state()
+    }
+
+    pub(crate) fn restore_state(
+        &mut self,
+        iterations: u64,
+        optimizer_state: Vec<Vec<Vec<f32>>>,
+        learning_rate_override: Option<f32>,
+        dropout_rng: Rng,
+    ) {
+        self.optimizer.restore(iterations, optimizer_state);
+        self.learning_rate_override = learning_rate_override;
+        self.dropout_rng = dropout_rng;
+    }
 }
 
 impl std::fmt::Debug for Compiled {
@@ -70,6 +100,40 @@ pub struct FitOptions<'a> {
     pub seed: u64,
     /// Print one line per epoch (Keras `verbose=2`).
     pub verbose: bool,
+    /// Where to save a training checkpoint after every epoch.
+    pub checkpoint: Option<CheckpointTarget<'a>>,
+    /// Skip a batch whose loss is NaN or infinite (no update) instead of stopping.
+    pub skip_nonfinite_batches: bool,
+}
+
+impl Default for FitOptions<'_> {
+    /// Keras's `fit` defaults: one epoch, batch 32, shuffled, no validation.
+    fn default() -> Self {
+        FitOptions {
+            epochs: 1,
+            batch_size: 32,
+            validation: Validation::None,
+            shuffle: true,
+            seed: 0,
+            verbose: false,
+            checkpoint: None,
+            skip_nonfinite_batches: false,
+        }
+    }
+}
+
+/// Where `fit` keeps its checkpoint, and what the caller wants stored with it.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointTarget<'a> {
+    pub path: &'a Path,
+    pub context: &'a serde_json::Value,
+}
+
+/// Totals of one pass over the training set.
+struct EpochTotals {
+    loss: f32,
+    accuracy: f32,
+    skipped_batches: usize,
 }
 
 /// Loss and accuracy of a model on a data set.
@@ -85,6 +149,8 @@ pub struct StepResult {
     pub loss: f32,
     /// Samples of the batch the model classified correctly (before the update).
     pub correct: usize,
+    /// False when the loss was NaN or infinite; no update was applied then.
+    pub finite: bool,
 }
 
 impl Sequential {
@@ -220,6 +286,15 @@ impl Sequential {
                 return Err(e);
             }
         };
+        if !loss_value.is_finite() {
+            // Gradients of a non-finite loss would poison every weight: apply none.
+            params.zero_grads();
+            return Ok(StepResult {
+                loss: loss_value,
+                correct,
+                finite: false,
+            });
+        }
         if let Some(clip) = c.clipping {
             clip.apply(params);
         }
@@ -227,6 +302,7 @@ impl Sequential {
         Ok(StepResult {
             loss: loss_value,
             correct,
+            finite: true,
         })
     }
 
@@ -242,6 +318,29 @@ impl Sequential {
         train: &Dataset,
         options: &FitOptions,
         callbacks: &mut [Box<dyn Callback>],
+    ) -> Result<History> {
+        self.fit_from(train, options, callbacks, None)
+    }
+
+    /// Continues the training a [`Checkpoint`] captured, up to `options.epochs` in all.
+    /// With the same data, options and callbacks, the result is bit-identical to training
+    /// without the interruption.
+    pub fn resume_fit(
+        &mut self,
+        train: &Dataset,
+        options: &FitOptions,
+        callbacks: &mut [Box<dyn Callback>],
+        checkpoint: &Checkpoint,
+    ) -> Result<History> {
+        self.fit_from(train, options, callbacks, Some(checkpoint))
+    }
+
+    fn fit_from(
+        &mut self,
+        train: &Dataset,
+        options: &FitOptions,
+        callbacks: &mut [Box<dyn Callback>],
+        resume: Option<&Checkpoint>,
     ) -> Result<History> {
         self.require_compiled()?;
         if options.batch_size == 0 {
@@ -263,7 +362,7 @@ impl Sequential {
         if train.is_empty() {
             return Err(Error::Value("the training set is empty".into()));
         }
-        crate::ops::parallel::on_pool(|| self.fit_on_pool(train, validation, options, callbacks))
+        crate::ops::parallel::on_pool(|| self.fit_on_pool(train, validation, options, callbacks, resume))
     }
 
     fn fit_on_pool(
@@ -272,27 +371,41 @@ impl Sequential {
         validation: Option<&Dataset>,
         options: &FitOptions,
         callbacks: &mut [Box<dyn Callback>],
+        resume: Option<&Checkpoint>,
     ) -> Result<History> {
         let _flush = FlushDenormals::enable();
         for c in callbacks.iter_mut() {
             c.on_train_begin(self)?;
         }
-        let steps = train.len().div_ceil(options.batch_size);
         let mut history = History::default();
-        for epoch in 0..options.epochs {
+        let mut first_epoch = 0;
+        if let Some(checkpoint) = resume {
+            checkpoint.restore(self, callbacks)?;
+            history = checkpoint.progress.history.clone();
+            first_epoch = match checkpoint.progress.stopped {
+                true => options.epochs.max(history.epochs.len()),
+                false => history.epochs.len(),
+            };
+        }
+        let steps = train.len().div_ceil(options.batch_size);
+        for epoch in first_epoch..options.epochs {
+            for c in callbacks.iter_mut() {
+                c.on_epoch_begin(epoch + 1, options.epochs, steps);
+            }
             let start = Instant::now();
-            let (loss, accuracy) = self.train_epoch(train, epoch, options)?;
+            let totals = self.train_epoch(train, epoch, options, callbacks)?;
             let train_seconds = start.elapsed().as_secs_f64();
             let val = validation.map(|v| self.evaluate(v, 1024)).transpose()?;
             let log = EpochLog {
                 epoch: epoch + 1,
-                loss,
-                accuracy,
+                loss: totals.loss,
+                accuracy: totals.accuracy,
                 val_loss: val.map(|v| v.loss),
                 val_accuracy: val.map(|v| v.accuracy),
                 seconds: start.elapsed().as_secs_f64(),
                 train_seconds,
                 learning_rate: self.current_learning_rate().unwrap_or(0.0),
+                skipped_batches: totals.skipped_batches,
             };
             if options.verbose {
                 println!("{}", log.progress_line(options.epochs, steps));
@@ -302,6 +415,10 @@ impl Sequential {
                 stop |= c.on_epoch_end(&log, self)? == Control::Stop;
             }
             history.epochs.push(log);
+            if let Some(target) = options.checkpoint {
+                Checkpoint::capture(self, &history, callbacks, stop, target.context.clone())?
+                    .save(target.path)?;
+            }
             if stop {
                 break;
             }
@@ -312,32 +429,70 @@ impl Sequential {
         Ok(history)
     }
 
-    /// One pass over the training set: (mean loss weighted by batch size, accuracy).
-    fn train_epoch(&mut self, train: &Dataset, epoch: usize, options: &FitOptions) -> Result<(f32, f32)> {
+    /// One pass over the training set: mean loss weighted by batch size, and accuracy, over
+    /// the batches that were applied.
+    fn train_epoch(
+        &mut self,
+        train: &Dataset,
+        epoch: usize,
+        options: &FitOptions,
+        callbacks: &mut [Box<dyn Callback>],
+    ) -> Result<EpochTotals> {
         let order = epoch_order(train.len(), epoch, options.seed, options.shuffle);
         let mut c = self.compiled.take().expect("checked by fit");
-        let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+        let (mut loss_sum, mut correct, mut seen, mut skipped) = (0.0f64, 0usize, 0usize, 0usize);
+        let steps = order.len().div_ceil(options.batch_size);
         let mut result = Ok(());
-        for batch in order.chunks(options.batch_size) {
+        for (step, batch) in order.chunks(options.batch_size).enumerate() {
             let (mut x, mut y) = (std::mem::take(&mut c.batch_x), std::mem::take(&mut c.batch_y));
             gather_batch(train, batch, &mut x, &mut y);
-            let step = self.step_with(&mut c, &x, &y);
+            let outcome = self.step_with(&mut c, &x, &y);
             (c.batch_x, c.batch_y) = (x, y);
-            match step {
-                Ok(s) => {
+            match outcome {
+                Ok(s) if s.finite => {
                     loss_sum += s.loss as f64 * batch.len() as f64;
                     correct += s.correct;
+                    seen += batch.len();
+                }
+                Ok(_) if options.skip_nonfinite_batches => skipped += 1,
+                Ok(s) => {
+                    result = Err(Error::Diverged {
+                        epoch: epoch + 1,
+                        step: step + 1,
+                        steps,
+                        loss: s.loss,
+                    });
+                    break;
                 }
                 Err(e) => {
                     result = Err(e);
                     break;
                 }
             }
+            let progress = BatchProgress {
+                step: step + 1,
+                steps,
+                loss: (loss_sum / seen.max(1) as f64) as f32,
+                accuracy: (correct as f64 / seen.max(1) as f64) as f32,
+            };
+            for cb in callbacks.iter_mut() {
+                cb.on_batch_end(&progress);
+            }
         }
         self.compiled = Some(c);
         result?;
-        let n = train.len() as f64;
-        Ok(((loss_sum / n) as f32, (correct as f64 / n) as f32))
+        if seen == 0 {
+            return Err(Error::Value(format!(
+                "epoch {}: every one of its {steps} batches had a non-finite loss and was skipped",
+                epoch + 1
+            )));
+        }
+        let n = seen as f64;
+        Ok(EpochTotals {
+            loss: (loss_sum / n) as f32,
+            accuracy: (correct as f64 / n) as f32,
+            skipped_batches: skipped,
+        })
     }
 
     /// Checks that the data fits the model: sample shape and labels within the outputs.

@@ -16,6 +16,9 @@ pub struct EpochLog {
     pub train_seconds: f64,
     /// The learning rate at the end of the epoch (the next update's), as Keras logs it.
     pub learning_rate: f32,
+    /// Batches left out because their loss was not finite (`skip_nonfinite_batches`).
+    #[serde(default)]
+    pub skipped_batches: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -50,6 +53,9 @@ impl EpochLog {
         if let (Some(l), Some(a)) = (self.val_loss, self.val_accuracy) {
             line += &format!(" - val_loss: {l:.4} - val_accuracy: {a:.4}");
         }
+        if self.skipped_batches > 0 {
+            line += &format!(" - skipped {} non-finite batches", self.skipped_batches);
+        }
         line
     }
 }
@@ -69,6 +75,7 @@ mod tests {
             seconds: 0.94,
             train_seconds: 0.8,
             learning_rate: 0.001,
+            skipped_batches: 0,
         };
         assert_eq!(
             log.progress_line(10, 750),

@@ -2,11 +2,21 @@
 //! `predict`.
 
 mod callbacks;
+mod checkpoint;
 mod denormals;
 mod fit;
 mod history;
+mod history_files;
+mod model_checkpoint;
+mod tensorboard;
 
-pub use callbacks::{Callback, CallbackSpec, Control, CsvLogger, EarlyStopping, ReduceLrOnPlateau};
+pub use callbacks::{
+    BatchProgress, Callback, CallbackSpec, Control, CsvLogger, EarlyStopping, ReduceLrOnPlateau,
+};
+pub use checkpoint::{CallbackState, Checkpoint, Progress, CHECKPOINT_FORMAT};
 pub use denormals::FlushDenormals;
-pub use fit::{argmax, Compiled, Evaluation, FitOptions, StepResult, Validation};
+pub use fit::{argmax, CheckpointTarget, Compiled, Evaluation, FitOptions, StepResult, Validation};
 pub use history::{EpochLog, History};
+pub use history_files::{history_csv, HistoryFiles, HISTORY_CSV, HISTORY_JSON};
+pub use model_checkpoint::{fill_template, ModelCheckpoint};
+pub use tensorboard::{EventWriter, TensorBoard};

@@ -1,0 +1,295 @@
+//! Training checkpoints: everything `fit` needs to continue exactly where it stopped —
+//! weights, optimizer state (moments and step count, hence the schedule's position), the
+//! dropout generator, the epochs done, the History and each callback's own state — so that
+//! 10 epochs in one go and 5 + resume + 5 give bit-identical weights.
+//!
+//! Stored as safetensors (tensors bit for bit, the rest as JSON metadata) and written
+//! atomically, so a process killed mid-write leaves the previous checkpoint intact.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use safetensors::SafeTensors;
+use serde::{Deserialize, Serialize};
+
+use super::{Callback, History};
+use crate::artifact::{encode_safetensors, read_f32_tensor, write_atomically, NamedTensor};
+use crate::error::{Error, Result};
+use crate::nn::Sequential;
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+
+pub const CHECKPOINT_FORMAT: &str = "kiln-checkpoint";
+const CHECKPOINT_VERSION: &str = "1";
+const PROGRESS_KEY: &str = "kiln.checkpoint";
+
+/// What a callback must remember to resume: plain values as JSON, plus any tensors (such
+/// as EarlyStopping's best weights), which are stored bit for bit.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallbackState {
+    pub values: serde_json::Value,
+    pub tensors: Vec<Tensor>,
+}
+
+/// A snapshot of training after a whole epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    pub progress: Progress,
+    weights: Vec<Tensor>,
+    optimizer_state: Vec<Vec<Tensor>>,
+    callback_tensors: Vec<Vec<Tensor>>,
+}
+
+/// The JSON part of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Epochs completed; training resumes with the next one.
+    pub epochs_done: usize,
+    /// Whether a callback stopped training (resuming it then trains nothing more).
+    pub stopped: bool,
+    pub history: History,
+    /// Whatever the caller wants kept with the checkpoint (kiln's CLI stores the spec).
+    pub context: serde_json::Value,
+    iterations: u64,
+    learning_rate_override: Option<f32>,
+    dropout_rng: [u64; 4],
+    /// Parameter names and dimensions, in order, to check the model against.
+    parameters: Vec<(String, Vec<usize>)>,
+    /// Per callback that keeps state (in order), its values and tensor dimensions.
+    callbacks: Vec<CallbackRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct CallbackRecord {
+    values: serde_json::Value,
+    tensor_dims: Vec<Vec<usize>>,
+}
+
+impl Checkpoint {
+    /// Captures the model's training state after `history.epochs.len()` epochs.
+    pub fn capture(
+        model: &Sequential,
+        history: &History,
+        callbacks: &[Box<dyn Callback>],
+        stopped: bool,
+        context: serde_json::Value,
+    ) -> Result<Checkpoint> {
+        let compiled = model
+            .compiled()
+            .ok_or_else(|| Error::Value("only a compiled model can be checkpointed".into()))?;
+        let (iterations, optimizer_state) = compiled.optimizer_snapshot();
+        let dims: Vec<Vec<usize>> = model.params.iter().map(|p| p.value.dims().to_vec()).collect();
+        let optimizer_state = optimizer_state
+            .iter()
+            .zip(&dims)
+            .map(|(slots, d)| slots.iter().map(|s| Tensor::new(d, s.clone())).collect())
+            .collect::<Result<Vec<Vec<Tensor>>>>()?;
+        // Only callbacks with state count, so that stateless ones (a progress bar shown on
+        // a terminal only) may differ between the run and its resumption.
+        let states: Vec<CallbackState> = callbacks.iter().filter_map(|c| c.state()).collect();
+        let progress = Progress {
+            epochs_done: history.epochs.len(),
+            stopped,
+            history: history.clone(),
+            context,
+            iterations,
+            learning_rate_override: compiled.learning_rate_override(),
+            dropout_rng: compiled.dropout_rng_state(),
+            parameters: model
+                .params
+                .iter()
+                .map(|p| (p.name.clone(), p.value.dims().to_vec()))
+                .collect(),
+            callbacks: states
+                .iter()
+                .map(|s| CallbackRecord {
+                    values: s.values.clone(),
+                    tensor_dims: s.tensors.iter().map(|t| t.dims().to_vec()).collect(),
+                })
+                .collect(),
+        };
+        Ok(Checkpoint {
+            progress,
+            weights: model.weights(),
+            optimizer_state,
+            callback_tensors: states.into_iter().map(|s| s.tensors).collect(),
+        })
+    }
+
+    /// Puts the model, its optimizer and the callbacks back in the captured state; the
+    /// model must have the same parameters and be compiled with the same optimizer kind.
+    pub fn restore(&self, model: &mut Sequential, callbacks: &mut [Box<dyn Callback>]) -> Result<()> {
+        let p = &self.progress;
+        let ours: Vec<(String, Vec<usize>)> = model
+            .params
+            .iter()
+            .map(|p| (p.name.clone(), p.value.dims().to_vec()))
+            .collect();
+        if ours != p.parameters {
+            return Err(Error::Value(format!(
+                "the checkpoint holds parameters {:?}, the model has {:?}",
+                p.parameters, ours
+            )));
+        }
+        let mut stateful: Vec<&mut Box<dyn Callback>> =
+            callbacks.iter_mut().filter(|c| c.state().is_some()).collect();
+        if stateful.len() != p.callbacks.len() {
+            return Err(Error::Value(format!(
+                "the checkpoint was made with {} callbacks that keep state, this run has {}",
+                p.callbacks.len(),
+                stateful.len()
+            )));
+        }
+        model.set_weights(&self.weights)?;
+        let optimizer_state = self
+            .optimizer_state
+            .iter()
+            .map(|slots| slots.iter().map(|t| t.data().to_vec()).collect())
+            .collect();
+        model.restore_training_state(
+            p.iterations,
+            optimizer_state,
+            p.learning_rate_override,
+            p.dropout_rng,
+        )?;
+        for ((callback, record), tensors) in stateful.iter_mut().zip(&p.callbacks).zip(&self.callback_tensors)
+        {
+            callback.restore(CallbackState {
+                values: record.values.clone(),
+                tensors: tensors.clone(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Writes the checkpoint to `path` atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let fail = |message: String| Error::Artifact {
+            path: path.into(),
+            message,
+        };
+        let mut metadata = BTreeMap::new();
+        metadata.insert("format".to_string(), CHECKPOINT_FORMAT.to_string());
+        metadata.insert("format_version".to_string(), CHECKPOINT_VERSION.to_string());
+        let progress = serde_json::to_string(&self.progress).map_err(|e| fail(e.to_string()))?;
+        metadata.insert(PROGRESS_KEY.to_string(), progress);
+        let mut tensors: Vec<NamedTensor> = Vec::new();
+        for ((name, dims), w) in self.progress.parameters.iter().zip(&self.weights) {
+            tensors.push((format!("weights.{name}"), dims, w.data()));
+        }
+        for ((name, dims), slots) in self.progress.parameters.iter().zip(&self.optimizer_state) {
+            for (k, s) in slots.iter().enumerate() {
+                tensors.push((format!("optimizer.{name}.{k}"), dims, s.data()));
+            }
+        }
+        for (i, list) in self.callback_tensors.iter().enumerate() {
+            for (j, t) in list.iter().enumerate() {
+                tensors.push((format!("callbacks.{i}.{j}"), t.dims(), t.data()));
+            }
+        }
+        let bytes = encode_safetensors(&metadata, &tensors).map_err(fail)?;
+        write_atomically(path, &bytes)
+    }
+
+    /// Reads a checkpoint written by [`Checkpoint::save`].
+    pub fn load(path: &Path) -> Result<Checkpoint> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let fail = |message: String| Error::Artifact {
+            path: path.into(),
+            message,
+        };
+        let (_, header) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| fail(format!("not a safetensors file ({e:?})")))?;
+        let tensors =
+            SafeTensors::deserialize(&bytes).map_err(|e| fail(format!("not a safetensors file ({e:?})")))?;
+        let metadata = header.metadata().clone().unwrap_or_default();
+        if metadata.get("format").map(String::as_str) != Some(CHECKPOINT_FORMAT) {
+            return Err(fail(format!(
+                "not a kiln training checkpoint (no `format: {CHECKPOINT_FORMAT}` in its metadata)"
+            )));
+        }
+        let progress: Progress = metadata
+            .get(PROGRESS_KEY)
+            .ok_or_else(|| fail(format!("metadata has no `{PROGRESS_KEY}`")))
+            .and_then(|text| {
+                serde_json::from_str(text)
+                    .map_err(|e| fail(format!("metadata `{PROGRESS_KEY}` is invalid: {e}")))
+            })?;
+        let read = |name: String, dims: &[usize]| read_f32_tensor(&tensors, &name, dims).map_err(fail);
+        let mut weights = Vec::new();
+        let mut optimizer_state = Vec::new();
+        let slots = progress.slots(&tensors);
+        for (name, dims) in &progress.parameters {
+            weights.push(read(format!("weights.{name}"), dims)?);
+            optimizer_state.push(
+                (0..slots)
+                    .map(|k| read(format!("optimizer.{name}.{k}"), dims))
+                    .collect::<Result<Vec<_>>>()?,
+            );
+        }
+        let callback_tensors = progress
+            .callbacks
+            .iter()
+            .enumerate()
+            .map(|(i, record)| {
+                record
+                    .tensor_dims
+                    .iter()
+                    .enumerate()
+                    .map(|(j, d)| read(format!("callbacks.{i}.{j}"), d))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Checkpoint {
+            progress,
+            weights,
+            optimizer_state,
+            callback_tensors,
+        })
+    }
+}
+
+impl Progress {
+    /// Optimizer buffers per parameter, counted from the stored tensors (none before the
+    /// first step, so not derivable from the optimizer kind alone).
+    fn slots(&self, tensors: &SafeTensors) -> usize {
+        self.parameters.first().map_or(0, |(name, _)| {
+            (0..)
+                .take_while(|k| tensors.tensor(&format!("optimizer.{name}.{k}")).is_ok())
+                .count()
+        })
+    }
+}
+
+impl Sequential {
+    /// Continues training from a checkpoint's saved optimizer step count and buffers,
+    /// learning-rate override and dropout generator.
+    pub(crate) fn restore_training_state(
+        &mut self,
+        iterations: u64,
+        optimizer_state: Vec<Vec<Vec<f32>>>,
+        learning_rate_override: Option<f32>,
+        dropout_rng: [u64; 4],
+    ) -> Result<()> {
+        let params = self.params.len();
+        let compiled = self
+            .compiled
+            .as_mut()
+            .ok_or_else(|| Error::Value("the model must be compiled before resuming".into()))?;
+        let slots = compiled.optimizer_slots();
+        let stored = optimizer_state.first().map_or(slots, Vec::len);
+        if !optimizer_state.is_empty() && (optimizer_state.len() != params || stored != slots) {
+            return Err(Error::Value(format!(
+                "the checkpoint's optimizer keeps {stored} buffers per parameter, the spec's optimizer {slots}: \
+                 resume with the optimizer the run started with"
+            )));
+        }
+        compiled.restore_state(
+            iterations,
+            optimizer_state,
+            learning_rate_override,
+            Rng::from_state(dropout_rng),
+        );
+        Ok(())
+    }
+}
