@@ -416,7 +416,38 @@ fn describe(
         LayerSpec::Dropout(d) => (0, format!("rate={}", d.rate), input.to_vec()),
         LayerSpec::Flatten(_) => (0, String::new(), vec![input.iter().product()]),
         LayerSpec::Activation(a) => (0, format!("activation={:?}", a.activation), input.to_vec()),
+        LayerSpec::Conv2d(c) => (
+            params,
+            format!(
+                "filters={} kernel={:?} strides={:?} padding={:?} dilation={:?} activation={:?}",
+                c.filters,
+                c.kernel_size.get(),
+                c.strides.get(),
+                c.padding,
+                c.dilation_rate.get(),
+                c.activation
+            ),
+            model_output_of(model, index),
+        ),
+        LayerSpec::MaxPooling2d(p) | LayerSpec::AveragePooling2d(p) => (
+            0,
+            format!("pool={:?} padding={:?}", p.pool_size.get(), p.padding),
+            model_output_of(model, index),
+        ),
+        LayerSpec::BatchNormalization(b) => (
+            params,
+            format!("momentum={} epsilon={}", b.momentum, b.epsilon),
+            input.to_vec(),
+        ),
+        LayerSpec::GlobalAveragePooling2d(_) | LayerSpec::Reshape(_) => {
+            (0, String::new(), model_output_of(model, index))
+        }
     }
+}
+
+/// Layer `index`'s per-sample output shape, from the model's own shape inference.
+fn model_output_of(model: &kiln::nn::Sequential, index: usize) -> Vec<usize> {
+    model.layer_output_shapes().get(index).map_or_else(Vec::new, |s| s.dims().to_vec())
 }
 
 /// The fitted normalization without its (possibly 784-long) statistics vectors.

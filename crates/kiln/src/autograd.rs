@@ -58,6 +58,35 @@ pub(crate) enum Op {
     Sum {
         x: Var,
     },
+    Conv2d {
+        x: Var,
+        kernel: Var,
+        bias: Option<Var>,
+        window: crate::ops::conv2d::Window,
+        /// A ReLU fused onto the output.
+        relu: bool,
+    },
+    /// The saved buffer holds each output's source index (as f32 bits).
+    MaxPool2d {
+        x: Var,
+    },
+    AvgPool2d {
+        x: Var,
+        window: crate::ops::conv2d::Window,
+    },
+    GlobalAvgPool2d {
+        x: Var,
+    },
+    /// Training-mode batch normalization; saved: x̂ then 1/σ per channel.
+    BatchNorm {
+        x: Var,
+        gamma: Option<Var>,
+        beta: Option<Var>,
+    },
+    /// `y = x·scale + shift` per channel (inference batch normalization); saved: scale, shift.
+    ChannelAffine {
+        x: Var,
+    },
     Mean {
         x: Var,
     },
@@ -345,6 +374,18 @@ impl<'a> Tape<'a> {
             Op::Reshape { x } => reshape::backward(self, x, g),
             Op::Sum { x } => reduce::sum_backward(self, x, g),
             Op::Mean { x } => reduce::mean_backward(self, x, g),
+            Op::Conv2d {
+                x,
+                kernel,
+                bias,
+                window,
+                relu,
+            } => conv2d::backward(self, x, kernel, bias, window, relu.then_some(out), g),
+            Op::MaxPool2d { x } => pool::max_backward(self, x, out, g),
+            Op::AvgPool2d { x, window } => pool::avg_backward(self, x, window, g),
+            Op::GlobalAvgPool2d { x } => pool::global_avg_backward(self, x, g),
+            Op::BatchNorm { x, gamma, beta } => batch_norm::backward(self, x, gamma, beta, out, g),
+            Op::ChannelAffine { x } => batch_norm::affine_backward(self, x, out, g),
         }
     }
 }

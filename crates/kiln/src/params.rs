@@ -20,6 +20,9 @@ pub struct Parameter {
     pub value: Tensor,
     /// Same length as `value`; accumulated by backward, cleared by [`ParamStore::zero_grads`].
     pub grad: Vec<f32>,
+    /// False for state a layer updates itself (batch normalization's moving statistics):
+    /// saved with the model, never touched by an optimizer.
+    pub trainable: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -33,11 +36,21 @@ impl ParamStore {
     }
 
     pub fn add(&mut self, name: impl Into<String>, value: Tensor) -> ParamId {
+        self.push(name.into(), value, true)
+    }
+
+    /// A parameter the optimizer leaves alone (see [`Parameter::trainable`]).
+    pub fn add_non_trainable(&mut self, name: impl Into<String>, value: Tensor) -> ParamId {
+        self.push(name.into(), value, false)
+    }
+
+    fn push(&mut self, name: String, value: Tensor, trainable: bool) -> ParamId {
         let grad = vec![0.0; value.numel()];
         self.params.push(Parameter {
-            name: name.into(),
+            name,
             value,
             grad,
+            trainable,
         });
         ParamId(self.params.len() - 1)
     }

@@ -3,9 +3,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Activation, Initializer, Regularizer};
+use super::spatial::{BatchNormLayer, ConvLayer};
+use super::{
+    Activation, BatchNormSpec, Conv2dSpec, GlobalPoolSpec, Initializer, PoolSpec, Regularizer, ReshapeSpec,
+};
 use crate::autograd::{Tape, Var};
 use crate::error::{Error, Result};
+use crate::ops::conv2d::Window;
 use crate::params::ParamId;
 use crate::tensor::Shape;
 
@@ -19,6 +23,12 @@ pub enum LayerSpec {
     Dropout(DropoutSpec),
     Flatten(FlattenSpec),
     Activation(ActivationSpec),
+    Conv2d(Conv2dSpec),
+    MaxPooling2d(PoolSpec),
+    AveragePooling2d(PoolSpec),
+    GlobalAveragePooling2d(GlobalPoolSpec),
+    BatchNormalization(BatchNormSpec),
+    Reshape(ReshapeSpec),
 }
 
 /// A fully connected layer `y = activation(x · kernel + bias)`, kernel shaped (in, units).
@@ -83,6 +93,12 @@ pub enum Layer {
     },
     Flatten,
     Activation(Activation),
+    Conv2d(ConvLayer),
+    MaxPool2d(Window),
+    AvgPool2d(Window),
+    GlobalAvgPool2d,
+    BatchNorm(BatchNormLayer),
+    Reshape(Shape),
 }
 
 impl LayerSpec {
@@ -92,6 +108,12 @@ impl LayerSpec {
             LayerSpec::Dropout(_) => "dropout",
             LayerSpec::Flatten(_) => "flatten",
             LayerSpec::Activation(_) => "activation",
+            LayerSpec::Conv2d(_) => "conv2d",
+            LayerSpec::MaxPooling2d(_) => "max_pooling2d",
+            LayerSpec::AveragePooling2d(_) => "average_pooling2d",
+            LayerSpec::GlobalAveragePooling2d(_) => "global_average_pooling2d",
+            LayerSpec::BatchNormalization(_) => "batch_normalization",
+            LayerSpec::Reshape(_) => "reshape",
         }
     }
 
@@ -150,6 +172,29 @@ impl LayerSpec {
             }
             LayerSpec::Flatten(_) => Ok((Layer::Flatten, Shape::new(&[input.numel()]))),
             LayerSpec::Activation(a) => Ok((Layer::Activation(a.activation), input)),
+            LayerSpec::Conv2d(c) => {
+                let (layer, out) = c.build(index, input, params).map_err(fail)?;
+                Ok((Layer::Conv2d(layer), out))
+            }
+            LayerSpec::MaxPooling2d(p) => {
+                let (window, out) = p.build(input, self.type_name()).map_err(fail)?;
+                Ok((Layer::MaxPool2d(window), out))
+            }
+            LayerSpec::AveragePooling2d(p) => {
+                let (window, out) = p.build(input, self.type_name()).map_err(fail)?;
+                Ok((Layer::AvgPool2d(window), out))
+            }
+            LayerSpec::GlobalAveragePooling2d(g) => {
+                Ok((Layer::GlobalAvgPool2d, g.build(input).map_err(fail)?))
+            }
+            LayerSpec::BatchNormalization(b) => {
+                let layer = b.build(index, input, params).map_err(fail)?;
+                Ok((Layer::BatchNorm(layer), input))
+            }
+            LayerSpec::Reshape(r) => {
+                let out = r.build(input).map_err(fail)?;
+                Ok((Layer::Reshape(out), out))
+            }
         }
     }
 }
@@ -159,6 +204,7 @@ impl Layer {
     pub fn penalties(&self) -> &[(ParamId, Regularizer)] {
         match self {
             Layer::Dense { penalties, .. } => penalties,
+            Layer::Conv2d(c) => &c.penalties,
             _ => &[],
         }
     }
@@ -167,6 +213,7 @@ impl Layer {
     pub fn activation(&self) -> Activation {
         match self {
             Layer::Dense { activation, .. } | Layer::Activation(activation) => *activation,
+            Layer::Conv2d(c) => c.activation,
             _ => Activation::Linear,
         }
     }
@@ -197,6 +244,30 @@ impl Layer {
             },
             Layer::Flatten => tape.flatten(x),
             Layer::Activation(a) => Ok(activate(tape, x, *a)),
+            Layer::Conv2d(c) => {
+                let k = tape.param(c.kernel);
+                let b = c.bias.map(|b| tape.param(b));
+                if c.activation == Activation::Relu && !skip_activation {
+                    return tape.conv2d_relu(x, k, b, c.window);
+                }
+                let y = tape.conv2d(x, k, b, c.window)?;
+                Ok(activate(tape, y, c.activation))
+            }
+            Layer::MaxPool2d(w) => tape.max_pool2d(x, *w),
+            Layer::AvgPool2d(w) => tape.avg_pool2d(x, *w),
+            Layer::GlobalAvgPool2d => tape.global_avg_pool2d(x),
+            Layer::BatchNorm(b) => {
+                let gamma = b.gamma.map(|g| tape.param(g));
+                let beta = b.beta.map(|g| tape.param(g));
+                match mode {
+                    Mode::Train(_) => tape.batch_norm_train(x, gamma, beta, b.moving, b.epsilon),
+                    Mode::Infer => tape.batch_norm_infer(x, gamma, beta, b.moving, b.epsilon),
+                }
+            }
+            Layer::Reshape(shape) => {
+                let batch = tape.shape(x).dims()[0];
+                tape.reshape(x, shape.with_batch(batch))
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ mod layer;
 mod loss;
 mod regularizer;
 mod sequential;
+mod spatial;
 
 pub use activation::Activation;
 pub use initializer::Initializer;
@@ -17,3 +18,7 @@ pub use layer::{ActivationSpec, DenseSpec, DropoutSpec, FlattenSpec, Layer, Laye
 pub use loss::{Loss, LossKind};
 pub use regularizer::Regularizer;
 pub use sequential::{Mode, Network, Sequential};
+pub use spatial::{
+    BatchNormLayer, BatchNormSpec, Conv2dSpec, ConvLayer, GlobalPoolSpec, PaddingSpec, Pair, PoolSpec,
+    ReshapeSpec,
+};

@@ -43,6 +43,13 @@ impl ParamSource<'_> {
         };
         Ok(self.store.add(name, tensor))
     }
+
+    /// A non-trainable parameter (layer state such as moving statistics).
+    pub(crate) fn get_state(&mut self, name: &str, dims: &[usize], init: Initializer) -> Result<ParamId> {
+        let id = self.get(name, dims, init, (1, 1))?;
+        self.store.get_mut(id).trainable = false;
+        Ok(id)
+    }
 }
 
 /// Builds each layer in turn, checking that its input shape fits: (input, output, network).
@@ -59,18 +66,22 @@ fn build_layers(
     }
     let mut shape = input;
     let mut layers = Vec::with_capacity(specs.len());
+    let mut shapes = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
         let (layer, out) = spec.build(i, shape, source)?;
         layers.push(layer);
+        shapes.push(out);
         shape = out;
     }
-    Ok((input, shape, Network { layers }))
+    Ok((input, shape, Network { layers, shapes }))
 }
 
 /// The layers of a model without its parameters, so a forward pass can borrow both.
 #[derive(Debug, Clone)]
 pub struct Network {
     layers: Vec<Layer>,
+    /// Each layer's per-sample output shape.
+    shapes: Vec<Shape>,
 }
 
 impl Network {
@@ -168,6 +179,33 @@ impl Sequential {
         &self.specs
     }
 
+    /// Names the first Dense layer that receives more than a vector (Dense maps only the
+    /// last axis, so the spatial axes reach the output), or says what the output is.
+    fn why_output_is_not_a_vector(&self) -> String {
+        let inputs = std::iter::once(self.input_shape).chain(self.network.shapes.iter().copied());
+        let culprit = self
+            .specs
+            .iter()
+            .zip(inputs)
+            .enumerate()
+            .find(|(_, (spec, input))| matches!(spec, LayerSpec::Dense(_)) && input.rank() > 1);
+        match culprit {
+            Some((i, (_, input))) => format!(
+                "layer {i} (dense) receives {input} per sample and maps only its last axis, so the model outputs {} instead of a vector of class scores; add {{ type = \"flatten\" }} before it",
+                self.output_shape
+            ),
+            None => format!(
+                "the model's output per sample is {}, expected a vector of class scores; add a `flatten` layer before the first dense layer",
+                self.output_shape
+            ),
+        }
+    }
+
+    /// Each layer's per-sample output shape, in order.
+    pub fn layer_output_shapes(&self) -> &[Shape] {
+        &self.network.shapes
+    }
+
     pub fn network(&self) -> &Network {
         &self.network
     }
@@ -183,10 +221,7 @@ impl Sequential {
     pub fn check_classifier_output(&self, num_classes: usize) -> Result<()> {
         let dims = self.output_shape.dims();
         if dims.len() != 1 {
-            return Err(Error::Shape(format!(
-                "the model's output per sample is {}, expected a vector of class scores; add a `flatten` layer before the first dense layer",
-                self.output_shape
-            )));
+            return Err(Error::Shape(self.why_output_is_not_a_vector()));
         }
         let units = dims[0];
         let binary = units == 1 && num_classes <= 2;

@@ -22,7 +22,16 @@ const RTOL: f64 = 1e-2;
 
 /// Checks the gradient of `build` with respect to every input. `inputs` are (shape, values).
 pub fn check(name: &str, inputs: &[(&[usize], Vec<f32>)], build: impl Fn(&mut Tape, &[Var]) -> Var) {
-    let mut params = ParamStore::new();
+    check_with_params(name, ParamStore::new(), inputs, build);
+}
+
+/// [`check`] for ops that also read (or update) parameters held in `params`.
+pub fn check_with_params(
+    name: &str,
+    mut params: ParamStore,
+    inputs: &[(&[usize], Vec<f32>)],
+    build: impl Fn(&mut Tape, &[Var]) -> Var,
+) {
     let mut ws = Workspace::new();
     let projection = {
         let mut tape = Tape::new(&mut params, &mut ws);

@@ -3,6 +3,8 @@
 //! `a` may have more than two dimensions: its leading ones are flattened into rows, so a
 //! Dense layer applies to the last axis as in Keras. `b` is a matrix (a weight).
 
+use rayon::prelude::*;
+
 use crate::autograd::{Op, Tape, Var};
 use crate::error::{Error, Result};
 use crate::tensor::Shape;
@@ -41,8 +43,38 @@ pub static GEMM_CALLS_IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::ato
 /// single-sample Dense 784→512, 0.4M, was 1.6× slower split across two threads.)
 const PARALLEL_MIN_WORK: usize = 1 << 21;
 
-/// `dst(m×n, row-major) = [dst +] lhs(m×k) · rhs(k×n)`.
+/// `dst(m×n, row-major) = [dst +] lhs(m×k) · rhs(k×n)`, split across the pool when the
+/// product is large enough to pay for it.
 pub fn gemm(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: MatRef, rhs: MatRef) {
+    let parallel = m * n * k >= PARALLEL_MIN_WORK && rayon::current_num_threads() > 1;
+    gemm_with(parallel, m, n, k, dst, accumulate, lhs, rhs);
+}
+
+/// [`gemm`] on the calling thread only: for callers that already split work across the
+/// pool (one product per block of images).
+pub fn gemm_single_thread(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: MatRef,
+    rhs: MatRef,
+) {
+    gemm_with(false, m, n, k, dst, accumulate, lhs, rhs);
+}
+
+#[allow(clippy::too_many_arguments)] // the BLAS argument list, kept flat on purpose
+fn gemm_with(
+    parallel: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: MatRef,
+    rhs: MatRef,
+) {
     assert_eq!(dst.len(), m * n, "gemm destination is not {m}×{n}");
     assert!(lhs.covers(m, k) && rhs.covers(k, n), "gemm operand too small");
     if m == 0 || n == 0 {
@@ -54,7 +86,7 @@ pub fn gemm(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs
         }
         return;
     }
-    let parallelism = if m * n * k >= PARALLEL_MIN_WORK && rayon::current_num_threads() > 1 {
+    let parallelism = if parallel {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None
@@ -91,18 +123,33 @@ pub fn gemm(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs
 }
 
 /// Writes the transpose of `src` (rows×cols, row-major) into `dst` (cols×rows).
+///
+/// In 8×8 tiles: with a power-of-two row length (a 9216×128 weight, say) the lines a larger
+/// tile touches all fall in the same few L1 sets and evict one another, which made a
+/// 32×32-tiled transpose of that weight take 9 ms. Large matrices split across the pool
+/// by bands of destination rows.
 pub fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     assert!(src.len() == rows * cols && dst.len() == rows * cols);
-    // Blocked so both sides stay in cache.
-    const BLOCK: usize = 32;
-    for r0 in (0..rows).step_by(BLOCK) {
-        for c0 in (0..cols).step_by(BLOCK) {
-            for r in r0..(r0 + BLOCK).min(rows) {
-                for c in c0..(c0 + BLOCK).min(cols) {
-                    dst[c * rows + r] = src[r * cols + c];
+    const TILE: usize = 8;
+    let band = |c0: usize, out: &mut [f32]| {
+        let band_cols = out.len() / rows.max(1);
+        for r0 in (0..rows).step_by(TILE) {
+            let r1 = (r0 + TILE).min(rows);
+            for dc in 0..band_cols {
+                let c = c0 + dc;
+                let line = &mut out[dc * rows + r0..dc * rows + r1];
+                for (k, d) in line.iter_mut().enumerate() {
+                    *d = src[(r0 + k) * cols + c];
                 }
             }
         }
+    };
+    if rows * cols < super::parallel::PAR_THRESHOLD || rows == 0 {
+        band(0, dst);
+    } else {
+        dst.par_chunks_mut(TILE * rows)
+            .enumerate()
+            .for_each(|(i, out)| band(i * TILE, out));
     }
 }
 
@@ -233,6 +280,16 @@ mod tests {
         let mut t = [0.0; 6];
         transpose(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3, &mut t);
         assert_eq!(t, [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+        // Large enough for the parallel path, with sizes that are not multiples of the tile.
+        let (rows, cols) = (1031, 133);
+        let src: Vec<f32> = (0..rows * cols).map(|v| v as f32).collect();
+        let mut dst = vec![0.0; rows * cols];
+        transpose(&src, rows, cols, &mut dst);
+        for r in 0..rows {
+            for c in 0..cols {
+                assert_eq!(dst[c * rows + r], src[r * cols + c]);
+            }
+        }
     }
 
     #[test]

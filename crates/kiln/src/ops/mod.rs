@@ -1,7 +1,9 @@
 //! Ops: one file per family, each holding the forward kernel, the backward rule and the
 //! finite-difference gradient check side by side.
 
+pub mod batch_norm;
 pub mod bias;
+pub mod conv2d;
 pub mod cross_entropy;
 pub mod dropout;
 pub mod elementwise;
@@ -9,6 +11,7 @@ pub mod matmul;
 pub mod mse;
 pub mod parallel;
 pub mod penalty;
+pub mod pool;
 pub mod reduce;
 pub mod reshape;
 pub mod softmax;

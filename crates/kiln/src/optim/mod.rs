@@ -132,6 +132,9 @@ impl Optimizer {
         self.iterations += 1;
         let t = self.iterations;
         for (p, state) in params.iter_mut().zip(&mut self.state) {
+            if !p.trainable {
+                continue;
+            }
             let (w, g) = (
                 p.value.data_mut(),
                 Grad {

@@ -1,0 +1,600 @@
+//! 2-D convolution over channels-last (NHWC) images, as Keras lays them out, with a kernel
+//! shaped (kh, kw, in_channels, filters) — Keras's HWIO, so weights move between the two
+//! unchanged. Strides, dilation and `valid` / `same` padding follow TensorFlow's rules.
+//!
+//! Computed as im2col + one matrix product: each output pixel's receptive field is copied
+//! into a row of a (B·OH·OW) × (kh·kw·C) matrix, which the tuned `gemm` kernel multiplies by
+//! the (kh·kw·C) × filters kernel, giving the NHWC output directly. Backward rebuilds the
+//! rows, then `dkernel = colsᵀ · g` and `dx` is `g · kernelᵀ` scattered back (col2im).
+//! Both work in blocks of images whose matrix fits in L2, one block per thread at a time.
+//! Channels-last makes every copy a contiguous run of C values (kw·C without dilation).
+
+use rayon::prelude::*;
+
+use super::matmul::{gemm_single_thread, MatRef};
+use crate::autograd::{Op, Tape, Var};
+use crate::error::{Error, Result};
+use crate::tensor::Shape;
+
+/// TensorFlow's padding modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Padding {
+    /// No padding: the window stays inside the image.
+    Valid,
+    /// Output size ⌈in / stride⌉, zeros split evenly (the extra one at the bottom/right).
+    Same,
+}
+
+/// One spatial axis: input size, window size (after dilation), stride, padding before,
+/// output size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Axis {
+    pub input: u32,
+    pub kernel: u32,
+    pub stride: u32,
+    pub dilation: u32,
+    pub pad_before: u32,
+    pub output: u32,
+}
+
+impl Axis {
+    /// TensorFlow's output size and padding for one axis; None if no output position fits.
+    pub fn new(
+        input: usize,
+        kernel: usize,
+        stride: usize,
+        dilation: usize,
+        padding: Padding,
+    ) -> Option<Axis> {
+        if kernel == 0 || stride == 0 || dilation == 0 {
+            return None;
+        }
+        let span = (kernel - 1) * dilation + 1;
+        let (output, pad_before) = match padding {
+            Padding::Valid if input >= span => ((input - span) / stride + 1, 0),
+            Padding::Valid => return None,
+            Padding::Same => {
+                let output = input.div_ceil(stride);
+                let total = ((output - 1) * stride + span).saturating_sub(input);
+                (output, total / 2)
+            }
+        };
+        if output == 0 {
+            return None;
+        }
+        let narrow = |v: usize| u32::try_from(v).ok();
+        Some(Axis {
+            input: narrow(input)?,
+            kernel: narrow(kernel)?,
+            stride: narrow(stride)?,
+            dilation: narrow(dilation)?,
+            pad_before: narrow(pad_before)?,
+            output: narrow(output)?,
+        })
+    }
+
+    /// The input index tap `k` of output position `o` reads, or None in the padding.
+    #[inline]
+    pub fn source(&self, o: usize, k: usize) -> Option<usize> {
+        let i =
+            (o * self.stride as usize + k * self.dilation as usize).checked_sub(self.pad_before as usize)?;
+        (i < self.input as usize).then_some(i)
+    }
+}
+
+/// The geometry of a convolution or pooling window over (H, W, C) samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub height: Axis,
+    pub width: Axis,
+    pub channels: u32,
+}
+
+impl Window {
+    pub fn output_pixels(&self) -> usize {
+        self.height.output as usize * self.width.output as usize
+    }
+
+    pub fn input_pixels(&self) -> usize {
+        self.height.input as usize * self.width.input as usize
+    }
+
+    pub fn taps(&self) -> usize {
+        self.height.kernel as usize * self.width.kernel as usize
+    }
+}
+
+/// Target size of one block's im2col matrix: small enough to stay in a core's L2 cache
+/// between being written and being multiplied (a whole batch's matrix, tens of MB, would
+/// stream through memory three times a step).
+const BLOCK_FLOATS: usize = 1 << 17;
+
+/// Images per block: as many as fit [`BLOCK_FLOATS`], but at least two blocks per thread
+/// so both cores get work.
+fn images_per_block(w: &Window, batch: usize) -> usize {
+    let per_image = w.output_pixels() * w.taps() * w.channels as usize;
+    let fit = (BLOCK_FLOATS / per_image.max(1)).max(1);
+    let spread = batch.div_ceil(2 * rayon::current_num_threads()).max(1);
+    fit.min(spread)
+}
+
+impl Tape<'_> {
+    /// `x` (B, H, W, C) convolved with `kernel` (kh, kw, C, F), plus `bias` (F) if given
+    /// → (B, OH, OW, F). The bias is the product's starting value, saving a pass.
+    pub fn conv2d(&mut self, x: Var, kernel: Var, bias: Option<Var>, window: Window) -> Result<Var> {
+        self.conv2d_with(x, kernel, bias, window, false)
+    }
+
+    /// [`Tape::conv2d`] followed by ReLU, applied to each block while it is in cache (and
+    /// in backward, the ReLU mask applied the same way): two passes over the largest
+    /// tensors of a CNN fewer than a separate activation.
+    pub fn conv2d_relu(&mut self, x: Var, kernel: Var, bias: Option<Var>, window: Window) -> Result<Var> {
+        self.conv2d_with(x, kernel, bias, window, true)
+    }
+
+    fn conv2d_with(
+        &mut self,
+        x: Var,
+        kernel: Var,
+        bias: Option<Var>,
+        window: Window,
+        relu: bool,
+    ) -> Result<Var> {
+        let (sx, sk) = (self.shape(x), self.shape(kernel));
+        let c = window.channels as usize;
+        let expected_input = [window.height.input as usize, window.width.input as usize, c];
+        if sx.rank() != 4 || sx.dims()[1..] != expected_input {
+            return Err(Error::Shape(format!(
+                "conv2d expects input (batch, {}, {}, {c}), got {sx}",
+                expected_input[0], expected_input[1]
+            )));
+        }
+        let (kh, kw) = (window.height.kernel as usize, window.width.kernel as usize);
+        if sk.rank() != 4 || sk.dims()[..3] != [kh, kw, c] {
+            return Err(Error::Shape(format!(
+                "conv2d kernel {sk} does not fit ({kh}, {kw}, {c}, filters)"
+            )));
+        }
+        let filters = sk.dims()[3];
+        if let Some(b) = bias.filter(|&b| self.shape(b).dims() != [filters]) {
+            return Err(Error::Shape(format!(
+                "conv2d bias {} does not fit {filters} filters",
+                self.shape(b)
+            )));
+        }
+        let batch = sx.dims()[0];
+        let mut y = self.alloc(batch * window.output_pixels() * filters);
+        let bias_values = bias.map(|b| self.value(b));
+        let product = Product {
+            kernel: self.value(kernel),
+            bias: bias_values,
+            filters,
+            relu,
+        };
+        forward_blocks(self.value(x), &product, &window, batch, &mut y);
+        let shape = Shape::new(&[
+            batch,
+            window.height.output as usize,
+            window.width.output as usize,
+            filters,
+        ]);
+        let inputs = [x, kernel, bias.unwrap_or(kernel)];
+        let op = Op::Conv2d {
+            x,
+            kernel,
+            bias,
+            window,
+            relu,
+        };
+        Ok(self.push_op(shape, y, op, &inputs))
+    }
+}
+
+/// What each block multiplies by, and what follows the product.
+struct Product<'a> {
+    kernel: &'a [f32],
+    bias: Option<&'a [f32]>,
+    filters: usize,
+    relu: bool,
+}
+
+/// Per block of images, in parallel: im2col into a block buffer, then one product.
+fn forward_blocks(x: &[f32], p: &Product, w: &Window, batch: usize, y: &mut [f32]) {
+    let (kernel, bias, filters) = (p.kernel, p.bias, p.filters);
+    let depth = w.taps() * w.channels as usize;
+    let image_len = w.input_pixels() * w.channels as usize;
+    let per_block = images_per_block(w, batch);
+    y.par_chunks_mut(per_block * w.output_pixels() * filters)
+        .zip(x.par_chunks(per_block * image_len))
+        .for_each_init(Vec::new, |cols, (y, x)| {
+            let rows = y.len() / filters;
+            cols.resize(rows * depth, 0.0);
+            im2col(x, w, cols);
+            if let Some(b) = bias {
+                y.chunks_exact_mut(filters).for_each(|row| row.copy_from_slice(b));
+            }
+            let (lhs, rhs) = (MatRef::row_major(cols, depth), MatRef::row_major(kernel, filters));
+            gemm_single_thread(rows, filters, depth, y, bias.is_some(), lhs, rhs);
+            if p.relu {
+                // `if v < 0` rather than max(0): NaN must reach the loss (see unary.rs).
+                y.iter_mut().for_each(|v| *v = if *v < 0.0 { 0.0 } else { *v });
+            }
+        });
+}
+
+/// Copies each output pixel's receptive field into a row of `cols` (zeros in the padding),
+/// for every image in `x`.
+fn im2col(x: &[f32], w: &Window, cols: &mut [f32]) {
+    let c = w.channels as usize;
+    let (kw, depth) = (w.width.kernel as usize, w.taps() * c);
+    let image_len = w.input_pixels() * c;
+    let per_image = w.output_pixels() * depth;
+    // With no dilation a kernel row reads kw·c consecutive values: copy them at once.
+    let contiguous_rows = w.width.dilation == 1;
+    for (image, dst) in x.chunks_exact(image_len).zip(cols.chunks_exact_mut(per_image)) {
+        for (pixel, row) in dst.chunks_exact_mut(depth).enumerate() {
+            let (oh, ow) = (pixel / w.width.output as usize, pixel % w.width.output as usize);
+            for (i, kernel_row) in row.chunks_exact_mut(kw * c).enumerate() {
+                let Some(ih) = w.height.source(oh, i) else {
+                    kernel_row.fill(0.0);
+                    continue;
+                };
+                let line = &image[ih * w.width.input as usize * c..][..w.width.input as usize * c];
+                match (contiguous_rows, w.width.source(ow, 0), w.width.source(ow, kw - 1)) {
+                    (true, Some(first), Some(_)) => {
+                        kernel_row.copy_from_slice(&line[first * c..(first + kw) * c])
+                    }
+                    _ => {
+                        for (j, field) in kernel_row.chunks_exact_mut(c).enumerate() {
+                            match w.width.source(ow, j) {
+                                Some(iw) => field.copy_from_slice(&line[iw * c..(iw + 1) * c]),
+                                None => field.fill(0.0),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds each row of `dcols` back onto the input pixels it was copied from (im2col's
+/// adjoint), for every image in `dx`.
+fn col2im(dcols: &[f32], w: &Window, dx: &mut [f32]) {
+    let c = w.channels as usize;
+    let (kw, depth) = (w.width.kernel as usize, w.taps() * c);
+    let per_image = w.output_pixels() * depth;
+    let image_len = w.input_pixels() * c;
+    let contiguous_rows = w.width.dilation == 1;
+    let add = |dst: &mut [f32], src: &[f32]| dst.iter_mut().zip(src).for_each(|(d, g)| *d += g);
+    for (image, src) in dx.chunks_exact_mut(image_len).zip(dcols.chunks_exact(per_image)) {
+        for (pixel, row) in src.chunks_exact(depth).enumerate() {
+            let (oh, ow) = (pixel / w.width.output as usize, pixel % w.width.output as usize);
+            for (i, kernel_row) in row.chunks_exact(kw * c).enumerate() {
+                let Some(ih) = w.height.source(oh, i) else {
+                    continue;
+                };
+                let line = &mut image[ih * w.width.input as usize * c..][..w.width.input as usize * c];
+                match (contiguous_rows, w.width.source(ow, 0), w.width.source(ow, kw - 1)) {
+                    (true, Some(first), Some(_)) => add(&mut line[first * c..(first + kw) * c], kernel_row),
+                    _ => {
+                        for (j, field) in kernel_row.chunks_exact(c).enumerate() {
+                            if let Some(iw) = w.width.source(ow, j) {
+                                add(&mut line[iw * c..(iw + 1) * c], field);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dkernel += colsᵀ · g`; `dx += col2im(g · kernelᵀ)`, block by block: each block's im2col
+/// matrix is rebuilt in cache rather than kept from the forward pass.
+pub(crate) fn backward(
+    tape: &mut Tape,
+    x: Var,
+    kernel: Var,
+    bias: Option<Var>,
+    window: Window,
+    relu: Option<Var>,
+    g: &[f32],
+) {
+    let (kh, kw, c, filters) = {
+        let d = tape.shape(kernel);
+        (d.dims()[0], d.dims()[1], d.dims()[2], d.dims()[3])
+    };
+    let depth = kh * kw * c;
+    // gemm is slow on a transposed right-hand side; the kernel is small, transpose it once.
+    let mut kernel_t = tape.alloc(depth * filters);
+    super::matmul::transpose(tape.value(kernel), depth, filters, &mut kernel_t);
+    let mut sums = None;
+    if tape.requires_grad(x) {
+        tape.accumulate(x, |t, dx| {
+            let upstream = Upstream {
+                g,
+                relu_output: relu.map(|y| t.value(y)),
+            };
+            sums = Some(backward_blocks(
+                t.value(x),
+                &kernel_t,
+                &window,
+                filters,
+                &upstream,
+                Some(dx),
+            ));
+        });
+    } else {
+        let upstream = Upstream {
+            g,
+            relu_output: relu.map(|y| tape.value(y)),
+        };
+        sums = Some(backward_blocks(
+            tape.value(x),
+            &kernel_t,
+            &window,
+            filters,
+            &upstream,
+            None,
+        ));
+    }
+    tape.recycle(kernel_t);
+    let Some(sums) = sums else { return };
+    let (dk_sum, db_sum) = sums.split_at(depth * filters);
+    tape.accumulate(kernel, |_, dk| super::parallel::axpy(dk, 1.0, dk_sum));
+    if let Some(b) = bias {
+        tape.accumulate(b, |_, db| super::parallel::axpy(db, 1.0, db_sum));
+    }
+}
+
+/// The gradient reaching the convolution: `g`, masked where a fused ReLU's output is 0.
+struct Upstream<'a> {
+    g: &'a [f32],
+    relu_output: Option<&'a [f32]>,
+}
+
+/// The kernel gradient followed by the bias gradient, summed over blocks (each block's
+/// partial sums on its own thread), and, when `dx` is given, the input gradient of each
+/// block.
+fn backward_blocks(
+    x: &[f32],
+    kernel_t: &[f32],
+    w: &Window,
+    filters: usize,
+    upstream: &Upstream,
+    dx: Option<&mut [f32]>,
+) -> Vec<f32> {
+    let depth = w.taps() * w.channels as usize;
+    let image_len = w.input_pixels() * w.channels as usize;
+    let batch = x.len() / image_len.max(1);
+    let per_block = images_per_block(w, batch);
+    let blocks = batch.div_ceil(per_block);
+    let dx_blocks: Vec<Option<&mut [f32]>> = match dx {
+        Some(dx) => dx.chunks_mut(per_block * image_len).map(Some).collect(),
+        None => (0..blocks).map(|_| None).collect(),
+    };
+    let g_len = per_block * w.output_pixels() * filters;
+    // Without a fused ReLU the output stands in for its mask, unread.
+    let masks = upstream.relu_output.unwrap_or(upstream.g);
+    dx_blocks
+        .into_par_iter()
+        .zip(x.par_chunks(per_block * image_len))
+        .zip(upstream.g.par_chunks(g_len).zip(masks.par_chunks(g_len)))
+        .fold(
+            || (vec![0.0; depth * filters + filters], Vec::new(), Vec::new()),
+            |(mut sums, mut cols, mut masked), ((dx, x), (g, y))| {
+                let g = match upstream.relu_output {
+                    Some(_) => {
+                        masked.clear();
+                        masked.extend(g.iter().zip(y).map(|(&g, &y)| if y > 0.0 { g } else { 0.0 }));
+                        &masked[..]
+                    }
+                    None => g,
+                };
+                let (dk, db) = sums.split_at_mut(depth * filters);
+                for row in g.chunks_exact(filters) {
+                    db.iter_mut().zip(row).for_each(|(d, g)| *d += g);
+                }
+                let rows = g.len() / filters;
+                cols.resize(rows * depth, 0.0);
+                im2col(x, w, &mut cols);
+                let cols_t = MatRef {
+                    data: &cols,
+                    row_stride: 1,
+                    col_stride: depth,
+                };
+                gemm_single_thread(
+                    depth,
+                    filters,
+                    rows,
+                    dk,
+                    true,
+                    cols_t,
+                    MatRef::row_major(g, filters),
+                );
+                if let Some(dx) = dx {
+                    // The im2col buffer is free again: reuse it for this block's dcols.
+                    let (lhs, rhs) = (MatRef::row_major(g, filters), MatRef::row_major(kernel_t, depth));
+                    gemm_single_thread(rows, depth, filters, &mut cols, false, lhs, rhs);
+                    col2im(&cols, w, dx);
+                }
+                (sums, cols, masked)
+            },
+        )
+        .map(|(sums, _, _)| sums)
+        .reduce(
+            || vec![0.0; depth * filters + filters],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                a
+            },
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::gradcheck;
+
+    fn window(
+        input: (usize, usize, usize),
+        kernel: (usize, usize),
+        stride: usize,
+        dilation: usize,
+        padding: Padding,
+    ) -> Window {
+        Window {
+            height: Axis::new(input.0, kernel.0, stride, dilation, padding).unwrap(),
+            width: Axis::new(input.1, kernel.1, stride, dilation, padding).unwrap(),
+            channels: input.2 as u32,
+        }
+    }
+
+    /// The definition, looped directly: y[b,oh,ow,f] = Σ x[b, ih, iw, c]·k[i, j, c, f].
+    fn naive(x: &[f32], k: &[f32], w: &Window, batch: usize, filters: usize) -> Vec<f32> {
+        let c = w.channels as usize;
+        let (oh_n, ow_n) = (w.height.output as usize, w.width.output as usize);
+        let mut y = vec![0.0; batch * oh_n * ow_n * filters];
+        for b in 0..batch {
+            for oh in 0..oh_n {
+                for ow in 0..ow_n {
+                    for f in 0..filters {
+                        let mut s = 0.0;
+                        for i in 0..w.height.kernel as usize {
+                            for j in 0..w.width.kernel as usize {
+                                let (Some(ih), Some(iw)) = (w.height.source(oh, i), w.width.source(ow, j))
+                                else {
+                                    continue;
+                                };
+                                for ch in 0..c {
+                                    let xi = ((b * w.height.input as usize + ih) * w.width.input as usize
+                                        + iw)
+                                        * c
+                                        + ch;
+                                    let ki = ((i * w.width.kernel as usize + j) * c + ch) * filters + f;
+                                    s += x[xi] * k[ki];
+                                }
+                            }
+                        }
+                        y[((b * oh_n + oh) * ow_n + ow) * filters + f] = s;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn output_sizes_follow_tensorflow() {
+        // valid: ⌊(in − span) / stride⌋ + 1; same: ⌈in / stride⌉ with the odd pad after.
+        assert_eq!(Axis::new(28, 3, 1, 1, Padding::Valid).unwrap().output, 26);
+        assert_eq!(Axis::new(28, 3, 2, 1, Padding::Valid).unwrap().output, 13);
+        assert_eq!(Axis::new(28, 3, 1, 2, Padding::Valid).unwrap().output, 24);
+        let same = Axis::new(28, 3, 2, 1, Padding::Same).unwrap();
+        assert_eq!((same.output, same.pad_before), (14, 0)); // total pad 1: all after
+        let same = Axis::new(7, 4, 1, 1, Padding::Same).unwrap();
+        assert_eq!((same.output, same.pad_before), (7, 1)); // total pad 3: 1 before, 2 after
+        assert!(Axis::new(2, 3, 1, 1, Padding::Valid).is_none());
+        assert!(Axis::new(5, 3, 1, 3, Padding::Valid).is_none()); // span 7 > 5
+    }
+
+    #[test]
+    fn matches_the_definition_for_strides_padding_and_dilation() {
+        for (stride, dilation, padding) in [
+            (1, 1, Padding::Valid),
+            (2, 1, Padding::Same),
+            (1, 2, Padding::Same),
+            (2, 2, Padding::Valid),
+        ] {
+            let w = window((7, 6, 3), (3, 2), stride, dilation, padding);
+            let x = gradcheck::random(2 * 7 * 6 * 3, 1);
+            let k = gradcheck::random(3 * 2 * 3 * 4, 2);
+            let mut p = crate::params::ParamStore::new();
+            let mut ws = crate::autograd::Workspace::new();
+            let mut t = Tape::inference(&mut p, &mut ws);
+            let xv = t.input(&x, Shape::new(&[2, 7, 6, 3]));
+            let kv = t.input(&k, Shape::new(&[3, 2, 3, 4]));
+            let y = t.conv2d(xv, kv, None, w).unwrap();
+            let expected = naive(&x, &k, &w, 2, 4);
+            for (a, e) in t.value(y).iter().zip(&expected) {
+                assert!(
+                    (a - e).abs() < 1e-4,
+                    "{stride} {dilation} {padding:?}: {a} vs {e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn gradient_checks_strided_padded_and_dilated() {
+        for (name, stride, dilation, padding) in [
+            ("conv2d valid", 1, 1, Padding::Valid),
+            ("conv2d same stride 2", 2, 1, Padding::Same),
+            ("conv2d dilated same", 1, 2, Padding::Same),
+            ("conv2d strided dilated valid", 2, 2, Padding::Valid),
+        ] {
+            let w = window((6, 5, 2), (3, 2), stride, dilation, padding);
+            gradcheck::check(
+                name,
+                &[
+                    (&[2, 6, 5, 2], gradcheck::random(2 * 6 * 5 * 2, 3)),
+                    (&[3, 2, 2, 3], gradcheck::random(3 * 2 * 2 * 3, 4)),
+                    (&[3], gradcheck::random(3, 5)),
+                ],
+                |t, v| t.conv2d(v[0], v[1], Some(v[2]), w).unwrap(),
+            );
+        }
+    }
+
+    /// The fused ReLU against conv2d then relu, each gradient-checked on its own: values
+    /// and every gradient must agree (a finite-difference check of the fused op would trip
+    /// over outputs near the kink).
+    #[test]
+    fn fused_relu_equals_conv_then_relu() {
+        let w = window((6, 5, 2), (3, 2), 1, 1, Padding::Same);
+        let inputs = [
+            (vec![2, 6, 5, 2], gradcheck::random(2 * 6 * 5 * 2, 8)),
+            (vec![3, 2, 2, 3], gradcheck::random(3 * 2 * 2 * 3, 9)),
+            (vec![3], gradcheck::random(3, 10)),
+        ];
+        let run = |fused: bool| {
+            let mut p = crate::params::ParamStore::new();
+            let mut ws = crate::autograd::Workspace::new();
+            let mut t = Tape::new(&mut p, &mut ws);
+            let v: Vec<Var> = inputs
+                .iter()
+                .map(|(d, x)| t.leaf(x, Shape::new(d), true))
+                .collect();
+            let y = match fused {
+                true => t.conv2d_relu(v[0], v[1], Some(v[2]), w).unwrap(),
+                false => {
+                    let y = t.conv2d(v[0], v[1], Some(v[2]), w).unwrap();
+                    t.relu(y)
+                }
+            };
+            let seed = gradcheck::random(t.value(y).len(), 11);
+            t.backward_from(y, &seed);
+            let mut out = vec![t.value(y).to_vec()];
+            out.extend(v.iter().map(|&v| t.grad(v).unwrap().to_vec()));
+            out
+        };
+        for (a, b) in run(true).iter().zip(run(false)) {
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+            }
+        }
+    }
+
+    #[test]
+    fn mismatched_shapes_are_errors() {
+        let w = window((6, 5, 2), (3, 3), 1, 1, Padding::Valid);
+        let mut p = crate::params::ParamStore::new();
+        let mut ws = crate::autograd::Workspace::new();
+        let mut t = Tape::inference(&mut p, &mut ws);
+        let x = t.input(&[0.0; 6 * 5 * 3], Shape::new(&[1, 6, 5, 3]));
+        let k = t.input(&[0.0; 3 * 3 * 2 * 4], Shape::new(&[3, 3, 2, 4]));
+        let err = t.conv2d(x, k, None, w).unwrap_err().to_string();
+        assert!(err.contains("(batch, 6, 5, 2)"), "{err}");
+    }
+}

@@ -1,0 +1,284 @@
+//! Pooling over channels-last (NHWC) images: max and average over a window (TensorFlow's
+//! `valid` / `same` rules; padded positions are ignored, not counted as zeros), and the
+//! global average over all pixels.
+
+use rayon::prelude::*;
+
+use super::conv2d::Window;
+use crate::autograd::{Op, Tape, Var};
+use crate::error::{Error, Result};
+use crate::tensor::Shape;
+
+impl Tape<'_> {
+    /// Largest value in each window, per channel: (B, H, W, C) → (B, OH, OW, C). Records
+    /// where each maximum came from, so backward routes the gradient there alone.
+    pub fn max_pool2d(&mut self, x: Var, window: Window) -> Result<Var> {
+        let (batch, shape) = pooled_shape(self.shape(x), &window)?;
+        let len = shape.numel();
+        if self.shape(x).numel() > u32::MAX as usize {
+            return Err(Error::Shape("max_pool2d input is too large to index".into()));
+        }
+        let mut y = self.alloc(len);
+        let mut from = self.alloc(len);
+        let per_image = len / batch.max(1);
+        let image_len = window.input_pixels() * window.channels as usize;
+        let xs = self.value(x);
+        y.par_chunks_mut(per_image)
+            .zip(from.par_chunks_mut(per_image))
+            .enumerate()
+            .for_each(|(b, (y, from))| {
+                max_image(
+                    &xs[b * image_len..(b + 1) * image_len],
+                    b * image_len,
+                    &window,
+                    y,
+                    from,
+                )
+            });
+        let out = self.push_op(shape, y, Op::MaxPool2d { x }, &[x]);
+        if self.requires_grad(out) {
+            self.set_saved(out, from);
+        } else {
+            self.recycle(from);
+        }
+        Ok(out)
+    }
+
+    /// Mean of each window's in-image values, per channel: (B, H, W, C) → (B, OH, OW, C).
+    pub fn avg_pool2d(&mut self, x: Var, window: Window) -> Result<Var> {
+        let (batch, shape) = pooled_shape(self.shape(x), &window)?;
+        let mut y = self.alloc(shape.numel());
+        let per_image = shape.numel() / batch.max(1);
+        let image_len = window.input_pixels() * window.channels as usize;
+        let xs = self.value(x);
+        y.par_chunks_mut(per_image).enumerate().for_each(|(b, y)| {
+            let image = &xs[b * image_len..(b + 1) * image_len];
+            for_each_window(&window, |pixel, taps, count| {
+                let out = &mut y[pixel * window.channels as usize..][..window.channels as usize];
+                out.fill(0.0);
+                for at in taps {
+                    out.iter_mut().zip(&image[at..]).for_each(|(o, v)| *o += v);
+                }
+                out.iter_mut().for_each(|o| *o /= count as f32);
+            });
+        });
+        Ok(self.push_op(shape, y, Op::AvgPool2d { x, window }, &[x]))
+    }
+
+    /// Mean over all pixels, per channel: (B, H, W, C) → (B, C).
+    pub fn global_avg_pool2d(&mut self, x: Var) -> Result<Var> {
+        let s = self.shape(x);
+        if s.rank() != 4 {
+            return Err(Error::Shape(format!(
+                "global_average_pooling2d expects (batch, height, width, channels), got {s}"
+            )));
+        }
+        let (batch, pixels, c) = (s.dims()[0], s.dims()[1] * s.dims()[2], s.dims()[3]);
+        let mut y = self.alloc(batch * c);
+        let xs = self.value(x);
+        for (b, out) in y.chunks_exact_mut(c).enumerate() {
+            out.fill(0.0);
+            for px in xs[b * pixels * c..(b + 1) * pixels * c].chunks_exact(c) {
+                out.iter_mut().zip(px).for_each(|(o, v)| *o += v);
+            }
+            out.iter_mut().for_each(|o| *o /= pixels as f32);
+        }
+        Ok(self.push_op(Shape::new(&[batch, c]), y, Op::GlobalAvgPool2d { x }, &[x]))
+    }
+}
+
+/// (batch, output shape) of pooling `input` with `window`, or why it does not fit.
+fn pooled_shape(input: Shape, window: &Window) -> Result<(usize, Shape)> {
+    let expected = [
+        window.height.input as usize,
+        window.width.input as usize,
+        window.channels as usize,
+    ];
+    if input.rank() != 4 || input.dims()[1..] != expected {
+        return Err(Error::Shape(format!(
+            "pooling expects (batch, {}, {}, {}), got {input}",
+            expected[0], expected[1], expected[2]
+        )));
+    }
+    let batch = input.dims()[0];
+    let shape = Shape::new(&[
+        batch,
+        window.height.output as usize,
+        window.width.output as usize,
+        expected[2],
+    ]);
+    Ok((batch, shape))
+}
+
+/// Calls `f(output pixel, offsets of its in-image taps in the image, their count)`.
+fn for_each_window(w: &Window, mut f: impl FnMut(usize, &mut dyn Iterator<Item = usize>, usize)) {
+    let c = w.channels as usize;
+    for oh in 0..w.height.output as usize {
+        for ow in 0..w.width.output as usize {
+            let rows = (0..w.height.kernel as usize).filter_map(|i| w.height.source(oh, i));
+            let count = rows.clone().count()
+                * (0..w.width.kernel as usize)
+                    .filter(|&j| w.width.source(ow, j).is_some())
+                    .count();
+            let mut taps = rows.flat_map(|ih| {
+                (0..w.width.kernel as usize)
+                    .filter_map(move |j| w.width.source(ow, j))
+                    .map(move |iw| (ih * w.width.input as usize + iw) * c)
+            });
+            f(oh * w.width.output as usize + ow, &mut taps, count);
+        }
+    }
+}
+
+/// No tap seen yet (an index no tensor that fits u32 reaches).
+const UNSET: u32 = u32::MAX;
+
+/// Max pooling of one image; `from` gets each maximum's index in the batch tensor (as the
+/// bits of an f32, since saved buffers are f32).
+fn max_image(image: &[f32], offset: usize, w: &Window, y: &mut [f32], from: &mut [f32]) {
+    let c = w.channels as usize;
+    for_each_window(w, |pixel, taps, _| {
+        let (best, index) = (&mut y[pixel * c..][..c], &mut from[pixel * c..][..c]);
+        best.fill(f32::NEG_INFINITY);
+        index.fill(f32::from_bits(UNSET));
+        for at in taps {
+            for ch in 0..c {
+                let v = image[at + ch];
+                if v > best[ch] || index[ch].to_bits() == UNSET {
+                    best[ch] = v;
+                    index[ch] = f32::from_bits((offset + at + ch) as u32);
+                }
+            }
+        }
+    });
+}
+
+/// `dx[argmax] += g`.
+pub(crate) fn max_backward(tape: &mut Tape, x: Var, out: Var, g: &[f32]) {
+    tape.accumulate(x, |t, dx| {
+        for (&from, &g) in t.saved(out).iter().zip(g) {
+            dx[from.to_bits() as usize] += g;
+        }
+    });
+}
+
+/// Each window's gradient, split evenly over its in-image taps.
+pub(crate) fn avg_backward(tape: &mut Tape, x: Var, window: Window, g: &[f32]) {
+    let c = window.channels as usize;
+    let per_image = window.output_pixels() * c;
+    let image_len = window.input_pixels() * c;
+    tape.accumulate(x, |_, dx| {
+        dx.par_chunks_mut(image_len)
+            .zip(g.par_chunks(per_image))
+            .for_each(|(image, g)| {
+                for_each_window(&window, |pixel, taps, count| {
+                    let g = &g[pixel * c..][..c];
+                    for at in taps {
+                        image[at..at + c]
+                            .iter_mut()
+                            .zip(g)
+                            .for_each(|(d, g)| *d += g / count as f32);
+                    }
+                });
+            });
+    });
+}
+
+/// Every pixel gets its channel's gradient divided by the pixel count.
+pub(crate) fn global_avg_backward(tape: &mut Tape, x: Var, g: &[f32]) {
+    let s = tape.shape(x);
+    let (pixels, c) = (s.dims()[1] * s.dims()[2], s.dims()[3]);
+    tape.accumulate(x, |_, dx| {
+        for (image, g) in dx.chunks_exact_mut(pixels * c).zip(g.chunks_exact(c)) {
+            for px in image.chunks_exact_mut(c) {
+                px.iter_mut().zip(g).for_each(|(d, g)| *d += g / pixels as f32);
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::conv2d::{Axis, Padding};
+    use crate::ops::gradcheck;
+
+    fn window(input: (usize, usize, usize), pool: usize, stride: usize, padding: Padding) -> Window {
+        Window {
+            height: Axis::new(input.0, pool, stride, 1, padding).unwrap(),
+            width: Axis::new(input.1, pool, stride, 1, padding).unwrap(),
+            channels: input.2 as u32,
+        }
+    }
+
+    fn run(x: &[f32], dims: &[usize], f: impl Fn(&mut Tape, Var) -> Var) -> Vec<f32> {
+        let mut p = crate::params::ParamStore::new();
+        let mut ws = crate::autograd::Workspace::new();
+        let mut t = Tape::inference(&mut p, &mut ws);
+        let v = t.input(x, Shape::new(dims));
+        let y = f(&mut t, v);
+        t.value(y).to_vec()
+    }
+
+    #[test]
+    fn pools_by_hand() {
+        // One 3×3 single-channel image; 2×2 windows.
+        let x: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+        let valid = window((3, 3, 1), 2, 1, Padding::Valid);
+        assert_eq!(
+            run(&x, &[1, 3, 3, 1], |t, v| t.max_pool2d(v, valid).unwrap()),
+            [5.0, 6.0, 8.0, 9.0]
+        );
+        assert_eq!(
+            run(&x, &[1, 3, 3, 1], |t, v| t.avg_pool2d(v, valid).unwrap()),
+            [3.0, 4.0, 6.0, 7.0]
+        );
+        // same, stride 2: windows [1,2,4,5], [3,6], [7,8], [9]; padding is not averaged in.
+        let same = window((3, 3, 1), 2, 2, Padding::Same);
+        assert_eq!(
+            run(&x, &[1, 3, 3, 1], |t, v| t.max_pool2d(v, same).unwrap()),
+            [5.0, 6.0, 8.0, 9.0]
+        );
+        assert_eq!(
+            run(&x, &[1, 3, 3, 1], |t, v| t.avg_pool2d(v, same).unwrap()),
+            [3.0, 4.5, 7.5, 9.0]
+        );
+        assert_eq!(
+            run(&x, &[1, 3, 3, 1], |t, v| t.global_avg_pool2d(v).unwrap()),
+            [5.0]
+        );
+    }
+
+    #[test]
+    fn gradient_checks() {
+        // Distinct values a step apart, so no finite-difference nudge changes a maximum.
+        let distinct: Vec<f32> = {
+            let mut v: Vec<f32> = (0..2 * 5 * 4 * 3).map(|i| i as f32 * 0.05).collect();
+            crate::rng::Rng::new(5).shuffle(&mut v);
+            v
+        };
+        for (name, pool, stride, padding) in [
+            ("max_pool2d valid", 2, 2, Padding::Valid),
+            ("max_pool2d same overlapping", 3, 2, Padding::Same),
+        ] {
+            let w = window((5, 4, 3), pool, stride, padding);
+            gradcheck::check(name, &[(&[2, 5, 4, 3], distinct.clone())], |t, v| {
+                t.max_pool2d(v[0], w).unwrap()
+            });
+        }
+        for (name, pool, stride, padding) in [
+            ("avg_pool2d valid", 2, 2, Padding::Valid),
+            ("avg_pool2d same overlapping", 3, 2, Padding::Same),
+        ] {
+            let w = window((5, 4, 3), pool, stride, padding);
+            gradcheck::check(name, &[(&[2, 5, 4, 3], gradcheck::random(120, 6))], |t, v| {
+                t.avg_pool2d(v[0], w).unwrap()
+            });
+        }
+        gradcheck::check(
+            "global_avg_pool2d",
+            &[(&[2, 3, 2, 4], gradcheck::random(48, 7))],
+            |t, v| t.global_avg_pool2d(v[0]).unwrap(),
+        );
+    }
+}
