@@ -44,6 +44,7 @@ PY
 }
 
 kiln_run() {
+  rm -rf "$OUT/kiln-run"
   ./target/release/kiln train examples/mnist-mlp.toml --epochs "$EPOCHS" --quiet --no-checkpoint --run-dir "$OUT/kiln-run" --report "$OUT/kiln-report.json" \
     --out "$OUT/kiln-mlp.safetensors" > "$OUT/kiln.log"
   cat "$OUT/kiln-report.json" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(json.dumps({"s_per_epoch": r["s_per_epoch"], "test_acc": r["test_accuracy"]}))'

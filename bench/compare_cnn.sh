@@ -91,6 +91,7 @@ PY
 }
 
 kiln_run() {
+  rm -rf "$OUT/kiln-cnn-run"
   "$KILN" train "$SPEC" --epochs "$EPOCHS" --quiet --no-checkpoint --run-dir "$OUT/kiln-cnn-run" \
     --report "$OUT/kiln-cnn-report.json" > "$OUT/kiln-cnn.log"
   python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))

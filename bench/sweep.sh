@@ -19,6 +19,7 @@ cargo build --release --quiet
 point() {
   local width=$1 batch=$2 spec="$OUT/sweep-$1-$2.toml"
   sed -e "s/units = 512/units = $width/" -e "s/batch_size = 64/batch_size = $batch/" examples/mnist-mlp.toml > "$spec"
+  rm -rf "$OUT/sweep-run"
   ./target/release/kiln train "$spec" --epochs "$EPOCHS" --quiet --no-checkpoint --run-dir "$OUT/sweep-run" --report "$OUT/sweep-report.json" > /dev/null
   python3 -c "import json; r=json.load(open('$OUT/sweep-report.json')); print(json.dumps({'framework': 'kiln', 'width': $width, 'batch': $batch, 'epochs': $EPOCHS, 's_per_epoch': round(r['s_per_epoch'], 4), 'test_acc': round(r['test_accuracy'], 4)}))" | tee -a "$OUT/sweep.jsonl"
   "$PEERS/torch/bin/python" bench/peer_mlp.py torch "$KILN_DATA/mnist" "$EPOCHS" "$width" "$batch" | tee -a "$OUT/sweep.jsonl"

@@ -46,14 +46,22 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     for path in [args.out, args.report].into_iter().flatten() {
         check_writable(path)?;
     }
-    let run_dir = match (args.resume, args.run_dir) {
+    let (run_dir, created) = match (args.resume, args.run_dir) {
         (Some(_), Some(_)) => {
             anyhow::bail!("--resume DIR continues in DIR; it cannot be combined with --run-dir")
         }
-        (Some(dir), None) => dir.to_path_buf(),
-        (None, Some(dir)) => dir.to_path_buf(),
-        (None, None) => fresh_run_dir(spec.name.as_deref().unwrap_or("model")),
+        (Some(dir), None) => (dir.to_path_buf(), false),
+        (None, Some(dir)) => (claim_run_dir(dir)?, true),
+        (None, None) => (fresh_run_dir(spec.name.as_deref().unwrap_or("model"))?, true),
     };
+    if let Some(dir) = args.resume {
+        let done = kiln::train::Checkpoint::load(&dir.join(pipeline::CHECKPOINT_FILE))
+            .map(|c| c.progress.epochs_done)
+            .unwrap_or(0); // an unreadable checkpoint is reported by train below
+        if done > 0 {
+            println!("resuming after epoch {done}");
+        }
+    }
     let interactive = !args.quiet && std::io::stdout().is_terminal();
     let extra: Vec<Box<dyn Callback>> = match interactive {
         true => vec![Box::new(EpochProgressBar::new())],
@@ -71,16 +79,15 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         println!("run folder: {}", run_dir.display());
     }
     let outcome = pipeline::train_with(&spec, &options, extra).map_err(|e| {
-        // A run that failed before its first checkpoint leaves no empty folder behind
-        // (remove_dir only removes an empty one).
-        let _ = std::fs::remove_dir(&run_dir);
-        explain_failure(e, &run_dir)
+        if created {
+            // A run that failed before writing anything leaves no empty folder behind
+            // (remove_dir only removes an empty one).
+            let _ = std::fs::remove_dir(&run_dir);
+        }
+        explain_failure(e, &run_dir, !args.no_checkpoint)
     })?;
     let h = &outcome.history;
     let new_epochs = &h.epochs[outcome.resumed_epochs.min(h.epochs.len())..];
-    if outcome.resumed_epochs > 0 {
-        println!("resumed after epoch {}", outcome.resumed_epochs);
-    }
     let val = outcome.validation.map_or(String::new(), |v| {
         format!(" - val_loss: {:.4} - val_accuracy: {:.4}", v.loss, v.accuracy)
     });
@@ -107,40 +114,67 @@ pub fn train(args: &TrainArgs) -> Result<()> {
 }
 
 /// Adds to a training failure where the run's last good checkpoint is and how to go on.
-fn explain_failure(error: kiln::Error, run_dir: &Path) -> anyhow::Error {
+fn explain_failure(error: kiln::Error, run_dir: &Path, checkpoints: bool) -> anyhow::Error {
     let checkpoint = run_dir.join(pipeline::CHECKPOINT_FILE);
-    let hint = match (&error, checkpoint.exists()) {
-        (kiln::Error::Diverged { .. }, true) => format!(
-            " — the last good checkpoint is kept in {}; resume it with `--resume {}`, or start again with a lower learning rate",
+    let hint = match (&error, checkpoints, checkpoint.exists()) {
+        // Resuming replays the same batches, so it needs the skip flag to get past this one.
+        (kiln::Error::Diverged { .. }, true, true) => format!(
+            " (--skip-nonfinite-batches skips them) — the last good checkpoint is kept in {}; \
+             continue past the bad batch with `--resume {} --skip-nonfinite-batches`, or start again with a lower learning rate",
             checkpoint.display(),
             run_dir.display()
         ),
-        (kiln::Error::Diverged { .. }, false) => " — no checkpoint was written: it diverged in the first epoch".into(),
+        (kiln::Error::Diverged { .. }, true, false) => {
+            " (--skip-nonfinite-batches skips them) — no checkpoint was written: it diverged in the first epoch".into()
+        }
+        (kiln::Error::Diverged { .. }, false, _) => {
+            " (--skip-nonfinite-batches skips them) — checkpoints were off (--no-checkpoint)".into()
+        }
         _ => String::new(),
     };
     anyhow::anyhow!("{error}{hint}")
 }
 
-/// `runs/NAME`, or `runs/NAME-2`, `-3`… if taken, so no earlier run is overwritten.
-fn fresh_run_dir(name: &str) -> PathBuf {
+/// `runs/NAME`, or `runs/NAME-2`, `-3`… if taken, created here so that two runs started
+/// together never share a folder.
+fn fresh_run_dir(name: &str) -> Result<PathBuf> {
     let safe: String = name
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
         .collect();
     let base = Path::new("runs");
-    (1..)
-        .map(|n| match n {
+    std::fs::create_dir_all(base).with_context(|| format!("creating {}", base.display()))?;
+    for n in 1.. {
+        let dir = match n {
             1 => base.join(&safe),
             n => base.join(format!("{safe}-{n}")),
-        })
-        .find(|p| !p.exists())
-        .expect("some suffix is free")
+        };
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+        }
+    }
+    unreachable!("some suffix is free")
+}
+
+/// A run folder named with --run-dir for a fresh run: created if missing, refused if it
+/// already holds files, so an earlier run's results are never overwritten.
+fn claim_run_dir(dir: &Path) -> Result<PathBuf> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => anyhow::ensure!(
+            entries.next().is_none(),
+            "--run-dir {}: already holds files from an earlier run; choose another folder \
+             (or `--resume {}` to continue it)",
+            dir.display(),
+            dir.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?
+        }
+        Err(e) => return Err(e).with_context(|| format!("--run-dir {}", dir.display())),
+    }
+    Ok(dir.to_path_buf())
 }
 
 fn median_seconds(epochs: &[kiln::train::EpochLog]) -> f64 {
@@ -209,16 +243,14 @@ pub struct EvalArgs<'a> {
     pub json: bool,
     /// Draw the confusion matrix as a heat map to FILE.png and FILE.svg.
     pub heatmap: Option<&'a Path>,
-    /// For one-unit (binary) models: a probability above this is class 1.
-    pub threshold: f32,
+    /// For one-unit (binary) models: a probability above this is class 1 (default 0.5).
+    pub threshold: Option<f32>,
 }
 
 pub fn eval(args: &EvalArgs) -> Result<()> {
-    anyhow::ensure!(
-        (0.0..=1.0).contains(&args.threshold),
-        "--threshold {} must be a probability in [0, 1]",
-        args.threshold
-    );
+    if let Some(t) = args.threshold {
+        anyhow::ensure!((0.0..=1.0).contains(&t), "--threshold {t} must be a probability in [0, 1]");
+    }
     let mut a = artifact::load(args.model)?;
     let test = pipeline::load_test_split(&a.info, args.data_dir)?;
     let t = &a.info.training;
@@ -226,13 +258,19 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     let e = a.model.evaluate(&test, 1024)?;
     let scores = a.model.predict(&test.features, test.len())?;
     let width = scores.dims()[1];
+    anyhow::ensure!(
+        width == 1 || args.threshold.is_none(),
+        "--threshold applies to one-unit (binary) models; {} has {width} outputs and predicts the largest",
+        args.model.display()
+    );
+    let threshold = args.threshold.unwrap_or(0.5);
     let (predicted, num_classes) = if width == 1 {
         // Probabilities, or logits when the model ends without its sigmoid.
         let p: Vec<f32> = match t.from_logits {
             true => scores.data().iter().map(|&z| 1.0 / (1.0 + (-z).exp())).collect(),
             false => scores.data().to_vec(),
         };
-        (metrics::binary_predictions(&p, args.threshold), 2)
+        (metrics::binary_predictions(&p, threshold), 2)
     } else {
         (
             scores
@@ -245,6 +283,8 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     };
     let matrix = metrics::ConfusionMatrix::new(&test.labels, &predicted, num_classes)?;
     let report = metrics::ClassificationReport::new(&matrix);
+    // One-unit models: the accuracy at the chosen threshold, as the report counts it.
+    let accuracy = if width == 1 { matrix.accuracy() as f32 } else { e.accuracy };
     let top_k: Vec<(usize, f64)> = [3, 5]
         .into_iter()
         .filter(|&k| width > k)
@@ -258,12 +298,12 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
             "model": args.model,
             "samples": test.len(),
             "loss": e.loss,
-            "accuracy": e.accuracy,
+            "accuracy": accuracy,
             "top_k_accuracy": top_k.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
             "classes": names,
             "report": report,
             "confusion_matrix": matrix.counts().chunks(num_classes).collect::<Vec<_>>(),
-            "threshold": (width == 1).then_some(args.threshold),
+            "threshold": (width == 1).then_some(threshold),
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
@@ -274,7 +314,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         println!(
             "test_loss: {:.4} - test_accuracy: {:.4}{top} - samples: {}",
             e.loss,
-            e.accuracy,
+            accuracy,
             test.len()
         );
         if args.report {
@@ -286,7 +326,10 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         }
     }
     if let Some(stem) = args.heatmap {
-        let files = crate::plot::plot_confusion_matrix(matrix.counts(), num_classes, &names, stem)?;
+        // `--heatmap cm.png` means cm.png and cm.svg, not cm.png.png.
+        let is_image = matches!(stem.extension().and_then(|e| e.to_str()), Some("png" | "svg"));
+        let stem = if is_image { stem.with_extension("") } else { stem.to_path_buf() };
+        let files = crate::plot::plot_confusion_matrix(matrix.counts(), num_classes, &names, &stem)?;
         for f in files {
             eprintln!("wrote {}", f.display());
         }

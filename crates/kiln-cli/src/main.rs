@@ -71,9 +71,9 @@ enum Command {
         /// Draw the confusion matrix as a heat map to FILE.png and FILE.svg.
         #[arg(long, value_name = "FILE")]
         heatmap: Option<PathBuf>,
-        /// For a one-unit (binary) model: probabilities above this are class 1.
-        #[arg(long, default_value_t = 0.5)]
-        threshold: f32,
+        /// For a one-unit (binary) model: probabilities above this are class 1 [default: 0.5].
+        #[arg(long)]
+        threshold: Option<f32>,
     },
     /// Draw a run folder's training curves (loss, accuracy, learning rate against epoch)
     /// to RUN_DIR/curves.png and RUN_DIR/curves.svg.

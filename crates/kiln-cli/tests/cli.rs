@@ -913,7 +913,7 @@ fn a_run_folder_resumes_bit_identically_with_or_without_the_spec() {
     // No SPEC: the checkpoint's own spec is used; --epochs asks for more.
     let resumed = s.kiln(&["train", "--epochs", "4", "--resume", &split]);
     assert_success(&resumed);
-    assert!(resumed.1.contains("resumed after epoch 2"), "{}", resumed.1);
+    assert!(resumed.1.contains("resuming after epoch 2"), "{}", resumed.1);
     assert!(
         resumed.1.contains("Epoch 3/4") && !resumed.1.contains("Epoch 2/4"),
         "{}",
@@ -930,8 +930,14 @@ fn a_run_folder_resumes_bit_identically_with_or_without_the_spec() {
     );
     assert_one_line_error(
         &s.kiln(&["train", "--run-dir", &split]),
-        &[&split, "already holds a training checkpoint"],
+        &[&split, "already holds files from an earlier run"],
     );
+    let before = std::fs::read(format!("{split}/model.safetensors")).unwrap();
+    assert_one_line_error(
+        &s.kiln(&["train", "--run-dir", &straight, "--no-checkpoint"]),
+        &[&straight, "already holds files"],
+    );
+    assert_eq!(std::fs::read(format!("{split}/model.safetensors")).unwrap(), before);
     let empty = s.arg("empty");
     std::fs::create_dir(&empty).unwrap();
     assert_one_line_error(
@@ -1007,7 +1013,7 @@ fn a_checkpoint_write_killed_midway_leaves_the_previous_checkpoint_intact() {
         &path_str(&run_dir),
     ]);
     assert_success(&resumed);
-    assert!(resumed.1.contains("resumed after epoch 1"), "{}", resumed.1);
+    assert!(resumed.1.contains("resuming after epoch 1"), "{}", resumed.1);
     assert!(half_written().is_none());
 }
 
@@ -1162,6 +1168,13 @@ fn eval_reports_per_class_metrics_and_plot_draws_the_run() {
         assert!(s.path(&format!("cm.{ext}")).is_file());
     }
     assert_one_line_error(&s.kiln(&["eval", &model, "--threshold", "2"]), &["--threshold 2"]);
+    assert_one_line_error(
+        &s.kiln(&["eval", &model, "--threshold", "0.3"]),
+        &["--threshold applies to one-unit (binary) models", "10 outputs"],
+    );
+    // --heatmap with an image extension writes that file, not FILE.png.png.
+    assert_success(&s.kiln(&["eval", &model, "--heatmap", &s.arg("named.png")]));
+    assert!(s.path("named.png").is_file() && s.path("named.svg").is_file());
 
     let plot = s.kiln(&["plot", &run_dir]);
     assert_success(&plot);

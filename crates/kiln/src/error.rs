@@ -29,7 +29,7 @@ pub enum Error {
     /// A loss that stopped being a finite number: training cannot meaningfully go on.
     #[error(
         "training diverged: the loss became {loss} at epoch {epoch}, step {step} of {steps}; \
-         lower the learning rate, clip gradients, or skip such batches (--skip-nonfinite-batches)"
+         lower the learning rate, clip gradients, or skip non-finite batches"
     )]
     Diverged {
         epoch: usize,

@@ -9,6 +9,7 @@ use crate::data::{read_feature_rows, read_idx, Dataset, FittedNormalization, Spl
 use crate::error::{Error, Result};
 use crate::nn::Sequential;
 use crate::spec::{ModelSpec, TrainSpec};
+use crate::train::checkpoint::{as_read_back, first_difference};
 use crate::train::{
     Callback, Checkpoint, CheckpointTarget, Evaluation, FitOptions, History, HistoryFiles, Validation,
 };
@@ -125,7 +126,13 @@ pub fn train_with(
     let mut callbacks = t
         .callbacks
         .iter()
-        .map(|c| c.build(Some(&info)))
+        .map(|c| {
+            let mut c = c.clone();
+            if let Some(dir) = options.run_dir {
+                c.resolve_paths(dir);
+            }
+            c.build(Some(&info))
+        })
         .collect::<Result<Vec<_>>>()?;
     let context = serde_json::json!({ "spec": spec, "data_sha256": info.lineage.data_sha256 });
     let checkpoint_path = options
@@ -237,7 +244,7 @@ fn prepare_run_dir(
     remove_interrupted_writes(dir)?;
     let checkpoint = Checkpoint::load(&path)?;
     let p = &checkpoint.progress;
-    if let Some(field) = first_difference(&without_epochs(&p.context), &without_epochs(context), "") {
+    if let Some(field) = first_difference(&comparable(&p.context), &comparable(context), "") {
         return Err(Error::data(
             &path,
             format!("was made with a different `{field}` than this run's; resume with the spec and data it was made with"),
@@ -264,50 +271,36 @@ fn prepare_run_dir(
     Ok(Some(checkpoint))
 }
 
-/// Deletes the temporary files of writes a killed run left unfinished (`NAME.tmp-PID`);
-/// the files they were replacing are intact.
+/// Deletes the temporary files of writes a killed run left unfinished (`NAME.tmp-PID`
+/// for the run folder's own files); the files they were replacing are intact.
 fn remove_interrupted_writes(dir: &Path) -> Result<()> {
+    let ours = [CHECKPOINT_FILE, "history.json", "history.csv", "model.safetensors"];
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        if name.to_string_lossy().contains(".tmp-") && entry.path().is_file() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let leftover = ours.iter().any(|f| {
+            name.strip_prefix(f)
+                .and_then(|rest| rest.strip_prefix(".tmp-"))
+                .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+        });
+        if leftover && entry.path().is_file() {
             std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
         }
     }
     Ok(())
 }
 
-/// The context with the epoch count left out (a resumed run may ask for more epochs), as
-/// read back from text, so that an f32 setting compares equal to its stored copy.
-fn without_epochs(context: &serde_json::Value) -> serde_json::Value {
-    let text = serde_json::to_string(context).expect("JSON values serialise");
-    let mut c: serde_json::Value = serde_json::from_str(&text).expect("and parse back");
-    if let Some(t) = c.pointer_mut("/spec/training") {
-        t["epochs"] = serde_json::Value::Null;
+/// The context with what a resumed run may change left out: the epoch count (it may ask
+/// for more) and the name (the same spec under another file name).
+fn comparable(context: &serde_json::Value) -> serde_json::Value {
+    let mut c = as_read_back(context);
+    if let Some(spec) = c.get_mut("spec").and_then(|s| s.as_object_mut()) {
+        spec.remove("name");
+        if let Some(t) = spec.get_mut("training").and_then(|t| t.as_object_mut()) {
+            t.remove("epochs");
+        }
     }
     c
-}
-
-/// The dotted path of the first place where two JSON values differ.
-fn first_difference(a: &serde_json::Value, b: &serde_json::Value, path: &str) -> Option<String> {
-    use serde_json::Value;
-    let here = || Some(path.trim_start_matches('.').to_string()).filter(|p| !p.is_empty());
-    match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
-            keys.into_iter().find_map(|k| {
-                let (va, vb) = (x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null));
-                first_difference(va, vb, &format!("{path}.{k}"))
-            })
-        }
-        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
-            .iter()
-            .zip(y)
-            .enumerate()
-            .find_map(|(i, (va, vb))| first_difference(va, vb, &format!("{path}[{i}]"))),
-        _ if a == b => None,
-        _ => here().or_else(|| Some("spec".into())),
-    }
 }
 
 /// The test split a model was evaluated on, reloaded from its recorded data source and

@@ -66,10 +66,27 @@ fn early_stopping_waits_patience_epochs_and_restores_the_best() {
     // Best at epoch 2; epochs 3 and 4 do not improve: stop after epoch 4 (patience 2).
     assert_eq!(stopped_at, Some(4));
     assert_eq!((stop.best_epoch(), stop.stopped_epoch()), (Some(2), Some(4)));
+    // As in Keras 3, the best weights come back when training ends, so callbacks after
+    // this one in the stopping epoch still see (and checkpoint) that epoch's weights.
+    assert!(model.weights().iter().all(|w| w.data().iter().all(|&v| v == 4.0)));
+    stop.on_train_end(&mut model).unwrap();
     assert!(
         model.weights().iter().all(|w| w.data().iter().all(|&v| v == 2.0)),
         "weights of epoch 2 restored"
     );
+}
+
+#[test]
+fn early_stopping_restores_the_best_weights_even_without_stopping() {
+    let mut model = tiny_model();
+    let mut stop = EarlyStopping::new("val_loss", 5, true);
+    stop.on_train_begin(&mut model).unwrap();
+    for (i, &l) in [1.0, 0.5, 0.7].iter().enumerate() {
+        stamp(&mut model, i + 1);
+        assert_eq!(stop.on_epoch_end(&log(i + 1, l), &mut model).unwrap(), Control::Continue);
+    }
+    stop.on_train_end(&mut model).unwrap();
+    assert!(model.weights().iter().all(|w| w.data().iter().all(|&v| v == 2.0)));
 }
 
 #[test]

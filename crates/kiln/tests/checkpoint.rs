@@ -230,6 +230,44 @@ fn a_nan_loss_stops_naming_epoch_and_step_and_keeps_the_last_good_checkpoint() {
 }
 
 #[test]
+fn resume_fit_refuses_other_training_settings_before_touching_anything() {
+    let dir = temp_dir("settings");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(CHECKPOINT_FILE);
+    let context = serde_json::json!({});
+    let options = FitOptions {
+        epochs: 1,
+        batch_size: 8,
+        checkpoint: Some(CheckpointTarget {
+            path: &path,
+            context: &context,
+        }),
+        ..Default::default()
+    };
+    small_model(0.1).fit(&blobs(32, &[]), &options).unwrap();
+    let checkpoint = Checkpoint::load(&path).unwrap();
+    let mut model = small_model(0.1);
+    let before = model.weights();
+    let other = FitOptions {
+        epochs: 2,
+        batch_size: 16,
+        ..options
+    };
+    let err = model
+        .resume_fit(&blobs(32, &[]), &other, &mut [], &checkpoint)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("different `batch_size`"), "{err}");
+    let err = small_model(0.5)
+        .resume_fit(&blobs(32, &[]), &FitOptions { epochs: 2, ..options }, &mut [], &checkpoint)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("different `optimizer.learning_rate`"), "{err}");
+    assert_eq!(model.weights(), before, "a refused resume changes nothing");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn skipping_non_finite_batches_trains_on_the_rest() {
     let options = FitOptions {
         epochs: 3,

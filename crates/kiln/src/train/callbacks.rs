@@ -74,6 +74,26 @@ pub enum CallbackSpec {
 }
 
 impl CallbackSpec {
+    /// Makes the callback's relative output path (CSV log, checkpoint template, TensorBoard
+    /// folder) relative to `dir`, so each run's files stay in its own run folder.
+    pub fn resolve_paths(&mut self, dir: &std::path::Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        match self {
+            CallbackSpec::CsvLogger(c) => resolve(&mut c.filename),
+            CallbackSpec::TensorBoard(t) => resolve(&mut t.log_dir),
+            CallbackSpec::ModelCheckpoint(m) => {
+                let mut p = PathBuf::from(&m.filepath);
+                resolve(&mut p);
+                m.filepath = p.to_string_lossy().into_owned();
+            }
+            CallbackSpec::EarlyStopping(_) | CallbackSpec::ReduceLrOnPlateau(_) => {}
+        }
+    }
+
     /// Checks the settings, so a spec with a bad one fails when it is read.
     pub fn validate(&self) -> Result<()> {
         match self {
@@ -274,12 +294,17 @@ impl Callback for EarlyStopping {
         }
         if s.wait >= self.patience && log.epoch > 1 {
             s.stopped_epoch = Some(log.epoch);
-            if let (true, Some(w)) = (self.restore_best_weights, &s.best_weights) {
-                model.set_weights(w)?;
-            }
             return Ok(Control::Stop);
         }
         Ok(Control::Continue)
+    }
+
+    /// Keras 3: the best weights come back at the end of training, stopped early or not.
+    fn on_train_end(&mut self, model: &mut Sequential) -> Result<()> {
+        if let (true, Some(w)) = (self.restore_best_weights, &self.state.best_weights) {
+            model.set_weights(w)?;
+        }
+        Ok(())
     }
 
     fn state(&self) -> Option<CallbackState> {
@@ -484,7 +509,11 @@ impl Callback for CsvLogger {
     /// interrupted run logged after its last checkpoint.
     fn restore(&mut self, state: CallbackState) -> Result<()> {
         self.written = decode_state("csv_logger", state.values)?;
-        let mut bytes = std::fs::read(&self.filename).unwrap_or_else(|_| CSV_HEADER.as_bytes().to_vec());
+        let mut bytes = match std::fs::read(&self.filename) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => CSV_HEADER.as_bytes().to_vec(),
+            Err(e) => return Err(Error::io(&self.filename, e)),
+        };
         bytes.truncate(self.written.prefix_bytes as usize);
         bytes.extend(self.written.rows.concat().into_bytes());
         crate::artifact::write_atomically(&self.filename, &bytes)

@@ -50,6 +50,9 @@ pub struct Progress {
     pub history: History,
     /// Whatever the caller wants kept with the checkpoint (kiln's CLI stores the spec).
     pub context: serde_json::Value,
+    /// What training must keep for the result to be the same (optimizer, loss, schedule,
+    /// clipping, batch size, seed, shuffling, validation): resuming compares it.
+    pub settings: serde_json::Value,
     iterations: u64,
     learning_rate_override: Option<f32>,
     dropout_rng: [u64; 4],
@@ -73,6 +76,7 @@ impl Checkpoint {
         callbacks: &[Box<dyn Callback>],
         stopped: bool,
         context: serde_json::Value,
+        settings: serde_json::Value,
     ) -> Result<Checkpoint> {
         let compiled = model
             .compiled()
@@ -92,6 +96,7 @@ impl Checkpoint {
             stopped,
             history: history.clone(),
             context,
+            settings,
             iterations,
             learning_rate_override: compiled.learning_rate_override(),
             dropout_rng: compiled.dropout_rng_state(),
@@ -116,9 +121,15 @@ impl Checkpoint {
         })
     }
 
-    /// Puts the model, its optimizer and the callbacks back in the captured state; the
-    /// model must have the same parameters and be compiled with the same optimizer kind.
-    pub fn restore(&self, model: &mut Sequential, callbacks: &mut [Box<dyn Callback>]) -> Result<()> {
+    /// Checks, before anything is changed, that this checkpoint can continue training
+    /// `model` with `settings` and `callbacks`: the same parameters, the same training
+    /// settings (naming the first that differs) and as many stateful callbacks.
+    pub fn check_fits(
+        &self,
+        model: &Sequential,
+        settings: &serde_json::Value,
+        callbacks: &[Box<dyn Callback>],
+    ) -> Result<()> {
         let p = &self.progress;
         let ours: Vec<(String, Vec<usize>)> = model
             .params
@@ -131,6 +142,25 @@ impl Checkpoint {
                 p.parameters, ours
             )));
         }
+        if let Some(field) = first_difference(&p.settings, &as_read_back(settings), "") {
+            return Err(Error::Value(format!(
+                "the checkpoint was trained with a different `{field}`; resume with the settings it was made with"
+            )));
+        }
+        let stateful = callbacks.iter().filter(|c| c.state().is_some()).count();
+        if stateful != p.callbacks.len() {
+            return Err(Error::Value(format!(
+                "the checkpoint was made with {} callbacks that keep state, this run has {stateful}",
+                p.callbacks.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Puts the model, its optimizer and the callbacks back in the captured state (after
+    /// [`Checkpoint::check_fits`] and the callbacks' `on_train_begin`).
+    pub fn restore(&self, model: &mut Sequential, callbacks: &mut [Box<dyn Callback>]) -> Result<()> {
+        let p = &self.progress;
         let mut stateful: Vec<&mut Box<dyn Callback>> =
             callbacks.iter_mut().filter(|c| c.state().is_some()).collect();
         if stateful.len() != p.callbacks.len() {
@@ -246,6 +276,35 @@ impl Checkpoint {
             optimizer_state,
             callback_tensors,
         })
+    }
+}
+
+/// `value` as it reads back from JSON text, so that an f32 setting compares equal to its
+/// stored copy (serde_json widens f32 to f64 on the way in, but parses the shortest text).
+pub(crate) fn as_read_back(value: &serde_json::Value) -> serde_json::Value {
+    let text = serde_json::to_string(value).expect("JSON values serialise");
+    serde_json::from_str(&text).expect("and parse back")
+}
+
+/// The dotted path of the first place where two JSON values differ.
+pub(crate) fn first_difference(a: &serde_json::Value, b: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value;
+    let here = || Some(path.trim_start_matches('.').to_string()).filter(|p| !p.is_empty());
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            keys.into_iter().find_map(|k| {
+                let (va, vb) = (x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null));
+                first_difference(va, vb, &format!("{path}.{k}"))
+            })
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (va, vb))| first_difference(va, vb, &format!("{path}[{i}]"))),
+        _ if a == b => None,
+        _ => here().or_else(|| Some("value".into())),
     }
 }
 

@@ -374,6 +374,12 @@ impl Sequential {
         resume: Option<&Checkpoint>,
     ) -> Result<History> {
         let _flush = FlushDenormals::enable();
+        let settings = self.training_settings(options);
+        if let Some(checkpoint) = resume {
+            // Before any callback starts (a CSV logger truncates its file), so a checkpoint
+            // that does not fit changes nothing.
+            checkpoint.check_fits(self, &settings, callbacks)?;
+        }
         for c in callbacks.iter_mut() {
             c.on_train_begin(self)?;
         }
@@ -416,7 +422,8 @@ impl Sequential {
             }
             history.epochs.push(log);
             if let Some(target) = options.checkpoint {
-                Checkpoint::capture(self, &history, callbacks, stop, target.context.clone())?
+                let context = target.context.clone();
+                Checkpoint::capture(self, &history, callbacks, stop, context, settings.clone())?
                     .save(target.path)?;
             }
             if stop {
@@ -427,6 +434,27 @@ impl Sequential {
             c.on_train_end(self)?;
         }
         Ok(history)
+    }
+
+    /// The settings a checkpoint records and a resumed run must share for the result to
+    /// be the same as without the interruption.
+    fn training_settings(&self, options: &FitOptions) -> serde_json::Value {
+        let c = self.compiled.as_ref().expect("checked by fit");
+        let validation = match options.validation {
+            Validation::None => serde_json::json!("none"),
+            Validation::Split(f) => serde_json::json!({ "split": f }),
+            Validation::Data(d) => serde_json::json!({ "samples": d.len() }),
+        };
+        serde_json::json!({
+            "optimizer": c.optimizer_spec,
+            "loss": { "kind": c.loss.kind, "from_logits": c.loss.from_logits },
+            "learning_rate_schedule": c.schedule,
+            "gradient_clipping": c.clipping,
+            "batch_size": options.batch_size,
+            "seed": options.seed,
+            "shuffle": options.shuffle,
+            "validation": validation,
+        })
     }
 
     /// One pass over the training set: mean loss weighted by batch size, and accuracy, over

@@ -2,7 +2,7 @@
 //! `predict`.
 
 mod callbacks;
-mod checkpoint;
+pub(crate) mod checkpoint;
 mod denormals;
 mod fit;
 mod history;
