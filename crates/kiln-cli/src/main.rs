@@ -3,6 +3,7 @@
 mod commands;
 mod plot;
 mod progress;
+mod serve_command;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -93,6 +94,8 @@ enum Command {
     },
     /// Print a saved model's architecture, parameter count and lineage.
     Inspect { model: PathBuf },
+    /// Serve models over HTTP (Open Inference Protocol v2, TF-Serving :predict, a page at /).
+    Serve(serve_command::ServeArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -159,6 +162,7 @@ fn main() -> ExitCode {
             commands::predict(&model, &input, matches!(format, Format::Json))
         }
         Command::Inspect { model } => commands::inspect(&model),
+        Command::Serve(args) => serve_command::serve(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

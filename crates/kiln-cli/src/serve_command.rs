@@ -1,0 +1,71 @@
+//! `kiln serve`: the command-line face of the `kiln-serve` crate.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::Args;
+
+/// Serve models over HTTP: Open Inference Protocol v2 (KServe, Triton clients),
+/// TF-Serving's `:predict`, a page at `/` and Prometheus metrics at `/metrics`.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Models to serve: PATH (named after the file stem) or NAME=PATH.
+    #[arg(required = true, value_name = "MODEL")]
+    models: Vec<String>,
+    /// Address to listen on; the loopback default keeps the server private to this machine.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0: any free port, printed at start).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Most samples per forward pass, and per request.
+    #[arg(long, default_value_t = 64)]
+    max_batch: usize,
+    /// How long a batch may wait for more requests to join it, in milliseconds.
+    #[arg(long, default_value_t = 2)]
+    max_delay_ms: u64,
+    /// Largest request body accepted, in bytes (larger: 413).
+    #[arg(long, default_value_t = 4 << 20)]
+    body_limit: usize,
+    /// Answer 504 to a request not done within this many milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    /// File holding a bearer token that every request but the health probes must carry.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Compute threads per model [default: one per CPU core].
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+pub fn serve(args: ServeArgs) -> Result<()> {
+    if args.max_batch == 0 {
+        bail!("--max-batch must be at least 1");
+    }
+    if args.timeout_ms == 0 {
+        bail!("--timeout-ms must be at least 1");
+    }
+    if args.workers == Some(0) {
+        bail!("--workers must be at least 1");
+    }
+    let models = args
+        .models
+        .iter()
+        .map(|m| kiln_serve::parse_model_arg(m))
+        .collect::<Result<Vec<_>, _>>()?;
+    let defaults = kiln_serve::Config::default();
+    kiln_serve::run(kiln_serve::Config {
+        models,
+        host: args.host,
+        port: args.port,
+        max_batch: args.max_batch,
+        max_delay: Duration::from_millis(args.max_delay_ms),
+        body_limit: args.body_limit,
+        timeout: Duration::from_millis(args.timeout_ms),
+        token_file: args.token_file,
+        workers: args.workers.unwrap_or(defaults.workers),
+        queue_capacity: defaults.queue_capacity,
+    })?;
+    Ok(())
+}

@@ -1,0 +1,803 @@
+//! End-to-end tests of `kiln serve`: each starts the real binary on a free loopback port
+//! (`--port 0`, the address read from its first line), talks HTTP to it and checks every
+//! endpoint, every error status, concurrency against `kiln predict`, the bearer token, the
+//! timeout, the body limit and a graceful SIGTERM.
+//!
+//! The browser test drives the page in headless Chromium (`chromium` on PATH or
+//! `$KILN_CHROMIUM`) and needs MNIST through `$KILN_DATA`; it skips with a note when either
+//! is missing, unless `KILN_REQUIRE_CHROMIUM=1` (set by CI) makes a missing browser a failure.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// A scratch folder for this test binary, removed by nobody: models are shared between
+/// tests through it, and it lives under the system temp folder.
+fn scratch() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("kiln-serve-tests-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create the scratch folder");
+        dir
+    })
+}
+
+fn kiln(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .env("KILN_OFFLINE", "1")
+        .current_dir(scratch())
+        .output()
+        .expect("the kiln binary runs")
+}
+
+/// The model every test serves: the built-in digits MLP (input [8, 8]), trained once.
+fn digits_model() -> &'static str {
+    static MODEL: OnceLock<String> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let run = scratch().join("digits-run");
+        let out = kiln(&[
+            "train",
+            "--quiet",
+            "--epochs",
+            "3",
+            "--run-dir",
+            run.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "training failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        run.join("model.safetensors").to_string_lossy().into_owned()
+    })
+}
+
+/// A running `kiln serve`, killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    /// Held open: closing it would make a later write to stdout kill the server (SIGPIPE).
+    _stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let model = format!("digits={}", digits_model());
+        let mut args = vec!["serve", model.as_str(), "--port", "0"];
+        args.extend_from_slice(extra);
+        Self::start_with(&args)
+    }
+
+    fn start_with(args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kiln serve starts");
+        let mut line = String::new();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
+        let Some(addr) = line
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+        else {
+            let mut err = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            panic!("kiln serve did not start: stdout {line:?}, stderr {err:?}");
+        };
+        assert!(
+            addr.starts_with("127.0.0.1:"),
+            "not on loopback by default: {line}"
+        );
+        Server {
+            base: format!("http://{addr}"),
+            child,
+            _stdout: stdout,
+        }
+    }
+
+    fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        call(ureq::get(&format!("{}{path}", self.base)), None)
+    }
+
+    fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        call(ureq::post(&format!("{}{path}", self.base)), Some(body))
+    }
+
+    fn text(&self, path: &str) -> String {
+        ureq::get(&format!("{}{path}", self.base))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// (status, JSON body) of a request, whatever the status; every answer must be JSON.
+fn call(req: ureq::Request, body: Option<&str>) -> (u16, Value) {
+    let result = match body {
+        Some(b) => req.set("Content-Type", "application/json").send_string(b),
+        None => req.call(),
+    };
+    let response = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("transport error: {e}"),
+    };
+    let status = response.status();
+    let text = response.into_string().unwrap();
+    let value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("answer {status} is not JSON ({e}): {text}"));
+    (status, value)
+}
+
+/// One v2 request for `rows` (flat data, shape [n, 8, 8]).
+fn v2_body(rows: &[Vec<f32>]) -> String {
+    let data: Vec<f32> = rows.concat();
+    json!({ "id": "req-1", "inputs": [{ "name": "input", "shape": [rows.len(), 8, 8], "datatype": "FP32", "data": data }] })
+        .to_string()
+}
+
+/// Deterministic digit-like feature rows: 64 integers 0..=16, as in the digits set.
+fn feature_rows(count: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..count)
+        .map(|_| {
+            (0..64)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((state >> 33) % 17) as f32
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn f32s(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn error_of(answer: &(u16, Value)) -> &str {
+    answer.1["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no `error` field in {answer:?}"))
+}
+
+#[test]
+fn health_metadata_and_listing_endpoints() {
+    let s = Server::start(&[]);
+    assert_eq!(s.get("/v2/health/live"), (200, json!({ "live": true })));
+    assert_eq!(s.get("/v2/health/ready"), (200, json!({ "ready": true })));
+    let (status, server) = s.get("/v2");
+    assert_eq!((status, server["name"].as_str()), (200, Some("kiln")));
+    let (status, meta) = s.get("/v2/models/digits");
+    assert_eq!(status, 200);
+    assert_eq!(meta["name"], "digits");
+    assert_eq!(
+        meta["inputs"],
+        json!([{ "name": "input", "datatype": "FP32", "shape": [-1, 8, 8] }])
+    );
+    assert_eq!(
+        meta["outputs"][0],
+        json!({ "name": "probabilities", "datatype": "FP32", "shape": [-1, 10] })
+    );
+    assert_eq!(
+        meta["outputs"][1],
+        json!({ "name": "class", "datatype": "BYTES", "shape": [-1] })
+    );
+    assert_eq!(
+        s.get("/v2/models/digits/ready"),
+        (200, json!({ "name": "digits", "ready": true }))
+    );
+    assert_eq!(s.get("/v2/models/digits/versions/1"), (200, meta));
+    assert_eq!(s.get("/v2/models/digits/versions/1/ready").0, 200);
+    let answer = s.get("/v2/models/digits/versions/2");
+    assert!(
+        answer.0 == 404 && error_of(&answer).contains("no version `2`"),
+        "{answer:?}"
+    );
+    let answer = s.post(
+        "/v2/models/digits/versions/1/infer",
+        &v2_body(&feature_rows(1, 4)),
+    );
+    assert_eq!(
+        (answer.0, answer.1["model_version"].as_str()),
+        (200, Some("1")),
+        "{answer:?}"
+    );
+    let (status, index) = s.post("/v2/repository/index", "{}");
+    assert_eq!(
+        (status, index[0]["name"].as_str(), index[0]["state"].as_str()),
+        (200, Some("digits"), Some("READY"))
+    );
+    let (status, tf) = s.get("/v1/models/digits");
+    assert_eq!(
+        (status, tf["model_version_status"][0]["state"].as_str()),
+        (200, Some("AVAILABLE"))
+    );
+    let page = s.text("/");
+    assert!(
+        page.contains("<canvas") || page.contains("canvas"),
+        "the page has no digit pad"
+    );
+}
+
+#[test]
+fn concurrent_answers_equal_kiln_predict() {
+    let rows = feature_rows(48, 7);
+    let csv: String = rows
+        .iter()
+        .map(|r| r.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",") + "\n")
+        .collect();
+    let csv_path = scratch().join("rows.csv");
+    std::fs::write(&csv_path, csv).unwrap();
+    let out = kiln(&[
+        "predict",
+        digits_model(),
+        "--input",
+        csv_path.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let expected: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let s = Server::start(&["--max-delay-ms", "5"]);
+    // 16 clients at once, each asking for its three rows three ways: v2 flat one at a time,
+    // v2 nested as a batch of three, and TF-Serving instances.
+    let answers: Vec<(usize, String, Vec<f32>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..16)
+            .map(|client| {
+                let (s, rows) = (&s, &rows);
+                scope.spawn(move || ask_three_ways(s, rows, client * 3..client * 3 + 3))
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(answers.len(), 48 * 3);
+    for (row, class, probs) in answers {
+        let want = &expected[row];
+        assert_eq!(class, want["class"].as_str().unwrap(), "row {row}");
+        // Bit-equal: the server runs the same normalization and forward pass; only the
+        // batch it rides in differs, and a row's result does not depend on its neighbours.
+        assert_eq!(probs, f32s(&want["probabilities"]), "row {row}");
+    }
+    let metrics = s.text("/metrics");
+    let batches: f64 = metric_value(&metrics, "kiln_batch_size_count");
+    let samples: f64 = metric_value(&metrics, "kiln_batch_size_sum");
+    assert_eq!(samples, 48.0 * 3.0, "every sample ran once:\n{metrics}");
+    // Dynamic batching: with 16 clients in flight, requests share forward passes (9 to 16
+    // passes for the 112 requests here); one pass per two requests leaves a wide margin.
+    assert!(
+        batches <= 56.0,
+        "{batches} forward passes for 112 requests:\n{metrics}"
+    );
+}
+
+/// (row, class, probabilities) for each of `range`'s rows, asked three ways.
+fn ask_three_ways(
+    s: &Server,
+    rows: &[Vec<f32>],
+    range: std::ops::Range<usize>,
+) -> Vec<(usize, String, Vec<f32>)> {
+    let mut got = Vec::new();
+    for i in range.clone() {
+        let (status, a) = s.post("/v2/models/digits/infer", &v2_body(&rows[i..=i]));
+        assert_eq!(status, 200, "{a}");
+        assert_eq!(
+            (a["model_name"].as_str(), a["id"].as_str()),
+            (Some("digits"), Some("req-1"))
+        );
+        assert_eq!(a["outputs"][0]["shape"], json!([1, 10]));
+        got.push((
+            i,
+            a["outputs"][1]["data"][0].as_str().unwrap().to_string(),
+            f32s(&a["outputs"][0]["data"]),
+        ));
+    }
+    let nested: Vec<Value> = rows[range.clone()]
+        .iter()
+        .map(|r| json!(r.chunks(8).map(|c| c.to_vec()).collect::<Vec<_>>()))
+        .collect();
+    let body =
+        json!({ "inputs": [{ "name": "input", "shape": [3, 8, 8], "datatype": "FP32", "data": nested }] });
+    let (status, a) = s.post("/v2/models/digits/infer", &body.to_string());
+    assert_eq!(status, 200, "{a}");
+    assert!(a.get("id").is_none(), "no id asked, none answered: {a}");
+    let probs = f32s(&a["outputs"][0]["data"]);
+    for (k, i) in range.clone().enumerate() {
+        let class = a["outputs"][1]["data"][k].as_str().unwrap().to_string();
+        got.push((i, class, probs[k * 10..(k + 1) * 10].to_vec()));
+    }
+    let body = json!({ "instances": rows[range.clone()] });
+    let (status, a) = s.post("/v1/models/digits:predict", &body.to_string());
+    assert_eq!(status, 200, "{a}");
+    for (k, i) in range.enumerate() {
+        let p = &a["predictions"][k];
+        got.push((
+            i,
+            p["class"].as_str().unwrap().to_string(),
+            f32s(&p["probabilities"]),
+        ));
+    }
+    got
+}
+
+fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn bad_requests_get_clear_400_and_404_errors() {
+    let s = Server::start(&["--max-batch", "4"]);
+    let good = feature_rows(1, 1)[0].clone();
+    let with = |data: Value, shape: Value, datatype: &str, name: &str| {
+        json!({ "inputs": [{ "name": name, "shape": shape, "datatype": datatype, "data": data }] })
+            .to_string()
+    };
+    let mut huge = good.iter().map(|&v| json!(v)).collect::<Vec<_>>();
+    huge[5] = json!(1e39);
+    let mut text = huge.clone();
+    text[5] = json!("NaN");
+    let mut nulls = huge.clone();
+    nulls[5] = Value::Null;
+    let cases: Vec<(String, &str)> = vec![
+        ("{not json".into(), "invalid inference request"),
+        ("{\"inputs\": 3}".into(), "invalid inference request"),
+        (r#"{"inputs":[1.0, NaN]}"#.into(), "invalid inference request"),
+        (
+            with(json!(good), json!([1, 8, 8]), "INT64", "input"),
+            "datatype `INT64`",
+        ),
+        (
+            with(json!(good), json!([1, 8, 7]), "FP32", "input"),
+            "input shape [1, 8, 7]",
+        ),
+        (
+            with(json!(good), json!([0, 8, 8]), "FP32", "input"),
+            "input shape [0, 8, 8]",
+        ),
+        (with(json!(good), json!([2, 8, 8]), "FP32", "input"), "needs 128"),
+        (
+            with(json!(good), json!([1, 8, 8]), "FP32", "pixels"),
+            "unknown input `pixels`",
+        ),
+        (
+            with(json!(huge), json!([1, 64]), "FP32", "input"),
+            "value 5 (1e+39) is not a finite FP32",
+        ),
+        (
+            with(json!(text), json!([1, 64]), "FP32", "input"),
+            "value 5 is \"NaN\", not a number",
+        ),
+        (
+            with(json!(nulls), json!([1, 64]), "FP32", "input"),
+            "value 5 is null",
+        ),
+        (
+            with(json!([[1, 2], [3]]), json!([1, 8, 8]), "FP32", "input"),
+            "nested as [1, 8, 8]",
+        ),
+        (
+            with(json!(good.repeat(5)), json!([5, 8, 8]), "FP32", "input"),
+            "batch of 5 samples",
+        ),
+        (json!({ "inputs": [] }).to_string(), "exactly one input"),
+    ];
+    for (body, message) in &cases {
+        let answer = s.post("/v2/models/digits/infer", body);
+        assert_eq!(answer.0, 400, "{body} -> {answer:?}");
+        assert!(
+            error_of(&answer).contains(message),
+            "{body}: `{}` lacks `{message}`",
+            error_of(&answer)
+        );
+    }
+    let unknown_output = json!({ "inputs": [{ "name": "input", "shape": [1, 64], "datatype": "FP32", "data": good }],
+                                 "outputs": [{ "name": "logits" }] });
+    let answer = s.post("/v2/models/digits/infer", &unknown_output.to_string());
+    assert!(
+        answer.0 == 400 && error_of(&answer).contains("unknown output `logits`"),
+        "{answer:?}"
+    );
+    for (body, message) in [
+        (json!({ "instances": [] }), "`instances` is empty"),
+        (json!({ "instances": [[1, 2, 3]] }), "instance 0"),
+        (
+            json!({ "inputs": [[1, 2, 3]] }),
+            "columnar `inputs` format is not supported",
+        ),
+        (
+            json!({ "instances": vec![good.clone(); 5] }),
+            "batch of 5 samples",
+        ),
+    ] {
+        let answer = s.post("/v1/models/digits:predict", &body.to_string());
+        assert!(
+            answer.0 == 400 && error_of(&answer).contains(message),
+            "{body} -> {answer:?}"
+        );
+    }
+    // 404s: unknown models (including names that look like paths), verbs and routes.
+    for path in [
+        "/v2/models/mnist/infer",
+        "/v2/models/..%2F..%2Fetc%2Fpasswd/infer",
+        "/v2/models/%2Fetc%2Fpasswd/infer",
+        "/v1/models/nope:predict",
+        "/v1/models/digits:classify",
+        "/v2/models/digits/versions/2/infer",
+        "/v2/nothing",
+    ] {
+        let answer = s.post(path, &with(json!(good), json!([1, 64]), "FP32", "input"));
+        assert_eq!(answer.0, 404, "{path} -> {answer:?}");
+        error_of(&answer);
+    }
+    assert_eq!(s.get("/v2/models/../../etc/passwd").0, 404);
+    let answer = s.get("/v2/models/digits/infer");
+    assert_eq!(answer.0, 405, "{answer:?}");
+    error_of(&answer);
+    // Nothing above has stalled or hurt the server.
+    let answer = s.post(
+        "/v2/models/digits/infer",
+        &with(json!(good), json!([1, 64]), "FP32", "input"),
+    );
+    assert_eq!(answer.0, 200, "{answer:?}");
+    let metrics = s.text("/metrics");
+    assert!(
+        metrics.contains("kiln_requests_total{route=\"/v2/models/{name}/infer\",code=\"400\"} 15"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_body_over_the_limit_is_413() {
+    let s = Server::start(&["--body-limit", "1000"]);
+    let body = v2_body(&feature_rows(6, 3));
+    assert!(body.len() > 1000);
+    let answer = s.post("/v2/models/digits/infer", &body);
+    assert_eq!(answer.0, 413, "{answer:?}");
+    assert!(error_of(&answer).contains("limit of 1000 bytes"), "{answer:?}");
+    let answer = s.post(
+        "/v1/models/digits:predict",
+        &json!({ "instances": feature_rows(6, 3) }).to_string(),
+    );
+    assert_eq!(answer.0, 413, "{answer:?}");
+}
+
+#[test]
+fn a_bearer_token_guards_everything_but_the_health_probes() {
+    let token_file = scratch().join("token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    let s = Server::start(&["--token-file", token_file.to_str().unwrap()]);
+    let body = v2_body(&feature_rows(1, 2));
+    let url = format!("{}/v2/models/digits/infer", s.base);
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some("s3cret-token"),
+        Some("Bearer s3cret-token-longer"),
+    ] {
+        let mut req = ureq::post(&url);
+        if let Some(a) = auth {
+            req = req.set("Authorization", a);
+        }
+        let answer = call(req, Some(&body));
+        assert_eq!(answer.0, 401, "{auth:?}");
+        assert!(error_of(&answer).contains("bearer token"));
+    }
+    assert_eq!(s.get("/metrics").0, 401);
+    assert_eq!(s.get("/v2/models/digits").0, 401);
+    assert_eq!(s.get("/v2/health/ready").0, 200);
+    assert_eq!(s.get("/v2/health/live").0, 200);
+    let answer = call(
+        ureq::post(&url).set("Authorization", "Bearer s3cret-token"),
+        Some(&body),
+    );
+    assert_eq!(answer.0, 200, "{answer:?}");
+}
+
+#[test]
+fn a_request_past_the_timeout_is_504() {
+    let s = Server::start(&["--timeout-ms", "300"]);
+    // A client that announces a body and never sends it holds its request past the limit.
+    let mut stream = TcpStream::connect(s.addr()).unwrap();
+    write!(
+        stream,
+        "POST /v2/models/digits/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    )
+    .unwrap();
+    let start = Instant::now();
+    let response = read_response(&mut stream);
+    assert!(response.starts_with("HTTP/1.1 504"), "{response}");
+    assert!(response.contains("300 ms timeout"), "{response}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+/// Reads one HTTP/1.1 response (headers and a Content-Length body) as text.
+fn read_response(stream: &mut TcpStream) -> String {
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        head.push_str(&line);
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+    }
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    head + &String::from_utf8_lossy(&body)
+}
+
+#[test]
+fn sigterm_lets_the_request_in_flight_finish_then_exits_cleanly() {
+    let mut s = Server::start(&[]);
+    let body = v2_body(&feature_rows(1, 5));
+    let (first, rest) = body.split_at(body.len() / 2);
+    // A request half sent when SIGTERM arrives must still be answered.
+    let mut stream = TcpStream::connect(s.addr()).unwrap();
+    write!(
+        stream,
+        "POST /v2/models/digits/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{first}",
+        body.len()
+    )
+    .unwrap();
+    stream.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: sending a signal to our own child process.
+    let rc = unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        s.child.try_wait().unwrap().is_none(),
+        "the server exited with a request in flight"
+    );
+    stream.write_all(rest.as_bytes()).unwrap();
+    let response = read_response(&mut stream);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("\"probabilities\""), "{response}");
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = s.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the server did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}");
+    let mut err = String::new();
+    s.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(err.contains("shut down cleanly"), "{err}");
+    assert!(
+        TcpStream::connect(s.addr()).is_err(),
+        "still accepting connections"
+    );
+}
+
+#[test]
+fn metrics_count_statuses_latency_and_batch_sizes() {
+    let s = Server::start(&[]);
+    for _ in 0..3 {
+        assert_eq!(
+            s.post("/v2/models/digits/infer", &v2_body(&feature_rows(2, 9))).0,
+            200
+        );
+    }
+    assert_eq!(s.post("/v2/models/digits/infer", "{").0, 400);
+    assert_eq!(s.get("/v2/models/nope").0, 404);
+    let text = s.text("/metrics");
+    for line in [
+        "# TYPE kiln_requests_total counter",
+        "kiln_requests_total{route=\"/v2/models/{name}/infer\",code=\"200\"} 3",
+        "kiln_requests_total{route=\"/v2/models/{name}/infer\",code=\"400\"} 1",
+        "kiln_requests_total{route=\"/v2/models/{name}\",code=\"404\"} 1",
+        "# TYPE kiln_request_duration_seconds histogram",
+        "kiln_request_duration_seconds_count 5",
+        "# TYPE kiln_batch_size histogram",
+        "kiln_batch_size_bucket{le=\"2\"} 3",
+        "kiln_batch_size_sum 6",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
+    }
+}
+
+#[test]
+fn bad_command_lines_are_one_line_errors() {
+    let model = digits_model();
+    for (args, message) in [
+        (
+            vec!["serve".to_string(), format!("../x={model}")],
+            "model name `../x`",
+        ),
+        (
+            vec!["serve".to_string(), format!("a/b={model}")],
+            "model name `a/b`",
+        ),
+        (
+            vec!["serve".into(), format!("d={model}"), format!("d={model}")],
+            "two models are named `d`",
+        ),
+        (
+            vec!["serve".into(), "/nonexistent/m.safetensors".into()],
+            "/nonexistent/m.safetensors",
+        ),
+        (
+            vec![
+                "serve".into(),
+                model.to_string(),
+                "--max-batch".into(),
+                "0".into(),
+            ],
+            "--max-batch",
+        ),
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = kiln(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(message),
+            "{args:?}: {err}"
+        );
+    }
+    let empty = scratch().join("empty-token");
+    std::fs::write(&empty, "\n").unwrap();
+    let out = kiln(&["serve", model, "--token-file", empty.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is empty"));
+}
+
+/// The page in a real browser: headless Chromium loads `/?selftest=mnist`, whose script
+/// draws a "1" on the digit pad with pointer events, submits it through the page's own
+/// code and writes the bars it shows into `#selftest`; `--dump-dom` prints the final DOM.
+#[test]
+fn browser_draws_a_digit_and_reads_the_bars() {
+    let Some(chromium) = chromium() else { return };
+    let Ok(data) = std::env::var("KILN_DATA") else {
+        eprintln!("skipping the browser test: set KILN_DATA to train a 28×28 MNIST model");
+        return;
+    };
+    let run = scratch().join("mnist-run");
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "train",
+            "examples/mnist-mlp.toml",
+            "--quiet",
+            "--epochs",
+            "2",
+            "--no-checkpoint",
+        ])
+        .args(["--run-dir", run.to_str().unwrap()])
+        .env("KILN_DATA", data)
+        .env("KILN_OFFLINE", "1")
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let model = format!("mnist={}", run.join("model.safetensors").display());
+    let s = Server::start_with(&["serve", &model, "--port", "0"]);
+    let profile = scratch().join("chromium-profile");
+    let out = Command::new(&chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--virtual-time-budget=20000", "--dump-dom"])
+        .arg(format!("{}/?selftest=mnist", s.base))
+        .output()
+        .expect("chromium runs");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let report = dom
+        .split("<div id=\"selftest\"")
+        .nth(1)
+        .and_then(|rest| rest.split_once('>'))
+        .map(|(_, rest)| rest.split("</div>").next().unwrap_or_default())
+        .unwrap_or_else(|| {
+            panic!(
+                "no #selftest in the DOM; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let report: Value = serde_json::from_str(report).unwrap_or_else(|e| panic!("{e}: {report}"));
+    assert_eq!(report["error"], "", "{report}");
+    assert_eq!(
+        report["predicted"], "1",
+        "the drawn stroke should read as a 1: {report}"
+    );
+    let bars = f32s(&report["bars"]);
+    assert_eq!(bars.len(), 10, "{report}");
+    assert!((bars.iter().sum::<f32>() - 1.0).abs() < 1e-3, "{report}");
+}
+
+/// `$KILN_CHROMIUM` or `chromium` on PATH; None (with a note) if absent, unless CI demands it.
+fn chromium() -> Option<PathBuf> {
+    let candidates = std::env::var_os("KILN_CHROMIUM")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(["chromium", "chromium-browser"].map(PathBuf::from));
+    for c in candidates {
+        if Command::new(&c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return Some(c);
+        }
+    }
+    if std::env::var("KILN_REQUIRE_CHROMIUM").as_deref() == Ok("1") {
+        panic!("KILN_REQUIRE_CHROMIUM=1 but no chromium on PATH (apt-get install chromium)");
+    }
+    eprintln!(
+        "skipping the browser test: no chromium on PATH (apt-get install chromium, or set KILN_CHROMIUM)"
+    );
+    None
+}
+
+#[test]
+fn a_stalled_client_cannot_hold_shutdown_up_forever() {
+    let mut s = Server::start(&["--timeout-ms", "200"]);
+    // Half a request line and no more: not a request in flight, just a stuck connection.
+    let mut stream = TcpStream::connect(s.addr()).unwrap();
+    stream
+        .write_all(b"POST /v2/models/digits/infer HTTP/1.1\r\nHost")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let start = Instant::now();
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) }, 0);
+    let status = loop {
+        if let Some(status) = s.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "shutdown waits on a stalled client"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}");
+}
