@@ -140,7 +140,13 @@ fn explain_failure(error: kiln::Error, run_dir: &Path, checkpoints: bool) -> any
 fn fresh_run_dir(name: &str) -> Result<PathBuf> {
     let safe: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let base = Path::new("runs");
     std::fs::create_dir_all(base).with_context(|| format!("creating {}", base.display()))?;
@@ -249,7 +255,10 @@ pub struct EvalArgs<'a> {
 
 pub fn eval(args: &EvalArgs) -> Result<()> {
     if let Some(t) = args.threshold {
-        anyhow::ensure!((0.0..=1.0).contains(&t), "--threshold {t} must be a probability in [0, 1]");
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&t),
+            "--threshold {t} must be a probability in [0, 1]"
+        );
     }
     let mut a = artifact::load(args.model)?;
     let test = pipeline::load_test_split(&a.info, args.data_dir)?;
@@ -284,7 +293,11 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     let matrix = metrics::ConfusionMatrix::new(&test.labels, &predicted, num_classes)?;
     let report = metrics::ClassificationReport::new(&matrix);
     // One-unit models: the accuracy at the chosen threshold, as the report counts it.
-    let accuracy = if width == 1 { matrix.accuracy() as f32 } else { e.accuracy };
+    let accuracy = if width == 1 {
+        matrix.accuracy() as f32
+    } else {
+        e.accuracy
+    };
     let top_k: Vec<(usize, f64)> = [3, 5]
         .into_iter()
         .filter(|&k| width > k)
@@ -328,7 +341,11 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     if let Some(stem) = args.heatmap {
         // `--heatmap cm.png` means cm.png and cm.svg, not cm.png.png.
         let is_image = matches!(stem.extension().and_then(|e| e.to_str()), Some("png" | "svg"));
-        let stem = if is_image { stem.with_extension("") } else { stem.to_path_buf() };
+        let stem = if is_image {
+            stem.with_extension("")
+        } else {
+            stem.to_path_buf()
+        };
         let files = crate::plot::plot_confusion_matrix(matrix.counts(), num_classes, &names, &stem)?;
         for f in files {
             eprintln!("wrote {}", f.display());
@@ -399,7 +416,7 @@ pub fn inspect(model_path: &Path) -> Result<()> {
     );
     println!("input shape: {}", a.model.input_shape());
     println!(
-        "{:<4} {:<11} {:<14} {:>10}  details",
+        "{:<4} {:<24} {:<14} {:>10}  details",
         "#", "layer", "output", "params"
     );
     let mut shape = a.model.input_shape().dims().to_vec();
@@ -407,7 +424,7 @@ pub fn inspect(model_path: &Path) -> Result<()> {
         let (params, details, out) = describe(spec, &shape, &a.model, i);
         shape = out;
         println!(
-            "{i:<4} {:<11} {:<14} {params:>10}  {details}",
+            "{i:<4} {:<24} {:<14} {params:>10}  {details}",
             spec.type_name(),
             format!("{shape:?}")
         );
@@ -490,7 +507,10 @@ fn describe(
 
 /// Layer `index`'s per-sample output shape, from the model's own shape inference.
 fn model_output_of(model: &kiln::nn::Sequential, index: usize) -> Vec<usize> {
-    model.layer_output_shapes().get(index).map_or_else(Vec::new, |s| s.dims().to_vec())
+    model
+        .layer_output_shapes()
+        .get(index)
+        .map_or_else(Vec::new, |s| s.dims().to_vec())
 }
 
 /// The fitted normalization without its (possibly 784-long) statistics vectors.

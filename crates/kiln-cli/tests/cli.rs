@@ -937,7 +937,10 @@ fn a_run_folder_resumes_bit_identically_with_or_without_the_spec() {
         &s.kiln(&["train", "--run-dir", &straight, "--no-checkpoint"]),
         &[&straight, "already holds files"],
     );
-    assert_eq!(std::fs::read(format!("{split}/model.safetensors")).unwrap(), before);
+    assert_eq!(
+        std::fs::read(format!("{split}/model.safetensors")).unwrap(),
+        before
+    );
     let empty = s.arg("empty");
     std::fs::create_dir(&empty).unwrap();
     assert_one_line_error(

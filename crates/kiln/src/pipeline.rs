@@ -274,7 +274,12 @@ fn prepare_run_dir(
 /// Deletes the temporary files of writes a killed run left unfinished (`NAME.tmp-PID`
 /// for the run folder's own files); the files they were replacing are intact.
 fn remove_interrupted_writes(dir: &Path) -> Result<()> {
-    let ours = [CHECKPOINT_FILE, "history.json", "history.csv", "model.safetensors"];
+    let ours = [
+        CHECKPOINT_FILE,
+        "history.json",
+        "history.csv",
+        "model.safetensors",
+    ];
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();

@@ -83,7 +83,10 @@ fn early_stopping_restores_the_best_weights_even_without_stopping() {
     stop.on_train_begin(&mut model).unwrap();
     for (i, &l) in [1.0, 0.5, 0.7].iter().enumerate() {
         stamp(&mut model, i + 1);
-        assert_eq!(stop.on_epoch_end(&log(i + 1, l), &mut model).unwrap(), Control::Continue);
+        assert_eq!(
+            stop.on_epoch_end(&log(i + 1, l), &mut model).unwrap(),
+            Control::Continue
+        );
     }
     stop.on_train_end(&mut model).unwrap();
     assert!(model.weights().iter().all(|w| w.data().iter().all(|&v| v == 2.0)));

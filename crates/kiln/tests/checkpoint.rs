@@ -259,7 +259,12 @@ fn resume_fit_refuses_other_training_settings_before_touching_anything() {
         .to_string();
     assert!(err.contains("different `batch_size`"), "{err}");
     let err = small_model(0.5)
-        .resume_fit(&blobs(32, &[]), &FitOptions { epochs: 2, ..options }, &mut [], &checkpoint)
+        .resume_fit(
+            &blobs(32, &[]),
+            &FitOptions { epochs: 2, ..options },
+            &mut [],
+            &checkpoint,
+        )
         .unwrap_err()
         .to_string();
     assert!(err.contains("different `optimizer.learning_rate`"), "{err}");
