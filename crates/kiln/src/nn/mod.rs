@@ -5,6 +5,7 @@
 //! [`Layer`] holding parameter ids.
 
 mod activation;
+mod fold;
 mod initializer;
 mod layer;
 mod loss;

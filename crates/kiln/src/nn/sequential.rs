@@ -79,7 +79,7 @@ fn build_layers(
 /// The layers of a model without its parameters, so a forward pass can borrow both.
 #[derive(Debug, Clone)]
 pub struct Network {
-    layers: Vec<Layer>,
+    pub(crate) layers: Vec<Layer>,
     /// Each layer's per-sample output shape.
     shapes: Vec<Shape>,
 }
@@ -95,9 +95,27 @@ impl Network {
         fuse_final_activation: bool,
     ) -> Result<Var> {
         let last = self.layers.len().saturating_sub(1);
-        self.layers.iter().enumerate().try_fold(x, |h, (i, layer)| {
-            layer.forward(tape, h, mode, fuse_final_activation && i == last)
-        })
+        let (mut h, mut i) = (x, 0);
+        while i <= last {
+            if let (Mode::Infer, Some((conv, norm))) = (&mode, self.foldable_pair(i)) {
+                h = super::fold::conv_batch_norm(tape, h, conv, norm)?;
+                i += 2;
+                continue;
+            }
+            h = self.layers[i].forward(tape, h, mode, fuse_final_activation && i == last)?;
+            i += 1;
+        }
+        Ok(h)
+    }
+
+    /// A linear convolution at `i` directly followed by batch normalization: at inference
+    /// the normalization is an affine map per filter, which folds into the convolution's
+    /// kernel and bias (one pass over the activations fewer).
+    fn foldable_pair(&self, i: usize) -> Option<(&super::ConvLayer, &super::BatchNormLayer)> {
+        match (self.layers.get(i)?, self.layers.get(i + 1)?) {
+            (Layer::Conv2d(c), Layer::BatchNorm(b)) if c.activation == Activation::Linear => Some((c, b)),
+            _ => None,
+        }
     }
 
     /// The sum of every layer's weight penalties, or `None` if no layer has a regularizer.
