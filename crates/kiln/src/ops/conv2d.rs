@@ -386,8 +386,10 @@ fn backward_blocks(
             |(mut sums, mut cols, mut masked), ((dx, x), (g, y))| {
                 let g = match upstream.relu_output {
                     Some(_) => {
-                        masked.clear();
-                        masked.extend(g.iter().zip(y).map(|(&g, &y)| if y > 0.0 { g } else { 0.0 }));
+                        masked.resize(g.len(), 0.0);
+                        for ((m, &g), &y) in masked.iter_mut().zip(g).zip(y) {
+                            *m = if y > 0.0 { g } else { 0.0 };
+                        }
                         &masked[..]
                     }
                     None => g,

@@ -130,35 +130,59 @@ fn for_each_window(w: &Window, mut f: impl FnMut(usize, &mut dyn Iterator<Item =
     }
 }
 
-/// No tap seen yet (an index no tensor that fits u32 reaches).
-const UNSET: u32 = u32::MAX;
-
 /// Max pooling of one image; `from` gets each maximum's index in the batch tensor (as the
-/// bits of an f32, since saved buffers are f32).
+/// bits of an f32, since saved buffers are f32). The first in-image tap initialises the
+/// window, so the per-channel loop is a branch-free select the compiler vectorizes.
 fn max_image(image: &[f32], offset: usize, w: &Window, y: &mut [f32], from: &mut [f32]) {
     let c = w.channels as usize;
     for_each_window(w, |pixel, taps, _| {
         let (best, index) = (&mut y[pixel * c..][..c], &mut from[pixel * c..][..c]);
-        best.fill(f32::NEG_INFINITY);
-        index.fill(f32::from_bits(UNSET));
+        let mut first = true;
         for at in taps {
-            for ch in 0..c {
-                let v = image[at + ch];
-                if v > best[ch] || index[ch].to_bits() == UNSET {
-                    best[ch] = v;
-                    index[ch] = f32::from_bits((offset + at + ch) as u32);
-                }
+            let src = &image[at..at + c];
+            let base = (offset + at) as u32;
+            if first {
+                best.copy_from_slice(src);
+                index
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(ch, i)| *i = f32::from_bits(base + ch as u32));
+                first = false;
+                continue;
+            }
+            for (ch, ((b, i), &v)) in best.iter_mut().zip(index.iter_mut()).zip(src).enumerate() {
+                let better = v > *b;
+                *b = if better { v } else { *b };
+                *i = if better {
+                    f32::from_bits(base + ch as u32)
+                } else {
+                    *i
+                };
             }
         }
     });
 }
 
-/// `dx[argmax] += g`.
+/// `dx[argmax] += g`, image by image in parallel (each window's source lies in its own
+/// image, so the images' slices of `dx` are disjoint).
 pub(crate) fn max_backward(tape: &mut Tape, x: Var, out: Var, g: &[f32]) {
+    let s = tape.shape(x);
+    let (batch, image_len) = (s.dims()[0], s.numel() / s.dims()[0].max(1));
+    let per_image = g.len() / batch.max(1);
     tape.accumulate(x, |t, dx| {
-        for (&from, &g) in t.saved(out).iter().zip(g) {
-            dx[from.to_bits() as usize] += g;
-        }
+        dx.par_chunks_mut(image_len.max(1))
+            .zip(
+                t.saved(out)
+                    .par_chunks(per_image.max(1))
+                    .zip(g.par_chunks(per_image.max(1))),
+            )
+            .enumerate()
+            .for_each(|(b, (dx, (from, g)))| {
+                let offset = b * image_len;
+                for (&from, &g) in from.iter().zip(g) {
+                    dx[from.to_bits() as usize - offset] += g;
+                }
+            });
     });
 }
 
