@@ -154,3 +154,19 @@ fn impossible_stacks_are_errors_naming_the_layer() {
         "{err}"
     );
 }
+
+/// The same spec and seed give the same weights bit for bit, however the threads divided
+/// the work (the kernel gradient's partial sums are added in a fixed order).
+#[test]
+fn training_a_cnn_is_reproducible() {
+    let spec = digits_spec(CNN, 2).unwrap();
+    let bits = |m: &kiln::nn::Sequential| -> Vec<u32> {
+        m.params
+            .iter()
+            .flat_map(|p| p.value.data().iter().map(|v| v.to_bits()))
+            .collect()
+    };
+    let a = pipeline::train(&spec, &RunOptions::default()).unwrap();
+    let b = pipeline::train(&spec, &RunOptions::default()).unwrap();
+    assert_eq!(bits(&a.model), bits(&b.model));
+}

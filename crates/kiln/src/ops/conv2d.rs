@@ -354,9 +354,8 @@ struct Upstream<'a> {
     relu_output: Option<&'a [f32]>,
 }
 
-/// The kernel gradient followed by the bias gradient, summed over blocks (each block's
-/// partial sums on its own thread), and, when `dx` is given, the input gradient of each
-/// block.
+/// The kernel gradient followed by the bias gradient, summed over blocks, and, when `dx`
+/// is given, the input gradient of each block.
 fn backward_blocks(
     x: &[f32],
     kernel_t: &[f32],
@@ -365,73 +364,116 @@ fn backward_blocks(
     upstream: &Upstream,
     dx: Option<&mut [f32]>,
 ) -> Vec<f32> {
-    let depth = w.taps() * w.channels as usize;
     let image_len = w.input_pixels() * w.channels as usize;
     let batch = x.len() / image_len.max(1);
     let per_block = images_per_block(w, batch);
     let blocks = batch.div_ceil(per_block);
-    let dx_blocks: Vec<Option<&mut [f32]>> = match dx {
-        Some(dx) => dx.chunks_mut(per_block * image_len).map(Some).collect(),
-        None => (0..blocks).map(|_| None).collect(),
+    // A fixed number of groups, each summing its blocks in order, then the groups summed in
+    // order: the result does not depend on which thread ran what (a work-stealing reduce
+    // would change the summation order, and so the bits, from run to run).
+    let per_group = blocks.div_ceil(SUM_GROUPS) * per_block;
+    let dx_groups: Vec<Option<&mut [f32]>> = match dx {
+        Some(dx) => dx.chunks_mut(per_group * image_len).map(Some).collect(),
+        None => (0..batch.div_ceil(per_group)).map(|_| None).collect(),
     };
-    let g_len = per_block * w.output_pixels() * filters;
+    let g_len = per_group * w.output_pixels() * filters;
     // Without a fused ReLU the output stands in for its mask, unread.
     let masks = upstream.relu_output.unwrap_or(upstream.g);
-    dx_blocks
+    let partials: Vec<Vec<f32>> = dx_groups
         .into_par_iter()
-        .zip(x.par_chunks(per_block * image_len))
+        .zip(x.par_chunks(per_group * image_len))
         .zip(upstream.g.par_chunks(g_len).zip(masks.par_chunks(g_len)))
-        .fold(
-            || (vec![0.0; depth * filters + filters], Vec::new(), Vec::new()),
-            |(mut sums, mut cols, mut masked), ((dx, x), (g, y))| {
-                let g = match upstream.relu_output {
-                    Some(_) => {
-                        masked.resize(g.len(), 0.0);
-                        for ((m, &g), &y) in masked.iter_mut().zip(g).zip(y) {
-                            *m = if y > 0.0 { g } else { 0.0 };
-                        }
-                        &masked[..]
+        .map(|((dx, x), (g, y))| {
+            let group = Group {
+                x,
+                g,
+                relu_output: upstream.relu_output.map(|_| y),
+            };
+            group.backward(kernel_t, w, filters, per_block, dx)
+        })
+        .collect();
+    let mut total = partials.into_iter();
+    let mut sum = total
+        .next()
+        .unwrap_or_else(|| vec![0.0; w.taps() * w.channels as usize * filters + filters]);
+    for partial in total {
+        sum.iter_mut().zip(&partial).for_each(|(a, b)| *a += b);
+    }
+    sum
+}
+
+/// Groups the kernel gradient's partial sums are split into (see [`backward_blocks`]).
+const SUM_GROUPS: usize = 4;
+
+/// One group's images, their upstream gradient and (with a fused ReLU) outputs.
+struct Group<'a> {
+    x: &'a [f32],
+    g: &'a [f32],
+    relu_output: Option<&'a [f32]>,
+}
+
+impl Group<'_> {
+    /// Block by block in order: the kernel and bias gradients summed over the group, and
+    /// each block's input gradient when `dx` is given.
+    fn backward(
+        &self,
+        kernel_t: &[f32],
+        w: &Window,
+        filters: usize,
+        per_block: usize,
+        mut dx: Option<&mut [f32]>,
+    ) -> Vec<f32> {
+        let depth = w.taps() * w.channels as usize;
+        let image_len = w.input_pixels() * w.channels as usize;
+        let g_len = per_block * w.output_pixels() * filters;
+        let mut sums = vec![0.0; depth * filters + filters];
+        let (mut cols, mut masked) = (Vec::new(), Vec::new());
+        for (b, (x, g)) in self
+            .x
+            .chunks(per_block * image_len)
+            .zip(self.g.chunks(g_len))
+            .enumerate()
+        {
+            let g = match self.relu_output {
+                Some(y) => {
+                    masked.resize(g.len(), 0.0);
+                    for ((m, &g), &y) in masked.iter_mut().zip(g).zip(&y[b * g_len..]) {
+                        *m = if y > 0.0 { g } else { 0.0 };
                     }
-                    None => g,
-                };
-                let (dk, db) = sums.split_at_mut(depth * filters);
-                for row in g.chunks_exact(filters) {
-                    db.iter_mut().zip(row).for_each(|(d, g)| *d += g);
+                    &masked[..]
                 }
-                let rows = g.len() / filters;
-                cols.resize(rows * depth, 0.0);
-                im2col(x, w, &mut cols);
-                let cols_t = MatRef {
-                    data: &cols,
-                    row_stride: 1,
-                    col_stride: depth,
-                };
-                gemm_single_thread(
-                    depth,
-                    filters,
-                    rows,
-                    dk,
-                    true,
-                    cols_t,
-                    MatRef::row_major(g, filters),
-                );
-                if let Some(dx) = dx {
-                    // The im2col buffer is free again: reuse it for this block's dcols.
-                    let (lhs, rhs) = (MatRef::row_major(g, filters), MatRef::row_major(kernel_t, depth));
-                    gemm_single_thread(rows, depth, filters, &mut cols, false, lhs, rhs);
-                    col2im(&cols, w, dx);
-                }
-                (sums, cols, masked)
-            },
-        )
-        .map(|(sums, _, _)| sums)
-        .reduce(
-            || vec![0.0; depth * filters + filters],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                a
-            },
-        )
+                None => g,
+            };
+            let (dk, db) = sums.split_at_mut(depth * filters);
+            for row in g.chunks_exact(filters) {
+                db.iter_mut().zip(row).for_each(|(d, g)| *d += g);
+            }
+            let rows = g.len() / filters;
+            cols.resize(rows * depth, 0.0);
+            im2col(x, w, &mut cols);
+            let cols_t = MatRef {
+                data: &cols,
+                row_stride: 1,
+                col_stride: depth,
+            };
+            gemm_single_thread(
+                depth,
+                filters,
+                rows,
+                dk,
+                true,
+                cols_t,
+                MatRef::row_major(g, filters),
+            );
+            if let Some(dx) = dx.as_deref_mut() {
+                // The im2col buffer is free again: reuse it for this block's dcols.
+                let (lhs, rhs) = (MatRef::row_major(g, filters), MatRef::row_major(kernel_t, depth));
+                gemm_single_thread(rows, depth, filters, &mut cols, false, lhs, rhs);
+                col2im(&cols, w, &mut dx[b * per_block * image_len..]);
+            }
+        }
+        sums
+    }
 }
 
 #[cfg(test)]
