@@ -123,6 +123,20 @@ pub fn train_with(
             metrics: FinalMetrics::default(),
         },
     };
+    // A callback watching val_* needs validation data: say so now, not after an epoch.
+    if validation.is_none() {
+        if let Some((i, m)) = t
+            .callbacks
+            .iter()
+            .enumerate()
+            .find_map(|(i, c)| c.monitor().filter(|m| m.starts_with("val_")).map(|m| (i, m)))
+        {
+            return Err(Error::Value(format!(
+                "training.callbacks[{i}].monitor = \"{m}\" needs validation data; set training.validation_split above 0 or monitor \"{}\"",
+                &m[4..]
+            )));
+        }
+    }
     let mut callbacks = t
         .callbacks
         .iter()

@@ -222,3 +222,22 @@ fn a_spec_with_early_stopping_and_cosine_warmup_stops_and_keeps_the_best_epoch()
         "{err}"
     );
 }
+
+#[test]
+fn a_validation_monitor_without_validation_data_is_refused_before_training() {
+    let base =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/default_spec.toml")).unwrap();
+    let text = base.replace("validation_split = 0.1", "validation_split = 0.0").replace(
+        "[training]\n",
+        "[training]\ncallbacks = [{ type = \"csv_logger\", filename = \"/dev/null\" }, { type = \"early_stopping\", patience = 2 }]\n",
+    );
+    let spec = TrainSpec::parse(&text, "es.toml".as_ref()).unwrap();
+    let err = pipeline::train(&spec, &RunOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("training.callbacks[1].monitor = \"val_loss\" needs validation data")
+            && err.contains("\"loss\""),
+        "{err}"
+    );
+}

@@ -94,6 +94,16 @@ impl CallbackSpec {
         }
     }
 
+    /// The logged value this callback watches, if any.
+    pub fn monitor(&self) -> Option<&str> {
+        match self {
+            CallbackSpec::EarlyStopping(c) => Some(&c.monitor),
+            CallbackSpec::ReduceLrOnPlateau(c) => Some(&c.monitor),
+            CallbackSpec::ModelCheckpoint(c) if c.save_best_only => Some(&c.monitor),
+            _ => None,
+        }
+    }
+
     /// Checks the settings, so a spec with a bad one fails when it is read.
     pub fn validate(&self) -> Result<()> {
         match self {
