@@ -312,5 +312,23 @@ fn a_file_that_is_not_a_checkpoint_is_refused_by_name() {
         err.contains("x.safetensors") && err.contains("not a safetensors file"),
         "{err}"
     );
+    // A checkpoint from another format version is named, not misread.
+    let context = serde_json::json!({});
+    let options = FitOptions {
+        checkpoint: Some(CheckpointTarget {
+            path: &path,
+            context: &context,
+        }),
+        ..Default::default()
+    };
+    small_model(0.1).fit(&blobs(16, &[]), &options).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let (version, other) = (br#""format_version":"1""#, br#""format_version":"9""#);
+    let at = bytes.windows(version.len()).position(|w| w == version).unwrap();
+    let mut changed = bytes.clone();
+    changed[at..at + version.len()].copy_from_slice(other);
+    std::fs::write(&path, changed).unwrap();
+    let err = Checkpoint::load(&path).unwrap_err().to_string();
+    assert!(err.contains("checkpoint format version 9"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -238,6 +238,15 @@ impl Checkpoint {
                 "not a kiln training checkpoint (no `format: {CHECKPOINT_FORMAT}` in its metadata)"
             )));
         }
+        match metadata.get("format_version").map(String::as_str) {
+            Some(CHECKPOINT_VERSION) => {}
+            other => {
+                return Err(fail(format!(
+                    "checkpoint format version {}, this kiln reads version {CHECKPOINT_VERSION}",
+                    other.unwrap_or("(none)")
+                )))
+            }
+        }
         let progress: Progress = metadata
             .get(PROGRESS_KEY)
             .ok_or_else(|| fail(format!("metadata has no `{PROGRESS_KEY}`")))
