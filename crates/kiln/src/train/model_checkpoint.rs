@@ -56,9 +56,7 @@ impl ModelCheckpoint {
 
     /// A copy that saves models with `info`.
     pub(crate) fn with_info(&self, info: Option<&ModelInfo>) -> Result<ModelCheckpoint> {
-        let info = info.cloned().map(Box::new).ok_or_else(|| {
-            Error::Value("model_checkpoint needs the model's metadata to save whole models".into())
-        })?;
+        let info = info.cloned().map(Box::new).ok_or_else(missing_metadata)?;
         Ok(ModelCheckpoint {
             info: Some(info),
             best: None,
@@ -98,9 +96,7 @@ impl ModelCheckpoint {
 impl Callback for ModelCheckpoint {
     fn on_train_begin(&mut self, _model: &mut Sequential) -> Result<()> {
         if self.info.is_none() {
-            return Err(Error::Value(
-                "model_checkpoint needs the model's metadata to save whole models".into(),
-            ));
+            return Err(missing_metadata());
         }
         self.best = None;
         Ok(())
@@ -134,6 +130,11 @@ impl Callback for ModelCheckpoint {
             .map(|v| v as f32);
         Ok(())
     }
+}
+
+/// Without a model's metadata there is nothing to save a whole, loadable model with.
+fn missing_metadata() -> Error {
+    Error::Value("model_checkpoint needs the model's metadata to save whole models".into())
 }
 
 /// A log with every value present, to validate templates before training.
