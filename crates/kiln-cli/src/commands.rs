@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use kiln::pipeline::{self, RunOptions};
 use kiln::spec::TrainSpec;
-use kiln::train::{argmax, Callback};
+use kiln::train::{argmax, Callback, Collective};
 use kiln::{artifact, metrics};
 
 use crate::progress::EpochProgressBar;
@@ -29,18 +29,37 @@ pub struct TrainArgs<'a> {
 const RUN_MODEL: &str = "model.safetensors";
 
 pub fn train(args: &TrainArgs) -> Result<()> {
+    train_in(args, None, Vec::new())
+}
+
+/// `kiln train`, alone or as one rank of a data-parallel group. Every rank trains; only
+/// rank 0 picks the run folder, prints, and saves.
+pub fn train_in(
+    args: &TrainArgs,
+    group: Option<&dyn Collective>,
+    mut extra: Vec<Box<dyn Callback>>,
+) -> Result<()> {
     let start = Instant::now();
+    let is_root = group.is_none_or(|g| g.rank() == 0);
     let mut spec = match (args.spec, args.resume) {
         (Some(p), _) => TrainSpec::from_file(p)?,
         (None, Some(dir)) => pipeline::spec_of_run(dir)?,
         (None, None) => {
-            println!("No spec given: training the built-in MLP on the embedded UCI digits set (offline).");
+            if is_root {
+                println!(
+                    "No spec given: training the built-in MLP on the embedded UCI digits set (offline)."
+                );
+            }
             TrainSpec::default_digits()
         }
     };
     if let Some(e) = args.epochs {
         anyhow::ensure!(e > 0, "--epochs must be at least 1");
         spec.training.epochs = e;
+    }
+    if let Some(group) = group.filter(|_| !is_root) {
+        let run_dir = run_dir_of_root(group, None);
+        return train_as_follower(args, &spec, group, &run_dir, extra);
     }
     // Fail on an unwritable output before spending minutes training.
     for path in [args.out, args.report].into_iter().flatten() {
@@ -54,6 +73,9 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         (None, Some(dir)) => (claim_run_dir(dir)?, true),
         (None, None) => (fresh_run_dir(spec.name.as_deref().unwrap_or("model"))?, true),
     };
+    if let Some(group) = group {
+        run_dir_of_root(group, Some(&run_dir));
+    }
     if let Some(dir) = args.resume {
         let done = kiln::train::Checkpoint::load(&dir.join(pipeline::CHECKPOINT_FILE))
             .map(|c| c.progress.epochs_done)
@@ -63,10 +85,9 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         }
     }
     let interactive = !args.quiet && std::io::stdout().is_terminal();
-    let extra: Vec<Box<dyn Callback>> = match interactive {
-        true => vec![Box::new(EpochProgressBar::new())],
-        false => Vec::new(),
-    };
+    if interactive {
+        extra.push(Box::new(EpochProgressBar::new()));
+    }
     let options = RunOptions {
         data_dir: args.data_dir,
         verbose: !args.quiet && !interactive,
@@ -74,6 +95,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         checkpoints: !args.no_checkpoint,
         resume: args.resume.is_some(),
         skip_nonfinite_batches: args.skip_nonfinite_batches,
+        distributed: group,
     };
     if !args.quiet {
         println!("run folder: {}", run_dir.display());
@@ -91,8 +113,17 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     let val = outcome.validation.map_or(String::new(), |v| {
         format!(" - val_loss: {:.4} - val_accuracy: {:.4}", v.loss, v.accuracy)
     });
+    let ranks = group.map_or(String::new(), |g| {
+        let share = new_epochs.iter().map(|e| e.communication_seconds).sum::<f64>()
+            / new_epochs.iter().map(|e| e.train_seconds).sum::<f64>().max(1e-9);
+        format!(
+            " - {} ranks, {:.1}% of training in all-reduce",
+            g.size(),
+            100.0 * share
+        )
+    });
     println!(
-        "test_loss: {:.4} - test_accuracy: {:.4}{val} - {:.3} s/epoch (median of {}) - data {:.2}s - total {:.1}s",
+        "test_loss: {:.4} - test_accuracy: {:.4}{val} - {:.3} s/epoch (median of {}){ranks} - data {:.2}s - total {:.1}s",
         outcome.test.loss,
         outcome.test.accuracy,
         median_seconds(new_epochs),
@@ -101,7 +132,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         start.elapsed().as_secs_f64()
     );
     if let Some(report) = args.report {
-        write_report(report, &outcome, &spec)?;
+        write_report(report, &outcome, &spec, group.map_or(1, |g| g.size()))?;
     }
     let run_model = run_dir.join(RUN_MODEL);
     artifact::save(&outcome.model, &outcome.info, &run_model)?;
@@ -111,6 +142,35 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         println!("saved {}", out.display());
     }
     Ok(())
+}
+
+/// A rank other than 0: trains its share in step with the others, keeps no run folder
+/// (rank 0 sends it the checkpoint to resume from), prints and saves nothing.
+fn train_as_follower(
+    args: &TrainArgs,
+    spec: &TrainSpec,
+    group: &dyn Collective,
+    run_dir: &Path,
+    extra: Vec<Box<dyn Callback>>,
+) -> Result<()> {
+    let options = RunOptions {
+        data_dir: args.data_dir,
+        run_dir: Some(run_dir),
+        checkpoints: !args.no_checkpoint,
+        resume: args.resume.is_some(),
+        skip_nonfinite_batches: args.skip_nonfinite_batches,
+        distributed: Some(group),
+        ..Default::default()
+    };
+    pipeline::train_with(spec, &options, extra)?;
+    Ok(())
+}
+
+/// The run folder rank 0 chose (`Some` on rank 0, `None` on the others), on every rank.
+fn run_dir_of_root(group: &dyn Collective, mine: Option<&Path>) -> PathBuf {
+    let mut bytes = mine.map_or(Vec::new(), |p| p.as_os_str().as_encoded_bytes().to_vec());
+    group.broadcast_bytes(&mut bytes);
+    PathBuf::from(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Adds to a training failure where the run's last good checkpoint is and how to go on.
@@ -190,7 +250,12 @@ fn median_seconds(epochs: &[kiln::train::EpochLog]) -> f64 {
     .median_epoch_seconds()
 }
 
-fn write_report(report: &Path, outcome: &pipeline::TrainOutcome, spec: &TrainSpec) -> Result<()> {
+fn write_report(
+    report: &Path,
+    outcome: &pipeline::TrainOutcome,
+    spec: &TrainSpec,
+    ranks: usize,
+) -> Result<()> {
     let h = &outcome.history;
     let fit_seconds: f64 = h.epochs.iter().map(|e| e.seconds).sum();
     let summary = serde_json::json!({
@@ -204,6 +269,7 @@ fn write_report(report: &Path, outcome: &pipeline::TrainOutcome, spec: &TrainSpe
         "test_accuracy": outcome.test.accuracy,
         "data_seconds": outcome.load_seconds,
         "threads": rayon_threads(),
+        "ranks": ranks,
         "history": h.epochs,
     });
     let text = serde_json::to_string_pretty(&summary)? + "\n";

@@ -1,6 +1,7 @@
 //! The `kiln` command: train, evaluate, predict with and inspect models.
 
 mod commands;
+mod distributed;
 mod plot;
 mod progress;
 mod serve_command;
@@ -56,6 +57,10 @@ enum Command {
         /// Do not save a checkpoint after every epoch (the run cannot be resumed).
         #[arg(long, conflicts_with = "resume")]
         no_checkpoint: bool,
+        /// Train data-parallel as one rank of an MPI job: `mpirun -np N kiln train SPEC
+        /// --distributed`. The spec's batch size is the global batch, split across ranks.
+        #[arg(long)]
+        distributed: bool,
     },
     /// Print a saved model's loss and accuracy on its test split; with --report, per-class
     /// precision, recall, F1 and the confusion matrix.
@@ -130,18 +135,25 @@ fn main() -> ExitCode {
             resume,
             skip_nonfinite_batches,
             no_checkpoint,
-        } => commands::train(&commands::TrainArgs {
-            spec: spec.as_deref(),
-            out: out.as_deref(),
-            data_dir: data_dir.as_deref(),
-            epochs,
-            quiet,
-            report: report.as_deref(),
-            run_dir: run_dir.as_deref(),
-            resume: resume.as_deref(),
-            skip_nonfinite_batches,
-            no_checkpoint,
-        }),
+            distributed,
+        } => {
+            let args = commands::TrainArgs {
+                spec: spec.as_deref(),
+                out: out.as_deref(),
+                data_dir: data_dir.as_deref(),
+                epochs,
+                quiet,
+                report: report.as_deref(),
+                run_dir: run_dir.as_deref(),
+                resume: resume.as_deref(),
+                skip_nonfinite_batches,
+                no_checkpoint,
+            };
+            match distributed {
+                true => distributed::train(&args),
+                false => commands::train(&args),
+            }
+        }
         Command::Eval {
             model,
             data_dir,

@@ -619,6 +619,15 @@ fn zero_epochs_is_an_error() {
     );
 }
 
+#[cfg(not(feature = "distributed"))]
+#[test]
+fn distributed_in_a_build_without_mpi_says_how_to_get_it() {
+    let s = Sandbox::new("no-mpi");
+    let out = s.kiln(&["train", "--distributed"]);
+    assert_one_line_error(&out, &["--distributed", "--features distributed", "Open MPI"]);
+    assert!(!s.dir.join("runs").exists(), "nothing was created");
+}
+
 // ---------------------------------------------------------------------------------------
 // Happy paths
 

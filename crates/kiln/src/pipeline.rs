@@ -11,7 +11,8 @@ use crate::nn::Sequential;
 use crate::spec::{ModelSpec, TrainSpec};
 use crate::train::checkpoint::{as_read_back, first_difference};
 use crate::train::{
-    Callback, Checkpoint, CheckpointTarget, Evaluation, FitOptions, History, HistoryFiles, Validation,
+    Callback, Checkpoint, CheckpointTarget, Collective, Evaluation, FitOptions, History, HistoryFiles, Inert,
+    Validation,
 };
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -29,6 +30,11 @@ pub struct RunOptions<'a> {
     pub resume: bool,
     /// Skip batches whose loss is not finite instead of stopping with an error.
     pub skip_nonfinite_batches: bool,
+    /// Train data-parallel in this group. Every rank calls `train` with the same spec and
+    /// options (the same run folder too: it names the callbacks' files, which only rank 0
+    /// writes); a checkpoint to resume from is read by rank 0 and sent to the others, so
+    /// they need not see its file.
+    pub distributed: Option<&'a dyn Collective>,
 }
 
 #[derive(Debug)]
@@ -137,6 +143,7 @@ pub fn train_with(
             )));
         }
     }
+    let is_root = options.distributed.is_none_or(|g| g.rank() == 0);
     let mut callbacks = t
         .callbacks
         .iter()
@@ -145,7 +152,11 @@ pub fn train_with(
             if let Some(dir) = options.run_dir {
                 c.resolve_paths(dir);
             }
-            c.build(Some(&info))
+            let built = c.build(Some(&info))?;
+            Ok(match c.writes_files() && !is_root {
+                true => Box::new(Inert::replacing(built.as_ref())) as Box<dyn Callback>,
+                false => built,
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     let context = serde_json::json!({ "spec": spec, "data_sha256": info.lineage.data_sha256 });
@@ -154,16 +165,25 @@ pub fn train_with(
         .filter(|_| options.checkpoints)
         .map(|d| d.join(CHECKPOINT_FILE));
     let resume_from = match (options.run_dir, options.resume) {
-        (Some(dir), _) => {
+        (Some(dir), _) if is_root => {
             callbacks.push(Box::new(HistoryFiles::new(dir)));
             prepare_run_dir(dir, options.resume, &context, t.epochs)?
         }
-        (None, true) => {
+        (Some(dir), _) => {
+            // Another rank's run folder: hold the history writer's place, touch nothing.
+            callbacks.push(Box::new(Inert::replacing(&HistoryFiles::new(dir))));
+            None
+        }
+        (None, true) if is_root => {
             return Err(Error::Value(
                 "resuming needs the run folder to resume from".into(),
             ))
         }
-        (None, false) => None,
+        (None, _) => None,
+    };
+    let resume_from = match options.distributed {
+        Some(group) => share_checkpoint(group, resume_from)?,
+        None => resume_from,
     };
     callbacks.extend(extra_callbacks);
     let fit = FitOptions {
@@ -178,13 +198,17 @@ pub fn train_with(
             context: &context,
         }),
         skip_nonfinite_batches: options.skip_nonfinite_batches,
+        distributed: options.distributed,
     };
     let history = match &resume_from {
         Some(checkpoint) => model.resume_fit(&train, &fit, &mut callbacks, checkpoint)?,
         None => model.fit_with_callbacks(&train, &fit, &mut callbacks)?,
     };
-    let test_eval = model.evaluate(&test, 1024)?;
-    let final_validation = validation.as_ref().map(|v| model.evaluate(v, 1024)).transpose()?;
+    let test_eval = model.evaluate_in(&test, 1024, options.distributed)?;
+    let final_validation = validation
+        .as_ref()
+        .map(|v| model.evaluate_in(v, 1024, options.distributed))
+        .transpose()?;
 
     let last = history.last().cloned();
     info.lineage.epochs_trained = history.epochs.len();
@@ -208,6 +232,22 @@ pub fn train_with(
         load_seconds,
         resumed_epochs: resume_from.map_or(0, |c| c.progress.epochs_done),
     })
+}
+
+/// Rank 0's checkpoint to resume from, on every rank (none: a fresh run), so ranks on
+/// machines that do not share rank 0's run folder resume too.
+fn share_checkpoint(group: &dyn Collective, mine: Option<Checkpoint>) -> Result<Option<Checkpoint>> {
+    let origin = Path::new("rank 0's checkpoint");
+    let mut bytes = match (&mine, group.rank()) {
+        (Some(c), 0) => c.encode(origin)?,
+        _ => Vec::new(),
+    };
+    group.broadcast_bytes(&mut bytes);
+    match (mine, bytes.is_empty()) {
+        (Some(c), _) => Ok(Some(c)),
+        (None, true) => Ok(None),
+        (None, false) => Checkpoint::decode(&bytes, origin).map(Some),
+    }
 }
 
 /// The spec a run folder's checkpoint was trained from (to resume without naming it).

@@ -19,6 +19,7 @@ fn log(epoch: usize, val_loss: f32) -> EpochLog {
         train_seconds: 0.0,
         learning_rate: 0.1,
         skipped_batches: 0,
+        communication_seconds: 0.0,
     }
 }
 

@@ -86,6 +86,7 @@ fn write_logs(dir: &Path) -> Scalars {
             train_seconds: 0.1,
             learning_rate: 0.001 / epoch as f32,
             skipped_batches: 0,
+            communication_seconds: 0.0,
         };
         tb.on_epoch_end(&log, &mut model).unwrap();
         let step = epoch as i64 - 1;

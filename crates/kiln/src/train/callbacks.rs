@@ -55,6 +55,33 @@ pub trait Callback: Send {
     }
 }
 
+/// A file-writing callback's stand-in on the ranks that write nothing (every rank but 0 in
+/// distributed training): it does nothing, but holds the same place in the callback list
+/// and carries the state a checkpoint restores, so every rank resumes from the same file.
+pub struct Inert {
+    state: Option<CallbackState>,
+}
+
+impl Inert {
+    /// Stands in for `callback`, keeping its resumable state (if it has any).
+    pub fn replacing(callback: &dyn Callback) -> Inert {
+        Inert {
+            state: callback.state(),
+        }
+    }
+}
+
+impl Callback for Inert {
+    fn state(&self) -> Option<CallbackState> {
+        self.state.clone()
+    }
+
+    fn restore(&mut self, state: CallbackState) -> Result<()> {
+        self.state = Some(state);
+        Ok(())
+    }
+}
+
 /// Decodes a callback's saved values, naming the callback when they do not fit.
 fn decode_state<T: serde::de::DeserializeOwned>(name: &str, values: serde_json::Value) -> Result<T> {
     serde_json::from_value(values)
@@ -91,6 +118,17 @@ impl CallbackSpec {
                 m.filepath = p.to_string_lossy().into_owned();
             }
             CallbackSpec::EarlyStopping(_) | CallbackSpec::ReduceLrOnPlateau(_) => {}
+        }
+    }
+
+    /// Whether the callback writes files (logs, models) rather than steer training; in
+    /// distributed training only rank 0 runs those.
+    pub fn writes_files(&self) -> bool {
+        match self {
+            CallbackSpec::CsvLogger(_) | CallbackSpec::ModelCheckpoint(_) | CallbackSpec::TensorBoard(_) => {
+                true
+            }
+            CallbackSpec::EarlyStopping(_) | CallbackSpec::ReduceLrOnPlateau(_) => false,
         }
     }
 

@@ -194,6 +194,11 @@ impl Checkpoint {
 
     /// Writes the checkpoint to `path` atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
+        write_atomically(path, &self.encode(path)?)
+    }
+
+    /// The checkpoint as the bytes [`Checkpoint::save`] writes (`path` names it in errors).
+    pub fn encode(&self, path: &Path) -> Result<Vec<u8>> {
         let fail = |message: String| Error::Artifact {
             path: path.into(),
             message,
@@ -217,21 +222,25 @@ impl Checkpoint {
                 tensors.push((format!("callbacks.{i}.{j}"), t.dims(), t.data()));
             }
         }
-        let bytes = encode_safetensors(&metadata, &tensors).map_err(fail)?;
-        write_atomically(path, &bytes)
+        encode_safetensors(&metadata, &tensors).map_err(fail)
     }
 
     /// Reads a checkpoint written by [`Checkpoint::save`].
     pub fn load(path: &Path) -> Result<Checkpoint> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Checkpoint::decode(&bytes, path)
+    }
+
+    /// Reads a checkpoint from the bytes of a file (`path` names it in errors).
+    pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
         let fail = |message: String| Error::Artifact {
             path: path.into(),
             message,
         };
-        let (_, header) = SafeTensors::read_metadata(&bytes)
-            .map_err(|e| fail(format!("not a safetensors file ({e:?})")))?;
+        let (_, header) =
+            SafeTensors::read_metadata(bytes).map_err(|e| fail(format!("not a safetensors file ({e:?})")))?;
         let tensors =
-            SafeTensors::deserialize(&bytes).map_err(|e| fail(format!("not a safetensors file ({e:?})")))?;
+            SafeTensors::deserialize(bytes).map_err(|e| fail(format!("not a safetensors file ({e:?})")))?;
         let metadata = header.metadata().clone().unwrap_or_default();
         if metadata.get("format").map(String::as_str) != Some(CHECKPOINT_FORMAT) {
             return Err(fail(format!(

@@ -11,6 +11,7 @@ use crate::optim::{GradientClipping, Optimizer, OptimizerSpec, Schedule};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
+use super::distributed::{self, Collective, Timed};
 use super::{BatchProgress, Callback, Checkpoint, Control, EpochLog, FlushDenormals, History};
 
 /// Stream label for dropout masks, apart from the streams used for init and shuffles.
@@ -30,6 +31,8 @@ pub struct Compiled {
     dropout_rng: Rng,
     batch_x: Vec<f32>,
     batch_y: Vec<u32>,
+    /// What a distributed step all-reduces (see `distributed::pack_step`), reused.
+    reduce_buffer: Vec<f32>,
 }
 
 impl Compiled {
@@ -104,6 +107,10 @@ pub struct FitOptions<'a> {
     pub checkpoint: Option<CheckpointTarget<'a>>,
     /// Skip a batch whose loss is NaN or infinite (no update) instead of stopping.
     pub skip_nonfinite_batches: bool,
+    /// Train data-parallel with the other ranks of this group: each rank computes the
+    /// gradient of its share of every global batch of `batch_size`, the shares are summed,
+    /// and every rank applies the same update. Validation is split the same way.
+    pub distributed: Option<&'a dyn Collective>,
 }
 
 impl Default for FitOptions<'_> {
@@ -118,6 +125,7 @@ impl Default for FitOptions<'_> {
             verbose: false,
             checkpoint: None,
             skip_nonfinite_batches: false,
+            distributed: None,
         }
     }
 }
@@ -134,6 +142,15 @@ struct EpochTotals {
     loss: f32,
     accuracy: f32,
     skipped_batches: usize,
+    /// Seconds spent in all-reduce (distributed training only).
+    communication_seconds: f64,
+}
+
+/// A distributed step's place in its global batch.
+#[derive(Clone, Copy)]
+struct GlobalBatch<'a> {
+    group: Timed<'a>,
+    samples: usize,
 }
 
 /// Loss and accuracy of a model on a data set.
@@ -167,6 +184,7 @@ impl Sequential {
             dropout_rng: Rng::derive(seed, DROPOUT_STREAM),
             batch_x: Vec::new(),
             batch_y: Vec::new(),
+            reduce_buffer: Vec::new(),
         });
     }
 
@@ -257,35 +275,38 @@ impl Sequential {
             .compiled
             .take()
             .ok_or_else(|| Error::Value("the model must be compiled before training".into()))?;
-        let result = self.step_with(&mut compiled, x, labels);
+        let result = self.step_with(&mut compiled, x, labels, None, &mut 0.0);
         self.compiled = Some(compiled);
         result
     }
 
-    fn step_with(&mut self, c: &mut Compiled, x: &[f32], labels: &[u32]) -> Result<StepResult> {
-        let shape = self.input_shape().with_batch(labels.len());
+    /// One update from the batch `x`/`labels`; in distributed training that batch is this
+    /// rank's share of `global`, the gradients are summed over the ranks, and the result
+    /// reports the global batch's loss and correct count.
+    fn step_with(
+        &mut self,
+        c: &mut Compiled,
+        x: &[f32],
+        labels: &[u32],
+        global: Option<GlobalBatch>,
+        communication_seconds: &mut f64,
+    ) -> Result<StepResult> {
         let lr = c.learning_rate();
-        let (network, params, workspace) = self.parts();
-        let fused = c.loss.fuses(network.final_activation());
-        // Gradients are zero here: fresh, or cleared by the previous step's update (or by
-        // the error path below).
-        let recorded = (|| {
-            let mut tape = Tape::new(params, workspace);
-            let input = tape.input(x, shape);
-            let output = network.forward(&mut tape, input, &mut Mode::Train(&mut c.dropout_rng), fused)?;
-            let data_loss = c.loss.compute(&mut tape, output, fused, labels)?;
-            let loss = with_penalties(network, &mut tape, data_loss)?;
-            tape.backward(loss);
-            let correct = count_correct(tape.value(output), labels, fused || c.loss.from_logits);
-            Ok((tape.value(loss)[0], correct))
-        })();
-        let (loss_value, correct) = match recorded {
-            Ok(r) => r,
-            Err(e) => {
-                params.zero_grads();
-                return Err(e);
-            }
+        let (mut loss_value, mut correct) = match labels.is_empty() {
+            // A rank whose share of a short final batch is empty contributes nothing.
+            true => (0.0, 0),
+            false => self.forward_backward(c, x, labels)?,
         };
+        let (_, params, _) = self.parts();
+        if let Some(g) = global {
+            let share = labels.len() as f32 / g.samples as f32;
+            let local_sum = loss_value * labels.len() as f32;
+            let buffer = &mut c.reduce_buffer;
+            distributed::pack_step(buffer, params, local_sum, correct, share, g.group.group.size());
+            g.group.all_reduce_sum(buffer, communication_seconds);
+            let (loss_sum, global_correct) = distributed::unpack_step(buffer, params);
+            (loss_value, correct) = (loss_sum / g.samples as f32, global_correct);
+        }
         if !loss_value.is_finite() {
             // Gradients of a non-finite loss would poison every weight: apply none.
             params.zero_grads();
@@ -304,6 +325,30 @@ impl Sequential {
             correct,
             finite: true,
         })
+    }
+
+    /// The forward and backward pass of one batch: its loss and correct count, with the
+    /// gradients accumulated in the parameters (cleared again on an error).
+    fn forward_backward(&mut self, c: &mut Compiled, x: &[f32], labels: &[u32]) -> Result<(f32, usize)> {
+        let shape = self.input_shape().with_batch(labels.len());
+        let (network, params, workspace) = self.parts();
+        let fused = c.loss.fuses(network.final_activation());
+        // Gradients are zero here: fresh, or cleared by the previous step's update (or by
+        // the error path below).
+        let recorded = (|| {
+            let mut tape = Tape::new(params, workspace);
+            let input = tape.input(x, shape);
+            let output = network.forward(&mut tape, input, &mut Mode::Train(&mut c.dropout_rng), fused)?;
+            let data_loss = c.loss.compute(&mut tape, output, fused, labels)?;
+            let loss = with_penalties(network, &mut tape, data_loss)?;
+            tape.backward(loss);
+            let correct = count_correct(tape.value(output), labels, fused || c.loss.from_logits);
+            Ok((tape.value(loss)[0], correct))
+        })();
+        if recorded.is_err() {
+            params.zero_grads();
+        }
+        recorded
     }
 
     /// Trains for `options.epochs` epochs (Keras `fit`).
@@ -393,6 +438,10 @@ impl Sequential {
                 false => history.epochs.len(),
             };
         }
+        if let Some(group) = options.distributed {
+            self.join_group(group);
+        }
+        let is_root = options.distributed.is_none_or(|g| g.rank() == 0);
         let steps = train.len().div_ceil(options.batch_size);
         for epoch in first_epoch..options.epochs {
             for c in callbacks.iter_mut() {
@@ -401,7 +450,9 @@ impl Sequential {
             let start = Instant::now();
             let totals = self.train_epoch(train, epoch, options, callbacks)?;
             let train_seconds = start.elapsed().as_secs_f64();
-            let val = validation.map(|v| self.evaluate(v, 1024)).transpose()?;
+            let val = validation
+                .map(|v| self.evaluate_in(v, 1024, options.distributed))
+                .transpose()?;
             let log = EpochLog {
                 epoch: epoch + 1,
                 loss: totals.loss,
@@ -412,16 +463,23 @@ impl Sequential {
                 train_seconds,
                 learning_rate: self.current_learning_rate().unwrap_or(0.0),
                 skipped_batches: totals.skipped_batches,
+                communication_seconds: totals.communication_seconds,
             };
-            if options.verbose {
+            if options.verbose && is_root {
                 println!("{}", log.progress_line(options.epochs, steps));
             }
             let mut stop = false;
             for c in callbacks.iter_mut() {
                 stop |= c.on_epoch_end(&log, self)? == Control::Stop;
             }
+            if let Some(group) = options.distributed {
+                // Every rank sees the same logs, so their callbacks agree; make sure of it.
+                let mut votes = [stop as u8 as f64];
+                group.all_reduce_sum_f64(&mut votes);
+                stop = votes[0] > 0.0;
+            }
             history.epochs.push(log);
-            if let Some(target) = options.checkpoint {
+            if let Some(target) = options.checkpoint.filter(|_| is_root) {
                 let context = target.context.clone();
                 Checkpoint::capture(self, &history, callbacks, stop, context, settings.clone())?
                     .save(target.path)?;
@@ -457,6 +515,26 @@ impl Sequential {
         })
     }
 
+    /// Starts every rank from rank 0's weights, and gives each rank its own dropout
+    /// stream (derived from rank 0's, so a resumed run draws the same masks again).
+    fn join_group(&mut self, group: &dyn Collective) {
+        distributed::broadcast_parameters(group, &mut self.params);
+        let c = self.compiled.as_mut().expect("checked by fit");
+        let mut bytes: Vec<u8> = c
+            .dropout_rng
+            .state()
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        group.broadcast_bytes(&mut bytes);
+        if group.rank() > 0 {
+            let seed = bytes.chunks_exact(8).fold(0u64, |h, w| {
+                h.rotate_left(17) ^ u64::from_le_bytes(w.try_into().expect("8 bytes"))
+            });
+            c.dropout_rng = Rng::derive(seed, group.rank() as u64);
+        }
+    }
+
     /// One pass over the training set: mean loss weighted by batch size, and accuracy, over
     /// the batches that were applied.
     fn train_epoch(
@@ -469,12 +547,23 @@ impl Sequential {
         let order = epoch_order(train.len(), epoch, options.seed, options.shuffle);
         let mut c = self.compiled.take().expect("checked by fit");
         let (mut loss_sum, mut correct, mut seen, mut skipped) = (0.0f64, 0usize, 0usize, 0usize);
+        let mut communication_seconds = 0.0;
         let steps = order.len().div_ceil(options.batch_size);
         let mut result = Ok(());
         for (step, batch) in order.chunks(options.batch_size).enumerate() {
             let (mut x, mut y) = (std::mem::take(&mut c.batch_x), std::mem::take(&mut c.batch_y));
-            gather_batch(train, batch, &mut x, &mut y);
-            let outcome = self.step_with(&mut c, &x, &y);
+            let (mine, global) = match options.distributed {
+                Some(group) => (
+                    distributed::shard(batch, group.rank(), group.size()),
+                    Some(GlobalBatch {
+                        group: Timed { group },
+                        samples: batch.len(),
+                    }),
+                ),
+                None => (batch, None),
+            };
+            gather_batch(train, mine, &mut x, &mut y);
+            let outcome = self.step_with(&mut c, &x, &y, global, &mut communication_seconds);
             (c.batch_x, c.batch_y) = (x, y);
             match outcome {
                 Ok(s) if s.finite => {
@@ -520,6 +609,7 @@ impl Sequential {
             loss: (loss_sum / n) as f32,
             accuracy: (correct as f64 / n) as f32,
             skipped_batches: skipped,
+            communication_seconds,
         })
     }
 
@@ -537,27 +627,54 @@ impl Sequential {
 
     /// Mean loss and accuracy over `data`, in batches, without dropout (Keras `evaluate`).
     pub fn evaluate(&mut self, data: &Dataset, batch_size: usize) -> Result<Evaluation> {
+        self.evaluate_in(data, batch_size, None)
+    }
+
+    /// [`Sequential::evaluate`]; with a group, each rank evaluates its share of `data` and
+    /// the sums are reduced, so every rank returns the figures for the whole set.
+    pub fn evaluate_in(
+        &mut self,
+        data: &Dataset,
+        batch_size: usize,
+        group: Option<&dyn Collective>,
+    ) -> Result<Evaluation> {
         self.check_data(data, "evaluation")?;
         let mut c = self
             .compiled
             .take()
             .ok_or_else(|| Error::Value("the model must be compiled before evaluating".into()))?;
-        let result = self.evaluate_with(&mut c, data, batch_size.max(1));
+        let (start, end) = group.map_or((0, data.len()), |g| {
+            distributed::shard_bounds(data.len(), g.rank(), g.size())
+        });
+        let size = data.sample_size();
+        let features = &data.features[start * size..end * size];
+        let result = self.evaluation_sums(&mut c, features, &data.labels[start..end], batch_size.max(1));
         self.compiled = Some(c);
-        result
+        let mut sums = result?;
+        if let Some(g) = group {
+            g.all_reduce_sum_f64(&mut sums);
+        }
+        let n = data.len().max(1) as f64;
+        Ok(Evaluation {
+            loss: (sums[0] / n) as f32,
+            accuracy: (sums[1] / n) as f32,
+        })
     }
 
-    fn evaluate_with(&mut self, c: &mut Compiled, data: &Dataset, batch_size: usize) -> Result<Evaluation> {
-        let size = data.sample_size();
+    /// The loss summed over samples, and the number classified correctly.
+    fn evaluation_sums(
+        &mut self,
+        c: &mut Compiled,
+        features: &[f32],
+        labels: &[u32],
+        batch_size: usize,
+    ) -> Result<[f64; 2]> {
         let input_shape = self.input_shape();
+        let size = input_shape.numel();
         let (network, params, workspace) = self.parts();
         let fused = c.loss.fuses(network.final_activation());
         let (mut loss_sum, mut correct) = (0.0f64, 0usize);
-        for (x, labels) in data
-            .features
-            .chunks(batch_size * size)
-            .zip(data.labels.chunks(batch_size))
-        {
+        for (x, labels) in features.chunks(batch_size * size).zip(labels.chunks(batch_size)) {
             let mut tape = Tape::inference(params, workspace);
             let input = tape.input(x, input_shape.with_batch(labels.len()));
             let output = network.forward(&mut tape, input, &mut Mode::Infer, fused)?;
@@ -566,11 +683,7 @@ impl Sequential {
             loss_sum += tape.value(loss)[0] as f64 * labels.len() as f64;
             correct += count_correct(tape.value(output), labels, fused || c.loss.from_logits);
         }
-        let n = data.len().max(1) as f64;
-        Ok(Evaluation {
-            loss: (loss_sum / n) as f32,
-            accuracy: (correct as f64 / n) as f32,
-        })
+        Ok([loss_sum, correct as f64])
     }
 
     /// The model's outputs (class probabilities for a softmax model) for `count` samples

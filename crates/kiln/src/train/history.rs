@@ -19,6 +19,9 @@ pub struct EpochLog {
     /// Batches left out because their loss was not finite (`skip_nonfinite_batches`).
     #[serde(default)]
     pub skipped_batches: usize,
+    /// Seconds of the training steps spent in all-reduce (0 unless distributed).
+    #[serde(default)]
+    pub communication_seconds: f64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -53,6 +56,12 @@ impl EpochLog {
         if let (Some(l), Some(a)) = (self.val_loss, self.val_accuracy) {
             line += &format!(" - val_loss: {l:.4} - val_accuracy: {a:.4}");
         }
+        if self.communication_seconds > 0.0 {
+            line += &format!(
+                " - allreduce: {:.0}%",
+                100.0 * self.communication_seconds / self.train_seconds.max(1e-9)
+            );
+        }
         if self.skipped_batches > 0 {
             line += &format!(" - skipped {} non-finite batches", self.skipped_batches);
         }
@@ -76,6 +85,7 @@ mod tests {
             train_seconds: 0.8,
             learning_rate: 0.001,
             skipped_batches: 0,
+            communication_seconds: 0.0,
         };
         assert_eq!(
             log.progress_line(10, 750),

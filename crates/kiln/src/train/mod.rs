@@ -4,6 +4,7 @@
 mod callbacks;
 pub(crate) mod checkpoint;
 mod denormals;
+pub mod distributed;
 mod fit;
 mod history;
 mod history_files;
@@ -11,10 +12,11 @@ mod model_checkpoint;
 mod tensorboard;
 
 pub use callbacks::{
-    BatchProgress, Callback, CallbackSpec, Control, CsvLogger, EarlyStopping, ReduceLrOnPlateau,
+    BatchProgress, Callback, CallbackSpec, Control, CsvLogger, EarlyStopping, Inert, ReduceLrOnPlateau,
 };
 pub use checkpoint::{CallbackState, Checkpoint, Progress, CHECKPOINT_FORMAT};
 pub use denormals::FlushDenormals;
+pub use distributed::{Collective, InProcessGroup};
 pub use fit::{argmax, CheckpointTarget, Compiled, Evaluation, FitOptions, StepResult, Validation};
 pub use history::{EpochLog, History};
 pub use history_files::{history_csv, HistoryFiles, HISTORY_CSV, HISTORY_JSON};

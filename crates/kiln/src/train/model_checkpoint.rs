@@ -149,6 +149,7 @@ fn sample_log() -> EpochLog {
         train_seconds: 0.0,
         learning_rate: 0.0,
         skipped_batches: 0,
+        communication_seconds: 0.0,
     }
 }
 

@@ -583,6 +583,7 @@ mod tests {
             train_seconds: 1.0,
             learning_rate: 0.01,
             skipped_batches: 0,
+            communication_seconds: 0.0,
         };
         tb.on_epoch_end(&log(1, Some(0.75)), &mut model).unwrap();
         tb.on_epoch_end(&log(2, Some(0.5)), &mut model).unwrap();
@@ -649,6 +650,7 @@ mod tests {
             train_seconds: 1.0,
             learning_rate: 0.01,
             skipped_batches: 0,
+            communication_seconds: 0.0,
         };
         tb.on_epoch_end(&log, &mut model).unwrap();
         tb.on_train_end(&mut model).unwrap();
