@@ -59,6 +59,7 @@ pub fn train_in(
     }
     if let Some(group) = group.filter(|_| !is_root) {
         let run_dir = run_dir_of_root(group, None);
+        crate::distributed::on_run_dir(group, &run_dir, !args.no_checkpoint);
         return train_as_follower(args, &spec, group, &run_dir, extra);
     }
     // Fail on an unwritable output before spending minutes training.
@@ -75,6 +76,7 @@ pub fn train_in(
     };
     if let Some(group) = group {
         run_dir_of_root(group, Some(&run_dir));
+        crate::distributed::on_run_dir(group, &run_dir, !args.no_checkpoint);
     }
     if let Some(dir) = args.resume {
         let done = kiln::train::Checkpoint::load(&dir.join(pipeline::CHECKPOINT_FILE))

@@ -43,6 +43,60 @@ pub fn train(_args: &TrainArgs) -> Result<()> {
     )
 }
 
+/// Called on every rank once the run folder is known: rank 0 arranges to say, if mpirun
+/// ends it because another rank failed, where the run's checkpoint is and how to resume.
+#[cfg(feature = "distributed")]
+pub fn on_run_dir(group: &dyn kiln::train::Collective, run_dir: &std::path::Path, checkpoints: bool) {
+    if group.rank() != 0 {
+        return;
+    }
+    let resume = match checkpoints {
+        true => format!(
+            "every finished epoch is in its checkpoint: continue with `mpirun -np N kiln train --resume {} --distributed`",
+            run_dir.display()
+        ),
+        false => "checkpoints were off (--no-checkpoint): the run cannot be resumed".into(),
+    };
+    last_words::install(format!(
+        "kiln: rank 0 was stopped by mpirun, which ends every rank when one fails (mpirun names it); {resume}\n"
+    ));
+}
+
+#[cfg(not(feature = "distributed"))]
+pub fn on_run_dir(_: &dyn kiln::train::Collective, _: &std::path::Path, _: bool) {}
+
+/// A message written to stderr when SIGTERM arrives, before exiting with 143 (128 + 15).
+#[cfg(feature = "distributed")]
+mod last_words {
+    use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+    static MESSAGE: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+    static LENGTH: AtomicUsize = AtomicUsize::new(0);
+
+    pub fn install(message: String) {
+        // Leaked on purpose: the handler may run at any moment until the process ends.
+        let bytes: &'static mut [u8] = Box::leak(message.into_bytes().into_boxed_slice());
+        LENGTH.store(bytes.len(), Ordering::SeqCst);
+        MESSAGE.store(bytes.as_mut_ptr(), Ordering::SeqCst);
+        // SAFETY: the handler only calls async-signal-safe functions (write, _exit).
+        unsafe {
+            libc::signal(libc::SIGTERM, on_sigterm as *const () as libc::sighandler_t);
+        }
+    }
+
+    extern "C" fn on_sigterm(_signal: libc::c_int) {
+        let message = MESSAGE.load(Ordering::SeqCst);
+        // SAFETY: `message` points at LENGTH leaked bytes (or is null); write and _exit are
+        // async-signal-safe.
+        unsafe {
+            if !message.is_null() {
+                libc::write(2, message.cast(), LENGTH.load(Ordering::SeqCst));
+            }
+            libc::_exit(143);
+        }
+    }
+}
+
 /// Gives each rank on this machine an equal share of its cores (unless RAYON_NUM_THREADS
 /// says otherwise), so N ranks on one machine do not run N × cores threads.
 #[cfg(feature = "distributed")]

@@ -185,6 +185,10 @@ fn a_killed_rank_ends_the_job_naming_it_and_the_run_resumes_from_its_checkpoint(
         stderr.contains("rank 1"),
         "the message names the lost rank: {stderr}"
     );
+    assert!(
+        stderr.contains(&format!("--resume {run} --distributed")),
+        "rank 0 says how to resume: {stderr}"
+    );
     let checkpoint = kiln::train::Checkpoint::load(&run_dir.join("checkpoint.safetensors")).unwrap();
     assert_eq!(checkpoint.progress.epochs_done, 1);
     let saved = std::fs::read(run_dir.join("checkpoint.safetensors")).unwrap();

@@ -9,8 +9,8 @@
 //! ```
 //!
 //! with α the per-message latency and β the seconds per byte (1 / bandwidth, the
-//! reduction's arithmetic folded in). Fitted by least squares to times measured at one N
-//! over a range of sizes: the intercept gives α, the slope β.
+//! reduction's arithmetic folded in). Fitted by least squares on relative error to times
+//! measured at one N over a range of sizes: the intercept gives α, the slope β.
 
 /// α and β of the ring model.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -65,14 +65,20 @@ pub fn efficiency(compute: f64, communicate: f64) -> f64 {
     compute / (compute + communicate)
 }
 
-/// Intercept and slope of the least-squares line through `points`.
+/// Intercept and slope of the line through `(x, y)` points that minimizes the squared
+/// *relative* errors, Σ((a + b·x − y) / y)²: the sizes span orders of magnitude, and plain
+/// least squares would fit the largest few and leave the latency meaningless (negative).
 fn least_squares(points: &[(f64, f64)]) -> Option<(f64, f64)> {
-    let n = points.len() as f64;
-    let mean_x = points.iter().map(|p| p.0).sum::<f64>() / n;
-    let mean_y = points.iter().map(|p| p.1).sum::<f64>() / n;
-    let sxx: f64 = points.iter().map(|p| (p.0 - mean_x).powi(2)).sum();
-    let sxy: f64 = points.iter().map(|p| (p.0 - mean_x) * (p.1 - mean_y)).sum();
-    if sxx == 0.0 {
+    let weight = |y: f64| 1.0 / (y * y);
+    let w: f64 = points.iter().map(|p| weight(p.1)).sum();
+    let mean_x = points.iter().map(|p| weight(p.1) * p.0).sum::<f64>() / w;
+    let mean_y = points.iter().map(|p| weight(p.1) * p.1).sum::<f64>() / w;
+    let sxx: f64 = points.iter().map(|p| weight(p.1) * (p.0 - mean_x).powi(2)).sum();
+    let sxy: f64 = points
+        .iter()
+        .map(|p| weight(p.1) * (p.0 - mean_x) * (p.1 - mean_y))
+        .sum();
+    if sxx == 0.0 || !w.is_finite() {
         return None;
     }
     let slope = sxy / sxx;
