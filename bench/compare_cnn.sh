@@ -102,7 +102,7 @@ export -f kiln_run
 export EPOCHS OUT KILN SPEC
 
 PEER=(bench/peer_cnn.py --epochs "$EPOCHS" --batch "$BATCH" --validation-split "$VALIDATION_SPLIT" --seed "$SEED"
-      --data "$KILN_DATA/mnist" ${PEER_ARGS:-})
+      --data "$KILN_DATA/mnist" --spec "$SPEC" ${PEER_ARGS:-})
 for round in $(seq 1 "$ROUNDS"); do
   echo "== round $round/$ROUNDS ($EPOCHS epochs each, batch $BATCH, validation split $VALIDATION_SPLIT)" >&2
   run kiln bash -c kiln_run
@@ -113,9 +113,19 @@ for round in $(seq 1 "$ROUNDS"); do
   fi
 done
 
-python3 - "$OUT" "$EPOCHS" "$ROUNDS" "$BATCH" "$VALIDATION_SPLIT" "$TORCH_MEMORY_FORMAT" <<'PY'
-import json, statistics, sys, platform, os
+python3 - "$OUT" "$EPOCHS" "$ROUNDS" "$BATCH" "$VALIDATION_SPLIT" "$TORCH_MEMORY_FORMAT" "$SPEC" <<'PY'
+import json, statistics, sys, platform, os, tomllib
 out, epochs, rounds, batch, split, torch_fmt = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
+spec_path = sys.argv[7]
+
+def model_description():
+    """The spec's name and its layers in short form, e.g. 32c3-pool2-128-10."""
+    spec = tomllib.load(open(spec_path, "rb"))
+    short = {"conv2d": lambda l: f"{l['filters']}c{l['kernel_size'] if isinstance(l['kernel_size'], int) else 'x'.join(map(str, l['kernel_size']))}",
+             "max_pooling2d": lambda l: f"pool{l.get('pool_size', 2)}", "dropout": lambda l: f"drop{l['rate']:g}",
+             "dense": lambda l: str(l["units"]), "batch_normalization": lambda l: "bn"}
+    parts = [short[l["type"]](l) for l in spec["model"]["layers"] if l["type"] in short]
+    return f"{spec.get('name', os.path.basename(spec_path))} ({'-'.join(parts)})"
 runs = [json.loads(l) for l in open(f"{out}/runs-cnn.jsonl")]
 labels = list(dict.fromkeys(r["label"] for r in runs))
 # Issue 6's acceptance: kiln s/epoch at most this fraction of the peer's.
@@ -138,7 +148,7 @@ for label in labels:
         "max_load": max(max(r["load_before"], r["load_after"]) for r in mine),
     }
 kiln = rows["kiln"]["s_per_epoch"]
-lines = [f"Classic Keras MNIST CNN (32c3-64c3-pool2-drop.25-128-drop.5-10), {epochs} epochs, batch {batch}, "
+lines = [f"{model_description()}, {epochs} epochs, batch {batch}, "
          f"validation split {split:g}, median of {rounds} alternating round(s), {os.cpu_count()} cores "
          f"({platform.machine()}). s/epoch = fit time / epochs, validation included. "
          f"ratio = kiln s/epoch ÷ peer s/epoch (issue 6 target: ≤ 0.5 vs Keras, ≤ 0.7 vs PyTorch-FTZ); "

@@ -1,17 +1,17 @@
-"""The classic Keras MNIST CNN in Keras or PyTorch, for the side-by-side CNN benchmark
-(issue 6; bench/compare_cnn.sh). Same data handling as ../shared/peers and peer_mlp.py:
+"""A kiln CNN spec's model (by default the classic Keras MNIST CNN, examples/mnist-cnn.toml)
+built in Keras or PyTorch, for the side-by-side CNN benchmark (issue 6; bench/compare_cnn.sh). Same data handling as ../shared/peers and peer_mlp.py:
 MNIST from the local IDX files, pixels scaled to [0, 1], the last fraction of the training
 set held out for validation before any shuffling (as Keras's validation_split does), the
 rest shuffled every epoch. Prints one JSON line (last line of stdout).
 
-    Conv2D 32 3x3 relu (valid) -> Conv2D 64 3x3 relu -> MaxPool 2x2 -> Dropout 0.25 -> Flatten
+    The default spec: Conv2D 32 3x3 relu (valid) -> Conv2D 64 3x3 relu -> MaxPool 2x2 -> Dropout 0.25 -> Flatten
     -> Dense 128 relu -> Dropout 0.5 -> Dense 10 softmax; Adam 1e-3; sparse categorical
     cross-entropy (PyTorch: CrossEntropyLoss on the logits, the same loss fused).
 
     python peer_cnn.py --framework keras|pytorch [--epochs 12] [--batch 128] [--seed 0]
                        [--validation-split 0.1] [--subset N] [--threads N]
                        [--no-ftz] [--memory-format channels_last|channels_first]
-                       [--data DIR]
+                       [--data DIR] [--spec examples/mnist-cnn.toml]
 
 s_per_epoch = wall time of the whole fit (every epoch's training steps and its validation
 pass; for Keras model.fit, which includes its first-call graph tracing) / epochs, as
@@ -48,10 +48,92 @@ parser.add_argument("--threads", type=int, default=0,
 parser.add_argument("--no-ftz", action="store_true", help="PyTorch: do not flush denormals to zero")
 parser.add_argument("--memory-format", choices=["channels_last", "channels_first"], default="channels_last",
                     help="PyTorch tensor layout for the convolutions (Keras is always channels_last on CPU)")
+parser.add_argument("--spec", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples",
+                                                   "mnist-cnn.toml"),
+                    help="kiln spec whose [model].layers both peers build (default examples/mnist-cnn.toml)")
 args = parser.parse_args()
 framework = "pytorch" if args.framework == "torch" else args.framework
 cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
+def read_spec_layers(path):
+    """The spec's layers; the leading reshape to 28x28x1 is the peers' input shape already."""
+    import tomllib
+    layers = tomllib.load(open(path, "rb"))["model"]["layers"]
+    return [l for l in layers if l["type"] != "reshape"]
+
+
+def pair(v):
+    return tuple(v) if isinstance(v, list) else (v, v)
+
+
+def keras_layers(spec):
+    from keras import layers
+    made = []
+    for l in spec:
+        t = l["type"]
+        if t == "conv2d":
+            made.append(layers.Conv2D(l["filters"], pair(l["kernel_size"]), strides=pair(l.get("strides", 1)),
+                                      padding=l.get("padding", "valid"), activation=l.get("activation")))
+        elif t == "max_pooling2d":
+            made.append(layers.MaxPooling2D(pool_size=pair(l.get("pool_size", 2))))
+        elif t == "batch_normalization":
+            made.append(layers.BatchNormalization())
+        elif t == "activation":
+            made.append(layers.Activation(l["activation"]))
+        elif t == "dropout":
+            made.append(layers.Dropout(l["rate"]))
+        elif t == "flatten":
+            made.append(layers.Flatten())
+        elif t == "dense":
+            made.append(layers.Dense(l["units"], activation=l.get("activation")))
+        else:
+            sys.exit(f"peer_cnn.py: layer type {t} is not translated")
+    return made
+
+
+def torch_layers(spec):
+    """The same layers for PyTorch, tracking (channels, height, width) for the sizes it
+    needs; the final softmax is left to CrossEntropyLoss."""
+    from torch import nn
+    acts = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+    c, h, w, flat = 1, 28, 28, None
+    made = []
+    for i, l in enumerate(spec):
+        t, act = l["type"], l.get("activation")
+        if t == "conv2d":
+            (kh, kw), (sh, sw) = pair(l["kernel_size"]), pair(l.get("strides", 1))
+            same = l.get("padding", "valid") == "same"
+            made.append(nn.Conv2d(c, l["filters"], (kh, kw), stride=(sh, sw), padding="same" if same else 0))
+            c = l["filters"]
+            h, w = ((h + sh - 1) // sh, (w + sw - 1) // sw) if same else ((h - kh) // sh + 1, (w - kw) // sw + 1)
+        elif t == "max_pooling2d":
+            ph, pw = pair(l.get("pool_size", 2))
+            made.append(nn.MaxPool2d((ph, pw)))
+            h, w = h // ph, w // pw
+        elif t == "batch_normalization":
+            # Keras's momentum 0.99 is PyTorch's 0.01; epsilon 1e-3 as Keras.
+            made.append(nn.BatchNorm2d(c, eps=1e-3, momentum=0.01) if flat is None else
+                        nn.BatchNorm1d(flat, eps=1e-3, momentum=0.01))
+        elif t == "activation":
+            pass
+        elif t == "dropout":
+            made.append(nn.Dropout(l["rate"]))
+        elif t == "flatten":
+            made.append(nn.Flatten())
+            flat = c * h * w
+        elif t == "dense":
+            made.append(nn.Linear(flat, l["units"]))
+            flat = l["units"]
+        else:
+            sys.exit(f"peer_cnn.py: layer type {t} is not translated")
+        if act == "softmax" and i == len(spec) - 1:
+            continue
+        if act or t == "activation":
+            made.append(acts[act or l["activation"]]())
+    return made
+
+
+spec_layers = read_spec_layers(args.spec)
 (x_train, y_train), (x_test, y_test) = mnist_idx.load_data(args.data)
 if args.subset:
     x_train, y_train = x_train[:args.subset], y_train[:args.subset]
@@ -71,17 +153,7 @@ if framework == "keras":
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     keras.utils.set_random_seed(args.seed)
-    model = keras.Sequential([
-        keras.Input(shape=(28, 28, 1)),
-        layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),
-        layers.Conv2D(64, kernel_size=(3, 3), activation="relu"),
-        layers.MaxPooling2D(pool_size=(2, 2)),
-        layers.Dropout(0.25),
-        layers.Flatten(),
-        layers.Dense(128, activation="relu"),
-        layers.Dropout(0.5),
-        layers.Dense(10, activation="softmax"),
-    ])
+    model = keras.Sequential([keras.Input(shape=(28, 28, 1)), *keras_layers(spec_layers)])
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     epoch_ends = []
@@ -114,13 +186,7 @@ else:
     x_tr, y_tr, x_val, y_val = x[:split_at], y[:split_at], x[split_at:], y[split_at:]
     xt = torch.from_numpy(x_test).permute(0, 3, 1, 2).contiguous()
     yt = torch.from_numpy(y_test)
-    model = nn.Sequential(
-        nn.Conv2d(1, 32, 3), nn.ReLU(),
-        nn.Conv2d(32, 64, 3), nn.ReLU(),
-        nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
-        nn.Linear(64 * 12 * 12, 128), nn.ReLU(), nn.Dropout(0.5),
-        nn.Linear(128, 10),  # softmax folded into CrossEntropyLoss
-    ).to(memory_format=fmt)
+    model = nn.Sequential(*torch_layers(spec_layers)).to(memory_format=fmt)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
 
@@ -157,7 +223,7 @@ else:
     threads, memory_format = torch.get_num_threads(), args.memory_format
 
 epoch_s = [round(b - a, 3) for a, b in zip([t0] + epoch_ends[:-1], epoch_ends)]
-print(json.dumps({"framework": framework, "peer": peer, "model": "mnist-cnn", "batch": args.batch,
+print(json.dumps({"framework": framework, "peer": peer, "model": os.path.basename(args.spec), "batch": args.batch,
                   "epochs": args.epochs, "seed": args.seed, "subset": args.subset or None,
                   "train_samples": n_train, "val_samples": n_val, "threads": threads, "cores": cores,
                   "ftz": ftz, "memory_format": memory_format,

@@ -53,13 +53,13 @@ impl Tape<'_> {
         let xs = self.value(x);
         y.par_chunks_mut(per_image).enumerate().for_each(|(b, y)| {
             let image = &xs[b * image_len..(b + 1) * image_len];
-            for_each_window(&window, |pixel, taps, count| {
+            for_each_window(&window, |pixel, taps| {
                 let out = &mut y[pixel * window.channels as usize..][..window.channels as usize];
                 out.fill(0.0);
-                for at in taps {
+                for &at in taps {
                     out.iter_mut().zip(&image[at..]).for_each(|(o, v)| *o += v);
                 }
-                out.iter_mut().for_each(|o| *o /= count as f32);
+                out.iter_mut().for_each(|o| *o /= taps.len() as f32);
             });
         });
         Ok(self.push_op(shape, y, Op::AvgPool2d { x, window }, &[x]))
@@ -110,55 +110,53 @@ fn pooled_shape(input: Shape, window: &Window) -> Result<(usize, Shape)> {
     Ok((batch, shape))
 }
 
-/// Calls `f(output pixel, offsets of its in-image taps in the image, their count)`.
-fn for_each_window(w: &Window, mut f: impl FnMut(usize, &mut dyn Iterator<Item = usize>, usize)) {
+/// Calls `f(output pixel, offsets of its in-image taps in the image)` for every output
+/// pixel of one image. The taps are gathered into one reused buffer rather than handed out
+/// as an iterator: the per-window work is a few vector-wide channel loops, and an iterator
+/// behind `dyn` per tap cost more than they did.
+fn for_each_window(w: &Window, mut f: impl FnMut(usize, &[usize])) {
     let c = w.channels as usize;
+    let mut taps = Vec::with_capacity(w.height.kernel as usize * w.width.kernel as usize);
     for oh in 0..w.height.output as usize {
         for ow in 0..w.width.output as usize {
-            let rows = (0..w.height.kernel as usize).filter_map(|i| w.height.source(oh, i));
-            let count = rows.clone().count()
-                * (0..w.width.kernel as usize)
-                    .filter(|&j| w.width.source(ow, j).is_some())
-                    .count();
-            let mut taps = rows.flat_map(|ih| {
-                (0..w.width.kernel as usize)
-                    .filter_map(move |j| w.width.source(ow, j))
-                    .map(move |iw| (ih * w.width.input as usize + iw) * c)
-            });
-            f(oh * w.width.output as usize + ow, &mut taps, count);
+            taps.clear();
+            for ih in (0..w.height.kernel as usize).filter_map(|i| w.height.source(oh, i)) {
+                for iw in (0..w.width.kernel as usize).filter_map(|j| w.width.source(ow, j)) {
+                    taps.push((ih * w.width.input as usize + iw) * c);
+                }
+            }
+            f(oh * w.width.output as usize + ow, &taps);
         }
     }
 }
 
 /// Max pooling of one image; `from` gets each maximum's index in the batch tensor (as the
-/// bits of an f32, since saved buffers are f32). The first in-image tap initialises the
-/// window, so the per-channel loop is a branch-free select the compiler vectorizes.
+/// bits of an f32, since saved buffers are f32). The scan over a window's taps keeps, per
+/// channel, the best value and the ordinal of the tap it came from, both as plain selects
+/// on equal-width lanes, which the compiler turns into vector code; the ordinals become
+/// batch indices once per window.
 fn max_image(image: &[f32], offset: usize, w: &Window, y: &mut [f32], from: &mut [f32]) {
     let c = w.channels as usize;
-    for_each_window(w, |pixel, taps, _| {
+    let mut best_tap = vec![0u32; c];
+    for_each_window(w, |pixel, taps| {
         let (best, index) = (&mut y[pixel * c..][..c], &mut from[pixel * c..][..c]);
-        let mut first = true;
-        for at in taps {
+        let Some((&first, rest)) = taps.split_first() else {
+            return; // every window holds a tap: `same` padding centres it on the image
+        };
+        best.copy_from_slice(&image[first..first + c]);
+        best_tap.fill(0);
+        for (ordinal, &at) in (1u32..).zip(rest) {
             let src = &image[at..at + c];
-            let base = (offset + at) as u32;
-            if first {
-                best.copy_from_slice(src);
-                index
-                    .iter_mut()
-                    .enumerate()
-                    .for_each(|(ch, i)| *i = f32::from_bits(base + ch as u32));
-                first = false;
-                continue;
+            for ((b, t), &v) in best.iter_mut().zip(best_tap.iter_mut()).zip(src) {
+                // Selects written as bit masks: as `if`s, LLVM turned them into a
+                // conditional store per lane and the loop ran 4 lanes with branches.
+                let take = ((v > *b) as u32).wrapping_neg();
+                *b = f32::from_bits((v.to_bits() & take) | (b.to_bits() & !take));
+                *t = (ordinal & take) | (*t & !take);
             }
-            for (ch, ((b, i), &v)) in best.iter_mut().zip(index.iter_mut()).zip(src).enumerate() {
-                let better = v > *b;
-                *b = if better { v } else { *b };
-                *i = if better {
-                    f32::from_bits(base + ch as u32)
-                } else {
-                    *i
-                };
-            }
+        }
+        for (ch, (i, &t)) in index.iter_mut().zip(&best_tap).enumerate() {
+            *i = f32::from_bits((offset + taps[t as usize] + ch) as u32);
         }
     });
 }
@@ -195,13 +193,13 @@ pub(crate) fn avg_backward(tape: &mut Tape, x: Var, window: Window, g: &[f32]) {
         dx.par_chunks_mut(image_len)
             .zip(g.par_chunks(per_image))
             .for_each(|(image, g)| {
-                for_each_window(&window, |pixel, taps, count| {
+                for_each_window(&window, |pixel, taps| {
                     let g = &g[pixel * c..][..c];
-                    for at in taps {
+                    for &at in taps {
                         image[at..at + c]
                             .iter_mut()
                             .zip(g)
-                            .for_each(|(d, g)| *d += g / count as f32);
+                            .for_each(|(d, g)| *d += g / taps.len() as f32);
                     }
                 });
             });
