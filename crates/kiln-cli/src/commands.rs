@@ -498,9 +498,29 @@ pub fn inspect(model_path: &Path) -> Result<()> {
         );
     }
     println!("parameters: {}", a.model.params.count());
+    let int8: Vec<String> = a
+        .model
+        .quantized()
+        .map(|q| q.kernels().map(|(i, ..)| format!("layers.{i}.kernel")).collect())
+        .unwrap_or_default();
     println!("tensors:");
     for p in a.model.params.iter() {
-        println!("  {:<20} {:?} f32", p.name, p.value.dims());
+        let dtype = match int8.contains(&p.name) {
+            true => "i8 (a scale per column)",
+            false => "f32",
+        };
+        println!("  {:<20} {:?} {dtype}", p.name, p.value.dims());
+    }
+    if let Some(q) = a.model.quantized() {
+        let c = &q.compression;
+        let how = match &c.calibration {
+            Some(rule) => format!(
+                "int8 weights and activations, calibrated ({rule}) on {} samples",
+                c.calibration_samples
+            ),
+            None => "int8 weights, activations quantized per sample (dynamic range)".into(),
+        };
+        println!("compression: {how}; made from {}", c.source);
     }
     println!(
         "preprocessing: {}",

@@ -1,6 +1,7 @@
 //! The `kiln` command: train, evaluate, predict with and inspect models.
 
 mod commands;
+mod compress;
 mod distributed;
 mod plot;
 mod progress;
@@ -99,8 +100,35 @@ enum Command {
     },
     /// Print a saved model's architecture, parameter count and lineage.
     Inspect { model: PathBuf },
+    /// Make a smaller, faster copy of a model (int8 quantization) and print a before/after
+    /// table: file size, nonzero parameters, test accuracy, latency and throughput.
+    Compress {
+        model: PathBuf,
+        /// Where to write the compressed model (safetensors).
+        #[arg(long)]
+        out: PathBuf,
+        /// int8: weights and activations (activation ranges calibrated); dynamic: int8
+        /// weights, each sample's activations quantized with its own range.
+        #[arg(long, value_enum, default_value_t = Quantize::Int8)]
+        quantize: Quantize,
+        /// Training samples the int8 activation ranges are calibrated on.
+        #[arg(long, default_value_t = 500)]
+        calibration_samples: usize,
+        /// Calibrate on this percentile of each activation's values (e.g. 99.99) instead of
+        /// their minimum and maximum.
+        #[arg(long)]
+        percentile: Option<f32>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Serve models over HTTP (Open Inference Protocol v2, TF-Serving :predict, a page at /).
     Serve(serve_command::ServeArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Quantize {
+    Int8,
+    Dynamic,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -174,6 +202,27 @@ fn main() -> ExitCode {
             commands::predict(&model, &input, matches!(format, Format::Json))
         }
         Command::Inspect { model } => commands::inspect(&model),
+        Command::Compress {
+            model,
+            out,
+            quantize,
+            calibration_samples,
+            percentile,
+            data_dir,
+        } => compress::compress(&compress::CompressArgs {
+            model: &model,
+            out: &out,
+            quantize: match quantize {
+                Quantize::Int8 => kiln::quant::QuantMode::Static,
+                Quantize::Dynamic => kiln::quant::QuantMode::Dynamic,
+            },
+            calibration: percentile.map_or(
+                kiln::quant::Calibration::MinMax,
+                kiln::quant::Calibration::Percentile,
+            ),
+            calibration_samples,
+            data_dir: data_dir.as_deref(),
+        }),
         Command::Serve(args) => serve_command::serve(args),
     };
     match result {

@@ -628,8 +628,107 @@ fn distributed_in_a_build_without_mpi_says_how_to_get_it() {
     assert!(!s.dir.join("runs").exists(), "nothing was created");
 }
 
+#[test]
+fn compress_refuses_what_it_cannot_do_in_one_line() {
+    let s = Sandbox::new("compress-errors");
+    let model = s.digits_model("m.safetensors");
+    let before = std::fs::read(&model).unwrap();
+    assert_one_line_error(
+        &s.kiln(&["compress", &model, "--out", &model]),
+        &[&model, "is the model being compressed"],
+    );
+    let q = s.arg("q.safetensors");
+    for (flag, value, expected) in [
+        ("--percentile", "30", "(50, 100]"),
+        ("--calibration-samples", "0", "at least 1"),
+    ] {
+        assert_one_line_error(
+            &s.kiln(&["compress", &model, "--out", &q, flag, value]),
+            &[flag, expected],
+        );
+    }
+    let missing = s.arg("missing.safetensors");
+    assert_one_line_error(
+        &s.kiln(&["compress", &missing, "--out", &s.arg("q.safetensors")]),
+        &[&missing],
+    );
+    assert_eq!(std::fs::read(&model).unwrap(), before, "the model is untouched");
+    assert!(!s.path("q.safetensors").exists(), "nothing was written");
+    let compressed = s.arg("c.safetensors");
+    assert_success(&s.kiln(&["compress", &model, "--out", &compressed]));
+    assert_one_line_error(
+        &s.kiln(&["compress", &compressed, "--out", &s.arg("cc.safetensors")]),
+        &[&compressed, "already compressed"],
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Happy paths
+
+#[test]
+fn compress_makes_an_int8_model_that_eval_predict_and_inspect_accept() {
+    let s = Sandbox::new("compress");
+    let model = s.digits_model("m.safetensors");
+    let small = s.arg("m8.safetensors");
+    let out = s.kiln(&["compress", &model, "--out", &small]);
+    assert_success(&out);
+    for part in [
+        "| file bytes |",
+        "| gzipped bytes |",
+        "| nonzero parameters |",
+        "| test accuracy |",
+        "| batch-1 latency p50 |",
+        "| batch-1024 throughput |",
+        "calibrated on 500 training samples (min_max)",
+    ] {
+        assert!(out.1.contains(part), "{part:?} not in:\n{}", out.1);
+    }
+    let (float_bytes, int8_bytes) = (
+        std::fs::metadata(&model).unwrap().len(),
+        std::fs::metadata(&small).unwrap().len(),
+    );
+    assert!(int8_bytes * 3 < float_bytes, "{int8_bytes} vs {float_bytes}");
+    let inspect = s.kiln(&["inspect", &small]);
+    assert_success(&inspect);
+    assert!(
+        inspect.1.contains("layers.1.kernel      [64, 128] i8"),
+        "{}",
+        inspect.1
+    );
+    assert!(
+        inspect.1.contains("compression: int8 weights and activations"),
+        "{}",
+        inspect.1
+    );
+    let eval = s.kiln(&["eval", &small]);
+    assert_success(&eval);
+    let float_eval = s.kiln(&["eval", &model]);
+    let accuracy = |text: &str| -> f32 { metric(text, "test_loss: ", "test_accuracy: ").parse().unwrap() };
+    assert!(
+        (accuracy(&eval.1) - accuracy(&float_eval.1)).abs() < 0.0085,
+        "{} vs {}",
+        eval.1,
+        float_eval.1
+    );
+    let input = s.write("digits.csv", digits_csv(3));
+    let predict = s.kiln(&["predict", &small, "--input", &input]);
+    assert_success(&predict);
+    assert_eq!(predict.1.lines().count(), 4, "a header and 3 rows: {}", predict.1);
+    let dynamic = s.kiln(&[
+        "compress",
+        &model,
+        "--out",
+        &s.arg("d8.safetensors"),
+        "--quantize",
+        "dynamic",
+    ]);
+    assert_success(&dynamic);
+    assert!(
+        dynamic.1.contains("activations quantized per sample"),
+        "{}",
+        dynamic.1
+    );
+}
 
 #[test]
 fn the_offline_default_trains_inspects_evaluates_and_predicts() {

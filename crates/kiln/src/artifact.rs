@@ -16,6 +16,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use crate::data::{DataSpec, FittedNormalization};
 use crate::error::{Error, Result};
 use crate::nn::Sequential;
+use crate::quant::{Compression, QuantizedNetwork, QUANTIZATION_KEY};
 use crate::spec::{ModelSpec, TrainingSpec};
 use crate::tensor::Tensor;
 
@@ -94,22 +95,56 @@ fn to_bytes(model: &Sequential, info: &ModelInfo) -> std::result::Result<Vec<u8>
     let mut metadata: BTreeMap<String, String> = KEYS.iter().map(|k| k.to_string()).zip(values).collect();
     metadata.insert("format".into(), FORMAT.into());
     metadata.insert("format_version".into(), FORMAT_VERSION.into());
-    let tensors: Vec<NamedTensor> = model
+    let quantized = model.quantized();
+    // A compressed model stores its quantized kernels as I8 (plus a scale per column)
+    // in place of the float ones.
+    let int8_names: Vec<String> = quantized
+        .map(|q| q.kernels().map(|(i, ..)| format!("layers.{i}.kernel")).collect())
+        .unwrap_or_default();
+    let scale_names: Vec<String> = int8_names.iter().map(|n| format!("{n}_scale")).collect();
+    let mut tensors: Vec<NamedTensor> = model
         .params
         .iter()
+        .filter(|p| !int8_names.contains(&p.name))
         .map(|p| (p.name.clone(), p.value.dims(), p.value.data()))
         .collect();
-    encode_safetensors(&metadata, &tensors)
+    let mut int8 = Vec::new();
+    if let Some(q) = quantized {
+        metadata.insert(QUANTIZATION_KEY.into(), json(&q.compression));
+        for (((_, codes, scales), name), scale_name) in q.kernels().zip(&int8_names).zip(&scale_names) {
+            let dims = model
+                .params
+                .iter()
+                .find(|p| &p.name == name)
+                .map(|p| p.value.dims())
+                .ok_or_else(|| format!("no parameter {name}"))?;
+            int8.push((name.clone(), dims, codes));
+            tensors.push((scale_name.clone(), &dims[1..], scales));
+        }
+    }
+    encode_safetensors_with_int8(&metadata, &tensors, &int8)
 }
 
 /// A tensor to store: name, dimensions, values.
 pub(crate) type NamedTensor<'a> = (String, &'a [usize], &'a [f32]);
+
+/// An int8 tensor to store: name, dimensions, values.
+pub(crate) type NamedI8<'a> = (String, &'a [usize], &'a [i8]);
 
 /// f32 tensors and string metadata in the safetensors layout, keys sorted, data 8-byte
 /// aligned. Shared by model artifacts and training checkpoints.
 pub(crate) fn encode_safetensors(
     metadata: &BTreeMap<String, String>,
     tensors: &[NamedTensor],
+) -> std::result::Result<Vec<u8>, String> {
+    encode_safetensors_with_int8(metadata, tensors, &[])
+}
+
+/// [`encode_safetensors`] with I8 tensors too (after the f32 ones in the data).
+pub(crate) fn encode_safetensors_with_int8(
+    metadata: &BTreeMap<String, String>,
+    tensors: &[NamedTensor],
+    int8: &[NamedI8],
 ) -> std::result::Result<Vec<u8>, String> {
     // serde_json's map keeps keys sorted, so the header is deterministic.
     let mut header = serde_json::Map::new();
@@ -126,6 +161,14 @@ pub(crate) fn encode_safetensors(
         }
         offset = end;
     }
+    for (name, dims, data) in int8 {
+        let end = offset + data.len();
+        let entry = serde_json::json!({ "dtype": "I8", "shape": dims, "data_offsets": [offset, end] });
+        if header.insert(name.clone(), entry).is_some() {
+            return Err(format!("two tensors are named `{name}`"));
+        }
+        offset = end;
+    }
     let mut header_bytes = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
     // Pad with spaces so the tensor data starts 8-byte aligned, as the format recommends.
     while header_bytes.len() % 8 != 0 {
@@ -136,6 +179,9 @@ pub(crate) fn encode_safetensors(
     bytes.extend_from_slice(&header_bytes);
     for (_, _, data) in tensors {
         bytes.extend(data.iter().flat_map(|v| v.to_le_bytes()));
+    }
+    for (_, _, data) in int8 {
+        bytes.extend(data.iter().map(|&v| v as u8));
     }
     Ok(bytes)
 }
@@ -164,6 +210,21 @@ pub(crate) fn read_f32_tensor(
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
     Tensor::new(dims, values).map_err(|e| e.to_string())
+}
+
+/// An I8 tensor of `tensors` by name, checked against the expected dimensions.
+fn read_i8_tensor(tensors: &SafeTensors, name: &str, dims: &[usize]) -> std::result::Result<Vec<i8>, String> {
+    let view = tensors
+        .tensor(name)
+        .map_err(|_| format!("tensor `{name}` is missing"))?;
+    if view.dtype() != Dtype::I8 || view.shape() != dims {
+        return Err(format!(
+            "tensor `{name}` is {:?} {:?}, expected I8 {dims:?}",
+            view.dtype(),
+            view.shape()
+        ));
+    }
+    Ok(view.data().iter().map(|&b| b as i8).collect())
 }
 
 fn json<T: Serialize>(value: &T) -> String {
@@ -270,11 +331,44 @@ pub fn load(path: &Path) -> Result<Artifact> {
         .input_shape
         .clone()
         .ok_or_else(|| fail("metadata `kiln.architecture` has no input_shape".into()))?;
+    let compression: Option<Compression> = metadata
+        .get(QUANTIZATION_KEY)
+        .map(|text| parse(QUANTIZATION_KEY, text, &fail))
+        .transpose()?;
+    let quantized_kernels: Vec<String> = compression
+        .iter()
+        .flat_map(|c| c.inputs.iter().map(|(i, _)| format!("layers.{i}.kernel")))
+        .collect();
+    let mut codes = Vec::new();
     let mut take = |name: &str, dims: &[usize]| -> Result<Tensor> {
-        read_f32_tensor(&tensors, name, dims).map_err(&fail)
+        if !quantized_kernels.iter().any(|k| k == name) {
+            return read_f32_tensor(&tensors, name, dims).map_err(&fail);
+        }
+        // An int8 kernel: keep its codes for the integer path, and give the float model
+        // their values (code × column scale).
+        let q = read_i8_tensor(&tensors, name, dims).map_err(&fail)?;
+        let scales = read_f32_tensor(&tensors, &format!("{name}_scale"), &dims[1..]).map_err(&fail)?;
+        let n = dims[1];
+        let values = q
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| c as f32 * scales.data()[i % n])
+            .collect();
+        let layer = name
+            .strip_prefix("layers.")
+            .and_then(|r| r.split('.').next())
+            .and_then(|i| i.parse().ok())
+            .expect("kernel names are layers.N.kernel");
+        codes.push((layer, q, scales.data().to_vec()));
+        Tensor::new(dims, values)
     };
-    let model = Sequential::with_params(&input_shape, info.architecture.layers.clone(), &mut take)
+    let mut model = Sequential::with_params(&input_shape, info.architecture.layers.clone(), &mut take)
         .map_err(|e| fail(e.to_string()))?;
+    if let Some(compression) = compression {
+        let network =
+            QuantizedNetwork::from_saved(&model, compression, codes).map_err(|e| fail(e.to_string()))?;
+        model.set_quantized(Some(network));
+    }
     Ok(Artifact {
         model,
         info,

@@ -371,6 +371,22 @@ pub fn load_test_split(info: &ModelInfo, data_dir: Option<&Path>) -> Result<Data
     Ok(test)
 }
 
+/// The first `count` samples of a model's training data (its recorded source and seed,
+/// the model's preprocessing applied): a representative sample for calibrating
+/// quantization. Never test data, whose figures the compressed model is judged by.
+pub fn load_calibration_samples(info: &ModelInfo, data_dir: Option<&Path>, count: usize) -> Result<Dataset> {
+    let train = info.data.load(info.training.seed, data_dir)?.train;
+    let count = count.min(train.len());
+    let size = train.sample_size();
+    let mut sample = Dataset {
+        features: train.features[..count * size].to_vec(),
+        sample_shape: train.sample_shape.clone(),
+        labels: train.labels[..count].to_vec(),
+    };
+    info.preprocessing.apply(&mut sample.features, size)?;
+    Ok(sample)
+}
+
 /// Samples to predict on, from an IDX file (images) or a CSV of feature rows, with the
 /// model's preprocessing applied: (values, rows).
 pub fn load_prediction_input(

@@ -149,6 +149,8 @@ pub struct Sequential {
     pub(crate) compiled: Option<crate::train::Compiled>,
     /// Buffers reused by every forward pass (training, evaluation, prediction).
     workspace: Workspace,
+    /// Set on a compressed model: predict and evaluate run these int8 layers instead.
+    pub(crate) quantized: Option<crate::quant::QuantizedNetwork>,
 }
 
 impl Sequential {
@@ -181,7 +183,18 @@ impl Sequential {
             params: source.store,
             compiled: None,
             workspace: Workspace::new(),
+            quantized: None,
         })
+    }
+
+    /// Makes predict and evaluate run `quantized` (a compressed model), or the float
+    /// layers again with `None`.
+    pub fn set_quantized(&mut self, quantized: Option<crate::quant::QuantizedNetwork>) {
+        self.quantized = quantized;
+    }
+
+    pub fn quantized(&self) -> Option<&crate::quant::QuantizedNetwork> {
+        self.quantized.as_ref()
     }
 
     pub fn input_shape(&self) -> Shape {

@@ -670,20 +670,37 @@ impl Sequential {
         batch_size: usize,
     ) -> Result<[f64; 2]> {
         let input_shape = self.input_shape();
+        let output_shape = self.output_shape();
         let size = input_shape.numel();
+        let quantized = self.quantized.take();
         let (network, params, workspace) = self.parts();
-        let fused = c.loss.fuses(network.final_activation());
+        // A compressed model's outputs come from its int8 layers, already activated.
+        let fused = quantized.is_none() && c.loss.fuses(network.final_activation());
         let (mut loss_sum, mut correct) = (0.0f64, 0usize);
-        for (x, labels) in features.chunks(batch_size * size).zip(labels.chunks(batch_size)) {
-            let mut tape = Tape::inference(params, workspace);
-            let input = tape.input(x, input_shape.with_batch(labels.len()));
-            let output = network.forward(&mut tape, input, &mut Mode::Infer, fused)?;
-            let data_loss = c.loss.compute(&mut tape, output, fused, labels)?;
-            let loss = with_penalties(network, &mut tape, data_loss)?;
-            loss_sum += tape.value(loss)[0] as f64 * labels.len() as f64;
-            correct += count_correct(tape.value(output), labels, fused || c.loss.from_logits);
-        }
-        Ok([loss_sum, correct as f64])
+        let mut sums = || -> Result<()> {
+            for (x, labels) in features.chunks(batch_size * size).zip(labels.chunks(batch_size)) {
+                let rows = labels.len();
+                let mut tape = Tape::inference(params, workspace);
+                let output = match &quantized {
+                    Some(q) => {
+                        let y = q.predict(x, rows)?;
+                        tape.input(&y, output_shape.with_batch(rows))
+                    }
+                    None => {
+                        let input = tape.input(x, input_shape.with_batch(rows));
+                        network.forward(&mut tape, input, &mut Mode::Infer, fused)?
+                    }
+                };
+                let data_loss = c.loss.compute(&mut tape, output, fused, labels)?;
+                let loss = with_penalties(network, &mut tape, data_loss)?;
+                loss_sum += tape.value(loss)[0] as f64 * rows as f64;
+                correct += count_correct(tape.value(output), labels, fused || c.loss.from_logits);
+            }
+            Ok(())
+        };
+        let result = sums();
+        self.quantized = quantized;
+        result.map(|()| [loss_sum, correct as f64])
     }
 
     /// The model's outputs (class probabilities for a softmax model) for `count` samples
@@ -697,6 +714,13 @@ impl Sequential {
             )));
         }
         let outputs = self.output_shape().numel();
+        if let Some(q) = &self.quantized {
+            let y = q.predict(x, count)?;
+            return Ok(Tensor::from_shape(
+                crate::tensor::Shape::new(&[count, outputs]),
+                y,
+            ));
+        }
         let mut result = Vec::with_capacity(count * outputs);
         const BATCH: usize = 1024;
         let (network, params, workspace) = self.parts();

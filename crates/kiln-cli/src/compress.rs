@@ -1,0 +1,182 @@
+//! `kiln compress`: a smaller, faster copy of a model, with what it cost measured.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use kiln::artifact;
+use kiln::pipeline;
+use kiln::quant::{Calibration, QuantMode, QuantizedNetwork};
+
+pub struct CompressArgs<'a> {
+    pub model: &'a Path,
+    pub out: &'a Path,
+    pub quantize: QuantMode,
+    pub calibration: Calibration,
+    pub calibration_samples: usize,
+    pub data_dir: Option<&'a Path>,
+}
+
+/// What the before/after table shows of one model file.
+struct Figures {
+    file_bytes: u64,
+    gzip_bytes: u64,
+    nonzero_parameters: usize,
+    test_accuracy: f32,
+    batch1_p50_us: f64,
+    batch1024_per_s: f64,
+}
+
+pub fn compress(args: &CompressArgs) -> Result<()> {
+    anyhow::ensure!(
+        args.model != args.out,
+        "--out {}: is the model being compressed; choose another file",
+        args.out.display()
+    );
+    anyhow::ensure!(
+        args.calibration_samples > 0 || args.quantize == QuantMode::Dynamic,
+        "--calibration-samples must be at least 1 for static int8 quantization"
+    );
+    if let Calibration::Percentile(p) = args.calibration {
+        anyhow::ensure!(
+            p > 50.0 && p <= 100.0,
+            "--percentile {p}: expected a value in (50, 100], such as 99.99"
+        );
+    }
+    let original = artifact::load(args.model)?;
+    anyhow::ensure!(
+        original.model.quantized().is_none(),
+        "{}: is already compressed; compress its float source instead",
+        args.model.display()
+    );
+    let before = measure(args.model, args.data_dir)?;
+    let mut model = original.model;
+    let samples = match args.quantize {
+        QuantMode::Static => {
+            pipeline::load_calibration_samples(&original.info, args.data_dir, args.calibration_samples)?
+                .features
+        }
+        QuantMode::Dynamic => Vec::new(),
+    };
+    let source = args.model.display().to_string();
+    let network = QuantizedNetwork::quantize(&model, args.quantize, args.calibration, &samples, &source)
+        .with_context(|| format!("{}", args.model.display()))?;
+    model.set_quantized(Some(network));
+    artifact::save(&model, &original.info, args.out)?;
+    let after = measure(args.out, args.data_dir)?;
+    print_table(args, &before, &after);
+    Ok(())
+}
+
+/// Loads `path` afresh (as eval and predict will) and measures it.
+fn measure(path: &Path, data_dir: Option<&Path>) -> Result<Figures> {
+    let mut a = artifact::load(path)?;
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&bytes)?;
+    let gzip_bytes = gz.finish()?.len() as u64;
+    let test = pipeline::load_test_split(&a.info, data_dir)?;
+    let t = &a.info.training;
+    a.model.compile(t.optimizer.clone(), t.loss(), t.seed);
+    let test_accuracy = a.model.evaluate(&test, 1024)?.accuracy;
+    let nonzero_parameters = a
+        .model
+        .params
+        .iter()
+        .map(|p| p.value.data().iter().filter(|v| **v != 0.0).count())
+        .sum();
+    let (batch1_p50_us, batch1024_per_s) = speed(&mut a.model, &test.features)?;
+    Ok(Figures {
+        file_bytes: bytes.len() as u64,
+        gzip_bytes,
+        nonzero_parameters,
+        test_accuracy,
+        batch1_p50_us,
+        batch1024_per_s,
+    })
+}
+
+/// Median batch-1 latency (µs) and batch-1024 throughput (samples/s) on test samples.
+fn speed(model: &mut kiln::nn::Sequential, features: &[f32]) -> Result<(f64, f64)> {
+    let size = model.input_shape().numel();
+    let rows = features.len() / size;
+    anyhow::ensure!(rows > 0, "the test split is empty; nothing to time the model on");
+    // 1024 test samples, repeated if the split has fewer.
+    let batch: Vec<f32> = features.iter().copied().cycle().take(1024 * size).collect();
+    let batch = &batch[..];
+    kiln::ops::parallel::on_pool(|| -> Result<(f64, f64)> {
+        let mut latencies = Vec::new();
+        for i in 0..2000 {
+            let one = &features[(i % rows) * size..][..size];
+            let t = Instant::now();
+            std::hint::black_box(model.predict(one, 1)?);
+            latencies.push(t.elapsed().as_secs_f64());
+        }
+        latencies.sort_by(f64::total_cmp);
+        model.predict(batch, 1024)?;
+        let t = Instant::now();
+        let rounds = 20;
+        for _ in 0..rounds {
+            std::hint::black_box(model.predict(batch, 1024)?);
+        }
+        let throughput = (rounds * 1024) as f64 / t.elapsed().as_secs_f64();
+        Ok((latencies[latencies.len() / 2] * 1e6, throughput))
+    })
+}
+
+fn print_table(args: &CompressArgs, before: &Figures, after: &Figures) {
+    let how = match args.quantize {
+        QuantMode::Static => format!(
+            "int8 weights and activations, calibrated on {} training samples ({})",
+            args.calibration_samples,
+            args.calibration.describe()
+        ),
+        QuantMode::Dynamic => "int8 weights, activations quantized per sample at run time".into(),
+    };
+    println!("{} -> {}: {how}", args.model.display(), args.out.display());
+    println!();
+    println!("| | before | after | after ÷ before |");
+    println!("|---|---|---|---|");
+    let row = |name: &str, b: f64, a: f64, unit: &str| {
+        println!("| {name} | {b:.0}{unit} | {a:.0}{unit} | {:.2} |", a / b);
+    };
+    row(
+        "file bytes",
+        before.file_bytes as f64,
+        after.file_bytes as f64,
+        "",
+    );
+    row(
+        "gzipped bytes",
+        before.gzip_bytes as f64,
+        after.gzip_bytes as f64,
+        "",
+    );
+    row(
+        "nonzero parameters",
+        before.nonzero_parameters as f64,
+        after.nonzero_parameters as f64,
+        "",
+    );
+    println!(
+        "| test accuracy | {:.4} | {:.4} | {:+.2} points |",
+        before.test_accuracy,
+        after.test_accuracy,
+        100.0 * (after.test_accuracy - before.test_accuracy)
+    );
+    println!(
+        "| batch-1 latency p50 | {:.1} µs | {:.1} µs | {:.2} |",
+        before.batch1_p50_us,
+        after.batch1_p50_us,
+        after.batch1_p50_us / before.batch1_p50_us
+    );
+    row(
+        "batch-1024 throughput",
+        before.batch1024_per_s,
+        after.batch1024_per_s,
+        " samples/s",
+    );
+    println!();
+    println!("saved {}", args.out.display());
+}

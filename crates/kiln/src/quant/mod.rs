@@ -1,0 +1,16 @@
+//! Post-training int8 quantization (TensorFlow Lite's and PyTorch's scheme): weights per
+//! output channel, symmetric (scale = max |w| / 127, no zero point); activations per
+//! tensor, affine (u8 with a zero point), their ranges either calibrated on a sample of
+//! training data (static) or measured on each batch as it comes (dynamic range).
+//!
+//! A quantized model keeps its float architecture; predict and evaluate run the integer
+//! path ([`QuantizedNetwork`]), whose matrix products are u8 × i8 with i32 sums
+//! ([`gemm_i8`]) and whose requantization (zero point, scales, bias, activation, the next
+//! layer's quantization) runs on each block of rows while it is in cache.
+
+pub mod gemm_i8;
+mod network;
+mod params;
+
+pub use network::{Calibration, QuantizedNetwork, QUANTIZATION_KEY};
+pub use params::{ActivationRange, AffineU8, Compression, QuantMode};
