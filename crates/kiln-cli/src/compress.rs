@@ -6,13 +6,19 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use kiln::artifact;
+use kiln::nn::Sequential;
 use kiln::pipeline;
+use kiln::prune::{self, PruningSchedule};
 use kiln::quant::{Calibration, QuantMode, QuantizedNetwork};
 
 pub struct CompressArgs<'a> {
     pub model: &'a Path,
     pub out: &'a Path,
-    pub quantize: QuantMode,
+    /// Fraction of weights (or, structured, of hidden units) to prune.
+    pub prune: Option<f32>,
+    pub structured: bool,
+    pub finetune_epochs: usize,
+    pub quantize: Option<QuantMode>,
     pub calibration: Calibration,
     pub calibration_samples: usize,
     pub data_dir: Option<&'a Path>,
@@ -29,13 +35,64 @@ struct Figures {
 }
 
 pub fn compress(args: &CompressArgs) -> Result<()> {
+    check(args)?;
+    let original = artifact::load(args.model)?;
+    anyhow::ensure!(
+        original.model.quantized().is_none(),
+        "{}: is already compressed; compress its float source instead",
+        args.model.display()
+    );
+    let before = measure(args.model, args.data_dir)?;
+    let mut info = original.info;
+    let mut model = original.model;
+    let mut steps = Vec::new();
+    if let Some(fraction) = args.prune {
+        model = prune(model, &info, fraction, args, &mut steps)?;
+    }
+    if let Some(mode) = args.quantize {
+        let samples = match mode {
+            QuantMode::Static => {
+                pipeline::load_calibration_samples(&info, args.data_dir, args.calibration_samples)?.features
+            }
+            QuantMode::Dynamic => Vec::new(),
+        };
+        let source = args.model.display().to_string();
+        let network = QuantizedNetwork::quantize(&model, mode, args.calibration, &samples, &source)
+            .with_context(|| format!("{}", args.model.display()))?;
+        model.set_quantized(Some(network));
+        steps.push(describe_quantization(args, mode));
+    }
+    info.architecture.layers = model.specs().to_vec();
+    info.lineage.compressed.extend(steps.iter().cloned());
+    artifact::save(&model, &info, args.out)?;
+    let after = measure(args.out, args.data_dir)?;
+    print_table(args, &steps, &before, &after);
+    Ok(())
+}
+
+/// Refuses option values that cannot work before anything is loaded or written.
+fn check(args: &CompressArgs) -> Result<()> {
     anyhow::ensure!(
         args.model != args.out,
         "--out {}: is the model being compressed; choose another file",
         args.out.display()
     );
     anyhow::ensure!(
-        args.calibration_samples > 0 || args.quantize == QuantMode::Dynamic,
+        args.prune.is_some() || (!args.structured && args.finetune_epochs == 0),
+        "--structured and --finetune-epochs apply to pruning; add --prune FRACTION"
+    );
+    anyhow::ensure!(
+        args.prune.is_some() || args.quantize.is_some(),
+        "nothing to do: give --prune FRACTION and/or --quantize int8|dynamic"
+    );
+    if let Some(p) = args.prune {
+        anyhow::ensure!(
+            p > 0.0 && p < 1.0,
+            "--prune {p}: expected the fraction to remove, between 0 and 1 (e.g. 0.8)"
+        );
+    }
+    anyhow::ensure!(
+        args.calibration_samples > 0 || args.quantize != Some(QuantMode::Static),
         "--calibration-samples must be at least 1 for static int8 quantization"
     );
     if let Calibration::Percentile(p) = args.calibration {
@@ -44,29 +101,88 @@ pub fn compress(args: &CompressArgs) -> Result<()> {
             "--percentile {p}: expected a value in (50, 100], such as 99.99"
         );
     }
-    let original = artifact::load(args.model)?;
-    anyhow::ensure!(
-        original.model.quantized().is_none(),
-        "{}: is already compressed; compress its float source instead",
-        args.model.display()
-    );
-    let before = measure(args.model, args.data_dir)?;
-    let mut model = original.model;
-    let samples = match args.quantize {
-        QuantMode::Static => {
-            pipeline::load_calibration_samples(&original.info, args.data_dir, args.calibration_samples)?
-                .features
-        }
-        QuantMode::Dynamic => Vec::new(),
-    };
-    let source = args.model.display().to_string();
-    let network = QuantizedNetwork::quantize(&model, args.quantize, args.calibration, &samples, &source)
-        .with_context(|| format!("{}", args.model.display()))?;
-    model.set_quantized(Some(network));
-    artifact::save(&model, &original.info, args.out)?;
-    let after = measure(args.out, args.data_dir)?;
-    print_table(args, &before, &after);
     Ok(())
+}
+
+/// Prunes `model` (and fine-tunes it if asked); notes each step in `steps`.
+fn prune(
+    model: Sequential,
+    info: &kiln::artifact::ModelInfo,
+    fraction: f32,
+    args: &CompressArgs,
+    steps: &mut Vec<String>,
+) -> Result<Sequential> {
+    let epochs = args.finetune_epochs;
+    let mut model = match args.structured {
+        true => {
+            let (pruned, removed) = prune::remove_units(&model, fraction)?;
+            for r in removed {
+                steps.push(format!(
+                    "structured pruning: layer {} keeps {} of {} units (largest L2 norm)",
+                    r.layer, r.after, r.before
+                ));
+            }
+            pruned
+        }
+        false if epochs == 0 => {
+            let mut model = model;
+            prune::prune_weights(&mut model, fraction)?;
+            steps.push(format!(
+                "magnitude pruning: {:.0}% of each Dense kernel, at once",
+                100.0 * fraction
+            ));
+            model
+        }
+        false => {
+            steps.push(format!(
+                "magnitude pruning: each Dense kernel to {:.0}% sparsity, polynomial decay (power 3) over the first {} of {epochs} fine-tuning epochs",
+                100.0 * fraction,
+                (epochs - 1).max(1)
+            ));
+            model
+        }
+    };
+    if epochs > 0 {
+        let structured = args.structured;
+        pipeline::fine_tune(&mut model, info, args.data_dir, epochs, |m, steps_per_epoch| {
+            if structured {
+                return Ok(());
+            }
+            // Reach the target a whole epoch before the end, so the last epoch recovers
+            // accuracy at full sparsity (TFMOT's advice); masks refresh every 100 steps,
+            // or ten times on the way on a small data set.
+            let ramp = (steps_per_epoch * (epochs - 1).max(1)) as u64;
+            let frequency = (ramp / 10).clamp(1, 100);
+            let schedule = PruningSchedule::PolynomialDecay {
+                initial_sparsity: 0.0,
+                final_sparsity: fraction,
+                begin_step: 0,
+                end_step: (ramp / frequency * frequency).max(frequency),
+                power: 3.0,
+                frequency,
+            };
+            m.set_pruning(Some(prune::Pruning::new(m, schedule)?))
+        })?;
+        if !structured {
+            // The schedule ends at the target; this makes sure of it whatever the step count.
+            prune::prune_weights(&mut model, fraction)?;
+        }
+        steps.push(format!(
+            "fine-tuned {epochs} epochs on its training data and settings"
+        ));
+    }
+    Ok(model)
+}
+
+fn describe_quantization(args: &CompressArgs, mode: QuantMode) -> String {
+    match mode {
+        QuantMode::Static => format!(
+            "int8 weights and activations, calibrated on {} training samples ({})",
+            args.calibration_samples,
+            args.calibration.describe()
+        ),
+        QuantMode::Dynamic => "int8 weights, activations quantized per sample at run time".into(),
+    }
 }
 
 /// Loads `path` afresh (as eval and predict will) and measures it.
@@ -125,16 +241,11 @@ fn speed(model: &mut kiln::nn::Sequential, features: &[f32]) -> Result<(f64, f64
     })
 }
 
-fn print_table(args: &CompressArgs, before: &Figures, after: &Figures) {
-    let how = match args.quantize {
-        QuantMode::Static => format!(
-            "int8 weights and activations, calibrated on {} training samples ({})",
-            args.calibration_samples,
-            args.calibration.describe()
-        ),
-        QuantMode::Dynamic => "int8 weights, activations quantized per sample at run time".into(),
-    };
-    println!("{} -> {}: {how}", args.model.display(), args.out.display());
+fn print_table(args: &CompressArgs, steps: &[String], before: &Figures, after: &Figures) {
+    println!("{} -> {}:", args.model.display(), args.out.display());
+    for step in steps {
+        println!("  - {step}");
+    }
     println!();
     println!("| | before | after | after ÷ before |");
     println!("|---|---|---|---|");

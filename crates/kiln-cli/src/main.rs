@@ -100,17 +100,29 @@ enum Command {
     },
     /// Print a saved model's architecture, parameter count and lineage.
     Inspect { model: PathBuf },
-    /// Make a smaller, faster copy of a model (int8 quantization) and print a before/after
+    /// Make a smaller, faster copy of a model (pruning, int8 quantization) and print a before/after
     /// table: file size, nonzero parameters, test accuracy, latency and throughput.
     Compress {
         model: PathBuf,
         /// Where to write the compressed model (safetensors).
         #[arg(long)]
         out: PathBuf,
+        /// Remove this fraction of each Dense kernel's weights (smallest magnitude first),
+        /// or with --structured of each hidden Dense layer's units.
+        #[arg(long, value_name = "FRACTION")]
+        prune: Option<f32>,
+        /// Prune whole hidden units (and the next layer's matching inputs): a smaller,
+        /// faster dense model.
+        #[arg(long)]
+        structured: bool,
+        /// Fine-tune the pruned model this many epochs on its own training data (pruning
+        /// then rises gradually, TFMOT's polynomial decay).
+        #[arg(long, default_value_t = 0)]
+        finetune_epochs: usize,
         /// int8: weights and activations (activation ranges calibrated); dynamic: int8
         /// weights, each sample's activations quantized with its own range.
-        #[arg(long, value_enum, default_value_t = Quantize::Int8)]
-        quantize: Quantize,
+        #[arg(long, value_enum)]
+        quantize: Option<Quantize>,
         /// Training samples the int8 activation ranges are calibrated on.
         #[arg(long, default_value_t = 500)]
         calibration_samples: usize,
@@ -205,6 +217,9 @@ fn main() -> ExitCode {
         Command::Compress {
             model,
             out,
+            prune,
+            structured,
+            finetune_epochs,
             quantize,
             calibration_samples,
             percentile,
@@ -212,10 +227,13 @@ fn main() -> ExitCode {
         } => compress::compress(&compress::CompressArgs {
             model: &model,
             out: &out,
-            quantize: match quantize {
+            prune,
+            structured,
+            finetune_epochs,
+            quantize: quantize.map(|q| match q {
                 Quantize::Int8 => kiln::quant::QuantMode::Static,
                 Quantize::Dynamic => kiln::quant::QuantMode::Dynamic,
-            },
+            }),
             calibration: percentile.map_or(
                 kiln::quant::Calibration::MinMax,
                 kiln::quant::Calibration::Percentile,

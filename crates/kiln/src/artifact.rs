@@ -48,6 +48,10 @@ pub struct Lineage {
     pub epochs_trained: usize,
     pub created_unix_seconds: u64,
     pub metrics: FinalMetrics,
+    /// What `kiln compress` did to the trained model, step by step (pruning, fine-tuning,
+    /// quantization); empty for a model as trained.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compressed: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -102,13 +106,32 @@ fn to_bytes(model: &Sequential, info: &ModelInfo) -> std::result::Result<Vec<u8>
         .map(|q| q.kernels().map(|(i, ..)| format!("layers.{i}.kernel")).collect())
         .unwrap_or_default();
     let scale_names: Vec<String> = int8_names.iter().map(|n| format!("{n}_scale")).collect();
+    let sparse: Vec<SparseKernel> = model
+        .params
+        .iter()
+        .filter(|p| p.name.ends_with(".kernel") && !int8_names.contains(&p.name))
+        .filter_map(|p| SparseKernel::if_smaller(&p.name, p.value.data()))
+        .collect();
+    if !sparse.is_empty() {
+        let names: Vec<&str> = sparse.iter().map(|k| k.name.as_str()).collect();
+        metadata.insert(SPARSE_KEY.into(), json(&names));
+    }
     let mut tensors: Vec<NamedTensor> = model
         .params
         .iter()
-        .filter(|p| !int8_names.contains(&p.name))
+        .filter(|p| !int8_names.contains(&p.name) && !sparse.iter().any(|k| k.name == p.name))
         .map(|p| (p.name.clone(), p.value.dims(), p.value.data()))
         .collect();
-    let mut int8 = Vec::new();
+    let mut int8: Vec<NamedBytes> = Vec::new();
+    for k in &sparse {
+        tensors.push((format!("{}.values", k.name), &k.count, &k.values));
+        int8.push((
+            format!("{}.bitmap", k.name),
+            vec![k.bitmap.len()],
+            "U8",
+            k.bitmap.clone(),
+        ));
+    }
     if let Some(q) = quantized {
         metadata.insert(QUANTIZATION_KEY.into(), json(&q.compression));
         for (((_, codes, scales), name), scale_name) in q.kernels().zip(&int8_names).zip(&scale_names) {
@@ -118,7 +141,12 @@ fn to_bytes(model: &Sequential, info: &ModelInfo) -> std::result::Result<Vec<u8>
                 .find(|p| &p.name == name)
                 .map(|p| p.value.dims())
                 .ok_or_else(|| format!("no parameter {name}"))?;
-            int8.push((name.clone(), dims, codes));
+            int8.push((
+                name.clone(),
+                dims.to_vec(),
+                "I8",
+                codes.iter().map(|&c| c as u8).collect(),
+            ));
             tensors.push((scale_name.clone(), &dims[1..], scales));
         }
     }
@@ -128,8 +156,67 @@ fn to_bytes(model: &Sequential, info: &ModelInfo) -> std::result::Result<Vec<u8>
 /// A tensor to store: name, dimensions, values.
 pub(crate) type NamedTensor<'a> = (String, &'a [usize], &'a [f32]);
 
-/// An int8 tensor to store: name, dimensions, values.
-pub(crate) type NamedI8<'a> = (String, &'a [usize], &'a [i8]);
+/// A tensor of bytes to store: name, dimensions, dtype ("I8" or "U8"), bytes.
+pub(crate) type NamedBytes = (String, Vec<usize>, &'static str, Vec<u8>);
+
+/// Metadata key listing the kernels stored sparsely.
+const SPARSE_KEY: &str = "kiln.sparse";
+
+/// A pruned kernel stored as a bitmap of its nonzero weights (bit i % 8 of byte i / 8)
+/// and their values in order: smaller than the dense tensor once 1 weight in 32 is zero.
+struct SparseKernel {
+    name: String,
+    bitmap: Vec<u8>,
+    values: Vec<f32>,
+    /// `[values.len()]`, kept to lend as the values' dimensions.
+    count: [usize; 1],
+}
+
+impl SparseKernel {
+    fn if_smaller(name: &str, weights: &[f32]) -> Option<SparseKernel> {
+        let values: Vec<f32> = weights.iter().copied().filter(|w| *w != 0.0).collect();
+        let bitmap_bytes = weights.len().div_ceil(8);
+        if bitmap_bytes + 4 * values.len() >= 4 * weights.len() {
+            return None;
+        }
+        let mut bitmap = vec![0u8; bitmap_bytes];
+        for (i, w) in weights.iter().enumerate() {
+            if *w != 0.0 {
+                bitmap[i / 8] |= 1 << (i % 8);
+            }
+        }
+        Some(SparseKernel {
+            name: name.to_string(),
+            count: [values.len()],
+            bitmap,
+            values,
+        })
+    }
+
+    /// The dense weights back, or why the stored pieces do not make `len` of them.
+    fn expand(bitmap: &[u8], values: &[f32], len: usize) -> std::result::Result<Vec<f32>, String> {
+        if bitmap.len() != len.div_ceil(8) {
+            return Err(format!("a bitmap of {} bytes for {len} weights", bitmap.len()));
+        }
+        let mut next = values.iter();
+        let dense: Vec<f32> = (0..len)
+            .map(|i| match bitmap[i / 8] >> (i % 8) & 1 {
+                1 => next.next().copied().ok_or(()),
+                _ => Ok(0.0),
+            })
+            .collect::<std::result::Result<_, ()>>()
+            .map_err(|()| {
+                format!(
+                    "the bitmap marks more weights than the {} values stored",
+                    values.len()
+                )
+            })?;
+        if next.next().is_some() {
+            return Err(format!("{} values stored for fewer marked weights", values.len()));
+        }
+        Ok(dense)
+    }
+}
 
 /// f32 tensors and string metadata in the safetensors layout, keys sorted, data 8-byte
 /// aligned. Shared by model artifacts and training checkpoints.
@@ -144,7 +231,7 @@ pub(crate) fn encode_safetensors(
 pub(crate) fn encode_safetensors_with_int8(
     metadata: &BTreeMap<String, String>,
     tensors: &[NamedTensor],
-    int8: &[NamedI8],
+    int8: &[NamedBytes],
 ) -> std::result::Result<Vec<u8>, String> {
     // serde_json's map keeps keys sorted, so the header is deterministic.
     let mut header = serde_json::Map::new();
@@ -161,9 +248,9 @@ pub(crate) fn encode_safetensors_with_int8(
         }
         offset = end;
     }
-    for (name, dims, data) in int8 {
+    for (name, dims, dtype, data) in int8 {
         let end = offset + data.len();
-        let entry = serde_json::json!({ "dtype": "I8", "shape": dims, "data_offsets": [offset, end] });
+        let entry = serde_json::json!({ "dtype": dtype, "shape": dims, "data_offsets": [offset, end] });
         if header.insert(name.clone(), entry).is_some() {
             return Err(format!("two tensors are named `{name}`"));
         }
@@ -180,8 +267,8 @@ pub(crate) fn encode_safetensors_with_int8(
     for (_, _, data) in tensors {
         bytes.extend(data.iter().flat_map(|v| v.to_le_bytes()));
     }
-    for (_, _, data) in int8 {
-        bytes.extend(data.iter().map(|&v| v as u8));
+    for (_, _, _, data) in int8 {
+        bytes.extend_from_slice(data);
     }
     Ok(bytes)
 }
@@ -210,6 +297,20 @@ pub(crate) fn read_f32_tensor(
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
     Tensor::new(dims, values).map_err(|e| e.to_string())
+}
+
+/// The bytes of a one-byte-per-value tensor of `tensors` by name and dtype.
+fn read_bytes(tensors: &SafeTensors, name: &str, dtype: Dtype) -> std::result::Result<Vec<u8>, String> {
+    let view = tensors
+        .tensor(name)
+        .map_err(|_| format!("tensor `{name}` is missing"))?;
+    if view.dtype() != dtype {
+        return Err(format!(
+            "tensor `{name}` is {:?}, expected {dtype:?}",
+            view.dtype()
+        ));
+    }
+    Ok(view.data().to_vec())
 }
 
 /// An I8 tensor of `tensors` by name, checked against the expected dimensions.
@@ -339,8 +440,27 @@ pub fn load(path: &Path) -> Result<Artifact> {
         .iter()
         .flat_map(|c| c.inputs.iter().map(|(i, _)| format!("layers.{i}.kernel")))
         .collect();
+    let sparse: Vec<String> = metadata
+        .get(SPARSE_KEY)
+        .map(|text| parse(SPARSE_KEY, text, &fail))
+        .transpose()?
+        .unwrap_or_default();
     let mut codes = Vec::new();
     let mut take = |name: &str, dims: &[usize]| -> Result<Tensor> {
+        if sparse.iter().any(|k| k == name) {
+            let bitmap = read_bytes(&tensors, &format!("{name}.bitmap"), Dtype::U8).map_err(&fail)?;
+            let values_name = format!("{name}.values");
+            let count = tensors
+                .tensor(&values_name)
+                .map_err(|_| fail(format!("tensor `{values_name}` is missing")))?
+                .shape()
+                .to_vec();
+            let values = read_f32_tensor(&tensors, &values_name, &count).map_err(&fail)?;
+            let len = dims.iter().product();
+            let dense = SparseKernel::expand(&bitmap, values.data(), len)
+                .map_err(|e| fail(format!("sparse kernel `{name}`: {e}")))?;
+            return Tensor::new(dims, dense);
+        }
         if !quantized_kernels.iter().any(|k| k == name) {
             return read_f32_tensor(&tensors, name, dims).map_err(&fail);
         }
@@ -375,4 +495,24 @@ pub fn load(path: &Path) -> Result<Artifact> {
         path: path.into(),
         file_bytes: bytes.len() as u64,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SparseKernel;
+
+    #[test]
+    fn sparse_kernels_round_trip_and_refuse_pieces_that_do_not_fit() {
+        let weights = [0.0, 1.5, 0.0, 0.0, -2.0, 0.0, 0.0, 0.0, 0.0, 3.0];
+        let k = SparseKernel::if_smaller("k", &weights).expect("7 of 10 zero: smaller");
+        assert_eq!(k.values, [1.5, -2.0, 3.0]);
+        assert_eq!(k.bitmap, [0b0001_0010, 0b0000_0010]);
+        assert_eq!(SparseKernel::expand(&k.bitmap, &k.values, 10).unwrap(), weights);
+        assert!(SparseKernel::if_smaller("dense", &[1.0; 64]).is_none());
+        let short = SparseKernel::expand(&k.bitmap, &k.values[..2], 10).unwrap_err();
+        assert!(short.contains("more weights than the 2 values"), "{short}");
+        let long = SparseKernel::expand(&k.bitmap, &[1.0, 2.0, 3.0, 4.0], 10).unwrap_err();
+        assert!(long.contains("4 values stored for fewer"), "{long}");
+        assert!(SparseKernel::expand(&k.bitmap, &k.values, 30).is_err());
+    }
 }

@@ -15,6 +15,7 @@ pub mod ops;
 pub mod optim;
 pub mod params;
 pub mod pipeline;
+pub mod prune;
 pub mod quant;
 pub mod rng;
 pub mod spec;

@@ -127,6 +127,7 @@ pub fn train_with(
             epochs_trained: 0,
             created_unix_seconds: 0,
             metrics: FinalMetrics::default(),
+            compressed: Vec::new(),
         },
     };
     // A callback watching val_* needs validation data: say so now, not after an epoch.
@@ -369,6 +370,45 @@ pub fn load_test_split(info: &ModelInfo, data_dir: Option<&Path>) -> Result<Data
     let size = test.sample_size();
     info.preprocessing.apply(&mut test.features, size)?;
     Ok(test)
+}
+
+/// Trains a loaded model `epochs` more epochs on its own training data and settings
+/// (the data source, seed, optimizer, loss, batch size and validation split it records;
+/// a fresh optimizer), after `prepare(model, steps per epoch)` (which may set pruning,
+/// say) — the fine-tuning step of compression. Returns the final test evaluation.
+pub fn fine_tune(
+    model: &mut Sequential,
+    info: &ModelInfo,
+    data_dir: Option<&Path>,
+    epochs: usize,
+    prepare: impl FnOnce(&mut Sequential, usize) -> Result<()>,
+) -> Result<Evaluation> {
+    let t = &info.training;
+    let Splits {
+        mut train, mut test, ..
+    } = info.data.load(t.seed, data_dir)?;
+    for part in [&mut train, &mut test] {
+        let size = part.sample_size();
+        info.preprocessing.apply(&mut part.features, size)?;
+    }
+    model.compile(t.optimizer.clone(), t.loss(), t.seed);
+    let held_out = (train.len() as f64 * t.validation_split as f64).ceil() as usize;
+    let steps_per_epoch = (train.len() - held_out.min(train.len())).div_ceil(t.batch_size.max(1));
+    prepare(model, steps_per_epoch)?;
+    let options = FitOptions {
+        epochs,
+        batch_size: t.batch_size,
+        validation: match t.validation_split > 0.0 {
+            true => Validation::Split(t.validation_split),
+            false => Validation::None,
+        },
+        shuffle: t.shuffle,
+        seed: t.seed,
+        ..Default::default()
+    };
+    model.fit(&train, &options)?;
+    model.set_pruning(None)?;
+    model.evaluate(&test, 1024)
 }
 
 /// The first `count` samples of a model's training data (its recorded source and seed,

@@ -33,6 +33,8 @@ pub struct Compiled {
     batch_y: Vec<u32>,
     /// What a distributed step all-reduces (see `distributed::pack_step`), reused.
     reduce_buffer: Vec<f32>,
+    /// Magnitude pruning during training: masks applied after every update.
+    pruning: Option<crate::prune::Pruning>,
 }
 
 impl Compiled {
@@ -185,6 +187,7 @@ impl Sequential {
             batch_x: Vec::new(),
             batch_y: Vec::new(),
             reduce_buffer: Vec::new(),
+            pruning: None,
         });
     }
 
@@ -204,6 +207,13 @@ impl Sequential {
             c.validate()?;
         }
         self.require_compiled()?.clipping = clipping;
+        Ok(())
+    }
+
+    /// Prunes the Dense kernels by `pruning`'s schedule as training goes (call after
+    /// `compile`); pruned weights are re-zeroed after every update.
+    pub fn set_pruning(&mut self, pruning: Option<crate::prune::Pruning>) -> Result<()> {
+        self.require_compiled()?.pruning = pruning;
         Ok(())
     }
 
@@ -320,6 +330,9 @@ impl Sequential {
             clip.apply(params);
         }
         c.optimizer.step_and_clear(params, lr);
+        if let Some(pruning) = &mut c.pruning {
+            pruning.after_update(params, c.optimizer.iterations());
+        }
         Ok(StepResult {
             loss: loss_value,
             correct,

@@ -1,0 +1,402 @@
+//! Magnitude pruning, two ways:
+//!
+//! - **Unstructured** (TensorFlow Model Optimization's semantics): Dense kernels keep only
+//!   their largest-magnitude weights; a schedule raises the sparsity during fine-tuning
+//!   (ConstantSparsity, PolynomialDecay), and a mask re-zeroes pruned weights after every
+//!   optimizer step. The model gets sparser (and its file smaller), not faster.
+//! - **Structured**: whole hidden units of Dense layers with the smallest weight norms are
+//!   removed, with the matching inputs of the next Dense layer, giving a smaller dense
+//!   model that runs faster.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::nn::{Layer, LayerSpec, Sequential};
+use crate::params::{ParamId, ParamStore};
+use crate::tensor::Tensor;
+
+/// When and how far to prune, by optimizer step (TFMOT's `pruning_schedule`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum PruningSchedule {
+    /// `target_sparsity` from `begin_step` on, masks refreshed every `frequency` steps
+    /// until `end_step` (None: for ever).
+    ConstantSparsity {
+        target_sparsity: f32,
+        begin_step: u64,
+        end_step: Option<u64>,
+        frequency: u64,
+    },
+    /// Sparsity rising from `initial_sparsity` to `final_sparsity` between `begin_step`
+    /// and `end_step` as final + (initial − final)·(1 − progress)^power.
+    PolynomialDecay {
+        initial_sparsity: f32,
+        final_sparsity: f32,
+        begin_step: u64,
+        end_step: u64,
+        power: f32,
+        frequency: u64,
+    },
+}
+
+impl PruningSchedule {
+    /// The sparsity to prune to at `step`, when the masks are due for an update then.
+    pub fn update_at(&self, step: u64) -> Option<f32> {
+        let due = |begin: u64, end: Option<u64>, frequency: u64| {
+            step >= begin && end.is_none_or(|e| step <= e) && (step - begin).is_multiple_of(frequency.max(1))
+        };
+        match *self {
+            PruningSchedule::ConstantSparsity {
+                target_sparsity,
+                begin_step,
+                end_step,
+                frequency,
+            } => due(begin_step, end_step, frequency).then_some(target_sparsity),
+            PruningSchedule::PolynomialDecay {
+                initial_sparsity,
+                final_sparsity,
+                begin_step,
+                end_step,
+                power,
+                frequency,
+            } => {
+                let progress = match end_step > begin_step {
+                    true => {
+                        ((step.saturating_sub(begin_step)) as f32 / (end_step - begin_step) as f32).min(1.0)
+                    }
+                    false => 1.0,
+                };
+                let sparsity =
+                    final_sparsity + (initial_sparsity - final_sparsity) * (1.0 - progress).powf(power);
+                due(begin_step, Some(end_step), frequency).then_some(sparsity)
+            }
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let check = |name: &str, s: f32| {
+            if (0.0..1.0).contains(&s) {
+                Ok(())
+            } else {
+                Err(Error::Value(format!("pruning {name} {s} must be in [0, 1)")))
+            }
+        };
+        match *self {
+            PruningSchedule::ConstantSparsity { target_sparsity, .. } => {
+                check("target_sparsity", target_sparsity)
+            }
+            PruningSchedule::PolynomialDecay {
+                initial_sparsity,
+                final_sparsity,
+                ..
+            } => {
+                check("initial_sparsity", initial_sparsity)?;
+                check("final_sparsity", final_sparsity)
+            }
+        }
+    }
+}
+
+/// Pruning in progress on a model's Dense kernels: the schedule and each kernel's mask.
+#[derive(Debug, Clone)]
+pub struct Pruning {
+    pub schedule: PruningSchedule,
+    kernels: Vec<ParamId>,
+    /// Per kernel, 1.0 where a weight is kept, 0.0 where pruned (empty until the first
+    /// update).
+    masks: Vec<Vec<f32>>,
+}
+
+impl Pruning {
+    /// Pruning of every Dense kernel of `model` by `schedule`.
+    pub fn new(model: &Sequential, schedule: PruningSchedule) -> Result<Pruning> {
+        schedule.validate()?;
+        let kernels: Vec<ParamId> = model
+            .network()
+            .layers
+            .iter()
+            .filter_map(|l| match l {
+                Layer::Dense { kernel, .. } => Some(*kernel),
+                _ => None,
+            })
+            .collect();
+        if kernels.is_empty() {
+            return Err(Error::Value("the model has no Dense kernel to prune".into()));
+        }
+        Ok(Pruning {
+            schedule,
+            masks: vec![Vec::new(); kernels.len()],
+            kernels,
+        })
+    }
+
+    /// After the optimizer's `step`-th update: refresh the masks if the schedule says so,
+    /// then zero every pruned weight (so pruned weights stay pruned).
+    pub fn after_update(&mut self, params: &mut ParamStore, step: u64) {
+        if let Some(sparsity) = self.schedule.update_at(step) {
+            for (mask, &id) in self.masks.iter_mut().zip(&self.kernels) {
+                *mask = magnitude_mask(params.get(id).value.data(), sparsity);
+            }
+        }
+        for (mask, &id) in self.masks.iter().zip(&self.kernels) {
+            if !mask.is_empty() {
+                let w = params.get_mut(id).value.data_mut();
+                w.iter_mut().zip(mask).for_each(|(w, m)| *w *= m);
+            }
+        }
+    }
+}
+
+/// 1.0 for the weights kept, 0.0 for the `sparsity` fraction with the smallest magnitude.
+pub fn magnitude_mask(weights: &[f32], sparsity: f32) -> Vec<f32> {
+    let prune = ((weights.len() as f64) * sparsity as f64).floor() as usize;
+    let mut order: Vec<usize> = (0..weights.len()).collect();
+    // Smallest magnitude first; ties broken by position so the mask is deterministic.
+    order.sort_by(|&a, &b| weights[a].abs().total_cmp(&weights[b].abs()).then(a.cmp(&b)));
+    let mut mask = vec![1.0; weights.len()];
+    for &i in &order[..prune] {
+        mask[i] = 0.0;
+    }
+    mask
+}
+
+/// Prunes every Dense kernel of `model` at once to `sparsity` (no fine-tuning).
+pub fn prune_weights(model: &mut Sequential, sparsity: f32) -> Result<()> {
+    let mut pruning = Pruning::new(
+        model,
+        PruningSchedule::ConstantSparsity {
+            target_sparsity: sparsity,
+            begin_step: 0,
+            end_step: Some(0),
+            frequency: 1,
+        },
+    )?;
+    pruning.after_update(&mut model.params, 0);
+    Ok(())
+}
+
+/// What structured pruning did to one layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnitsRemoved {
+    pub layer: usize,
+    pub before: usize,
+    pub after: usize,
+}
+
+/// A copy of `model` without the `fraction` of each hidden Dense layer's units whose
+/// incoming weights have the smallest L2 norm; the next Dense layer loses the matching
+/// inputs. Hidden means followed by another Dense layer through Dropout or Activation
+/// layers only; the output layer keeps its units.
+pub fn remove_units(model: &Sequential, fraction: f32) -> Result<(Sequential, Vec<UnitsRemoved>)> {
+    if !(0.0..1.0).contains(&fraction) {
+        return Err(Error::Value(format!(
+            "pruning fraction {fraction} must be in [0, 1)"
+        )));
+    }
+    let specs = model.specs().to_vec();
+    let mut kept: Vec<Option<Vec<usize>>> = vec![None; specs.len()];
+    let mut next_dense: Vec<Option<usize>> = vec![None; specs.len()];
+    for (i, spec) in specs.iter().enumerate() {
+        let LayerSpec::Dense(d) = spec else { continue };
+        let Some(j) = following_dense(&specs, i) else {
+            continue;
+        };
+        let kernel = param(model, &format!("layers.{i}.kernel"))?;
+        let inputs = kernel.dims()[0];
+        let norms: Vec<f32> = (0..d.units)
+            .map(|u| {
+                (0..inputs)
+                    .map(|r| kernel.data()[r * d.units + u].powi(2))
+                    .sum::<f32>()
+            })
+            .collect();
+        let keep = ((d.units as f64) * (1.0 - fraction as f64)).ceil().max(1.0) as usize;
+        let mut order: Vec<usize> = (0..d.units).collect();
+        order.sort_by(|&a, &b| norms[b].total_cmp(&norms[a]).then(a.cmp(&b)));
+        let mut units = order[..keep].to_vec();
+        units.sort_unstable();
+        kept[i] = Some(units);
+        next_dense[i] = Some(j);
+    }
+    if kept.iter().all(Option::is_none) {
+        return Err(Error::Value(
+            "no hidden Dense layer to prune (one followed by another Dense layer)".into(),
+        ));
+    }
+    let mut new_specs = specs.clone();
+    let mut report = Vec::new();
+    for (i, units) in kept.iter().enumerate() {
+        if let (Some(units), LayerSpec::Dense(d)) = (units, &mut new_specs[i]) {
+            report.push(UnitsRemoved {
+                layer: i,
+                before: d.units,
+                after: units.len(),
+            });
+            d.units = units.len();
+        }
+    }
+    // Rows of a kernel come from the previous pruned layer's kept units, if any.
+    let mut rows_from: Vec<Option<&Vec<usize>>> = vec![None; specs.len()];
+    for (i, j) in next_dense.iter().enumerate() {
+        if let Some(j) = j {
+            rows_from[*j] = kept[i].as_ref();
+        }
+    }
+    let mut take = |name: &str, dims: &[usize]| -> Result<Tensor> {
+        let full = param(model, name)?;
+        let layer: usize = name
+            .strip_prefix("layers.")
+            .and_then(|r| r.split('.').next())
+            .and_then(|i| i.parse().ok())
+            .ok_or_else(|| Error::Value(format!("unexpected parameter name {name}")))?;
+        let columns = kept[layer].as_ref();
+        let rows = if name.ends_with(".kernel") {
+            rows_from[layer]
+        } else {
+            None
+        };
+        let values = select(full, rows, columns);
+        Tensor::new(dims, values)
+    };
+    let input_shape = model.input_shape().dims().to_vec();
+    let pruned = Sequential::with_params(&input_shape, new_specs, &mut take)?;
+    Ok((pruned, report))
+}
+
+/// The Dense layer that layer `i`'s output reaches through Dropout/Activation layers only.
+fn following_dense(specs: &[LayerSpec], i: usize) -> Option<usize> {
+    for (j, spec) in specs.iter().enumerate().skip(i + 1) {
+        match spec {
+            LayerSpec::Dense(_) => return Some(j),
+            LayerSpec::Dropout(_) | LayerSpec::Activation(_) => continue,
+            _ => return None,
+        }
+    }
+    None
+}
+
+fn param<'m>(model: &'m Sequential, name: &str) -> Result<&'m Tensor> {
+    model
+        .params
+        .iter()
+        .find(|p| p.name == name)
+        .map(|p| &p.value)
+        .ok_or_else(|| Error::Value(format!("the model has no parameter {name}")))
+}
+
+/// The chosen rows and columns of a 2-D tensor (a 1-D tensor is one row).
+fn select(t: &Tensor, rows: Option<&Vec<usize>>, columns: Option<&Vec<usize>>) -> Vec<f32> {
+    let dims = t.dims();
+    let (r, c) = match dims.len() {
+        1 => (1, dims[0]),
+        _ => (dims[0], dims[1..].iter().product()),
+    };
+    let all_rows: Vec<usize> = (0..r).collect();
+    let all_columns: Vec<usize> = (0..c).collect();
+    let (rows, columns) = (rows.unwrap_or(&all_rows), columns.unwrap_or(&all_columns));
+    let rows: &[usize] = if dims.len() == 1 { &all_rows } else { rows };
+    let mut out = Vec::with_capacity(rows.len() * columns.len());
+    for &i in rows {
+        out.extend(columns.iter().map(|&j| t.data()[i * c + j]));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_follow_tfmot() {
+        let constant = PruningSchedule::ConstantSparsity {
+            target_sparsity: 0.5,
+            begin_step: 10,
+            end_step: Some(30),
+            frequency: 10,
+        };
+        let at: Vec<_> = [0, 10, 15, 20, 30, 40]
+            .iter()
+            .map(|&s| constant.update_at(s))
+            .collect();
+        assert_eq!(at, [None, Some(0.5), None, Some(0.5), Some(0.5), None]);
+        let poly = PruningSchedule::PolynomialDecay {
+            initial_sparsity: 0.0,
+            final_sparsity: 0.8,
+            begin_step: 0,
+            end_step: 100,
+            power: 3.0,
+            frequency: 50,
+        };
+        // Halfway: 0.8 + (0 − 0.8)·0.5³ = 0.7.
+        assert_eq!(poly.update_at(50), Some(0.7));
+        assert_eq!(poly.update_at(0), Some(0.0));
+        assert_eq!(poly.update_at(100), Some(0.8));
+        assert_eq!(poly.update_at(60), None);
+        assert_eq!(poly.update_at(150), None);
+    }
+
+    #[test]
+    fn the_mask_drops_the_smallest_magnitudes() {
+        let w = [0.5, -0.1, 0.3, -0.9, 0.0, 0.2];
+        assert_eq!(magnitude_mask(&w, 0.5), [1.0, 0.0, 1.0, 1.0, 0.0, 0.0]);
+        assert_eq!(magnitude_mask(&w, 0.0), [1.0; 6]);
+    }
+
+    #[test]
+    fn removing_units_slices_the_layer_and_the_next_ones_inputs() {
+        let layers = serde_json::from_str(
+            r#"[{"type": "dense", "units": 4, "activation": "relu"}, {"type": "dropout", "rate": 0.1},
+                {"type": "dense", "units": 2}]"#,
+        )
+        .unwrap();
+        let mut m = Sequential::new(&[3], layers, 1).unwrap();
+        // Units 1 and 3 have the largest incoming weights.
+        let kernel: Vec<f32> = (0..12)
+            .map(|i| if i % 4 == 1 || i % 4 == 3 { 1.0 } else { 0.1 })
+            .collect();
+        m.params
+            .iter_mut()
+            .next()
+            .unwrap()
+            .value
+            .data_mut()
+            .copy_from_slice(&kernel);
+        let next: Vec<f32> = (0..8).map(|i| i as f32).collect();
+        m.params
+            .iter_mut()
+            .nth(2)
+            .unwrap()
+            .value
+            .data_mut()
+            .copy_from_slice(&next);
+        let (p, report) = remove_units(&m, 0.5).unwrap();
+        assert_eq!(
+            report,
+            [UnitsRemoved {
+                layer: 0,
+                before: 4,
+                after: 2
+            }]
+        );
+        let w: Vec<_> = p
+            .params
+            .iter()
+            .map(|p| (p.name.clone(), p.value.dims().to_vec()))
+            .collect();
+        assert_eq!(w[0], ("layers.0.kernel".to_string(), vec![3, 2]));
+        assert_eq!(w[2], ("layers.2.kernel".to_string(), vec![2, 2]));
+        // The next layer keeps rows 1 and 3 of its (4, 2) kernel.
+        assert_eq!(
+            p.params.iter().nth(2).unwrap().value.data(),
+            &[2.0, 3.0, 6.0, 7.0]
+        );
+        // A model without a hidden Dense layer has nothing to prune.
+        let single = Sequential::new(
+            &[3],
+            serde_json::from_str(r#"[{"type": "dense", "units": 2}]"#).unwrap(),
+            1,
+        )
+        .unwrap();
+        assert!(remove_units(&single, 0.5).is_err());
+    }
+}
