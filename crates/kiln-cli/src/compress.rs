@@ -9,7 +9,16 @@ use kiln::artifact;
 use kiln::nn::Sequential;
 use kiln::pipeline;
 use kiln::prune::{self, PruningSchedule};
-use kiln::quant::{Calibration, QuantMode, QuantizedNetwork};
+use kiln::quant::{Calibration, HalfFloat, QuantMode, QuantizedNetwork};
+
+/// What `--quantize` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantize {
+    /// int8 kernels on the integer path (static or dynamic activation ranges).
+    Int8(QuantMode),
+    /// Float weights stored in 16 bits; the float path.
+    Half(HalfFloat),
+}
 
 pub struct CompressArgs<'a> {
     pub model: &'a Path,
@@ -18,7 +27,7 @@ pub struct CompressArgs<'a> {
     pub prune: Option<f32>,
     pub structured: bool,
     pub finetune_epochs: usize,
-    pub quantize: Option<QuantMode>,
+    pub quantize: Option<Quantize>,
     pub calibration: Calibration,
     pub calibration_samples: usize,
     pub data_dir: Option<&'a Path>,
@@ -49,7 +58,14 @@ pub fn compress(args: &CompressArgs) -> Result<()> {
     if let Some(fraction) = args.prune {
         model = prune(model, &info, fraction, args, &mut steps)?;
     }
-    if let Some(mode) = args.quantize {
+    if let Some(Quantize::Half(h)) = args.quantize {
+        model.set_half_storage(Some(h));
+        steps.push(format!(
+            "weights stored as {} (float inference)",
+            h.dtype().to_lowercase()
+        ));
+    }
+    if let Some(Quantize::Int8(mode)) = args.quantize {
         let samples = match mode {
             QuantMode::Static => {
                 pipeline::load_calibration_samples(&info, args.data_dir, args.calibration_samples)?.features
@@ -83,7 +99,7 @@ fn check(args: &CompressArgs) -> Result<()> {
     );
     anyhow::ensure!(
         args.prune.is_some() || args.quantize.is_some(),
-        "nothing to do: give --prune FRACTION and/or --quantize int8|dynamic"
+        "nothing to do: give --prune FRACTION and/or --quantize int8|dynamic|f16|bf16"
     );
     if let Some(p) = args.prune {
         anyhow::ensure!(
@@ -92,7 +108,7 @@ fn check(args: &CompressArgs) -> Result<()> {
         );
     }
     anyhow::ensure!(
-        args.calibration_samples > 0 || args.quantize != Some(QuantMode::Static),
+        args.calibration_samples > 0 || args.quantize != Some(Quantize::Int8(QuantMode::Static)),
         "--calibration-samples must be at least 1 for static int8 quantization"
     );
     if let Calibration::Percentile(p) = args.calibration {

@@ -120,7 +120,8 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         finetune_epochs: usize,
         /// int8: weights and activations (activation ranges calibrated); dynamic: int8
-        /// weights, each sample's activations quantized with its own range.
+        /// weights, each sample's activations quantized with its own range; f16, bf16:
+        /// float weights stored in 16 bits.
         #[arg(long, value_enum)]
         quantize: Option<Quantize>,
         /// Training samples the int8 activation ranges are calibrated on.
@@ -141,6 +142,8 @@ enum Command {
 enum Quantize {
     Int8,
     Dynamic,
+    F16,
+    Bf16,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -230,9 +233,15 @@ fn main() -> ExitCode {
             prune,
             structured,
             finetune_epochs,
-            quantize: quantize.map(|q| match q {
-                Quantize::Int8 => kiln::quant::QuantMode::Static,
-                Quantize::Dynamic => kiln::quant::QuantMode::Dynamic,
+            quantize: quantize.map(|q| {
+                use compress::Quantize as Q;
+                use kiln::quant::{HalfFloat, QuantMode};
+                match q {
+                    Quantize::Int8 => Q::Int8(QuantMode::Static),
+                    Quantize::Dynamic => Q::Int8(QuantMode::Dynamic),
+                    Quantize::F16 => Q::Half(HalfFloat::F16),
+                    Quantize::Bf16 => Q::Half(HalfFloat::Bf16),
+                }
             }),
             calibration: percentile.map_or(
                 kiln::quant::Calibration::MinMax,

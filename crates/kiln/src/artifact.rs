@@ -16,7 +16,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use crate::data::{DataSpec, FittedNormalization};
 use crate::error::{Error, Result};
 use crate::nn::Sequential;
-use crate::quant::{Compression, QuantizedNetwork, QUANTIZATION_KEY};
+use crate::quant::{Compression, HalfFloat, QuantizedNetwork, QUANTIZATION_KEY};
 use crate::spec::{ModelSpec, TrainingSpec};
 use crate::tensor::Tensor;
 
@@ -116,13 +116,23 @@ fn to_bytes(model: &Sequential, info: &ModelInfo) -> std::result::Result<Vec<u8>
         let names: Vec<&str> = sparse.iter().map(|k| k.name.as_str()).collect();
         metadata.insert(SPARSE_KEY.into(), json(&names));
     }
-    let mut tensors: Vec<NamedTensor> = model
+    let dense = model
         .params
         .iter()
-        .filter(|p| !int8_names.contains(&p.name) && !sparse.iter().any(|k| k.name == p.name))
-        .map(|p| (p.name.clone(), p.value.dims(), p.value.data()))
-        .collect();
+        .filter(|p| !int8_names.contains(&p.name) && !sparse.iter().any(|k| k.name == p.name));
+    let mut tensors: Vec<NamedTensor> = Vec::new();
     let mut int8: Vec<NamedBytes> = Vec::new();
+    for p in dense {
+        match model.half_storage() {
+            Some(h) => int8.push((
+                p.name.clone(),
+                p.value.dims().to_vec(),
+                h.dtype(),
+                h.encode(p.value.data()),
+            )),
+            None => tensors.push((p.name.clone(), p.value.dims(), p.value.data())),
+        }
+    }
     for k in &sparse {
         tensors.push((format!("{}.values", k.name), &k.count, &k.values));
         int8.push((
@@ -156,7 +166,7 @@ fn to_bytes(model: &Sequential, info: &ModelInfo) -> std::result::Result<Vec<u8>
 /// A tensor to store: name, dimensions, values.
 pub(crate) type NamedTensor<'a> = (String, &'a [usize], &'a [f32]);
 
-/// A tensor of bytes to store: name, dimensions, dtype ("I8" or "U8"), bytes.
+/// A tensor of bytes to store: name, dimensions, dtype ("I8", "U8", "F16", "BF16"), bytes.
 pub(crate) type NamedBytes = (String, Vec<usize>, &'static str, Vec<u8>);
 
 /// Metadata key listing the kernels stored sparsely.
@@ -273,7 +283,8 @@ pub(crate) fn encode_safetensors_with_int8(
     Ok(bytes)
 }
 
-/// An F32 tensor of `tensors` by name, checked against the expected dimensions.
+/// An F32 tensor of `tensors` by name, checked against the expected dimensions; F16 and
+/// BF16 tensors (a model saved with half storage) are widened to f32.
 pub(crate) fn read_f32_tensor(
     tensors: &SafeTensors,
     name: &str,
@@ -282,20 +293,25 @@ pub(crate) fn read_f32_tensor(
     let view = tensors
         .tensor(name)
         .map_err(|_| format!("tensor `{name}` is missing"))?;
-    if view.dtype() != Dtype::F32 {
-        return Err(format!("tensor `{name}` is {:?}, expected F32", view.dtype()));
-    }
     if view.shape() != dims {
         return Err(format!(
             "tensor `{name}` has shape {:?}, expected {dims:?}",
             view.shape()
         ));
     }
-    let values = view
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let values = match (view.dtype(), HalfFloat::of(view.dtype())) {
+        (Dtype::F32, _) => view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        (_, Some(h)) => h.decode(view.data()),
+        (other, None) => {
+            return Err(format!(
+                "tensor `{name}` is {other:?}, expected F32 (or F16, BF16)"
+            ))
+        }
+    };
     Tensor::new(dims, values).map_err(|e| e.to_string())
 }
 
@@ -484,6 +500,12 @@ pub fn load(path: &Path) -> Result<Artifact> {
     };
     let mut model = Sequential::with_params(&input_shape, info.architecture.layers.clone(), &mut take)
         .map_err(|e| fail(e.to_string()))?;
+    // A model stored in 16 bits is saved in 16 bits again.
+    let half = tensors
+        .tensors()
+        .iter()
+        .find_map(|(_, view)| HalfFloat::of(view.dtype()));
+    model.set_half_storage(half);
     if let Some(compression) = compression {
         let network =
             QuantizedNetwork::from_saved(&model, compression, codes).map_err(|e| fail(e.to_string()))?;

@@ -112,3 +112,42 @@ fn static_quantization_without_calibration_samples_says_so() {
         .to_string();
     assert!(err.contains("calibration samples"), "{err}");
 }
+
+#[test]
+fn sixteen_bit_storage_halves_the_file_and_loads_back_the_rounded_weights() {
+    use kiln::quant::HalfFloat;
+    let outcome = trained_digits();
+    let float_path = temp_file("f32");
+    artifact::save(&outcome.model, &outcome.info, &float_path).unwrap();
+    let test = pipeline::load_test_split(&outcome.info, None).unwrap();
+    for h in [HalfFloat::F16, HalfFloat::Bf16] {
+        let mut model = artifact::load(&float_path).unwrap().model;
+        model.set_half_storage(Some(h));
+        let path = temp_file("half");
+        artifact::save(&model, &outcome.info, &path).unwrap();
+        let loaded = artifact::load(&path).unwrap();
+        assert_eq!(
+            loaded.model.weights(),
+            model.weights(),
+            "{h:?}: what was saved is loaded"
+        );
+        assert_eq!(
+            loaded.model.half_storage(),
+            Some(h),
+            "and would be saved in 16 bits again"
+        );
+        let (full, half) = (std::fs::metadata(&float_path).unwrap().len(), loaded.file_bytes);
+        // The kernels and biases halve; the JSON metadata stays.
+        assert!(half + 9610 * 2 <= full, "{h:?}: {half} vs {full}");
+        let mut m = loaded.model;
+        let t = &outcome.info.training;
+        m.compile(t.optimizer.clone(), t.loss(), t.seed);
+        let accuracy = m.evaluate(&test, 1024).unwrap().accuracy;
+        assert!(
+            (accuracy - outcome.test.accuracy).abs() <= 0.0056,
+            "{h:?}: {accuracy}"
+        );
+        std::fs::remove_file(path).unwrap();
+    }
+    std::fs::remove_file(float_path).unwrap();
+}

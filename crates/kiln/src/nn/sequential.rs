@@ -151,6 +151,8 @@ pub struct Sequential {
     workspace: Workspace,
     /// Set on a compressed model: predict and evaluate run these int8 layers instead.
     pub(crate) quantized: Option<crate::quant::QuantizedNetwork>,
+    /// Store the float weights in 16 bits when saved (None: f32).
+    pub(crate) half_storage: Option<crate::quant::HalfFloat>,
 }
 
 impl Sequential {
@@ -184,6 +186,7 @@ impl Sequential {
             compiled: None,
             workspace: Workspace::new(),
             quantized: None,
+            half_storage: None,
         })
     }
 
@@ -195,6 +198,22 @@ impl Sequential {
 
     pub fn quantized(&self) -> Option<&crate::quant::QuantizedNetwork> {
         self.quantized.as_ref()
+    }
+
+    /// Saves the float weights as f16 or bf16 (half the file; loading widens them back).
+    /// The weights are rounded now, so the model in memory is the one that will be saved.
+    pub fn set_half_storage(&mut self, storage: Option<crate::quant::HalfFloat>) {
+        if let Some(h) = storage {
+            for p in self.params.iter_mut() {
+                let rounded = h.decode(&h.encode(p.value.data()));
+                p.value.data_mut().copy_from_slice(&rounded);
+            }
+        }
+        self.half_storage = storage;
+    }
+
+    pub fn half_storage(&self) -> Option<crate::quant::HalfFloat> {
+        self.half_storage
     }
 
     pub fn input_shape(&self) -> Shape {

@@ -9,8 +9,10 @@
 //! layer's quantization) runs on each block of rows while it is in cache.
 
 pub mod gemm_i8;
+mod half;
 mod network;
 mod params;
 
+pub use half::HalfFloat;
 pub use network::{Calibration, QuantizedNetwork, QUANTIZATION_KEY};
 pub use params::{ActivationRange, AffineU8, Compression, QuantMode};
