@@ -80,6 +80,13 @@ pub fn compress(args: &CompressArgs) -> Result<()> {
     }
     info.architecture.layers = model.specs().to_vec();
     info.lineage.compressed.extend(steps.iter().cloned());
+    // The recorded test figures become the compressed model's own.
+    let test = pipeline::load_test_split(&info, args.data_dir)?;
+    let t = &info.training;
+    model.compile(t.optimizer.clone(), t.loss(), t.seed);
+    let evaluation = model.evaluate(&test, 1024)?;
+    info.lineage.metrics.test_loss = Some(evaluation.loss);
+    info.lineage.metrics.test_accuracy = Some(evaluation.accuracy);
     artifact::save(&model, &info, args.out)?;
     let after = measure(args.out, args.data_dir)?;
     print_table(args, &steps, &before, &after);

@@ -801,3 +801,47 @@ fn a_stalled_client_cannot_hold_shutdown_up_forever() {
     };
     assert!(status.success(), "exit status {status}");
 }
+
+#[test]
+fn a_compressed_model_serves_what_kiln_predict_gives() {
+    let int8 = scratch().join("digits-int8.safetensors");
+    let out = kiln(&[
+        "compress",
+        digits_model(),
+        "--out",
+        int8.to_str().unwrap(),
+        "--quantize",
+        "int8",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows = feature_rows(5, 3);
+    let csv: String = rows
+        .iter()
+        .map(|r| r.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",") + "\n")
+        .collect();
+    let csv_path = scratch().join("int8-rows.csv");
+    std::fs::write(&csv_path, csv).unwrap();
+    let out = kiln(&[
+        "predict",
+        int8.to_str().unwrap(),
+        "--input",
+        csv_path.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let expected: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let model = format!("small={}", int8.display());
+    let s = Server::start_with(&["serve", &model, "--port", "0"]);
+    let (status, answer) = s.post("/v2/models/small/infer", &v2_body(&rows));
+    assert_eq!(status, 200, "{answer}");
+    let probabilities = f32s(&answer["outputs"][0]["data"]);
+    for (i, want) in expected.as_array().unwrap().iter().enumerate() {
+        assert_eq!(
+            &probabilities[i * 10..(i + 1) * 10],
+            &f32s(&want["probabilities"])[..],
+            "row {i}"
+        );
+    }
+}
