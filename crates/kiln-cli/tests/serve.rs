@@ -176,6 +176,26 @@ fn feature_rows(count: usize, seed: u64) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// `kiln predict MODEL --format json` on `rows` (written to the CSV file `name`).
+fn predict_json(model: &str, rows: &[Vec<f32>], name: &str) -> Value {
+    let csv: String = rows
+        .iter()
+        .map(|r| r.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",") + "\n")
+        .collect();
+    let csv_path = scratch().join(name);
+    std::fs::write(&csv_path, csv).unwrap();
+    let out = kiln(&[
+        "predict",
+        model,
+        "--input",
+        csv_path.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn f32s(v: &Value) -> Vec<f32> {
     v.as_array()
         .unwrap()
@@ -252,22 +272,7 @@ fn health_metadata_and_listing_endpoints() {
 #[test]
 fn concurrent_answers_equal_kiln_predict() {
     let rows = feature_rows(48, 7);
-    let csv: String = rows
-        .iter()
-        .map(|r| r.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",") + "\n")
-        .collect();
-    let csv_path = scratch().join("rows.csv");
-    std::fs::write(&csv_path, csv).unwrap();
-    let out = kiln(&[
-        "predict",
-        digits_model(),
-        "--input",
-        csv_path.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let expected: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let expected = predict_json(digits_model(), &rows, "rows.csv");
 
     let s = Server::start(&["--max-delay-ms", "5"]);
     // 16 clients at once, each asking for its three rows three ways: v2 flat one at a time,
@@ -815,22 +820,7 @@ fn a_compressed_model_serves_what_kiln_predict_gives() {
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let rows = feature_rows(5, 3);
-    let csv: String = rows
-        .iter()
-        .map(|r| r.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",") + "\n")
-        .collect();
-    let csv_path = scratch().join("int8-rows.csv");
-    std::fs::write(&csv_path, csv).unwrap();
-    let out = kiln(&[
-        "predict",
-        int8.to_str().unwrap(),
-        "--input",
-        csv_path.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let expected: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let expected = predict_json(int8.to_str().unwrap(), &rows, "int8-rows.csv");
 
     let model = format!("small={}", int8.display());
     let s = Server::start_with(&["serve", &model, "--port", "0"]);
