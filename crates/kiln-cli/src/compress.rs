@@ -140,8 +140,9 @@ fn prune(
         true => {
             let (pruned, removed) = prune::remove_units(&model, fraction)?;
             for r in removed {
+                let what = if r.filters { "filters" } else { "units" };
                 steps.push(format!(
-                    "structured pruning: layer {} keeps {} of {} units (largest L2 norm)",
+                    "structured pruning: layer {} keeps {} of {} {what} (largest L2 norm)",
                     r.layer, r.after, r.before
                 ));
             }
@@ -190,8 +191,9 @@ fn prune(
             // The schedule ends at the target; this makes sure of it whatever the step count.
             prune::prune_weights(&mut model, fraction)?;
         }
+        let plural = if epochs == 1 { "" } else { "s" };
         steps.push(format!(
-            "fine-tuned {epochs} epochs on its training data and settings"
+            "fine-tuned {epochs} epoch{plural} on its training data and settings (a fresh optimizer at the spec's learning rate)"
         ));
     }
     Ok(model)

@@ -108,11 +108,11 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
         /// Remove this fraction of each Dense kernel's weights (smallest magnitude first),
-        /// or with --structured of each hidden Dense layer's units.
+        /// or with --structured of each hidden Dense layer's units and Conv2D layer's filters.
         #[arg(long, value_name = "FRACTION")]
         prune: Option<f32>,
-        /// Prune whole hidden units (and the next layer's matching inputs): a smaller,
-        /// faster dense model.
+        /// Prune whole hidden units and convolution filters (and the next layer's matching
+        /// inputs): a smaller, faster dense model.
         #[arg(long)]
         structured: bool,
         /// Fine-tune the pruned model this many epochs on its own training data (pruning

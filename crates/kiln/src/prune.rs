@@ -179,14 +179,28 @@ pub fn prune_weights(model: &mut Sequential, sparsity: f32) -> Result<()> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnitsRemoved {
     pub layer: usize,
+    /// Dense units or convolution filters.
     pub before: usize,
     pub after: usize,
+    pub filters: bool,
 }
 
-/// A copy of `model` without the `fraction` of each hidden Dense layer's units whose
-/// incoming weights have the smallest L2 norm; the next Dense layer loses the matching
-/// inputs. Hidden means followed by another Dense layer through Dropout or Activation
-/// layers only; the output layer keeps its units.
+/// Where a pruned layer's outputs are consumed: the next Dense or Conv2D layer, how many
+/// kernel rows each of its input channels has (1 for a Dense layer reading units or a
+/// global average, height·width after a Flatten, the taps of a convolution), and the batch
+/// normalizations on the way, whose per-channel parameters are sliced too.
+struct Consumer {
+    layer: usize,
+    positions: usize,
+    norms: Vec<usize>,
+}
+
+/// A copy of `model` without the `fraction` of each hidden Dense layer's units and each
+/// Conv2D layer's filters whose incoming weights have the smallest L2 norm; the layer that
+/// reads them loses the matching inputs (and batch normalizations between, the matching
+/// channels). Only layers whose outputs reach another Dense or Conv2D layer through
+/// Dropout, Activation, BatchNormalization, pooling, or a Flatten or global average before
+/// a Dense layer, are pruned; the output layer keeps its units.
 pub fn remove_units(model: &Sequential, fraction: f32) -> Result<(Sequential, Vec<UnitsRemoved>)> {
     if !(0.0..1.0).contains(&fraction) {
         return Err(Error::Value(format!(
@@ -194,52 +208,73 @@ pub fn remove_units(model: &Sequential, fraction: f32) -> Result<(Sequential, Ve
         )));
     }
     let specs = model.specs().to_vec();
+    let shapes: Vec<Vec<usize>> = model
+        .layer_output_shapes()
+        .iter()
+        .map(|s| s.dims().to_vec())
+        .collect();
     let mut kept: Vec<Option<Vec<usize>>> = vec![None; specs.len()];
-    let mut next_dense: Vec<Option<usize>> = vec![None; specs.len()];
+    let mut consumers: Vec<Option<Consumer>> = (0..specs.len()).map(|_| None).collect();
     for (i, spec) in specs.iter().enumerate() {
-        let LayerSpec::Dense(d) = spec else { continue };
-        let Some(j) = following_dense(&specs, i) else {
+        let outputs = match spec {
+            LayerSpec::Dense(d) => d.units,
+            LayerSpec::Conv2d(c) => c.filters,
+            _ => continue,
+        };
+        let Some(consumer) = consumer_of(&specs, &shapes, i) else {
             continue;
         };
         let kernel = param(model, &format!("layers.{i}.kernel"))?;
-        let inputs = kernel.dims()[0];
-        let norms: Vec<f32> = (0..d.units)
+        let rows = kernel.numel() / outputs;
+        let norms: Vec<f32> = (0..outputs)
             .map(|u| {
-                (0..inputs)
-                    .map(|r| kernel.data()[r * d.units + u].powi(2))
+                (0..rows)
+                    .map(|r| kernel.data()[r * outputs + u].powi(2))
                     .sum::<f32>()
             })
             .collect();
-        let keep = ((d.units as f64) * (1.0 - fraction as f64)).ceil().max(1.0) as usize;
-        let mut order: Vec<usize> = (0..d.units).collect();
+        let keep = ((outputs as f64) * (1.0 - fraction as f64)).ceil().max(1.0) as usize;
+        let mut order: Vec<usize> = (0..outputs).collect();
         order.sort_by(|&a, &b| norms[b].total_cmp(&norms[a]).then(a.cmp(&b)));
         let mut units = order[..keep].to_vec();
         units.sort_unstable();
         kept[i] = Some(units);
-        next_dense[i] = Some(j);
+        consumers[i] = Some(consumer);
     }
     if kept.iter().all(Option::is_none) {
         return Err(Error::Value(
-            "no hidden Dense layer to prune (one followed by another Dense layer)".into(),
+            "nothing to prune: no Dense or Conv2D layer feeds another one".into(),
         ));
     }
     let mut new_specs = specs.clone();
     let mut report = Vec::new();
+    // Per layer: the kernel rows to keep (a consumer), and the channels to keep of a
+    // per-channel parameter (a batch normalization on the way).
+    let mut input_rows: Vec<Option<Vec<usize>>> = vec![None; specs.len()];
+    let mut channels: Vec<Option<&Vec<usize>>> = vec![None; specs.len()];
     for (i, units) in kept.iter().enumerate() {
-        if let (Some(units), LayerSpec::Dense(d)) = (units, &mut new_specs[i]) {
-            report.push(UnitsRemoved {
-                layer: i,
-                before: d.units,
-                after: units.len(),
-            });
-            d.units = units.len();
-        }
-    }
-    // Rows of a kernel come from the previous pruned layer's kept units, if any.
-    let mut rows_from: Vec<Option<&Vec<usize>>> = vec![None; specs.len()];
-    for (i, j) in next_dense.iter().enumerate() {
-        if let Some(j) = j {
-            rows_from[*j] = kept[i].as_ref();
+        let (Some(units), Some(consumer)) = (units, &consumers[i]) else {
+            continue;
+        };
+        let (before, filters) = match &mut new_specs[i] {
+            LayerSpec::Dense(d) => (std::mem::replace(&mut d.units, units.len()), false),
+            LayerSpec::Conv2d(c) => (std::mem::replace(&mut c.filters, units.len()), true),
+            _ => unreachable!("only Dense and Conv2D layers are pruned"),
+        };
+        report.push(UnitsRemoved {
+            layer: i,
+            before,
+            after: units.len(),
+            filters,
+        });
+        // Row p·before + c of the consumer's kernel reads channel c at position p.
+        input_rows[consumer.layer] = Some(
+            (0..consumer.positions)
+                .flat_map(|p| units.iter().map(move |&c| p * before + c))
+                .collect(),
+        );
+        for &n in &consumer.norms {
+            channels[n] = Some(units);
         }
     }
     let mut take = |name: &str, dims: &[usize]| -> Result<Tensor> {
@@ -249,26 +284,51 @@ pub fn remove_units(model: &Sequential, fraction: f32) -> Result<(Sequential, Ve
             .and_then(|r| r.split('.').next())
             .and_then(|i| i.parse().ok())
             .ok_or_else(|| Error::Value(format!("unexpected parameter name {name}")))?;
-        let columns = kept[layer].as_ref();
-        let rows = if name.ends_with(".kernel") {
-            rows_from[layer]
+        let is_kernel = name.ends_with(".kernel");
+        let columns = kept[layer].as_ref().or(channels[layer]);
+        let rows = if is_kernel {
+            input_rows[layer].as_ref()
         } else {
             None
         };
-        let values = select(full, rows, columns);
-        Tensor::new(dims, values)
+        Tensor::new(dims, select(full, rows, columns))
     };
     let input_shape = model.input_shape().dims().to_vec();
     let pruned = Sequential::with_params(&input_shape, new_specs, &mut take)?;
     Ok((pruned, report))
 }
 
-/// The Dense layer that layer `i`'s output reaches through Dropout/Activation layers only.
-fn following_dense(specs: &[LayerSpec], i: usize) -> Option<usize> {
+/// The layer that consumes layer `i`'s output channels, if the path to it is one pruning
+/// can follow.
+fn consumer_of(specs: &[LayerSpec], shapes: &[Vec<usize>], i: usize) -> Option<Consumer> {
+    let mut norms = Vec::new();
+    let mut positions = 1;
     for (j, spec) in specs.iter().enumerate().skip(i + 1) {
         match spec {
-            LayerSpec::Dense(_) => return Some(j),
-            LayerSpec::Dropout(_) | LayerSpec::Activation(_) => continue,
+            LayerSpec::Dense(_) => {
+                return Some(Consumer {
+                    layer: j,
+                    positions,
+                    norms,
+                })
+            }
+            LayerSpec::Conv2d(c) if positions == 1 => {
+                let (kh, kw) = c.kernel_size.get();
+                return Some(Consumer {
+                    layer: j,
+                    positions: kh * kw,
+                    norms,
+                });
+            }
+            LayerSpec::BatchNormalization(_) if positions == 1 => norms.push(j),
+            LayerSpec::Dropout(_) | LayerSpec::Activation(_) => {}
+            LayerSpec::MaxPooling2d(_) | LayerSpec::AveragePooling2d(_) if positions == 1 => {}
+            LayerSpec::GlobalAveragePooling2d(_) if positions == 1 => {}
+            // A Flatten of (height, width, channels): each channel at every pixel.
+            LayerSpec::Flatten(_) if positions == 1 => {
+                let input = &shapes[j - 1];
+                positions = input[..input.len() - 1].iter().product();
+            }
             _ => return None,
         }
     }
@@ -284,17 +344,14 @@ fn param<'m>(model: &'m Sequential, name: &str) -> Result<&'m Tensor> {
         .ok_or_else(|| Error::Value(format!("the model has no parameter {name}")))
 }
 
-/// The chosen rows and columns of a 2-D tensor (a 1-D tensor is one row).
+/// The chosen rows and columns of a tensor seen as (all axes but the last, the last axis);
+/// a 1-D tensor is one row.
 fn select(t: &Tensor, rows: Option<&Vec<usize>>, columns: Option<&Vec<usize>>) -> Vec<f32> {
-    let dims = t.dims();
-    let (r, c) = match dims.len() {
-        1 => (1, dims[0]),
-        _ => (dims[0], dims[1..].iter().product()),
-    };
+    let c = *t.dims().last().expect("tensors have an axis");
+    let r = t.numel() / c.max(1);
     let all_rows: Vec<usize> = (0..r).collect();
     let all_columns: Vec<usize> = (0..c).collect();
     let (rows, columns) = (rows.unwrap_or(&all_rows), columns.unwrap_or(&all_columns));
-    let rows: &[usize] = if dims.len() == 1 { &all_rows } else { rows };
     let mut out = Vec::with_capacity(rows.len() * columns.len());
     for &i in rows {
         out.extend(columns.iter().map(|&j| t.data()[i * c + j]));
@@ -375,7 +432,8 @@ mod tests {
             [UnitsRemoved {
                 layer: 0,
                 before: 4,
-                after: 2
+                after: 2,
+                filters: false
             }]
         );
         let w: Vec<_> = p
@@ -398,5 +456,66 @@ mod tests {
         )
         .unwrap();
         assert!(remove_units(&single, 0.5).is_err());
+    }
+
+    /// Zeroes the given output channels of a kernel (and its bias), so they are the ones
+    /// pruned and contribute nothing.
+    fn silence(m: &mut Sequential, layer: usize, channels: &[usize]) {
+        for p in m.params.iter_mut() {
+            let is_kernel = p.name == format!("layers.{layer}.kernel");
+            if is_kernel || p.name == format!("layers.{layer}.bias") {
+                let c = *p.value.dims().last().unwrap();
+                for (i, v) in p.value.data_mut().iter_mut().enumerate() {
+                    if channels.contains(&(i % c)) {
+                        *v = 0.0;
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn removing_filters_and_units_that_contribute_nothing_keeps_the_outputs() {
+        let layers = serde_json::from_str(
+            r#"[{"type": "conv2d", "filters": 4, "kernel_size": 3, "activation": "relu"},
+                {"type": "batch_normalization"}, {"type": "max_pooling2d", "pool_size": 2},
+                {"type": "conv2d", "filters": 6, "kernel_size": 1, "activation": "relu"},
+                {"type": "flatten"}, {"type": "dense", "units": 3, "activation": "relu"},
+                {"type": "dense", "units": 2}]"#,
+        )
+        .unwrap();
+        let mut m = Sequential::new(&[6, 6, 1], layers, 3).unwrap();
+        // Batch normalization at its initial statistics maps 0 to 0 (mean 0, variance 1,
+        // γ = 1, β = 0), so a silenced filter stays silent through it.
+        silence(&mut m, 0, &[1, 3]);
+        silence(&mut m, 3, &[0, 2, 4]);
+        silence(&mut m, 5, &[1]);
+        let x: Vec<f32> = (0..2 * 36).map(|i| ((i * 7) % 11) as f32 / 11.0).collect();
+        let before = m.predict(&x, 2).unwrap();
+        let (mut p, report) = remove_units(&m, 0.5).unwrap();
+        let kept: Vec<_> = report
+            .iter()
+            .map(|r| (r.layer, r.before, r.after, r.filters))
+            .collect();
+        assert_eq!(kept, [(0, 4, 2, true), (3, 6, 3, true), (5, 3, 2, false)]);
+        let dims = |name: &str| {
+            p.params
+                .iter()
+                .find(|q| q.name == name)
+                .unwrap()
+                .value
+                .dims()
+                .to_vec()
+        };
+        assert_eq!(dims("layers.0.kernel"), [3, 3, 1, 2]);
+        assert_eq!(dims("layers.1.gamma"), [2]);
+        assert_eq!(dims("layers.3.kernel"), [1, 1, 2, 3]);
+        // The flatten of (2, 2, 3): 12 inputs for the dense layer.
+        assert_eq!(dims("layers.5.kernel"), [12, 2]);
+        assert_eq!(dims("layers.6.kernel"), [2, 2]);
+        let after = p.predict(&x, 2).unwrap();
+        for (a, b) in after.data().iter().zip(before.data()) {
+            assert!((a - b).abs() < 1e-5, "{:?} vs {:?}", after.data(), before.data());
+        }
     }
 }
