@@ -157,7 +157,8 @@ fn to_bytes(model: &Sequential, info: &ModelInfo) -> std::result::Result<Vec<u8>
                 "I8",
                 codes.iter().map(|&c| c as u8).collect(),
             ));
-            tensors.push((scale_name.clone(), &dims[1..], scales));
+            // One scale per output: the kernel's last axis (units, or filters).
+            tensors.push((scale_name.clone(), &dims[dims.len() - 1..], scales));
         }
     }
     encode_safetensors_with_int8(&metadata, &tensors, &int8)
@@ -483,8 +484,8 @@ pub fn load(path: &Path) -> Result<Artifact> {
         // An int8 kernel: keep its codes for the integer path, and give the float model
         // their values (code × column scale).
         let q = read_i8_tensor(&tensors, name, dims).map_err(&fail)?;
-        let scales = read_f32_tensor(&tensors, &format!("{name}_scale"), &dims[1..]).map_err(&fail)?;
-        let n = dims[1];
+        let n = *dims.last().expect("a kernel has axes");
+        let scales = read_f32_tensor(&tensors, &format!("{name}_scale"), &[n]).map_err(&fail)?;
         let values = q
             .iter()
             .enumerate()

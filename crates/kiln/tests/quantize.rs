@@ -90,18 +90,69 @@ fn int8_keeps_the_accuracy_shrinks_the_file_and_loads_back_bit_for_bit() {
     std::fs::remove_file(float_path).unwrap();
 }
 
+/// A small CNN on the 8×8 digits: convolution (with "same" padding, so the zero point
+/// codes the padding), batch normalization, pooling, then Dense layers.
+fn trained_digits_cnn() -> TrainOutcome {
+    let base =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/default_spec.toml")).unwrap();
+    let start = base.find("layers = [").unwrap();
+    let end = start + base[start..].find("]\n").unwrap() + 2;
+    let layers = r#"layers = [
+  { type = "reshape", target_shape = [8, 8, 1] },
+  { type = "conv2d", filters = 8, kernel_size = 3, padding = "same", activation = "relu" },
+  { type = "batch_normalization" },
+  { type = "max_pooling2d", pool_size = 2 },
+  { type = "conv2d", filters = 12, kernel_size = 3, activation = "relu" },
+  { type = "flatten" },
+  { type = "dense", units = 32, activation = "relu" },
+  { type = "dense", units = 10, activation = "softmax" },
+]
+"#;
+    let text = format!("{}{layers}{}", &base[..start], &base[end..]).replace("epochs = 30", "epochs = 12");
+    let spec = TrainSpec::parse(&text, "cnn.toml".as_ref()).unwrap();
+    pipeline::train(&spec, &RunOptions::default()).unwrap()
+}
+
 #[test]
-fn a_model_with_a_convolution_is_refused_naming_the_layer() {
-    let layers = serde_json::from_str(
-        r#"[{"type": "conv2d", "filters": 2, "kernel_size": 3}, {"type": "flatten"},
-            {"type": "dense", "units": 3}]"#,
-    )
-    .unwrap();
-    let model = kiln::nn::Sequential::new(&[5, 5, 1], layers, 1).unwrap();
-    let err = QuantizedNetwork::quantize(&model, QuantMode::Dynamic, Calibration::MinMax, &[], "x")
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("layer 0 (conv2d)"), "{err}");
+fn a_cnn_quantizes_its_convolutions_too() {
+    let mut outcome = trained_digits_cnn();
+    let test = pipeline::load_test_split(&outcome.info, None).unwrap();
+    let float_accuracy = outcome.test.accuracy;
+    assert!(float_accuracy > 0.9, "the float CNN trained: {float_accuracy}");
+    for mode in [QuantMode::Static, QuantMode::Dynamic] {
+        let samples = calibration_rows(&outcome, 300);
+        let q =
+            QuantizedNetwork::quantize(&outcome.model, mode, Calibration::MinMax, &samples, "cnn").unwrap();
+        let kernels: Vec<usize> = q.kernels().map(|(i, ..)| i).collect();
+        assert_eq!(
+            kernels,
+            [1, 4, 6, 7],
+            "both convolutions and both Dense layers in int8"
+        );
+        outcome.model.set_quantized(Some(q));
+        let accuracy = outcome.model.evaluate(&test, 1024).unwrap().accuracy;
+        assert!(
+            (accuracy - float_accuracy).abs() <= 0.015,
+            "{mode:?}: accuracy {accuracy} vs float {float_accuracy}"
+        );
+        let probs = outcome.model.predict(&test.features, test.len()).unwrap();
+        let one = outcome.model.predict(&test.features[64..128], 1).unwrap();
+        assert_eq!(
+            one.data(),
+            &probs.data()[10..20],
+            "{mode:?}: one sample alone, the same bits"
+        );
+        let path = temp_file("cnn");
+        artifact::save(&outcome.model, &outcome.info, &path).unwrap();
+        let mut loaded = artifact::load(&path).unwrap();
+        assert_eq!(
+            loaded.model.predict(&test.features, test.len()).unwrap().data(),
+            probs.data(),
+            "{mode:?}: saved and loaded"
+        );
+        std::fs::remove_file(path).unwrap();
+        outcome.model.set_quantized(None);
+    }
 }
 
 #[test]

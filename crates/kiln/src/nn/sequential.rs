@@ -132,6 +132,11 @@ impl Network {
         Ok(total)
     }
 
+    /// Each layer's per-sample output shape.
+    pub(crate) fn shapes(&self) -> &[Shape] {
+        &self.shapes
+    }
+
     /// The activation the model ends with.
     pub fn final_activation(&self) -> Activation {
         self.layers.last().map_or(Activation::Linear, Layer::activation)

@@ -166,9 +166,13 @@ mod vnni {
             for (q, sum) in sums.iter().enumerate() {
                 let first = (p + q) * PANEL;
                 let width = PANEL.min(w.n - first);
-                let mut lanes = [0i32; PANEL];
-                _mm512_storeu_si512(lanes.as_mut_ptr().cast(), *sum);
-                out[first..first + width].copy_from_slice(&lanes[..width]);
+                if width == PANEL {
+                    _mm512_storeu_si512(out[first..first + PANEL].as_mut_ptr().cast(), *sum);
+                } else {
+                    let mut lanes = [0i32; PANEL];
+                    _mm512_storeu_si512(lanes.as_mut_ptr().cast(), *sum);
+                    out[first..first + width].copy_from_slice(&lanes[..width]);
+                }
             }
         }
     }

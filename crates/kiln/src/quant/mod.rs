@@ -4,9 +4,10 @@
 //! training data (static) or measured on each batch as it comes (dynamic range).
 //!
 //! A quantized model keeps its float architecture; predict and evaluate run the integer
-//! path ([`QuantizedNetwork`]), whose matrix products are u8 × i8 with i32 sums
-//! ([`gemm_i8`]) and whose requantization (zero point, scales, bias, activation, the next
-//! layer's quantization) runs on each block of rows while it is in cache.
+//! path ([`QuantizedNetwork`]), whose matrix products (Dense layers, and convolutions
+//! through im2col) are u8 × i8 with i32 sums ([`gemm_i8`]) and whose requantization (zero
+//! point, scales, bias, activation, the next layer's quantization) runs on each block of
+//! rows while it is in cache.
 
 pub mod gemm_i8;
 mod half;

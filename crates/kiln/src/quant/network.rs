@@ -7,7 +7,8 @@ use super::gemm_i8::{gemm_u8i8, PackedI8};
 use super::params::{quantize_columns, AffineU8, Compression, QuantMode};
 use crate::autograd::{Tape, Workspace};
 use crate::error::{Error, Result};
-use crate::nn::{Activation, Layer, LayerSpec, Sequential};
+use crate::nn::{Activation, Layer, Mode, Network, Sequential};
+use crate::ops::conv2d::Window;
 use crate::params::ParamStore;
 use crate::tensor::Shape;
 
@@ -36,7 +37,7 @@ impl Calibration {
     }
 }
 
-/// One Dense layer in int8.
+/// One Dense or Conv2D layer in int8.
 #[derive(Debug, Clone)]
 struct QuantizedDense {
     /// Index of the layer in the model.
@@ -48,11 +49,13 @@ struct QuantizedDense {
     scales: Vec<f32>,
     bias: Vec<f32>,
     activation: Activation,
-    /// The input's mapping (static mode); dynamic mode measures each row's.
+    /// The input's mapping (static mode); dynamic mode measures each row's (each image's
+    /// for a convolution).
     input: Option<AffineU8>,
+    window: Option<Window>,
 }
 
-/// A model's Dense layers quantized to int8, ready to predict.
+/// A model's Dense and Conv2D layers quantized to int8, ready to predict.
 #[derive(Debug, Clone)]
 pub struct QuantizedNetwork {
     dense: Vec<QuantizedDense>,
@@ -60,7 +63,12 @@ pub struct QuantizedNetwork {
     pub compression: Compression,
     mode: QuantMode,
     input_size: usize,
+    input_shape: Shape,
     output_shape: Shape,
+    /// Dense layers only: each block of rows runs the whole chain in int8, codes passed
+    /// straight from layer to layer. Otherwise layer by layer, Dense and Conv2D in int8 and
+    /// the others (pooling, batch normalization, …) on the float path.
+    chain: bool,
 }
 
 /// A Dense layer of the float model, as quantization reads it.
@@ -73,61 +81,69 @@ struct FloatDense {
     n: usize,
     bias: Vec<f32>,
     activation: Activation,
+    /// The window of a Conv2D layer (its kernel is (taps · channels, filters)).
+    window: Option<Window>,
 }
 
-/// The Dense layers of `model`, or why the model cannot be quantized.
-fn dense_layers(model: &Sequential) -> Result<Vec<FloatDense>> {
+/// The Dense and Conv2D layers of `model` and whether the Dense-only chain can run it, or
+/// why the model cannot be quantized.
+fn quantizable_layers(model: &Sequential) -> Result<(Vec<FloatDense>, bool)> {
     let mut found = Vec::new();
-    for (i, (layer, spec)) in model.network().layers.iter().zip(model.specs()).enumerate() {
-        match (layer, spec) {
-            (Layer::Dense { kernel, bias, activation, .. }, LayerSpec::Dense(d)) => {
-                let w = model.params.get(*kernel);
-                let (k, n) = (w.value.dims()[0], d.units);
-                let b = bias.map_or(vec![0.0; n], |b| model.params.get(b).value.data().to_vec());
-                found.push(FloatDense {
-                    layer: i,
-                    kernel: w.value.data().to_vec(),
-                    k,
-                    n,
-                    bias: b,
-                    activation: *activation,
-                });
+    let mut chain = true;
+    for (i, layer) in model.network().layers.iter().enumerate() {
+        let (kernel, bias, activation, window) = match layer {
+            Layer::Dense {
+                kernel,
+                bias,
+                activation,
+                ..
+            } => (*kernel, *bias, *activation, None),
+            Layer::Conv2d(c) => {
+                chain = false;
+                (c.kernel, c.bias, c.activation, Some(c.window))
             }
-            (Layer::Flatten | Layer::Dropout { .. } | Layer::Reshape(_), _) => {}
-            (_, spec) => {
-                return Err(Error::Value(format!(
-                    "layer {i} ({}): int8 quantization covers Dense layers (with Flatten, Reshape and Dropout between them); this layer is not supported yet",
-                    spec.type_name()
-                )))
+            Layer::Flatten | Layer::Dropout { .. } | Layer::Reshape(_) => continue,
+            _ => {
+                chain = false;
+                continue;
             }
-        }
-    }
-    let last = found.len().saturating_sub(1);
-    for (
-        position,
-        FloatDense {
-            layer: i, activation, ..
-        },
-    ) in found.iter().enumerate()
-    {
-        let inner_ok = matches!(
+        };
+        let w = model.params.get(kernel);
+        let n = *w.value.dims().last().expect("a kernel has axes");
+        let k = w.value.numel() / n;
+        let b = bias.map_or(vec![0.0; n], |b| model.params.get(b).value.data().to_vec());
+        found.push(FloatDense {
+            layer: i,
+            kernel: w.value.data().to_vec(),
+            k,
+            n,
+            bias: b,
             activation,
+            window,
+        });
+    }
+    if found.is_empty() {
+        return Err(Error::Value(
+            "the model has no Dense or Conv2D layer to quantize".into(),
+        ));
+    }
+    let last = found.len() - 1;
+    // The chain applies activations between layers itself; the layer-wise path runs any
+    // other activation on the float path.
+    let simple = |a: &Activation| {
+        matches!(
+            a,
             Activation::Linear
                 | Activation::Relu
                 | Activation::LeakyRelu
                 | Activation::Sigmoid
                 | Activation::Tanh
-        );
-        if position != last && !inner_ok {
-            return Err(Error::Value(format!(
-                "layer {i}: activation {activation:?} between quantized layers is not supported (relu, leaky_relu, sigmoid, tanh or linear)"
-            )));
-        }
+        )
+    };
+    if found[..last].iter().any(|f| !simple(&f.activation)) {
+        chain = false;
     }
-    if found.is_empty() {
-        return Err(Error::Value("the model has no Dense layer to quantize".into()));
-    }
-    Ok(found)
+    Ok((found, chain))
 }
 
 /// An intermediate activation in place (the final one runs through the float path).
@@ -157,7 +173,7 @@ impl QuantizedNetwork {
         samples: &[f32],
         source: &str,
     ) -> Result<QuantizedNetwork> {
-        let layers = dense_layers(model)?;
+        let (layers, chain) = quantizable_layers(model)?;
         let input_size = model.input_shape().numel();
         let ranges = match mode {
             QuantMode::Static => {
@@ -167,7 +183,10 @@ impl QuantizedNetwork {
                         samples.len()
                     )));
                 }
-                calibrate(&layers, samples, input_size, calibration)
+                match chain {
+                    true => calibrate(&layers, samples, input_size, calibration),
+                    false => calibrate_layerwise(model, &layers, samples, calibration)?,
+                }
             }
             QuantMode::Dynamic => vec![None; layers.len()],
         };
@@ -182,6 +201,7 @@ impl QuantizedNetwork {
                 bias: f.bias,
                 activation: f.activation,
                 input,
+                window: f.window,
             });
         }
         let compression = Compression {
@@ -199,7 +219,9 @@ impl QuantizedNetwork {
             compression,
             mode,
             input_size,
+            input_shape: model.input_shape(),
             output_shape: model.output_shape(),
+            chain,
         })
     }
 
@@ -217,10 +239,10 @@ impl QuantizedNetwork {
         compression: Compression,
         codes: Vec<(usize, Vec<i8>, Vec<f32>)>,
     ) -> Result<QuantizedNetwork> {
-        let layers = dense_layers(model)?;
+        let (layers, chain) = quantizable_layers(model)?;
         if layers.len() != codes.len() || layers.len() != compression.inputs.len() {
             return Err(Error::Value(format!(
-                "{} Dense layers but {} quantized kernels",
+                "{} Dense and Conv2D layers but {} quantized kernels",
                 layers.len(),
                 codes.len()
             )));
@@ -247,6 +269,7 @@ impl QuantizedNetwork {
                 bias: f.bias,
                 activation: f.activation,
                 input: *input,
+                window: f.window,
             });
         }
         Ok(QuantizedNetwork {
@@ -254,7 +277,9 @@ impl QuantizedNetwork {
             mode: compression.mode,
             compression,
             input_size: model.input_shape().numel(),
+            input_shape: model.input_shape(),
             output_shape: model.output_shape(),
+            chain,
         })
     }
 
@@ -263,8 +288,16 @@ impl QuantizedNetwork {
     }
 
     /// The model's outputs for `rows` samples stored back to back in `x` (the final
-    /// activation applied, as the float model's predict gives them).
-    pub fn predict(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+    /// activation applied, as the float model's predict gives them). `network`, `params`
+    /// and `workspace` are the float model's, for the layers that run in float.
+    pub(crate) fn run(
+        &self,
+        network: &Network,
+        params: &mut ParamStore,
+        workspace: &mut Workspace,
+        x: &[f32],
+        rows: usize,
+    ) -> Result<Vec<f32>> {
         if x.len() != rows * self.input_size {
             return Err(Error::Shape(format!(
                 "{} input values do not make {rows} samples of {}",
@@ -272,6 +305,14 @@ impl QuantizedNetwork {
                 self.input_size
             )));
         }
+        match self.chain {
+            true => self.run_chain(x, rows),
+            false => self.run_layerwise(network, params, workspace, x, rows),
+        }
+    }
+
+    /// [`QuantizedNetwork::run`] for a Dense-only chain.
+    fn run_chain(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
         let outputs = self.dense.last().expect("at least one layer").weights.n;
         let mut y = vec![0.0f32; rows * outputs];
         let (x_block, y_block) = (BLOCK_ROWS * self.input_size, BLOCK_ROWS * outputs);
@@ -492,4 +533,170 @@ fn range_of(values: &[f32], calibration: Calibration) -> AffineU8 {
             AffineU8::covering(at(100.0 - p), at(p))
         }
     }
+}
+
+impl QuantizedNetwork {
+    /// [`QuantizedNetwork::run`] layer by layer: f32 activations between layers, each
+    /// Dense or Conv2D layer quantizing its input and running in int8, the rest (pooling,
+    /// batch normalization, flatten, …) through the float model's own layers.
+    fn run_layerwise(
+        &self,
+        network: &Network,
+        params: &mut ParamStore,
+        workspace: &mut Workspace,
+        x: &[f32],
+        rows: usize,
+    ) -> Result<Vec<f32>> {
+        let mut values = x.to_vec();
+        let mut shape = self.input_shape;
+        for (i, layer) in network.layers.iter().enumerate() {
+            let out_shape = network.shapes()[i];
+            values = match self.dense.iter().find(|d| d.layer == i) {
+                Some(q) => {
+                    let y = match q.window {
+                        Some(w) => q.conv_forward(&values, rows, &w),
+                        None => q.dense_forward(&values, rows),
+                    };
+                    // Activations the epilogue does not cover run on the float path.
+                    match simple_activation(q.activation) {
+                        true => y,
+                        false => {
+                            let mut tape = Tape::inference(params, workspace);
+                            let v = tape.input(&y, out_shape.with_batch(rows));
+                            let out = q.activation.apply(&mut tape, v);
+                            tape.value(out).to_vec()
+                        }
+                    }
+                }
+                None => {
+                    let mut tape = Tape::inference(params, workspace);
+                    let v = tape.input(&values, shape.with_batch(rows));
+                    let out = layer.forward(&mut tape, v, &mut Mode::Infer, false)?;
+                    tape.value(out).to_vec()
+                }
+            };
+            shape = out_shape;
+        }
+        Ok(values)
+    }
+}
+
+fn simple_activation(a: Activation) -> bool {
+    matches!(
+        a,
+        Activation::Linear
+            | Activation::Relu
+            | Activation::LeakyRelu
+            | Activation::Sigmoid
+            | Activation::Tanh
+    )
+}
+
+impl QuantizedDense {
+    /// Real-valued outputs (activation applied when it is a simple one) of `rows` inputs.
+    fn dense_forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        let k = self.weights.k;
+        let mut y = vec![0.0f32; rows * self.weights.n];
+        let per_block = |x: &[f32], y: &mut [f32]| {
+            let (mut codes, mut maps) = (Vec::new(), Vec::new());
+            quantize_rows(x, k, self.weights.k_padded, self.input, &mut codes, &mut maps);
+            self.multiply_and_rescale(&codes, &maps, y);
+        };
+        x.par_chunks(BLOCK_ROWS * k)
+            .zip(y.par_chunks_mut(BLOCK_ROWS * self.weights.n))
+            .for_each(|(x, y)| per_block(x, y));
+        y
+    }
+
+    /// A convolution image by image: the image's codes (its own range in dynamic mode),
+    /// their im2col rows (padding coded as the zero point, i.e. real 0), the product with
+    /// the (taps · channels, filters) kernel, and the rescale: (B, OH, OW, filters) in f32.
+    fn conv_forward(&self, x: &[f32], images: usize, w: &Window) -> Vec<f32> {
+        let image_len = w.input_pixels() * w.channels as usize;
+        let out_len = w.output_pixels() * self.weights.n;
+        let mut y = vec![0.0f32; images * out_len];
+        x.par_chunks(image_len)
+            .zip(y.par_chunks_mut(out_len))
+            .for_each(|(image, out)| {
+                let map = self.input.unwrap_or_else(|| own_range(image));
+                let mut codes = vec![0u8; image_len];
+                quantize_into(image, map, &mut codes);
+                let cols = im2col_u8(&codes, w, self.weights.k_padded, map.zero_point);
+                let maps = vec![map; w.output_pixels()];
+                self.multiply_and_rescale(&cols, &maps, out);
+            });
+        y
+    }
+
+    /// `out` = rescaled (and simply activated) products of the code rows in `codes`.
+    fn multiply_and_rescale(&self, codes: &[u8], maps: &[AffineU8], out: &mut [f32]) {
+        let (rows, n) = (maps.len(), self.weights.n);
+        let mut sums = vec![0i32; rows * n];
+        gemm_u8i8(codes, rows, &self.weights, &mut sums);
+        let mut rescale = Rescale::default();
+        for (r, map) in maps.iter().enumerate() {
+            rescale.prepare(self, *map);
+            let row = &mut out[r * n..(r + 1) * n];
+            rescale.apply(&sums[r * n..(r + 1) * n], &self.bias, row);
+            if simple_activation(self.activation) {
+                activate_row(self.activation, row);
+            }
+        }
+    }
+}
+
+/// The im2col rows of one image's codes: a row per output pixel, taps × channels bytes
+/// (zero padded to `padded`), positions outside the image coded `zero`.
+fn im2col_u8(image: &[u8], w: &Window, padded: usize, zero: u8) -> Vec<u8> {
+    let c = w.channels as usize;
+    let mut cols = vec![zero; w.output_pixels() * padded];
+    for oh in 0..w.height.output as usize {
+        for ow in 0..w.width.output as usize {
+            let row = &mut cols[(oh * w.width.output as usize + ow) * padded..][..padded];
+            for i in 0..w.height.kernel as usize {
+                let Some(ih) = w.height.source(oh, i) else {
+                    continue;
+                };
+                for j in 0..w.width.kernel as usize {
+                    let Some(iw) = w.width.source(ow, j) else { continue };
+                    let at = (i * w.width.kernel as usize + j) * c;
+                    let from = (ih * w.width.input as usize + iw) * c;
+                    match c {
+                        // A grey image: one byte per tap, no call into memcpy for it.
+                        1 => row[at] = image[from],
+                        _ => row[at..at + c].copy_from_slice(&image[from..from + c]),
+                    }
+                }
+            }
+        }
+    }
+    cols
+}
+
+/// Each quantized layer's input mapping, from the float model run layer by layer over the
+/// samples.
+fn calibrate_layerwise(
+    model: &Sequential,
+    layers: &[FloatDense],
+    samples: &[f32],
+    calibration: Calibration,
+) -> Result<Vec<Option<AffineU8>>> {
+    let network = model.network();
+    let rows = samples.len() / model.input_shape().numel();
+    let mut params = model.params.clone();
+    let mut workspace = Workspace::new();
+    let mut values = samples.to_vec();
+    let mut shape = model.input_shape();
+    let mut maps = Vec::new();
+    for (i, layer) in network.layers.iter().enumerate() {
+        if layers.iter().any(|f| f.layer == i) {
+            maps.push(Some(range_of(&values, calibration)));
+        }
+        let mut tape = Tape::inference(&mut params, &mut workspace);
+        let v = tape.input(&values, shape.with_batch(rows));
+        let out = layer.forward(&mut tape, v, &mut Mode::Infer, false)?;
+        values = tape.value(out).to_vec();
+        shape = network.shapes()[i];
+    }
+    Ok(maps)
 }

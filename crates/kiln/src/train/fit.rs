@@ -693,12 +693,13 @@ impl Sequential {
         let mut sums = || -> Result<()> {
             for (x, labels) in features.chunks(batch_size * size).zip(labels.chunks(batch_size)) {
                 let rows = labels.len();
+                let int8_outputs = match &quantized {
+                    Some(q) => Some(q.run(network, params, workspace, x, rows)?),
+                    None => None,
+                };
                 let mut tape = Tape::inference(params, workspace);
-                let output = match &quantized {
-                    Some(q) => {
-                        let y = q.predict(x, rows)?;
-                        tape.input(&y, output_shape.with_batch(rows))
-                    }
+                let output = match int8_outputs {
+                    Some(y) => tape.input(&y, output_shape.with_batch(rows)),
                     None => {
                         let input = tape.input(x, input_shape.with_batch(rows));
                         network.forward(&mut tape, input, &mut Mode::Infer, fused)?
@@ -727,11 +728,13 @@ impl Sequential {
             )));
         }
         let outputs = self.output_shape().numel();
-        if let Some(q) = &self.quantized {
-            let y = q.predict(x, count)?;
+        if let Some(q) = self.quantized.take() {
+            let (network, params, workspace) = self.parts();
+            let y = q.run(network, params, workspace, x, count);
+            self.quantized = Some(q);
             return Ok(Tensor::from_shape(
                 crate::tensor::Shape::new(&[count, outputs]),
-                y,
+                y?,
             ));
         }
         let mut result = Vec::with_capacity(count * outputs);
