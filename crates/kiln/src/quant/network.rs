@@ -1,5 +1,5 @@
-//! The integer inference path of a quantized model: its Dense layers as packed int8
-//! kernels, run block by block of rows.
+//! The integer inference path of a quantized model: its Dense and Conv2D layers as packed
+//! int8 kernels, a Dense-only chain run block by block of rows, other models layer by layer.
 
 use rayon::prelude::*;
 
@@ -39,7 +39,7 @@ impl Calibration {
 
 /// One Dense or Conv2D layer in int8.
 #[derive(Debug, Clone)]
-struct QuantizedDense {
+struct QuantizedLayer {
     /// Index of the layer in the model.
     layer: usize,
     /// The kernel's codes as stored, (k, n) row-major.
@@ -58,11 +58,9 @@ struct QuantizedDense {
 /// A model's Dense and Conv2D layers quantized to int8, ready to predict.
 #[derive(Debug, Clone)]
 pub struct QuantizedNetwork {
-    dense: Vec<QuantizedDense>,
+    dense: Vec<QuantizedLayer>,
     /// How it was made (stored with the model).
     pub compression: Compression,
-    mode: QuantMode,
-    input_size: usize,
     input_shape: Shape,
     output_shape: Shape,
     /// Dense layers only: each block of rows runs the whole chain in int8, codes passed
@@ -71,8 +69,8 @@ pub struct QuantizedNetwork {
     chain: bool,
 }
 
-/// A Dense layer of the float model, as quantization reads it.
-struct FloatDense {
+/// A Dense or Conv2D layer of the float model, as quantization reads it.
+struct FloatLayer {
     /// Index of the layer in the model.
     layer: usize,
     /// (k, n) row-major.
@@ -87,7 +85,7 @@ struct FloatDense {
 
 /// The Dense and Conv2D layers of `model` and whether the Dense-only chain can run it, or
 /// why the model cannot be quantized.
-fn quantizable_layers(model: &Sequential) -> Result<(Vec<FloatDense>, bool)> {
+fn quantizable_layers(model: &Sequential) -> Result<(Vec<FloatLayer>, bool)> {
     let mut found = Vec::new();
     let mut chain = true;
     for (i, layer) in model.network().layers.iter().enumerate() {
@@ -112,7 +110,7 @@ fn quantizable_layers(model: &Sequential) -> Result<(Vec<FloatDense>, bool)> {
         let n = *w.value.dims().last().expect("a kernel has axes");
         let k = w.value.numel() / n;
         let b = bias.map_or(vec![0.0; n], |b| model.params.get(b).value.data().to_vec());
-        found.push(FloatDense {
+        found.push(FloatLayer {
             layer: i,
             kernel: w.value.data().to_vec(),
             k,
@@ -127,20 +125,12 @@ fn quantizable_layers(model: &Sequential) -> Result<(Vec<FloatDense>, bool)> {
             "the model has no Dense or Conv2D layer to quantize".into(),
         ));
     }
-    let last = found.len() - 1;
     // The chain applies activations between layers itself; the layer-wise path runs any
     // other activation on the float path.
-    let simple = |a: &Activation| {
-        matches!(
-            a,
-            Activation::Linear
-                | Activation::Relu
-                | Activation::LeakyRelu
-                | Activation::Sigmoid
-                | Activation::Tanh
-        )
-    };
-    if found[..last].iter().any(|f| !simple(&f.activation)) {
+    if found[..found.len() - 1]
+        .iter()
+        .any(|f| !simple_activation(f.activation))
+    {
         chain = false;
     }
     Ok((found, chain))
@@ -183,26 +173,14 @@ impl QuantizedNetwork {
                         samples.len()
                     )));
                 }
-                match chain {
-                    true => calibrate(&layers, samples, input_size, calibration),
-                    false => calibrate_layerwise(model, &layers, samples, calibration)?,
-                }
+                calibrate(model, &layers, samples, calibration)?
             }
             QuantMode::Dynamic => vec![None; layers.len()],
         };
         let mut dense = Vec::new();
         for (f, input) in layers.into_iter().zip(ranges) {
-            let (q, scales) = quantize_columns(&f.kernel, f.k, f.n);
-            dense.push(QuantizedDense {
-                layer: f.layer,
-                weights: PackedI8::pack(&q, f.k, f.n),
-                codes: q,
-                scales,
-                bias: f.bias,
-                activation: f.activation,
-                input,
-                window: f.window,
-            });
+            let (codes, scales) = quantize_columns(&f.kernel, f.k, f.n);
+            dense.push(QuantizedLayer::new(f, codes, scales, input));
         }
         let compression = Compression {
             mode,
@@ -217,8 +195,6 @@ impl QuantizedNetwork {
         Ok(QuantizedNetwork {
             dense,
             compression,
-            mode,
-            input_size,
             input_shape: model.input_shape(),
             output_shape: model.output_shape(),
             chain,
@@ -261,22 +237,11 @@ impl QuantizedNetwork {
                     "layer {i}: a static model needs its input's scale"
                 )));
             }
-            dense.push(QuantizedDense {
-                layer: i,
-                weights: PackedI8::pack(&q, k, n),
-                codes: q,
-                scales,
-                bias: f.bias,
-                activation: f.activation,
-                input: *input,
-                window: f.window,
-            });
+            dense.push(QuantizedLayer::new(f, q, scales, *input));
         }
         Ok(QuantizedNetwork {
             dense,
-            mode: compression.mode,
             compression,
-            input_size: model.input_shape().numel(),
             input_shape: model.input_shape(),
             output_shape: model.output_shape(),
             chain,
@@ -284,7 +249,12 @@ impl QuantizedNetwork {
     }
 
     pub fn mode(&self) -> QuantMode {
-        self.mode
+        self.compression.mode
+    }
+
+    /// Values per input sample.
+    fn input_size(&self) -> usize {
+        self.input_shape.numel()
     }
 
     /// The model's outputs for `rows` samples stored back to back in `x` (the final
@@ -298,11 +268,11 @@ impl QuantizedNetwork {
         x: &[f32],
         rows: usize,
     ) -> Result<Vec<f32>> {
-        if x.len() != rows * self.input_size {
+        if x.len() != rows * self.input_size() {
             return Err(Error::Shape(format!(
                 "{} input values do not make {rows} samples of {}",
                 x.len(),
-                self.input_size
+                self.input_size()
             )));
         }
         match self.chain {
@@ -315,7 +285,7 @@ impl QuantizedNetwork {
     fn run_chain(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
         let outputs = self.dense.last().expect("at least one layer").weights.n;
         let mut y = vec![0.0f32; rows * outputs];
-        let (x_block, y_block) = (BLOCK_ROWS * self.input_size, BLOCK_ROWS * outputs);
+        let (x_block, y_block) = (BLOCK_ROWS * self.input_size(), BLOCK_ROWS * outputs);
         if rows > BLOCK_ROWS {
             x.par_chunks(x_block)
                 .zip(y.par_chunks_mut(y_block))
@@ -338,13 +308,13 @@ impl QuantizedNetwork {
     /// Every layer for one block of rows: quantize, multiply, requantize, … , and the last
     /// layer's pre-activation outputs in `y`.
     fn forward_block(&self, x: &[f32], y: &mut [f32]) {
-        let rows = x.len() / self.input_size;
+        let rows = x.len() / self.input_size();
         let first = &self.dense[0];
         let (mut codes, mut next_codes) = (Vec::new(), Vec::new());
         let (mut maps, mut next_maps) = (Vec::new(), Vec::new());
         quantize_rows(
             x,
-            self.input_size,
+            self.input_size(),
             first.weights.k_padded,
             first.input,
             &mut codes,
@@ -398,7 +368,7 @@ struct Rescale {
 }
 
 impl Rescale {
-    fn prepare(&mut self, d: &QuantizedDense, map: AffineU8) {
+    fn prepare(&mut self, d: &QuantizedLayer, map: AffineU8) {
         let key = (map.scale.to_bits(), map.zero_point);
         if self.made_for == Some(key) {
             return;
@@ -478,43 +448,6 @@ fn quantize_rows(
     }
 }
 
-/// Each Dense layer's input mapping, from a float forward pass over the samples.
-fn calibrate(
-    layers: &[FloatDense],
-    samples: &[f32],
-    input_size: usize,
-    calibration: Calibration,
-) -> Vec<Option<AffineU8>> {
-    let rows = samples.len() / input_size;
-    let mut x = samples.to_vec();
-    let mut maps = Vec::new();
-    for FloatDense {
-        kernel: w,
-        k,
-        n,
-        bias,
-        activation,
-        ..
-    } in layers
-    {
-        maps.push(Some(range_of(&x, calibration)));
-        let mut y = vec![0.0f32; rows * n];
-        y.par_chunks_mut(*n).zip(x.par_chunks(*k)).for_each(|(out, row)| {
-            out.copy_from_slice(bias);
-            for (i, &v) in row.iter().enumerate() {
-                if v != 0.0 {
-                    out.iter_mut()
-                        .zip(&w[i * n..(i + 1) * n])
-                        .for_each(|(o, w)| *o += v * w);
-                }
-            }
-            activate_row(*activation, out);
-        });
-        x = y;
-    }
-    maps
-}
-
 /// The mapping covering `values` by the calibration rule.
 fn range_of(values: &[f32], calibration: Calibration) -> AffineU8 {
     match calibration {
@@ -592,7 +525,22 @@ fn simple_activation(a: Activation) -> bool {
     )
 }
 
-impl QuantizedDense {
+impl QuantizedLayer {
+    /// `f` with its kernel's int8 `codes` and column `scales`, reading inputs coded by
+    /// `input` (None: each row's own range).
+    fn new(f: FloatLayer, codes: Vec<i8>, scales: Vec<f32>, input: Option<AffineU8>) -> QuantizedLayer {
+        QuantizedLayer {
+            layer: f.layer,
+            weights: PackedI8::pack(&codes, f.k, f.n),
+            codes,
+            scales,
+            bias: f.bias,
+            activation: f.activation,
+            input,
+            window: f.window,
+        }
+    }
+
     /// Real-valued outputs (activation applied when it is a simple one) of `rows` inputs.
     fn dense_forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
         let k = self.weights.k;
@@ -675,9 +623,9 @@ fn im2col_u8(image: &[u8], w: &Window, padded: usize, zero: u8) -> Vec<u8> {
 
 /// Each quantized layer's input mapping, from the float model run layer by layer over the
 /// samples.
-fn calibrate_layerwise(
+fn calibrate(
     model: &Sequential,
-    layers: &[FloatDense],
+    layers: &[FloatLayer],
     samples: &[f32],
     calibration: Calibration,
 ) -> Result<Vec<Option<AffineU8>>> {
