@@ -51,7 +51,9 @@ pub fn compress(args: &CompressArgs) -> Result<()> {
         "{}: is already compressed; compress its float source instead",
         args.model.display()
     );
-    let before = measure(args.model, args.data_dir)?;
+    // The test split the original and the compressed model are both judged on, loaded once.
+    let test = pipeline::load_test_split(&original.info, args.data_dir)?;
+    let before = measure(args.model, &test)?;
     let mut info = original.info;
     let mut model = original.model;
     let mut steps = Vec::new();
@@ -81,14 +83,13 @@ pub fn compress(args: &CompressArgs) -> Result<()> {
     info.architecture.layers = model.specs().to_vec();
     info.lineage.compressed.extend(steps.iter().cloned());
     // The recorded test figures become the compressed model's own.
-    let test = pipeline::load_test_split(&info, args.data_dir)?;
     let t = &info.training;
     model.compile(t.optimizer.clone(), t.loss(), t.seed);
     let evaluation = model.evaluate(&test, 1024)?;
     info.lineage.metrics.test_loss = Some(evaluation.loss);
     info.lineage.metrics.test_accuracy = Some(evaluation.accuracy);
     artifact::save(&model, &info, args.out)?;
-    let after = measure(args.out, args.data_dir)?;
+    let after = measure(args.out, &test)?;
     print_table(args, &steps, &before, &after);
     Ok(())
 }
@@ -211,16 +212,15 @@ fn describe_quantization(args: &CompressArgs, mode: QuantMode) -> String {
 }
 
 /// Loads `path` afresh (as eval and predict will) and measures it.
-fn measure(path: &Path, data_dir: Option<&Path>) -> Result<Figures> {
+fn measure(path: &Path, test: &kiln::data::Dataset) -> Result<Figures> {
     let mut a = artifact::load(path)?;
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&bytes)?;
     let gzip_bytes = gz.finish()?.len() as u64;
-    let test = pipeline::load_test_split(&a.info, data_dir)?;
     let t = &a.info.training;
     a.model.compile(t.optimizer.clone(), t.loss(), t.seed);
-    let test_accuracy = a.model.evaluate(&test, 1024)?.accuracy;
+    let test_accuracy = a.model.evaluate(test, 1024)?.accuracy;
     let nonzero_parameters = a
         .model
         .params

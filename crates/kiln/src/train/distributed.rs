@@ -51,20 +51,14 @@ pub fn shard_bounds(len: usize, rank: usize, ranks: usize) -> (usize, usize) {
     (len * rank / ranks, len * (rank + 1) / ranks)
 }
 
-/// A collective with the time spent inside it counted, to report the all-reduce share.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Timed<'a> {
-    pub group: &'a dyn Collective,
-}
-
-impl Timed<'_> {
-    pub fn all_reduce_sum(&self, values: &mut [f32], seconds: &mut f64) {
-        let start = Instant::now();
-        for bucket in values.chunks_mut(BUCKET_VALUES) {
-            self.group.all_reduce_sum(bucket);
-        }
-        *seconds += start.elapsed().as_secs_f64();
+/// Sums `values` over the group in buckets of at most [`BUCKET_VALUES`], adding the time
+/// it took to `seconds` (to report the all-reduce share of training).
+pub(crate) fn all_reduce_timed(group: &dyn Collective, values: &mut [f32], seconds: &mut f64) {
+    let start = Instant::now();
+    for bucket in values.chunks_mut(BUCKET_VALUES) {
+        group.all_reduce_sum(bucket);
     }
+    *seconds += start.elapsed().as_secs_f64();
 }
 
 /// Packs what one training step must agree on into `buffer`: the loss sum and correct

@@ -11,7 +11,7 @@ use crate::optim::{GradientClipping, Optimizer, OptimizerSpec, Schedule};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
-use super::distributed::{self, Collective, Timed};
+use super::distributed::{self, Collective};
 use super::{BatchProgress, Callback, Checkpoint, Control, EpochLog, FlushDenormals, History};
 
 /// Stream label for dropout masks, apart from the streams used for init and shuffles.
@@ -151,7 +151,7 @@ struct EpochTotals {
 /// A distributed step's place in its global batch.
 #[derive(Clone, Copy)]
 struct GlobalBatch<'a> {
-    group: Timed<'a>,
+    group: &'a dyn Collective,
     samples: usize,
 }
 
@@ -312,8 +312,8 @@ impl Sequential {
             let share = labels.len() as f32 / g.samples as f32;
             let local_sum = loss_value * labels.len() as f32;
             let buffer = &mut c.reduce_buffer;
-            distributed::pack_step(buffer, params, local_sum, correct, share, g.group.group.size());
-            g.group.all_reduce_sum(buffer, communication_seconds);
+            distributed::pack_step(buffer, params, local_sum, correct, share, g.group.size());
+            distributed::all_reduce_timed(g.group, buffer, communication_seconds);
             let (loss_sum, global_correct) = distributed::unpack_step(buffer, params);
             (loss_value, correct) = (loss_sum / g.samples as f32, global_correct);
         }
@@ -569,7 +569,7 @@ impl Sequential {
                 Some(group) => (
                     distributed::shard(batch, group.rank(), group.size()),
                     Some(GlobalBatch {
-                        group: Timed { group },
+                        group,
                         samples: batch.len(),
                     }),
                 ),
