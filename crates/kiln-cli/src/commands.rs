@@ -110,6 +110,11 @@ pub fn train_in(
         }
         explain_failure(e, &run_dir, !args.no_checkpoint)
     })?;
+    if !args.quiet {
+        for (split, report) in outcome.cleaning.iter().filter(|(_, r)| !r.changed_nothing()) {
+            println!("cleaning ({split}): {report}");
+        }
+    }
     let h = &outcome.history;
     let new_epochs = &h.epochs[outcome.resumed_epochs.min(h.epochs.len())..];
     let val = outcome.validation.map_or(String::new(), |v| {
@@ -272,6 +277,7 @@ fn write_report(
         "data_seconds": outcome.load_seconds,
         "threads": rayon_threads(),
         "ranks": ranks,
+        "cleaning": outcome.cleaning.iter().map(|(split, r)| (split.clone(), serde_json::json!(r))).collect::<serde_json::Map<_, _>>(),
         "history": h.epochs,
     });
     let text = serde_json::to_string_pretty(&summary)? + "\n";
@@ -445,8 +451,7 @@ fn render_matrix(matrix: &metrics::ConfusionMatrix, names: &[String]) -> String 
 
 pub fn predict(model_path: &Path, input: &Path, json: bool) -> Result<()> {
     let mut a = artifact::load(model_path)?;
-    let size = a.model.input_shape().numel();
-    let (x, rows) = pipeline::load_prediction_input(input, size, &a.info.preprocessing)?;
+    let (x, rows) = pipeline::load_prediction_input(input, &a.info)?;
     let probs = a.model.predict(&x, rows)?;
     let width = probs.dims()[1];
     let classes = &a.info.classes;
@@ -526,6 +531,30 @@ pub fn inspect(model_path: &Path) -> Result<()> {
         "preprocessing: {}",
         serde_json::to_string(&summarise_preprocessing(&info.preprocessing))?
     );
+    if let Some(table) = &info.table {
+        println!("columns (label {:?}):", table.schema.label);
+        for (c, column) in table.schema.columns.iter().enumerate() {
+            let kind = match &column.kind {
+                kiln::data::ColumnKind::Numeric {} => "numeric".to_string(),
+                kiln::data::ColumnKind::Categorical { categories } => {
+                    format!("categorical, one-hot over {}", categories.join(" | "))
+                }
+            };
+            let fill = table
+                .cleaning
+                .fill
+                .get(c)
+                .map_or(String::new(), |v| format!("; gaps filled with {v}"));
+            let bounds = match table.cleaning.bounds.get(c).copied().flatten() {
+                Some([lo, hi]) => format!(
+                    "; outliers outside [{lo}, {hi}] {:?}",
+                    table.cleaning.outlier_action
+                ),
+                None => String::new(),
+            };
+            println!("  {:<20} {kind}{fill}{bounds}", column.name);
+        }
+    }
     println!("classes: {}", info.classes.join(", "));
     println!("training: {}", serde_json::to_string(&info.training)?);
     println!("lineage: {}", serde_json::to_string_pretty(&info.lineage)?);
@@ -608,6 +637,7 @@ fn summarise_preprocessing(p: &kiln::data::FittedNormalization) -> serde_json::V
         F::None => serde_json::json!({"kind": "none"}),
         F::Scale { max } => serde_json::json!({"kind": "scale", "max": max}),
         F::ZScore { mean, .. } => serde_json::json!({"kind": "z_score", "features": mean.len()}),
+        F::MinMax { min, .. } => serde_json::json!({"kind": "min_max", "features": min.len()}),
     }
 }
 

@@ -7,150 +7,12 @@
 //! and skip with a note when it is unset. The Python interop test runs `$KILN_PYTHON` (a
 //! python with `safetensors` and `numpy`) and skips when it is unset.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
+mod common;
 
-/// (exit status, stdout, stderr) of one run of the binary.
-type Outcome = (ExitStatus, String, String);
+use std::path::Path;
+use std::process::Command;
 
-/// Runs `kiln ARGS` with `envs` applied: `Some(v)` sets a variable, `None` removes it.
-/// The working folder is the system temp folder, so a stray relative path never writes
-/// into the source tree; tests pass absolute paths.
-fn run(args: &[&str], envs: &[(&str, Option<&str>)]) -> Outcome {
-    run_in(&std::env::temp_dir(), args, envs)
-}
-
-/// [`run`] in the working folder `cwd` (where default run folders, `runs/NAME`, go).
-fn run_in(cwd: &Path, args: &[&str], envs: &[(&str, Option<&str>)]) -> Outcome {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    cmd.args(args).current_dir(cwd);
-    for (key, value) in envs {
-        match value {
-            Some(v) => cmd.env(key, v),
-            None => cmd.env_remove(key),
-        };
-    }
-    let out = cmd.output().expect("the kiln binary runs");
-    (
-        out.status,
-        String::from_utf8(out.stdout).expect("stdout is UTF-8"),
-        String::from_utf8(out.stderr).expect("stderr is UTF-8"),
-    )
-}
-
-/// A failed run: exit code 1, stderr exactly one non-empty line `error: …` holding every
-/// one of `must_contain`, and no panic.
-fn assert_one_line_error(outcome: &Outcome, must_contain: &[&str]) {
-    let (status, stdout, stderr) = outcome;
-    assert!(
-        !status.success(),
-        "expected a failure, got {status}\nstdout: {stdout}\nstderr: {stderr}"
-    );
-    assert_eq!(status.code(), Some(1), "exit code; stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "panic: {stderr}");
-    let line = stderr
-        .strip_suffix('\n')
-        .unwrap_or_else(|| panic!("stderr does not end with a newline: {stderr:?}"));
-    assert!(
-        !line.contains('\n') && !line.contains('\r'),
-        "stderr is not one line: {stderr:?}"
-    );
-    assert!(line.starts_with("error: "), "stderr: {stderr:?}");
-    assert!(line.len() > "error: ".len(), "empty message: {stderr:?}");
-    for part in must_contain {
-        assert!(line.contains(part), "{part:?} not in: {line}");
-    }
-}
-
-fn assert_success(outcome: &Outcome) {
-    let (status, stdout, stderr) = outcome;
-    assert!(
-        status.success(),
-        "expected success, got {status}\nstdout: {stdout}\nstderr: {stderr}"
-    );
-}
-
-/// A fresh folder per test (temp dir + process id + test name), removed on drop; it has a
-/// `home` subfolder to serve as an empty `$HOME`.
-struct Sandbox {
-    dir: PathBuf,
-}
-
-impl Sandbox {
-    fn new(test: &str) -> Sandbox {
-        let dir = std::env::temp_dir().join(format!("kiln-cli-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("home")).unwrap();
-        Sandbox { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    /// `path(name)` as a string, for command-line arguments.
-    fn arg(&self, name: &str) -> String {
-        path_str(&self.path(name))
-    }
-
-    fn home(&self) -> String {
-        self.arg("home")
-    }
-
-    fn write(&self, name: &str, content: impl AsRef<[u8]>) -> String {
-        let path = self.path(name);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).unwrap();
-        }
-        std::fs::write(&path, content).unwrap();
-        path_str(&path)
-    }
-
-    /// Runs kiln offline, with this sandbox's empty `$HOME` and no `$KILN_DATA`, so no
-    /// command can find (or fetch) MNIST from elsewhere.
-    fn kiln(&self, args: &[&str]) -> Outcome {
-        let home = self.home();
-        run_in(
-            &self.dir,
-            args,
-            &[
-                ("KILN_OFFLINE", Some("1")),
-                ("HOME", Some(&home)),
-                ("KILN_DATA", None),
-                ("KILN_MNIST_MIRROR", None),
-            ],
-        )
-    }
-
-    /// Trains the built-in digits model into `name`; returns its path.
-    fn digits_model(&self, name: &str) -> String {
-        let out = self.arg(name);
-        assert_success(&self.kiln(&["train", "--quiet", "--out", &out]));
-        out
-    }
-
-    /// The names in the sandbox folder (not `home`, nor `runs` where run folders go),
-    /// sorted.
-    fn entries(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n != "home" && n != "runs")
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn path_str(path: &Path) -> String {
-    path.to_str().expect("temp paths are UTF-8").to_string()
-}
+use common::*;
 
 /// A raw IDX file: two zero bytes, the type code, the number of dimensions, the
 /// dimensions as big-endian u32, then `data`.
@@ -187,16 +49,6 @@ fn digits_csv(rows: usize) -> String {
             cells.join(",") + "\n"
         })
         .collect()
-}
-
-/// The value after `key` (e.g. `test_accuracy: `) on the line that starts with `line_start`.
-fn metric(stdout: &str, line_start: &str, key: &str) -> String {
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with(line_start))
-        .unwrap_or_else(|| panic!("no line starting with {line_start:?} in:\n{stdout}"));
-    let at = line.find(key).unwrap_or_else(|| panic!("no {key:?} in {line:?}")) + key.len();
-    line[at..].split_whitespace().next().expect("a value").to_string()
 }
 
 /// A spec for a labelled CSV file next to it.

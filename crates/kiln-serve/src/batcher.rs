@@ -250,11 +250,10 @@ impl Worker {
         }
         let artifact = &mut self.artifact;
         std::panic::catch_unwind(AssertUnwindSafe(|| {
-            artifact
-                .info
-                .preprocessing
-                .apply(&mut x, size)
-                .map_err(|e| e.to_string())?;
+            let raw = kiln::data::Dataset::new(x, vec![size], vec![0; rows]).map_err(|e| e.to_string())?;
+            let x = kiln::pipeline::prepare_for_model(&artifact.info, raw, kiln::data::Stage::Predict)
+                .map_err(|e| e.to_string())?
+                .features;
             let probs = artifact.model.predict(&x, rows).map_err(|e| e.to_string())?;
             Ok(probs.data().to_vec())
         }))

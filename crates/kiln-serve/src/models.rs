@@ -114,6 +114,18 @@ impl Registry {
 
 fn load_model(source: &ModelSource, config: &Config, metrics: Arc<Metrics>) -> Result<Model, ServeError> {
     let artifact = kiln::artifact::load(&source.path)?;
+    if artifact
+        .info
+        .table
+        .as_ref()
+        .is_some_and(|t| t.schema.has_categories())
+    {
+        return Err(ServeError::Config(format!(
+            "model `{}` ({}): it one-hot encodes categorical CSV columns, which serving does not do yet; use `kiln predict` on a CSV",
+            source.name,
+            source.path.display()
+        )));
+    }
     let input_shape = artifact.model.input_shape();
     let outputs = artifact.model.output_shape().numel();
     let batcher = Batcher::start(&source.name, &source.path, config, metrics)?;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use safetensors::tensor::{Dtype, SafeTensors};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use crate::data::{DataSpec, FittedNormalization};
+use crate::data::{DataSpec, FittedNormalization, TablePreprocessing};
 use crate::error::{Error, Result};
 use crate::nn::Sequential;
 use crate::quant::{Compression, HalfFloat, QuantizedNetwork, QUANTIZATION_KEY};
@@ -36,6 +36,10 @@ pub struct ModelInfo {
     pub training: TrainingSpec,
     pub data: DataSpec,
     pub lineage: Lineage,
+    /// For tabular data: column types, categories and cleaning statistics, applied to raw
+    /// rows before `preprocessing`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<TablePreprocessing>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,6 +67,9 @@ pub struct FinalMetrics {
     pub test_loss: Option<f32>,
     pub test_accuracy: Option<f32>,
 }
+
+/// Metadata key of a tabular model's [`TablePreprocessing`] (absent for other models).
+const TABLE_KEY: &str = "kiln.table";
 
 const KEYS: [&str; 7] = [
     "kiln.name",
@@ -97,6 +104,9 @@ fn to_bytes(model: &Sequential, info: &ModelInfo) -> std::result::Result<Vec<u8>
         json(&info.lineage),
     ];
     let mut metadata: BTreeMap<String, String> = KEYS.iter().map(|k| k.to_string()).zip(values).collect();
+    if let Some(table) = &info.table {
+        metadata.insert(TABLE_KEY.into(), json(table));
+    }
     metadata.insert("format".into(), FORMAT.into());
     metadata.insert("format_version".into(), FORMAT_VERSION.into());
     let quantized = model.quantized();
@@ -443,6 +453,10 @@ pub fn load(path: &Path) -> Result<Artifact> {
         training: parse(KEYS[4], field(KEYS[4])?, &fail)?,
         data: parse(KEYS[5], field(KEYS[5])?, &fail)?,
         lineage: parse(KEYS[6], field(KEYS[6])?, &fail)?,
+        table: metadata
+            .get(TABLE_KEY)
+            .map(|text| parse(TABLE_KEY, text, &fail))
+            .transpose()?,
     };
     let input_shape = info
         .architecture

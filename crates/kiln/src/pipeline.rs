@@ -5,7 +5,10 @@ use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::artifact::{FinalMetrics, Lineage, ModelInfo};
-use crate::data::{read_feature_rows, read_idx, Dataset, FittedNormalization, Splits};
+use crate::data::{
+    read_feature_rows, read_idx, Cleaning, CleaningReport, Dataset, FittedNormalization, Splits, Stage,
+    TablePreprocessing,
+};
 use crate::error::{Error, Result};
 use crate::nn::Sequential;
 use crate::spec::{ModelSpec, TrainSpec};
@@ -49,6 +52,8 @@ pub struct TrainOutcome {
     pub load_seconds: f64,
     /// Epochs that came from the checkpoint when resuming (0 for a fresh run).
     pub resumed_epochs: usize,
+    /// For tabular data, what cleaning did to each split ("train", "validation", "test").
+    pub cleaning: Vec<(String, CleaningReport)>,
 }
 
 /// The checkpoint's file name inside a run folder.
@@ -66,29 +71,31 @@ pub fn train_with(
     options: &RunOptions,
     extra_callbacks: Vec<Box<dyn Callback>>,
 ) -> Result<TrainOutcome> {
-    let t = &spec.training;
     let load_start = Instant::now();
-    let Splits {
+    let splits = spec.data.load(spec.training.seed, options.data_dir)?;
+    train_on(spec, splits, options, extra_callbacks, load_start)
+}
+
+/// [`train_with`] on data already loaded (a cross-validation fold, say); `load_start` is
+/// when loading began, for the reported load time.
+pub fn train_on(
+    spec: &TrainSpec,
+    splits: Splits,
+    options: &RunOptions,
+    extra_callbacks: Vec<Box<dyn Callback>>,
+    load_start: Instant,
+) -> Result<TrainOutcome> {
+    let t = &spec.training;
+    let sha256 = splits.sha256.clone();
+    let description = splits.description.clone();
+    let Prepared {
         train,
-        mut test,
-        sha256,
-        description,
-    } = spec.data.load(t.seed, options.data_dir)?;
-    let (mut train, mut validation) = if t.validation_split > 0.0 {
-        let (a, b) = train.into_split_tail(t.validation_split)?;
-        (a, Some(b))
-    } else {
-        (train, None)
-    };
-    // Statistics from the training part only: nothing of validation or test leaks in.
-    let normalization = spec.preprocessing.normalization.fit(&train)?;
-    for part in [Some(&mut train), validation.as_mut(), Some(&mut test)]
-        .into_iter()
-        .flatten()
-    {
-        let size = part.sample_size();
-        normalization.apply(&mut part.features, size)?;
-    }
+        validation,
+        test,
+        normalization,
+        table,
+        cleaning,
+    } = prepare_splits(spec, splits)?;
     let load_seconds = load_start.elapsed().as_secs_f64();
 
     let input_shape = spec
@@ -116,7 +123,10 @@ pub fn train_with(
             layers: spec.model.layers.clone(),
         },
         preprocessing: normalization,
-        classes: (0..units.max(num_classes)).map(|c| c.to_string()).collect(),
+        classes: match table.as_ref().and_then(|t| t.schema.class_names.clone()) {
+            Some(names) => names,
+            None => (0..units.max(num_classes)).map(|c| c.to_string()).collect(),
+        },
         training: t.clone(),
         data: spec.data.clone(),
         lineage: Lineage {
@@ -129,6 +139,7 @@ pub fn train_with(
             metrics: FinalMetrics::default(),
             compressed: Vec::new(),
         },
+        table,
     };
     // A callback watching val_* needs validation data: say so now, not after an epoch.
     if validation.is_none() {
@@ -232,7 +243,118 @@ pub fn train_with(
         validation: final_validation,
         load_seconds,
         resumed_epochs: resume_from.map_or(0, |c| c.progress.epochs_done),
+        cleaning,
     })
+}
+
+/// The splits a run trains and is judged on, preprocessed with statistics fitted on the
+/// training part only.
+struct Prepared {
+    train: Dataset,
+    validation: Option<Dataset>,
+    test: Dataset,
+    normalization: FittedNormalization,
+    table: Option<TablePreprocessing>,
+    cleaning: Vec<(String, CleaningReport)>,
+}
+
+/// Splits off validation, then fits cleaning (tabular data) and normalization on what is
+/// left for training — nothing of validation or test leaks in — and applies them to all.
+fn prepare_splits(spec: &TrainSpec, splits: Splits) -> Result<Prepared> {
+    let t = &spec.training;
+    let Splits {
+        train,
+        mut test,
+        schema,
+        first_missing,
+        ..
+    } = splits;
+    let (mut train, mut validation) = if t.validation_split > 0.0 {
+        let (a, b) = train.into_split_tail(t.validation_split)?;
+        (a, Some(b))
+    } else {
+        (train, None)
+    };
+    let cleaning_spec = spec.preprocessing.cleaning();
+    let mut cleaning = Vec::new();
+    let table = match schema {
+        Some(schema) => {
+            check_cleaning(&cleaning_spec)?;
+            let table = TablePreprocessing::fit(schema, &cleaning_spec, &train, first_missing.as_deref())?;
+            let parts = [("train", Some(&mut train), Stage::Train), ("validation", validation.as_mut(), Stage::Evaluate), ("test", Some(&mut test), Stage::Evaluate)];
+            for (name, part, stage) in parts {
+                if let Some(part) = part {
+                    let (clean, report) = table.apply(part, stage)?;
+                    *part = clean;
+                    cleaning.push((name.to_string(), report));
+                }
+            }
+            if train.is_empty() {
+                return Err(Error::Value("cleaning dropped every training row; loosen preprocessing.outliers or impute missing values instead of dropping".into()));
+            }
+            Some(table)
+        }
+        None if cleaning_spec != Cleaning::default() => {
+            return Err(Error::Value(format!(
+                "preprocessing.missing, outliers and drop_duplicates clean tabular (CSV) data; the {} data set has none to clean",
+                spec.data.source_name()
+            )))
+        }
+        None => None,
+    };
+    let normalization = spec.preprocessing.normalization.fit(&train)?;
+    for part in [Some(&mut train), validation.as_mut(), Some(&mut test)]
+        .into_iter()
+        .flatten()
+    {
+        let size = part.sample_size();
+        normalization.apply(&mut part.features, size)?;
+    }
+    Ok(Prepared {
+        train,
+        validation,
+        test,
+        normalization,
+        table,
+        cleaning,
+    })
+}
+
+/// Outlier thresholds must be usable numbers.
+fn check_cleaning(cleaning: &Cleaning) -> Result<()> {
+    match cleaning.outliers.and_then(|o| o.threshold) {
+        Some(k) if !(k >= 0.0 && k.is_finite()) => Err(Error::Value(format!(
+            "preprocessing.outliers.threshold = {k} must be a non-negative number"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Held-out data (raw, as its source loads it) prepared as the model's training data was:
+/// cleaned and encoded if tabular (`stage` says whether rows may be dropped), normalized.
+pub fn prepare_for_model(info: &ModelInfo, raw: Dataset, stage: Stage) -> Result<Dataset> {
+    let mut data = match &info.table {
+        Some(table) => table.apply(&raw, stage)?.0,
+        None => raw,
+    };
+    let size = data.sample_size();
+    info.preprocessing.apply(&mut data.features, size)?;
+    Ok(data)
+}
+
+/// A model's data source loaded again, its schema checked against the model's (the file
+/// must not have changed in a way that changes the columns).
+fn reload_data(info: &ModelInfo, data_dir: Option<&Path>) -> Result<Splits> {
+    let splits = info.data.load(info.training.seed, data_dir)?;
+    if let (Some(table), Some(schema)) = (&info.table, &splits.schema) {
+        if &table.schema != schema {
+            return Err(Error::Value(format!(
+                "the data ({}) no longer has the columns and categories the model was trained on",
+                splits.description
+            )));
+        }
+    }
+    Ok(splits)
 }
 
 /// Rank 0's checkpoint to resume from, on every rank (none: a fresh run), so ranks on
@@ -366,10 +488,7 @@ fn comparable(context: &serde_json::Value) -> serde_json::Value {
 /// The test split a model was evaluated on, reloaded from its recorded data source and
 /// preprocessed the way the model expects.
 pub fn load_test_split(info: &ModelInfo, data_dir: Option<&Path>) -> Result<Dataset> {
-    let mut test = info.data.load(info.training.seed, data_dir)?.test;
-    let size = test.sample_size();
-    info.preprocessing.apply(&mut test.features, size)?;
-    Ok(test)
+    prepare_for_model(info, reload_data(info, data_dir)?.test, Stage::Evaluate)
 }
 
 /// Trains a loaded model `epochs` more epochs on its own training data and settings
@@ -384,13 +503,9 @@ pub fn fine_tune(
     prepare: impl FnOnce(&mut Sequential, usize) -> Result<()>,
 ) -> Result<Evaluation> {
     let t = &info.training;
-    let Splits {
-        mut train, mut test, ..
-    } = info.data.load(t.seed, data_dir)?;
-    for part in [&mut train, &mut test] {
-        let size = part.sample_size();
-        info.preprocessing.apply(&mut part.features, size)?;
-    }
+    let Splits { train, test, .. } = reload_data(info, data_dir)?;
+    let train = prepare_for_model(info, train, Stage::Train)?;
+    let test = prepare_for_model(info, test, Stage::Evaluate)?;
     model.compile(t.optimizer.clone(), t.loss(), t.seed);
     let held_out = (train.len() as f64 * t.validation_split as f64).ceil() as usize;
     let steps_per_epoch = (train.len() - held_out.min(train.len())).div_ceil(t.batch_size.max(1));
@@ -415,25 +530,29 @@ pub fn fine_tune(
 /// the model's preprocessing applied): a representative sample for calibrating
 /// quantization. Never test data, whose figures the compressed model is judged by.
 pub fn load_calibration_samples(info: &ModelInfo, data_dir: Option<&Path>, count: usize) -> Result<Dataset> {
-    let train = info.data.load(info.training.seed, data_dir)?.train;
+    let train = reload_data(info, data_dir)?.train;
     let count = count.min(train.len());
     let size = train.sample_size();
-    let mut sample = Dataset {
+    let sample = Dataset {
         features: train.features[..count * size].to_vec(),
         sample_shape: train.sample_shape.clone(),
         labels: train.labels[..count].to_vec(),
     };
-    info.preprocessing.apply(&mut sample.features, size)?;
-    Ok(sample)
+    prepare_for_model(info, sample, Stage::Evaluate)
 }
 
-/// Samples to predict on, from an IDX file (images) or a CSV of feature rows, with the
-/// model's preprocessing applied: (values, rows).
-pub fn load_prediction_input(
-    path: &Path,
-    sample_size: usize,
-    preprocessing: &FittedNormalization,
-) -> Result<(Vec<f32>, usize)> {
+/// Samples to predict on, from an IDX file (images) or a CSV of feature rows (for a
+/// tabular model, raw rows matched to its columns by name), prepared as the model's
+/// training data was: (values, rows).
+pub fn load_prediction_input(path: &Path, info: &ModelInfo) -> Result<(Vec<f32>, usize)> {
+    let sample_size: usize = info.architecture.input_shape.iter().flatten().product();
+    if let Some(table) = &info.table {
+        let (raw, rows) = table.schema.read_rows(path)?;
+        let raw = Dataset::new(raw, vec![table.schema.columns.len()], vec![0; rows])?;
+        let data =
+            prepare_for_model(info, raw, Stage::Predict).map_err(|e| Error::data(path, e.to_string()))?;
+        return Ok((data.features, rows));
+    }
     let (mut values, rows) = if looks_like_idx(path)? {
         let idx = read_idx(path)?;
         let rows = idx.dims.first().copied().unwrap_or(0);
@@ -452,7 +571,7 @@ pub fn load_prediction_input(
         let (values, rows, _) = read_feature_rows(path, Some(sample_size))?;
         (values, rows)
     };
-    preprocessing.apply(&mut values, sample_size)?;
+    info.preprocessing.apply(&mut values, sample_size)?;
     Ok((values, rows))
 }
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::{DataSpec, Normalization};
+use crate::data::{Cleaning, DataSpec, MissingValues, Normalization, Outliers};
 use crate::error::{Error, Result};
 use crate::nn::{LayerSpec, Loss, LossKind};
 use crate::optim::{GradientClipping, OptimizerSpec, Schedule};
@@ -29,12 +29,34 @@ pub struct TrainSpec {
 pub struct Preprocessing {
     #[serde(default = "no_normalization")]
     pub normalization: Normalization,
+    /// Tabular data: what to do with missing cells (none: a missing cell is an error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing: Option<MissingValues>,
+    /// Tabular data: outliers by z-score or IQR, clipped or dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outliers: Option<Outliers>,
+    /// Tabular data: drop training rows that repeat an earlier one exactly.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drop_duplicates: bool,
 }
 
 impl Default for Preprocessing {
     fn default() -> Self {
         Preprocessing {
             normalization: Normalization::None,
+            missing: None,
+            outliers: None,
+            drop_duplicates: false,
+        }
+    }
+}
+
+impl Preprocessing {
+    pub fn cleaning(&self) -> Cleaning {
+        Cleaning {
+            missing: self.missing,
+            outliers: self.outliers,
+            drop_duplicates: self.drop_duplicates,
         }
     }
 }

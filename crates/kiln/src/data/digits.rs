@@ -51,6 +51,8 @@ pub fn load_digits(test_fraction: f32, seed: u64) -> Result<Splits> {
         test,
         sha256,
         description,
+        schema: None,
+        first_missing: None,
     })
 }
 

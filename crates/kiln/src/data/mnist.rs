@@ -258,6 +258,8 @@ fn load_files(paths: &[PathBuf; 4]) -> Result<Splits> {
         test,
         sha256,
         description,
+        schema: None,
+        first_missing: None,
     })
 }
 

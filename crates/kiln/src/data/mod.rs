@@ -8,6 +8,7 @@
 
 mod batches;
 mod checksum;
+mod clean;
 mod csv;
 mod digits;
 #[cfg(feature = "download")]
@@ -16,18 +17,28 @@ mod gzip;
 mod idx;
 mod mnist;
 mod normalize;
+mod prepare;
 mod source;
+mod table;
+mod tabular;
 #[cfg(test)]
 mod test_support;
 
 pub use batches::{epoch_order, gather_batch};
 pub use checksum::sha256_hex;
+pub use clean::{
+    Cleaning, CleaningReport, ColumnReport, FittedCleaning, MissingValues, OutlierAction, OutlierMethod,
+    Outliers, Stage,
+};
 pub use csv::{parse_csv, read_csv, read_feature_rows, CsvOptions};
 pub use digits::load_digits;
 pub use idx::{parse_idx, read_idx, IdxArray};
 pub use mnist::load_mnist;
 pub use normalize::{FittedNormalization, Normalization};
+pub use prepare::TablePreprocessing;
 pub use source::DataSpec;
+pub use table::{ColumnRef, RawTable};
+pub use tabular::{load_table, ColumnChoice, ColumnKind, FeatureColumn, TableSchema, TableSplits};
 
 use std::collections::BTreeMap;
 
@@ -56,6 +67,11 @@ pub struct Splits {
     pub sha256: String,
     /// One human-readable line: which data set, from where, how many samples.
     pub description: String,
+    /// For tabular data: the columns' types and categories. Its features are then raw, one
+    /// value per column (NaN for a missing cell), to be cleaned and one-hot encoded.
+    pub schema: Option<TableSchema>,
+    /// Where the training split's first missing cell is, if it has one.
+    pub first_missing: Option<String>,
 }
 
 impl Dataset {
@@ -148,25 +164,31 @@ impl Dataset {
     /// each in the original sample order; the same seed gives the same split.
     /// `fraction` is clamped to [0, 1]; callers validate user input.
     pub fn stratified_split(&self, fraction: f32, seed: u64) -> (Dataset, Dataset) {
-        let fraction = decimal_f64(fraction.clamp(0.0, 1.0));
-        // A map, not a Vec indexed by label: a CSV may use labels like 1000000 for few classes.
-        let mut by_class: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
-        for (i, &label) in self.labels.iter().enumerate() {
-            by_class.entry(label).or_default().push(i);
-        }
-        let mut rng = Rng::derive(seed, STRATIFY_STREAM);
-        let (mut rest, mut held_out) = (Vec::new(), Vec::new());
-        for mut members in by_class.into_values() {
-            rng.shuffle(&mut members);
-            let n_out = (fraction * members.len() as f64).round() as usize;
-            let keep = members.len() - n_out;
-            rest.extend_from_slice(&members[..keep]);
-            held_out.extend_from_slice(&members[keep..]);
-        }
-        rest.sort_unstable();
-        held_out.sort_unstable();
+        let (rest, held_out) = stratified_indices(&self.labels, fraction, seed);
         (self.subset(&rest), self.subset(&held_out))
     }
+}
+
+/// [`Dataset::stratified_split`] on labels alone: the indices (rest, held_out), each sorted.
+pub fn stratified_indices(labels: &[u32], fraction: f32, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let fraction = decimal_f64(fraction.clamp(0.0, 1.0));
+    // A map, not a Vec indexed by label: a CSV may use labels like 1000000 for few classes.
+    let mut by_class: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (i, &label) in labels.iter().enumerate() {
+        by_class.entry(label).or_default().push(i);
+    }
+    let mut rng = Rng::derive(seed, STRATIFY_STREAM);
+    let (mut rest, mut held_out) = (Vec::new(), Vec::new());
+    for mut members in by_class.into_values() {
+        rng.shuffle(&mut members);
+        let n_out = (fraction * members.len() as f64).round() as usize;
+        let keep = members.len() - n_out;
+        rest.extend_from_slice(&members[..keep]);
+        held_out.extend_from_slice(&members[keep..]);
+    }
+    rest.sort_unstable();
+    held_out.sort_unstable();
+    (rest, held_out)
 }
 
 /// The f64 nearest the decimal the user wrote for an f32 fraction. A plain `as f64` turns

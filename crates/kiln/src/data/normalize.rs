@@ -24,6 +24,9 @@ pub enum Normalization {
     Scale { max: f32 },
     /// Per feature, subtract the training mean and divide by the training standard deviation.
     ZScore,
+    /// Per feature, map the training minimum to 0 and maximum to 1 (scikit-learn's
+    /// `MinMaxScaler`); a constant feature maps to 0.
+    MinMax,
 }
 
 /// A normalization with its parameters, as saved with a model.
@@ -31,8 +34,18 @@ pub enum Normalization {
 #[serde(tag = "kind", rename_all = "snake_case", from = "FittedRepr")]
 pub enum FittedNormalization {
     None,
-    Scale { max: f32 },
-    ZScore { mean: Vec<f32>, std: Vec<f32> },
+    Scale {
+        max: f32,
+    },
+    ZScore {
+        mean: Vec<f32>,
+        std: Vec<f32>,
+    },
+    /// `(value - min) / range`, range 1 for a constant feature.
+    MinMax {
+        min: Vec<f32>,
+        range: Vec<f32>,
+    },
 }
 
 // serde's `deny_unknown_fields` does not apply to the unit variants of an internally tagged
@@ -45,6 +58,7 @@ enum NormalizationRepr {
     None {},
     Scale { max: f32 },
     ZScore {},
+    MinMax {},
 }
 
 impl From<NormalizationRepr> for Normalization {
@@ -53,6 +67,7 @@ impl From<NormalizationRepr> for Normalization {
             NormalizationRepr::None {} => Normalization::None,
             NormalizationRepr::Scale { max } => Normalization::Scale { max },
             NormalizationRepr::ZScore {} => Normalization::ZScore,
+            NormalizationRepr::MinMax {} => Normalization::MinMax,
         }
     }
 }
@@ -63,6 +78,7 @@ enum FittedRepr {
     None {},
     Scale { max: f32 },
     ZScore { mean: Vec<f32>, std: Vec<f32> },
+    MinMax { min: Vec<f32>, range: Vec<f32> },
 }
 
 impl From<FittedRepr> for FittedNormalization {
@@ -71,6 +87,7 @@ impl From<FittedRepr> for FittedNormalization {
             FittedRepr::None {} => FittedNormalization::None,
             FittedRepr::Scale { max } => FittedNormalization::Scale { max },
             FittedRepr::ZScore { mean, std } => FittedNormalization::ZScore { mean, std },
+            FittedRepr::MinMax { min, range } => FittedNormalization::MinMax { min, range },
         }
     }
 }
@@ -85,6 +102,7 @@ impl Normalization {
                 Ok(FittedNormalization::Scale { max })
             }
             Normalization::ZScore => fit_z_score(train),
+            Normalization::MinMax => fit_min_max(train),
         }
     }
 }
@@ -106,22 +124,64 @@ impl FittedNormalization {
                 for_each_sample(features, sample_size, |s| s.iter_mut().for_each(|v| *v /= max));
             }
             FittedNormalization::ZScore { mean, std } => {
-                if mean.len() != sample_size || std.len() != sample_size {
-                    return Err(Error::Shape(format!(
-                        "z-score fitted on {} features (std: {}) cannot apply to samples of {sample_size}",
-                        mean.len(),
-                        std.len()
-                    )));
-                }
-                for_each_sample(features, sample_size, |s| {
-                    for ((v, m), d) in s.iter_mut().zip(mean).zip(std) {
-                        *v = (*v - m) / d;
-                    }
-                });
+                shift_and_divide(features, sample_size, mean, std, "z-score")?
+            }
+            FittedNormalization::MinMax { min, range } => {
+                shift_and_divide(features, sample_size, min, range, "min-max")?
             }
         }
         Ok(())
     }
+}
+
+/// `(v - shift) / divisor` per feature, the parameters checked against the sample size.
+fn shift_and_divide(
+    features: &mut [f32],
+    sample_size: usize,
+    shift: &[f32],
+    divisor: &[f32],
+    what: &str,
+) -> Result<()> {
+    if shift.len() != sample_size || divisor.len() != sample_size {
+        return Err(Error::Shape(format!(
+            "{what} normalization fitted on {} features ({}) cannot apply to samples of {sample_size}",
+            shift.len(),
+            divisor.len()
+        )));
+    }
+    for_each_sample(features, sample_size, |s| {
+        for ((v, m), d) in s.iter_mut().zip(shift).zip(divisor) {
+            *v = (*v - m) / d;
+        }
+    });
+    Ok(())
+}
+
+/// Minimum and range per feature over the training split.
+fn fit_min_max(train: &Dataset) -> Result<FittedNormalization> {
+    if train.is_empty() {
+        return Err(Error::Value(
+            "cannot fit a min-max normalization on an empty training set".into(),
+        ));
+    }
+    let d = train.sample_size();
+    let mut min = vec![f32::INFINITY; d];
+    let mut max = vec![f32::NEG_INFINITY; d];
+    for sample in train.features.chunks_exact(d) {
+        for ((lo, hi), &v) in min.iter_mut().zip(&mut max).zip(sample) {
+            *lo = lo.min(v);
+            *hi = hi.max(v);
+        }
+    }
+    let range = min
+        .iter()
+        .zip(&max)
+        .map(|(lo, hi)| match hi - lo {
+            r if r > 0.0 && r.is_finite() => r,
+            _ => 1.0,
+        })
+        .collect();
+    Ok(FittedNormalization::MinMax { min, range })
 }
 
 fn check_max(max: f32) -> Result<()> {
@@ -192,6 +252,24 @@ mod tests {
     fn three_by_two() -> Dataset {
         // Feature 0: 1, 2, 6 (mean 3, population var (4+1+9)/3 = 14/3); feature 1: constant 5.
         Dataset::new(vec![1.0, 5.0, 2.0, 5.0, 6.0, 5.0], vec![2], vec![0, 1, 0]).unwrap()
+    }
+
+    #[test]
+    fn min_max_maps_the_training_range_to_unit_interval() {
+        let fitted = Normalization::MinMax.fit(&three_by_two()).unwrap();
+        assert_eq!(
+            fitted,
+            FittedNormalization::MinMax {
+                min: vec![1.0, 5.0],
+                range: vec![5.0, 1.0]
+            }
+        );
+        let mut x = vec![1.0, 5.0, 6.0, 5.0, 11.0, 7.0];
+        fitted.apply(&mut x, 2).unwrap();
+        assert_eq!(x, vec![0.0, 0.0, 1.0, 0.0, 2.0, 2.0]);
+        let spec: Normalization = serde_json::from_str(r#"{"kind": "min_max"}"#).unwrap();
+        assert_eq!(spec, Normalization::MinMax);
+        assert!(fitted.apply(&mut [0.0; 3], 3).is_err());
     }
 
     #[test]

@@ -4,12 +4,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 use super::checksum::sha256_hex;
-use super::csv::{parse_csv, read_text};
+use super::csv::read_text;
 use super::digits::check_test_fraction;
-use super::{load_digits, load_mnist, CsvOptions, Dataset, Splits};
+use super::table::ColumnRef;
+use super::tabular::{load_table, ColumnChoice, ColumnKind, TableSplits};
+use super::{load_digits, load_mnist, Splits};
 
 fn default_test_fraction() -> f32 {
     0.2
@@ -35,9 +37,17 @@ pub enum DataSpec {
         train: PathBuf,
         #[serde(default)]
         test: Option<PathBuf>,
-        /// 0-based; default: the last column.
+        /// A header name or a 0-based position; default: the last column. Labels may be
+        /// integers (class indices) or names (classes sorted by name).
         #[serde(default)]
-        label_column: Option<usize>,
+        label_column: Option<ColumnRef>,
+        /// Names or positions of the feature columns; default: all but the label.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        feature_columns: Option<Vec<ColumnRef>>,
+        /// Columns to one-hot encode although they hold numbers (codes); a column with any
+        /// text value is categorical anyway.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        categorical_columns: Vec<ColumnRef>,
         /// Default: detected.
         #[serde(default)]
         header: Option<bool>,
@@ -47,6 +57,15 @@ pub enum DataSpec {
 }
 
 impl DataSpec {
+    /// The source's name as a spec writes it: "mnist", "digits", "csv".
+    pub fn source_name(&self) -> &'static str {
+        match self {
+            DataSpec::Mnist { .. } => "mnist",
+            DataSpec::Digits { .. } => "digits",
+            DataSpec::Csv { .. } => "csv",
+        }
+    }
+
     /// Loads the data and splits it. `seed` drives the stratified split; `data_dir_override`
     /// (e.g. a command-line `--data-dir`) replaces the spec's MNIST `data_dir` and is not
     /// used by the other sources.
@@ -58,15 +77,19 @@ impl DataSpec {
                 train,
                 test,
                 label_column,
+                feature_columns,
+                categorical_columns,
                 header,
                 test_fraction,
             } => {
                 check_test_fraction(*test_fraction)?;
-                let options = CsvOptions {
-                    label_column: *label_column,
+                let choice = ColumnChoice {
+                    label: label_column.clone(),
+                    features: feature_columns.clone(),
+                    categorical: categorical_columns.clone(),
                     header: *header,
                 };
-                load_csv_splits(train, test.as_deref(), &options, *test_fraction, seed)
+                load_csv_splits(train, test.as_deref(), &choice, *test_fraction, seed)
             }
         }
     }
@@ -75,60 +98,42 @@ impl DataSpec {
 fn load_csv_splits(
     train_path: &Path,
     test_path: Option<&Path>,
-    options: &CsvOptions,
+    choice: &ColumnChoice,
     test_fraction: f32,
     seed: u64,
 ) -> Result<Splits> {
-    let (all, sha256) = load_csv(train_path, options)?;
-    let (train, test, how) = match test_path {
-        Some(path) => {
-            let (test, test_sha) = load_csv(path, options)?;
-            if test.sample_shape != all.sample_shape {
-                return Err(Error::data(
-                    path,
-                    format!(
-                        "has {} features per row, the training file {} has {}",
-                        test.sample_size(),
-                        train_path.display(),
-                        all.sample_size()
-                    ),
-                ));
-            }
-            (
-                all,
-                test,
-                format!("test file {} (sha256 {test_sha})", path.display()),
-            )
-        }
-        None => {
-            let (train, test) = all.stratified_split(test_fraction, seed);
-            (
-                train,
-                test,
-                format!("stratified split of {test_fraction} with seed {seed}"),
-            )
-        }
+    let sha256 = sha256_hex(read_text(train_path)?.as_bytes());
+    let TableSplits {
+        train,
+        test,
+        schema,
+        first_missing,
+    } = load_table(train_path, test_path, choice, test_fraction, seed)?;
+    let how = match test_path {
+        Some(path) => format!("test file {}", path.display()),
+        None => format!("stratified split of {test_fraction} with seed {seed}"),
     };
+    let categorical = schema
+        .columns
+        .iter()
+        .filter(|c| matches!(c.kind, ColumnKind::Categorical { .. }))
+        .count();
     let description = format!(
-        "CSV {}: {} training and {} test samples of {} features, {how}",
+        "CSV {}: {} training and {} test rows of {} feature columns ({categorical} categorical), label {:?}, {how}",
         train_path.display(),
         train.len(),
         test.len(),
-        train.sample_size()
+        train.sample_size(),
+        schema.label,
     );
     Ok(Splits {
         train,
         test,
         sha256,
         description,
+        schema: Some(schema),
+        first_missing,
     })
-}
-
-/// A CSV data set and the SHA-256 of its (decompressed) text.
-fn load_csv(path: &Path, options: &CsvOptions) -> Result<(Dataset, String)> {
-    let text = read_text(path)?;
-    let sha256 = sha256_hex(text.as_bytes());
-    Ok((parse_csv(&text, path, options)?, sha256))
 }
 
 #[cfg(test)]
@@ -155,7 +160,9 @@ mod tests {
         let expected = DataSpec::Csv {
             train: "a.csv".into(),
             test: None,
-            label_column: Some(0),
+            label_column: Some(ColumnRef::Index(0)),
+            feature_columns: None,
+            categorical_columns: Vec::new(),
             header: None,
             test_fraction: 0.2,
         };
@@ -210,6 +217,8 @@ mod tests {
             train: dir.path().join("train.csv"),
             test: test.map(|t| dir.path().join(t)),
             label_column: None,
+            feature_columns: None,
+            categorical_columns: Vec::new(),
             header: None,
             test_fraction: 0.2,
         };
@@ -222,6 +231,9 @@ mod tests {
             (20, vec![1, 0])
         );
         let text = csv(Some("wide.csv")).load(1, None).unwrap_err().to_string();
-        assert!(text.contains("wide.csv: has 2 features per row"), "{text}");
+        assert!(
+            text.contains("wide.csv: has 3 columns, the training file has 2"),
+            "{text}"
+        );
     }
 }
