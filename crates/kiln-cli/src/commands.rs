@@ -98,6 +98,7 @@ pub fn train_in(
         resume: args.resume.is_some(),
         skip_nonfinite_batches: args.skip_nonfinite_batches,
         distributed: group,
+        bootstrap: None,
     };
     if !args.quiet {
         println!("run folder: {}", run_dir.display());
@@ -295,7 +296,7 @@ fn rayon_threads() -> usize {
 }
 
 /// Errors early if `path`'s folder does not exist or `path` names a folder.
-fn check_writable(path: &Path) -> Result<()> {
+pub fn check_writable(path: &Path) -> Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

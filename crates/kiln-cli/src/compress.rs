@@ -51,6 +51,12 @@ pub fn compress(args: &CompressArgs) -> Result<()> {
         "{}: is already compressed; compress its float source instead",
         args.model.display()
     );
+    anyhow::ensure!(
+        original.model.members().is_empty(),
+        "{}: is an ensemble of {} models, which compress does not handle yet; compress a single model",
+        args.model.display(),
+        original.model.members().len() + 1
+    );
     // The test split the original and the compressed model are both judged on, loaded once.
     let test = pipeline::load_test_split(&original.info, args.data_dir)?;
     let before = measure(args.model, &test)?;

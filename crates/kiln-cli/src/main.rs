@@ -5,6 +5,7 @@ mod compress;
 mod distributed;
 mod plot;
 mod progress;
+mod select;
 mod serve_command;
 
 use std::path::PathBuf;
@@ -134,6 +135,58 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Cross-validate a spec: k stratified folds of its training split, each held out once;
+    /// prints every fold and the mean ± std.
+    Cv {
+        /// The TOML spec; omit for the built-in digits model.
+        spec: Option<PathBuf>,
+        #[arg(long, default_value_t = 5)]
+        folds: usize,
+        /// Override the spec's number of epochs.
+        #[arg(long)]
+        epochs: Option<usize>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Search hyper-parameters: the spec as given and each trial of a search space, scored by
+    /// validation (or cross-validated) accuracy; prints a sorted table and writes
+    /// OUT_DIR/trials.csv and OUT_DIR/best.toml.
+    Tune {
+        spec: Option<PathBuf>,
+        /// TOML: one quoted spec key per line, e.g. "model.layers[0].units" = [64, 128] or
+        /// "training.optimizer.learning_rate" = { log_uniform = [1e-4, 1e-2] }.
+        #[arg(long)]
+        space: PathBuf,
+        /// Trials to run [default: the whole grid; 10 random draws when a key is a range].
+        #[arg(long)]
+        trials: Option<usize>,
+        /// Draw trials at random even when every key is a list.
+        #[arg(long)]
+        random: bool,
+        /// Score each trial by K-fold cross-validation instead of the validation split.
+        #[arg(long, value_name = "K")]
+        folds: Option<usize>,
+        /// Where trials.csv and best.toml go [default: tune-NAME].
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+        #[arg(long)]
+        epochs: Option<usize>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Train a bagged ensemble: members on bootstrap samples, predictions averaged, saved as
+    /// one model that eval, predict, inspect and serve accept.
+    Ensemble {
+        spec: Option<PathBuf>,
+        #[arg(long, default_value_t = 5)]
+        members: usize,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        epochs: Option<usize>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Serve models over HTTP (Open Inference Protocol v2, TF-Serving :predict, a page at /).
     Serve(serve_command::ServeArgs),
 }
@@ -251,6 +304,49 @@ fn main() -> ExitCode {
             data_dir: data_dir.as_deref(),
         }),
         Command::Serve(args) => serve_command::serve(args),
+        Command::Cv {
+            spec,
+            folds,
+            epochs,
+            data_dir,
+        } => select::cv(&select::CvArgs {
+            spec: spec.as_deref(),
+            folds,
+            epochs,
+            data_dir: data_dir.as_deref(),
+        }),
+        Command::Tune {
+            spec,
+            space,
+            trials,
+            random,
+            folds,
+            out_dir,
+            epochs,
+            data_dir,
+        } => select::tune(&select::TuneArgs {
+            spec: spec.as_deref(),
+            space: &space,
+            trials,
+            random,
+            folds,
+            out_dir: out_dir.as_deref(),
+            epochs,
+            data_dir: data_dir.as_deref(),
+        }),
+        Command::Ensemble {
+            spec,
+            members,
+            out,
+            epochs,
+            data_dir,
+        } => select::ensemble(&select::EnsembleArgs {
+            spec: spec.as_deref(),
+            members,
+            out: &out,
+            epochs,
+            data_dir: data_dir.as_deref(),
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -17,6 +17,7 @@ use crate::data::{DataSpec, FittedNormalization, TablePreprocessing};
 use crate::error::{Error, Result};
 use crate::nn::Sequential;
 use crate::quant::{Compression, HalfFloat, QuantizedNetwork, QUANTIZATION_KEY};
+use crate::select::EnsembleInfo;
 use crate::spec::{ModelSpec, TrainingSpec};
 use crate::tensor::Tensor;
 
@@ -56,6 +57,9 @@ pub struct Lineage {
     /// quantization); empty for a model as trained.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub compressed: Vec<String>,
+    /// For a bagged ensemble: its members and how they were combined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble: Option<EnsembleInfo>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -169,6 +173,24 @@ fn to_bytes(model: &Sequential, info: &ModelInfo) -> std::result::Result<Vec<u8>
             ));
             // One scale per output: the kernel's last axis (units, or filters).
             tensors.push((scale_name.clone(), &dims[dims.len() - 1..], scales));
+        }
+    }
+    // An ensemble's other members, in full precision, under `members.M.`.
+    let member_names: Vec<Vec<String>> = model
+        .members()
+        .iter()
+        .enumerate()
+        .map(|(m, member)| {
+            member
+                .params
+                .iter()
+                .map(|p| format!("members.{}.{}", m + 1, p.name))
+                .collect()
+        })
+        .collect();
+    for (member, names) in model.members().iter().zip(&member_names) {
+        for (p, name) in member.params.iter().zip(names) {
+            tensors.push((name.clone(), p.value.dims(), p.value.data()));
         }
     }
     encode_safetensors_with_int8(&metadata, &tensors, &int8)
@@ -525,6 +547,17 @@ pub fn load(path: &Path) -> Result<Artifact> {
         let network =
             QuantizedNetwork::from_saved(&model, compression, codes).map_err(|e| fail(e.to_string()))?;
         model.set_quantized(Some(network));
+    }
+    if let Some(ensemble) = &info.lineage.ensemble {
+        let members = (1..ensemble.members)
+            .map(|m| {
+                let mut take = |name: &str, dims: &[usize]| {
+                    read_f32_tensor(&tensors, &format!("members.{m}.{name}"), dims).map_err(&fail)
+                };
+                Sequential::with_params(&input_shape, info.architecture.layers.clone(), &mut take)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        model.set_members(members).map_err(|e| fail(e.to_string()))?;
     }
     Ok(Artifact {
         model,

@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod prune;
 pub mod quant;
 pub mod rng;
+pub mod select;
 pub mod spec;
 pub mod tensor;
 pub mod train;

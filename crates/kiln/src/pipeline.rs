@@ -38,6 +38,9 @@ pub struct RunOptions<'a> {
     /// writes); a checkpoint to resume from is read by rank 0 and sent to the others, so
     /// they need not see its file.
     pub distributed: Option<&'a dyn Collective>,
+    /// Train on a bootstrap sample of the (prepared) training part: (seed, member) of
+    /// [`crate::select::bootstrap_indices`], for bagging.
+    pub bootstrap: Option<(u64, usize)>,
 }
 
 #[derive(Debug)]
@@ -96,6 +99,10 @@ pub fn train_on(
         table,
         cleaning,
     } = prepare_splits(spec, splits)?;
+    let train = match options.bootstrap {
+        Some((seed, member)) => train.subset(&crate::select::bootstrap_indices(train.len(), seed, member)),
+        None => train,
+    };
     let load_seconds = load_start.elapsed().as_secs_f64();
 
     let input_shape = spec
@@ -138,6 +145,7 @@ pub fn train_on(
             created_unix_seconds: 0,
             metrics: FinalMetrics::default(),
             compressed: Vec::new(),
+            ensemble: None,
         },
         table,
     };

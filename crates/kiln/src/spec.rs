@@ -137,17 +137,26 @@ impl TrainSpec {
         Ok(spec)
     }
 
+    /// The spec as TOML text that [`TrainSpec::parse`] reads back to the same spec.
+    pub fn to_toml(&self) -> Result<String> {
+        let mut value = serde_json::to_value(self).map_err(|e| Error::Value(e.to_string()))?;
+        tidy_json(&mut value);
+        toml::to_string(&value).map_err(|e| Error::Value(format!("the spec cannot be written as TOML: {e}")))
+    }
+
     /// Parses TOML text; `path` only names the source in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
         let spec: TrainSpec = toml::from_str(text).map_err(|e| Error::Spec {
             path: path.to_path_buf(),
             message: one_line_toml_error(&e, text),
         })?;
-        spec.validate(path)?;
+        spec.check(path)?;
         Ok(spec)
     }
 
-    fn validate(&self, path: &Path) -> Result<()> {
+    /// The checks serde cannot express (epochs ≥ 1, fractions in range, …), each error
+    /// naming its field; `path` names the spec in them.
+    pub fn check(&self, path: &Path) -> Result<()> {
         let t = &self.training;
         let fail = |message: String| {
             Err(Error::Spec {
@@ -200,6 +209,34 @@ impl TrainSpec {
             Self::parse(text, Path::new("<built-in digits spec>")).expect("the built-in spec is valid");
         spec.name = Some("digits-mlp".into());
         spec
+    }
+}
+
+/// Makes a serialized spec read as written: f32 settings widened to f64 (0.1 became
+/// 0.10000000149011612) get their shortest decimal back, and unset options (null) go.
+pub fn tidy_json(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let wide = n.as_f64().unwrap_or_default();
+            let narrow = wide as f32;
+            if f64::from(narrow) == wide {
+                if let Some(short) = narrow
+                    .to_string()
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64)
+                {
+                    *n = short;
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(tidy_json),
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(tidy_json);
+        }
+        _ => {}
     }
 }
 
@@ -268,6 +305,17 @@ mod tests {
         validation_split = 0.2
         seed = 42
     "#;
+
+    #[test]
+    fn to_toml_reads_back_to_the_same_spec_with_decimals_as_written() {
+        let spec = TrainSpec::default_digits();
+        let text = spec.to_toml().unwrap();
+        assert!(
+            text.contains("rate = 0.1\n") && text.contains("learning_rate = 0.002\n"),
+            "{text}"
+        );
+        assert_eq!(TrainSpec::parse(&text, Path::new("t.toml")).unwrap(), spec);
+    }
 
     #[test]
     fn the_reference_spec_parses() {

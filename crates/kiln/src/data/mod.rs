@@ -74,6 +74,26 @@ pub struct Splits {
     pub first_missing: Option<String>,
 }
 
+impl Splits {
+    /// These splits' provenance and schema with empty data sets, to build other splits
+    /// of the same data (folds, bootstrap samples) without copying the samples twice.
+    pub fn clone_without_data(&self) -> Splits {
+        let empty = |d: &Dataset| Dataset {
+            features: Vec::new(),
+            sample_shape: d.sample_shape.clone(),
+            labels: Vec::new(),
+        };
+        Splits {
+            train: empty(&self.train),
+            test: empty(&self.test),
+            sha256: self.sha256.clone(),
+            description: self.description.clone(),
+            schema: self.schema.clone(),
+            first_missing: self.first_missing.clone(),
+        }
+    }
+}
+
 impl Dataset {
     /// A data set whose feature count matches its labels and sample shape.
     pub fn new(features: Vec<f32>, sample_shape: Vec<usize>, labels: Vec<u32>) -> Result<Self> {

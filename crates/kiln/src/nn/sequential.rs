@@ -158,6 +158,9 @@ pub struct Sequential {
     pub(crate) quantized: Option<crate::quant::QuantizedNetwork>,
     /// Store the float weights in 16 bits when saved (None: f32).
     pub(crate) half_storage: Option<crate::quant::HalfFloat>,
+    /// A bagged ensemble's other members (same architecture): predict and evaluate
+    /// average this model's outputs with theirs.
+    pub(crate) members: Vec<Sequential>,
 }
 
 impl Sequential {
@@ -192,7 +195,39 @@ impl Sequential {
             workspace: Workspace::new(),
             quantized: None,
             half_storage: None,
+            members: Vec::new(),
         })
+    }
+
+    /// Makes this model the first member of an ensemble with `others`, which must have its
+    /// architecture; predictions become the members' average.
+    pub fn set_members(&mut self, others: Vec<Sequential>) -> Result<()> {
+        if let Some((i, m)) = others
+            .iter()
+            .enumerate()
+            .find(|(_, m)| m.specs != self.specs || m.input_shape != self.input_shape)
+        {
+            return Err(crate::error::Error::Shape(format!(
+                "ensemble member {} has another architecture ({} layers, input {}) than the first ({} layers, input {})",
+                i + 2,
+                m.specs.len(),
+                m.input_shape,
+                self.specs.len(),
+                self.input_shape
+            )));
+        }
+        self.members = others;
+        Ok(())
+    }
+
+    /// The ensemble's other members (empty for a single model).
+    pub fn members(&self) -> &[Sequential] {
+        &self.members
+    }
+
+    /// Removes and returns the other members, leaving this model alone.
+    pub fn take_members(&mut self) -> Vec<Sequential> {
+        std::mem::take(&mut self.members)
     }
 
     /// Makes predict and evaluate run `quantized` (a compressed model), or the float

@@ -682,6 +682,10 @@ impl Sequential {
         labels: &[u32],
         batch_size: usize,
     ) -> Result<[f64; 2]> {
+        if !self.members.is_empty() {
+            let averaged = self.predict(features, labels.len())?;
+            return self.sums_of_outputs(c, averaged.data(), labels, batch_size);
+        }
         let input_shape = self.input_shape();
         let output_shape = self.output_shape();
         let size = input_shape.numel();
@@ -717,9 +721,40 @@ impl Sequential {
         result.map(|()| [loss_sum, correct as f64])
     }
 
+    /// The loss summed over samples and the number classified correctly, for outputs
+    /// already computed (an ensemble's average): no weight penalties, nothing fused.
+    fn sums_of_outputs(
+        &mut self,
+        c: &mut Compiled,
+        outputs: &[f32],
+        labels: &[u32],
+        batch_size: usize,
+    ) -> Result<[f64; 2]> {
+        let output_shape = self.output_shape();
+        let width = output_shape.numel();
+        let (_, params, workspace) = self.parts();
+        let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+        for (y, labels) in outputs.chunks(batch_size * width).zip(labels.chunks(batch_size)) {
+            let rows = labels.len();
+            let mut tape = Tape::inference(params, workspace);
+            let output = tape.input(y, output_shape.with_batch(rows));
+            let loss = c.loss.compute(&mut tape, output, false, labels)?;
+            loss_sum += tape.value(loss)[0] as f64 * rows as f64;
+            correct += count_correct(tape.value(output), labels, c.loss.from_logits);
+        }
+        Ok([loss_sum, correct as f64])
+    }
+
     /// The model's outputs (class probabilities for a softmax model) for `count` samples
-    /// stored back to back in `x`, as a (count, outputs) tensor (Keras `predict`).
+    /// stored back to back in `x`, as a (count, outputs) tensor (Keras `predict`); for an
+    /// ensemble, the mean of its members' outputs (soft voting).
     pub fn predict(&mut self, x: &[f32], count: usize) -> Result<Tensor> {
+        if !self.members.is_empty() {
+            let mut members = std::mem::take(&mut self.members);
+            let result = self.average_with(&mut members, x, count);
+            self.members = members;
+            return result;
+        }
         let input_shape = self.input_shape();
         if x.len() != count * input_shape.numel() {
             return Err(Error::Shape(format!(
@@ -751,6 +786,20 @@ impl Sequential {
             crate::tensor::Shape::new(&[count, outputs]),
             result,
         ))
+    }
+}
+
+impl Sequential {
+    /// The mean of this model's outputs and `members'`.
+    fn average_with(&mut self, members: &mut [Sequential], x: &[f32], count: usize) -> Result<Tensor> {
+        let mut sum = self.predict(x, count)?;
+        for m in members.iter_mut() {
+            let y = m.predict(x, count)?;
+            sum.data_mut().iter_mut().zip(y.data()).for_each(|(s, v)| *s += v);
+        }
+        let n = (members.len() + 1) as f32;
+        sum.data_mut().iter_mut().for_each(|s| *s /= n);
+        Ok(sum)
     }
 }
 

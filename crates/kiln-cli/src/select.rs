@@ -1,0 +1,286 @@
+//! `kiln cv`, `kiln tune` and `kiln ensemble`: model selection from a spec.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use kiln::pipeline::RunOptions;
+use kiln::select::{self, Scoring, SearchSpace, Strategy, TrialOutcome};
+use kiln::spec::TrainSpec;
+
+use crate::commands::check_writable;
+
+/// The spec at `path`, or the built-in digits spec, with `--epochs` applied.
+fn load_spec(path: Option<&Path>, epochs: Option<usize>) -> Result<TrainSpec> {
+    let mut spec = match path {
+        Some(p) => TrainSpec::from_file(p)?,
+        None => TrainSpec::default_digits(),
+    };
+    if let Some(e) = epochs {
+        anyhow::ensure!(e > 0, "--epochs must be at least 1");
+        spec.training.epochs = e;
+    }
+    Ok(spec)
+}
+
+pub struct CvArgs<'a> {
+    pub spec: Option<&'a Path>,
+    pub folds: usize,
+    pub epochs: Option<usize>,
+    pub data_dir: Option<&'a Path>,
+}
+
+pub fn cv(args: &CvArgs) -> Result<()> {
+    let spec = load_spec(args.spec, args.epochs)?;
+    let options = RunOptions {
+        data_dir: args.data_dir,
+        ..Default::default()
+    };
+    println!(
+        "{}: {}-fold stratified cross-validation of the training split ({} epochs each)",
+        spec.name.as_deref().unwrap_or("model"),
+        args.folds,
+        spec.training.epochs
+    );
+    let outcome = select::cross_validate(&spec, args.folds, &options, &mut |f| {
+        println!(
+            "fold {}/{}: loss {:.4} - accuracy {:.4} - trained on {}, held out {} - {} epochs - {:.1}s",
+            f.fold, args.folds, f.loss, f.accuracy, f.train_samples, f.held_out_samples, f.epochs, f.seconds
+        );
+    })?;
+    println!(
+        "accuracy: {:.4} ± {:.4} - loss: {:.4} ± {:.4} (mean ± std over {} folds)",
+        outcome.accuracy.0, outcome.accuracy.1, outcome.loss.0, outcome.loss.1, args.folds
+    );
+    Ok(())
+}
+
+pub struct TuneArgs<'a> {
+    pub spec: Option<&'a Path>,
+    pub space: &'a Path,
+    pub trials: Option<usize>,
+    pub random: bool,
+    pub folds: Option<usize>,
+    pub out_dir: Option<&'a Path>,
+    pub epochs: Option<usize>,
+    pub data_dir: Option<&'a Path>,
+}
+
+pub fn tune(args: &TuneArgs) -> Result<()> {
+    let spec = load_spec(args.spec, args.epochs)?;
+    let space = SearchSpace::from_file(args.space)?;
+    space.check_against(&spec)?;
+    let strategy = match args.random || space.grid_size().is_none() {
+        true => Strategy::Random,
+        false => Strategy::Grid,
+    };
+    if let Some(0) = args.trials {
+        anyhow::bail!("--trials must be at least 1");
+    }
+    let trials = space.trials(strategy, args.trials, spec.training.seed)?;
+    let scoring = match args.folds {
+        Some(k) => Scoring::CrossValidation(k),
+        None => Scoring::Validation,
+    };
+    let name = spec.name.clone().unwrap_or_else(|| "model".into());
+    let out_dir = args
+        .out_dir
+        .map_or_else(|| PathBuf::from(format!("tune-{name}")), Path::to_path_buf);
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("{}: cannot create the folder", out_dir.display()))?;
+    let (csv_path, best_path) = (out_dir.join("trials.csv"), out_dir.join("best.toml"));
+    for p in [&csv_path, &best_path] {
+        check_writable(p)?;
+    }
+    let keys: Vec<&str> = space.dimensions.iter().map(|(k, ..)| k.as_str()).collect();
+    println!(
+        "{name}: {} search, {} trials plus the baseline, scored by {}",
+        match strategy {
+            Strategy::Grid => format!("grid ({} points)", space.grid_size().unwrap_or(0)),
+            Strategy::Random => "random".to_string(),
+        },
+        trials.len(),
+        match scoring {
+            Scoring::Validation => "validation accuracy".to_string(),
+            Scoring::CrossValidation(k) => format!("{k}-fold cross-validated accuracy"),
+        }
+    );
+    let options = RunOptions {
+        data_dir: args.data_dir,
+        ..Default::default()
+    };
+    let results = select::tune(&spec, &space, &trials, scoring, &options, &mut |t| {
+        println!("{} - {:.1}s", describe_trial(t, &keys), t.seconds);
+    })?;
+    println!("\n{}", results_table(&results, &keys));
+    std::fs::write(&csv_path, results_csv(&results, &keys))
+        .with_context(|| csv_path.display().to_string())?;
+    let best = &results[0];
+    let baseline = results.iter().find(|r| r.index == 0).expect("the baseline ran");
+    let mut best_spec = best.spec.clone();
+    best_spec.name = Some(format!("{name}-tuned"));
+    let header = format!(
+        "# Written by `kiln tune`: the best of {} trials by {}.\n# accuracy {:.4} (the spec as given: {:.4})\n",
+        results.len(),
+        match scoring {
+            Scoring::Validation => "validation accuracy".to_string(),
+            Scoring::CrossValidation(k) => format!("{k}-fold cross-validation"),
+        },
+        best.accuracy,
+        baseline.accuracy
+    );
+    let toml = best_spec.to_toml()?;
+    std::fs::write(&best_path, header + &toml).with_context(|| best_path.display().to_string())?;
+    println!(
+        "best: {} accuracy {:.4} vs {:.4} for the spec as given\nwrote {} and {}",
+        trial_name(best),
+        best.accuracy,
+        baseline.accuracy,
+        csv_path.display(),
+        best_path.display()
+    );
+    Ok(())
+}
+
+fn trial_name(t: &TrialOutcome) -> String {
+    match t.index {
+        0 => "baseline".into(),
+        i => format!("trial {i}"),
+    }
+}
+
+fn value_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn describe_trial(t: &TrialOutcome, keys: &[&str]) -> String {
+    let settings: Vec<String> = keys
+        .iter()
+        .zip(&t.values)
+        .map(|(k, v)| format!("{k}={}", value_text(v)))
+        .collect();
+    let spread = t.accuracy_std.map_or(String::new(), |s| format!(" ± {s:.4}"));
+    format!(
+        "{:<9} accuracy {:.4}{spread} - loss {:.4} - {}",
+        trial_name(t),
+        t.accuracy,
+        t.loss,
+        settings.join(" ")
+    )
+}
+
+/// Rank, trial, accuracy, loss, then one column per key; best first.
+fn results_table(results: &[TrialOutcome], keys: &[&str]) -> String {
+    let mut rows: Vec<Vec<String>> = vec![["rank", "trial", "accuracy", "loss"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(keys.iter().map(|k| k.to_string()))
+        .collect()];
+    for (rank, t) in results.iter().enumerate() {
+        let accuracy = match t.accuracy_std {
+            Some(s) => format!("{:.4} ± {s:.4}", t.accuracy),
+            None => format!("{:.4}", t.accuracy),
+        };
+        rows.push(
+            [
+                (rank + 1).to_string(),
+                trial_name(t),
+                accuracy,
+                format!("{:.4}", t.loss),
+            ]
+            .into_iter()
+            .chain(t.values.iter().map(value_text))
+            .collect(),
+        );
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+    }
+    out
+}
+
+fn results_csv(results: &[TrialOutcome], keys: &[&str]) -> String {
+    let quote = |s: String| match s.contains([',', '"', '\n']) {
+        true => format!("\"{}\"", s.replace('"', "\"\"")),
+        false => s,
+    };
+    let mut out = format!(
+        "rank,trial,accuracy,accuracy_std,loss,seconds,{}\n",
+        keys.iter()
+            .map(|k| quote(k.to_string()))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    for (rank, t) in results.iter().enumerate() {
+        let values: Vec<String> = t.values.iter().map(|v| quote(value_text(v))).collect();
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{:.3},{}",
+            rank + 1,
+            t.index,
+            t.accuracy,
+            t.accuracy_std.map_or(String::new(), |s| s.to_string()),
+            t.loss,
+            t.seconds,
+            values.join(",")
+        );
+    }
+    out
+}
+
+pub struct EnsembleArgs<'a> {
+    pub spec: Option<&'a Path>,
+    pub members: usize,
+    pub out: &'a Path,
+    pub epochs: Option<usize>,
+    pub data_dir: Option<&'a Path>,
+}
+
+pub fn ensemble(args: &EnsembleArgs) -> Result<()> {
+    let spec = load_spec(args.spec, args.epochs)?;
+    check_writable(args.out)?;
+    let options = RunOptions {
+        data_dir: args.data_dir,
+        ..Default::default()
+    };
+    println!(
+        "{}: bagging {} members, each on a bootstrap sample of the training split",
+        spec.name.as_deref().unwrap_or("model"),
+        args.members
+    );
+    let outcome = select::train_ensemble(&spec, args.members, &options, &mut |m, run| {
+        println!(
+            "member {}/{}: test_loss {:.4} - test_accuracy {:.4} - {} epochs",
+            m + 1,
+            args.members,
+            run.test.loss,
+            run.test.accuracy,
+            run.history.epochs.len()
+        );
+    })?;
+    let best = outcome
+        .members
+        .iter()
+        .map(|e| e.accuracy)
+        .fold(f32::MIN, f32::max);
+    let mean = outcome.members.iter().map(|e| e.accuracy).sum::<f32>() / outcome.members.len() as f32;
+    println!(
+        "ensemble: test_loss {:.4} - test_accuracy {:.4} (members: best {best:.4}, mean {mean:.4})",
+        outcome.test.loss, outcome.test.accuracy
+    );
+    kiln::artifact::save(&outcome.model, &outcome.info, args.out)?;
+    println!("saved {}", args.out.display());
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! Bagging: members trained with one spec on bootstrap samples of its training data (each
+//! with its own seed for weights, shuffling and dropout), their predicted probabilities
+//! averaged. The ensemble is saved as one artifact that eval, predict, inspect and serve
+//! accept as they accept a single model.
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::artifact::ModelInfo;
+use crate::data::Stage;
+use crate::error::{Error, Result};
+use crate::nn::Sequential;
+use crate::pipeline::{prepare_for_model, train_on, RunOptions, TrainOutcome};
+use crate::spec::TrainSpec;
+use crate::train::Evaluation;
+
+/// How an ensemble was made, recorded in its lineage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnsembleInfo {
+    pub members: usize,
+    /// "bootstrap": each member trained on n samples drawn with replacement.
+    pub sampling: String,
+    /// "average": the members' outputs averaged (soft voting).
+    pub combine: String,
+    /// Each member's own test accuracy, and loss.
+    pub member_test_accuracy: Vec<f32>,
+    pub member_test_loss: Vec<f32>,
+}
+
+pub struct EnsembleOutcome {
+    /// The first member, holding the others.
+    pub model: Sequential,
+    pub info: ModelInfo,
+    pub members: Vec<Evaluation>,
+    pub test: Evaluation,
+}
+
+/// Trains `count` members of `spec` on bootstrap samples of its training split and
+/// combines them; `on_member` sees each member's run as it finishes.
+pub fn train_ensemble(
+    spec: &TrainSpec,
+    count: usize,
+    options: &RunOptions,
+    on_member: &mut dyn FnMut(usize, &TrainOutcome),
+) -> Result<EnsembleOutcome> {
+    if count < 2 {
+        return Err(Error::Value(format!(
+            "an ensemble needs at least 2 members, got {count}"
+        )));
+    }
+    let splits = spec.data.load(spec.training.seed, options.data_dir)?;
+    let raw_test = splits.test.clone();
+    let mut shared = Some(splits); // the last member takes it rather than a copy
+    let mut runs: Vec<TrainOutcome> = Vec::with_capacity(count);
+    for m in 0..count {
+        let mut member_spec = spec.clone();
+        member_spec.training.seed = spec.training.seed.wrapping_add(m as u64);
+        let member_options = RunOptions {
+            data_dir: options.data_dir,
+            bootstrap: Some((spec.training.seed, m)),
+            ..Default::default()
+        };
+        let member_splits = match m + 1 == count {
+            true => shared.take(),
+            false => shared.clone(),
+        }
+        .expect("the data is kept until the last member");
+        let run = train_on(
+            &member_spec,
+            member_splits,
+            &member_options,
+            Vec::new(),
+            Instant::now(),
+        )?;
+        on_member(m, &run);
+        runs.push(run);
+    }
+    let members: Vec<Evaluation> = runs.iter().map(|r| r.test).collect();
+    let mut runs = runs.into_iter();
+    let first = runs.next().expect("at least 2 members");
+    let mut model = first.model;
+    model.set_members(runs.map(|r| r.model).collect())?;
+    let mut info = first.info;
+    info.training.seed = spec.training.seed;
+    let test = prepare_for_model(&info, raw_test, Stage::Evaluate)?;
+    let t = &info.training;
+    model.compile(t.optimizer.clone(), t.loss(), t.seed);
+    let evaluation = model.evaluate(&test, 1024)?;
+    info.lineage.metrics.test_loss = Some(evaluation.loss);
+    info.lineage.metrics.test_accuracy = Some(evaluation.accuracy);
+    info.lineage.metrics.val_loss = None;
+    info.lineage.metrics.val_accuracy = None;
+    info.lineage.ensemble = Some(EnsembleInfo {
+        members: count,
+        sampling: "bootstrap".into(),
+        combine: "average".into(),
+        member_test_accuracy: members.iter().map(|e| e.accuracy).collect(),
+        member_test_loss: members.iter().map(|e| e.loss).collect(),
+    });
+    Ok(EnsembleOutcome {
+        model,
+        info,
+        members,
+        test: evaluation,
+    })
+}

@@ -1,0 +1,136 @@
+//! Hyper-parameter search: the spec as written (the baseline) and each trial of a search
+//! space, every one scored the same way — final validation accuracy, or the mean accuracy
+//! of a k-fold cross-validation — and returned best first.
+
+use std::time::Instant;
+
+use serde_json::Value;
+
+use crate::data::Splits;
+use crate::error::{Error, Result};
+use crate::pipeline::{train_on, RunOptions};
+use crate::spec::TrainSpec;
+
+use super::cv::cross_validate_splits;
+use super::search::{SearchSpace, Segment, Trial};
+
+/// How a trial is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scoring {
+    /// The trained model on the spec's validation split (`validation_split` > 0).
+    Validation,
+    /// Mean over k stratified folds of the training data.
+    CrossValidation(usize),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrialOutcome {
+    /// 0 for the baseline (the spec as written), then the trials in the order run.
+    pub index: usize,
+    pub values: Vec<Value>,
+    /// Validation (or mean cross-validation) accuracy: the score, higher is better.
+    pub accuracy: f64,
+    /// Across folds, with cross-validation.
+    pub accuracy_std: Option<f64>,
+    pub loss: f64,
+    pub seconds: f64,
+    pub spec: TrainSpec,
+}
+
+/// Runs the baseline and every trial; `on_trial` sees each as it finishes. The result is
+/// sorted best first (highest accuracy, then lowest loss, then earliest).
+pub fn tune(
+    spec: &TrainSpec,
+    space: &SearchSpace,
+    trials: &[Trial],
+    scoring: Scoring,
+    options: &RunOptions,
+    on_trial: &mut dyn FnMut(&TrialOutcome),
+) -> Result<Vec<TrialOutcome>> {
+    space.check_against(spec)?;
+    let baseline = Trial {
+        values: space.current_values(spec),
+    };
+    let candidates: Vec<TrainSpec> = std::iter::once(&baseline)
+        .chain(trials)
+        .map(|t| space.apply(spec, t))
+        .collect::<Result<_>>()?;
+    if scoring == Scoring::Validation {
+        if let Some(i) = candidates.iter().position(|c| c.training.validation_split <= 0.0) {
+            return Err(Error::Value(format!(
+                "scoring by validation needs training.validation_split above 0 ({}); set it, or cross-validate with --folds K",
+                if i == 0 { "the spec has none".to_string() } else { format!("trial {i} sets it to 0") }
+            )));
+        }
+    }
+    // Data is loaded once unless the space changes what or how it loads.
+    let reload = space.dimensions.iter().any(|(_, path, _)| touches_data(path));
+    let shared = match reload {
+        true => None,
+        false => Some(spec.data.load(spec.training.seed, options.data_dir)?),
+    };
+    let mut outcomes = Vec::with_capacity(candidates.len());
+    for (index, (candidate, trial)) in candidates
+        .into_iter()
+        .zip(std::iter::once(&baseline).chain(trials))
+        .enumerate()
+    {
+        let start = Instant::now();
+        let splits = match &shared {
+            Some(s) => s.clone(),
+            None => candidate.data.load(candidate.training.seed, options.data_dir)?,
+        };
+        let (accuracy, accuracy_std, loss) = score(&candidate, splits, scoring, options)?;
+        let outcome = TrialOutcome {
+            index,
+            values: trial.values.clone(),
+            accuracy,
+            accuracy_std,
+            loss,
+            seconds: start.elapsed().as_secs_f64(),
+            spec: candidate,
+        };
+        on_trial(&outcome);
+        outcomes.push(outcome);
+    }
+    outcomes.sort_by(|a, b| {
+        b.accuracy
+            .total_cmp(&a.accuracy)
+            .then(a.loss.total_cmp(&b.loss))
+            .then(a.index.cmp(&b.index))
+    });
+    Ok(outcomes)
+}
+
+/// (accuracy, its std across folds, loss) of one candidate.
+fn score(
+    spec: &TrainSpec,
+    splits: Splits,
+    scoring: Scoring,
+    options: &RunOptions,
+) -> Result<(f64, Option<f64>, f64)> {
+    let quiet = RunOptions {
+        data_dir: options.data_dir,
+        ..Default::default()
+    };
+    match scoring {
+        Scoring::Validation => {
+            let run = train_on(spec, splits, &quiet, Vec::new(), Instant::now())?;
+            let v = run.validation.expect("validation_split > 0 was checked");
+            Ok((f64::from(v.accuracy), None, f64::from(v.loss)))
+        }
+        Scoring::CrossValidation(k) => {
+            let cv = cross_validate_splits(spec, &splits, k, &quiet, &mut |_| {})?;
+            Ok((cv.accuracy.0, Some(cv.accuracy.1), cv.loss.0))
+        }
+    }
+}
+
+/// Whether a key changes the data loaded or its split (so it cannot be loaded once).
+fn touches_data(path: &[Segment]) -> bool {
+    match path {
+        [Segment::Field(top), ..] if top == "data" => true,
+        [Segment::Field(a), Segment::Field(b)] => a == "training" && b == "seed",
+        _ => false,
+    }
+}

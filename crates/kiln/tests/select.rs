@@ -1,0 +1,116 @@
+//! Model selection end to end on the embedded digits: cross-validation, a search, and a
+//! bagged ensemble whose saved file predicts what its members average to.
+
+use std::path::Path;
+
+use kiln::data::Stage;
+use kiln::pipeline::{prepare_for_model, RunOptions};
+use kiln::select::{self, SearchSpace, Strategy};
+use kiln::spec::TrainSpec;
+
+fn digits_spec(epochs: usize) -> TrainSpec {
+    let mut spec = TrainSpec::default_digits();
+    spec.training.epochs = epochs;
+    spec
+}
+
+fn argmax(row: &[f32]) -> usize {
+    (0..row.len()).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap()
+}
+
+#[test]
+fn an_ensemble_predicts_its_members_average_and_survives_saving() {
+    let spec = digits_spec(3);
+    let mut seen = Vec::new();
+    let mut outcome = select::train_ensemble(&spec, 3, &RunOptions::default(), &mut |m, run| {
+        seen.push((m, run.test.accuracy))
+    })
+    .unwrap();
+    assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), [0, 1, 2]);
+    let test = spec.data.load(spec.training.seed, None).unwrap().test;
+    let test = prepare_for_model(&outcome.info, test, Stage::Evaluate).unwrap();
+    let n = test.len();
+    let ensemble = outcome.model.predict(&test.features, n).unwrap();
+    // Each member alone, by saving and reloading it without the others.
+    let dir = std::env::temp_dir().join(format!("kiln-select-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bag.safetensors");
+    kiln::artifact::save(&outcome.model, &outcome.info, &path).unwrap();
+    let mut reloaded = kiln::artifact::load(&path).unwrap();
+    assert_eq!(reloaded.model.members().len(), 2);
+    let again = reloaded.model.predict(&test.features, n).unwrap();
+    assert_eq!(
+        again.data(),
+        ensemble.data(),
+        "the saved ensemble predicts the same"
+    );
+    let mut members: Vec<kiln::nn::Sequential> = reloaded.model.take_members();
+    let mut sum = reloaded.model.predict(&test.features, n).unwrap().data().to_vec();
+    let mut accuracies = vec![];
+    let acc = |probs: &[f32]| {
+        probs
+            .chunks(10)
+            .zip(&test.labels)
+            .filter(|(p, &l)| argmax(p) == l as usize)
+            .count() as f32
+            / n as f32
+    };
+    accuracies.push(acc(&sum));
+    for m in &mut members {
+        let p = m.predict(&test.features, n).unwrap();
+        accuracies.push(acc(p.data()));
+        sum.iter_mut().zip(p.data()).for_each(|(s, v)| *s += v);
+    }
+    let mean: Vec<f32> = sum.iter().map(|s| s / 3.0).collect();
+    for (a, b) in mean.iter().zip(ensemble.data()) {
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+    }
+    let member_accuracy: Vec<f32> = outcome.members.iter().map(|e| e.accuracy).collect();
+    for (a, b) in accuracies.iter().zip(&member_accuracy) {
+        assert!((a - b).abs() < 1e-6, "member accuracy {a} vs {b} reported");
+    }
+    assert!((acc(&mean) - outcome.test.accuracy).abs() < 1e-6);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = outcome.model.take_members();
+}
+
+#[test]
+fn cross_validation_reports_every_fold_and_their_spread() {
+    let spec = digits_spec(2);
+    let mut folds = Vec::new();
+    let cv = select::cross_validate(&spec, 4, &RunOptions::default(), &mut |f| folds.push(f.fold)).unwrap();
+    assert_eq!(folds, [1, 2, 3, 4]);
+    let held_out: usize = cv.folds.iter().map(|f| f.held_out_samples).sum();
+    let pool = spec.data.load(spec.training.seed, None).unwrap().train.len();
+    assert_eq!(held_out, pool, "every training sample is held out exactly once");
+    let accs: Vec<f64> = cv.folds.iter().map(|f| f64::from(f.accuracy)).collect();
+    assert_eq!(cv.accuracy, select::mean_std(&accs));
+    assert!(cv.accuracy.0 > 0.8 && cv.accuracy.1 > 0.0, "{:?}", cv.accuracy);
+}
+
+#[test]
+fn a_search_runs_the_baseline_and_each_trial_best_first() {
+    let spec = digits_spec(2);
+    let space = SearchSpace::parse(
+        r#""training.optimizer.learning_rate" = [0.0001, 0.01]"#,
+        Path::new("space.toml"),
+    )
+    .unwrap();
+    let trials = space.trials(Strategy::Grid, None, 0).unwrap();
+    let mut order = Vec::new();
+    let results = select::tune(
+        &spec,
+        &space,
+        &trials,
+        select::Scoring::Validation,
+        &RunOptions::default(),
+        &mut |t| order.push(t.index),
+    )
+    .unwrap();
+    assert_eq!(order, [0, 1, 2]);
+    assert!(results.windows(2).all(|w| w[0].accuracy >= w[1].accuracy));
+    // Two epochs at 1e-4 learn far less than at 1e-2.
+    let by_index = |i: usize| results.iter().find(|r| r.index == i).unwrap();
+    assert!(by_index(2).accuracy > by_index(1).accuracy + 0.1);
+    assert_eq!(by_index(2).spec.training.optimizer.learning_rate(), 0.01);
+}
