@@ -23,6 +23,8 @@ pub struct TrainArgs<'a> {
     pub resume: Option<&'a Path>,
     pub skip_nonfinite_batches: bool,
     pub no_checkpoint: bool,
+    /// Start from this model's weights (layers matched by name).
+    pub init: Option<&'a Path>,
 }
 
 /// The model file every run folder gets.
@@ -98,6 +100,7 @@ pub fn train_in(
         resume: args.resume.is_some(),
         skip_nonfinite_batches: args.skip_nonfinite_batches,
         distributed: group,
+        init: args.init,
         bootstrap: None,
     };
     if !args.quiet {
@@ -111,6 +114,24 @@ pub fn train_in(
         }
         explain_failure(e, &run_dir, !args.no_checkpoint)
     })?;
+    if !args.quiet && !outcome.initialized.is_empty() {
+        let frozen: Vec<String> = spec
+            .model
+            .frozen
+            .iter()
+            .map(|&i| spec.model.layer_names()[i].clone())
+            .collect();
+        println!(
+            "started from {}: layers {} (frozen: {})",
+            args.init.map_or(String::new(), |p| p.display().to_string()),
+            outcome.initialized.join(", "),
+            if frozen.is_empty() {
+                "none".to_string()
+            } else {
+                frozen.join(", ")
+            }
+        );
+    }
     if !args.quiet {
         for (split, report) in outcome.cleaning.iter().filter(|(_, r)| !r.changed_nothing()) {
             println!("cleaning ({split}): {report}");
@@ -168,6 +189,7 @@ fn train_as_follower(
         resume: args.resume.is_some(),
         skip_nonfinite_batches: args.skip_nonfinite_batches,
         distributed: Some(group),
+        init: args.init,
         ..Default::default()
     };
     pipeline::train_with(spec, &options, extra)?;

@@ -63,6 +63,10 @@ enum Command {
         /// --distributed`. The spec's batch size is the global batch, split across ranks.
         #[arg(long)]
         distributed: bool,
+        /// Start from this model's weights: every layer whose name (and shape) the spec's
+        /// layer shares; mark layers `trainable = false` in the spec to keep them fixed.
+        #[arg(long, value_name = "MODEL", conflicts_with = "resume")]
+        init: Option<PathBuf>,
     },
     /// Print a saved model's loss and accuracy on its test split; with --report, per-class
     /// precision, recall, F1 and the confusion matrix.
@@ -232,6 +236,7 @@ fn main() -> ExitCode {
             skip_nonfinite_batches,
             no_checkpoint,
             distributed,
+            init,
         } => {
             let args = commands::TrainArgs {
                 spec: spec.as_deref(),
@@ -244,6 +249,7 @@ fn main() -> ExitCode {
                 resume: resume.as_deref(),
                 skip_nonfinite_batches,
                 no_checkpoint,
+                init: init.as_deref(),
             };
             match distributed {
                 true => distributed::train(&args),

@@ -23,6 +23,17 @@ pub struct Parameter {
     /// False for state a layer updates itself (batch normalization's moving statistics):
     /// saved with the model, never touched by an optimizer.
     pub trainable: bool,
+    /// A trainable weight held fixed for this run (its layer says `trainable = false`, as
+    /// when fine-tuning a new head on a pretrained body): no update, no part in clipping
+    /// norms or in the distributed all-reduce.
+    pub frozen: bool,
+}
+
+impl Parameter {
+    /// Whether the optimizer updates it.
+    pub fn learns(&self) -> bool {
+        self.trainable && !self.frozen
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -51,6 +62,7 @@ impl ParamStore {
             value,
             grad,
             trainable,
+            frozen: false,
         });
         ParamId(self.params.len() - 1)
     }

@@ -38,6 +38,8 @@ pub struct RunOptions<'a> {
     /// writes); a checkpoint to resume from is read by rank 0 and sent to the others, so
     /// they need not see its file.
     pub distributed: Option<&'a dyn Collective>,
+    /// Start from this model's weights: every layer with the same name (and shape).
+    pub init: Option<&'a Path>,
     /// Train on a bootstrap sample of the (prepared) training part: (seed, member) of
     /// [`crate::select::bootstrap_indices`], for bagging.
     pub bootstrap: Option<(u64, usize)>,
@@ -57,6 +59,8 @@ pub struct TrainOutcome {
     pub resumed_epochs: usize,
     /// For tabular data, what cleaning did to each split ("train", "validation", "test").
     pub cleaning: Vec<(String, CleaningReport)>,
+    /// The layers whose weights came from [`RunOptions::init`].
+    pub initialized: Vec<String>,
 }
 
 /// The checkpoint's file name inside a run folder.
@@ -111,6 +115,14 @@ pub fn train_on(
         .clone()
         .unwrap_or_else(|| train.sample_shape.clone());
     let mut model = Sequential::new(&input_shape, spec.model.layers.clone(), t.seed)?;
+    let initialized = match options.init {
+        Some(path) => {
+            let source = crate::artifact::load(path)?;
+            model.init_from(&spec.model, &source.model, &source.info.architecture, path)?
+        }
+        None => Vec::new(),
+    };
+    model.freeze_layers(&spec.model.frozen);
     let num_classes = [Some(&train), validation.as_ref(), Some(&test)]
         .into_iter()
         .flatten()
@@ -127,7 +139,7 @@ pub fn train_on(
         name: spec.name.clone().unwrap_or_else(|| "model".into()),
         architecture: ModelSpec {
             input_shape: Some(input_shape),
-            layers: spec.model.layers.clone(),
+            ..spec.model.clone()
         },
         preprocessing: normalization,
         classes: match table.as_ref().and_then(|t| t.schema.class_names.clone()) {
@@ -252,6 +264,7 @@ pub fn train_on(
         load_seconds,
         resumed_epochs: resume_from.map_or(0, |c| c.progress.epochs_done),
         cleaning,
+        initialized,
     })
 }
 
@@ -515,6 +528,7 @@ pub fn fine_tune(
     let train = prepare_for_model(info, train, Stage::Train)?;
     let test = prepare_for_model(info, test, Stage::Evaluate)?;
     model.compile(t.optimizer.clone(), t.loss(), t.seed);
+    model.freeze_layers(&info.architecture.frozen);
     let held_out = (train.len() as f64 * t.validation_split as f64).ceil() as usize;
     let steps_per_epoch = (train.len() - held_out.min(train.len())).div_ceil(t.batch_size.max(1));
     prepare(model, steps_per_epoch)?;

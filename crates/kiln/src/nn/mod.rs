@@ -12,6 +12,7 @@ mod loss;
 mod regularizer;
 mod sequential;
 mod spatial;
+mod transfer;
 
 pub use activation::Activation;
 pub use initializer::Initializer;

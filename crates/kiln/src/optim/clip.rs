@@ -40,19 +40,24 @@ impl GradientClipping {
         let norm = |g: &[f32]| g.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
         match *self {
             GradientClipping::Clipnorm(c) => {
-                for p in params.iter_mut() {
+                for p in params.iter_mut().filter(|p| !p.frozen) {
                     let n = norm(&p.grad).sqrt();
                     scale_to(&mut p.grad, n, c);
                 }
             }
             GradientClipping::GlobalClipnorm(c) => {
-                let global = params.iter().map(|p| norm(&p.grad)).sum::<f64>().sqrt();
-                for p in params.iter_mut() {
+                let global = params
+                    .iter()
+                    .filter(|p| !p.frozen)
+                    .map(|p| norm(&p.grad))
+                    .sum::<f64>()
+                    .sqrt();
+                for p in params.iter_mut().filter(|p| !p.frozen) {
                     scale_to(&mut p.grad, global, c);
                 }
             }
             GradientClipping::Clipvalue(c) => {
-                for p in params.iter_mut() {
+                for p in params.iter_mut().filter(|p| !p.frozen) {
                     p.grad.iter_mut().for_each(|g| *g = g.clamp(-c, c));
                 }
             }

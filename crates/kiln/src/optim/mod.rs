@@ -132,7 +132,10 @@ impl Optimizer {
         self.iterations += 1;
         let t = self.iterations;
         for (p, state) in params.iter_mut().zip(&mut self.state) {
-            if !p.trainable {
+            if p.frozen && clear {
+                p.grad.fill(0.0);
+            }
+            if !p.learns() {
                 continue;
             }
             let (w, g) = (

@@ -78,7 +78,8 @@ pub(crate) fn pack_step(
     buffer.clear();
     buffer.push(loss_sum);
     buffer.push(correct as f32);
-    for p in params.iter() {
+    // Frozen weights are the same on every rank and need nothing exchanged.
+    for p in params.iter().filter(|p| !p.frozen) {
         match p.trainable {
             true => buffer.extend(p.grad.iter().map(|g| g * batch_share)),
             false => buffer.extend(p.value.data().iter().map(|v| v / ranks as f32)),
@@ -89,7 +90,7 @@ pub(crate) fn pack_step(
 /// Writes a reduced [`pack_step`] buffer back; returns the global loss sum and correct count.
 pub(crate) fn unpack_step(buffer: &[f32], params: &mut ParamStore) -> (f32, usize) {
     let mut offset = 2;
-    for p in params.iter_mut() {
+    for p in params.iter_mut().filter(|p| !p.frozen) {
         let n = p.value.numel();
         let values = &buffer[offset..offset + n];
         match p.trainable {
