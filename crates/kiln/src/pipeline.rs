@@ -130,6 +130,9 @@ pub fn train_on(
         .max()
         .unwrap_or(0);
     model.check_classifier_output(num_classes)?;
+    if let Some(a) = &spec.preprocessing.augmentation {
+        a.check(&train.sample_shape)?;
+    }
     model.compile(t.optimizer.clone(), t.loss(), t.seed);
     model.set_learning_rate_schedule(t.learning_rate_schedule.clone())?;
     model.set_gradient_clipping(t.gradient_clipping)?;
@@ -231,6 +234,7 @@ pub fn train_on(
         }),
         skip_nonfinite_batches: options.skip_nonfinite_batches,
         distributed: options.distributed,
+        augmentation: spec.preprocessing.augmentation.as_ref(),
     };
     let history = match &resume_from {
         Some(checkpoint) => model.resume_fit(&train, &fit, &mut callbacks, checkpoint)?,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Cleaning, DataSpec, MissingValues, Normalization, Outliers};
+use crate::data::{Augmentation, Cleaning, DataSpec, MissingValues, Normalization, Outliers};
 use crate::error::{Error, Result};
 use crate::nn::{LayerSpec, Loss, LossKind};
 use crate::optim::{GradientClipping, OptimizerSpec, Schedule};
@@ -38,6 +38,10 @@ pub struct Preprocessing {
     /// Tabular data: drop training rows that repeat an earlier one exactly.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub drop_duplicates: bool,
+    /// Images: random transforms applied to each training batch (never to validation,
+    /// test or prediction data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augmentation: Option<Augmentation>,
 }
 
 impl Default for Preprocessing {
@@ -47,6 +51,7 @@ impl Default for Preprocessing {
             missing: None,
             outliers: None,
             drop_duplicates: false,
+            augmentation: None,
         }
     }
 }

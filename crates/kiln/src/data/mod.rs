@@ -6,6 +6,7 @@
 //! explicit step ([`Normalization`]) so that the fitted parameters can be saved with a model
 //! and applied identically at prediction time.
 
+mod augment;
 mod batches;
 mod checksum;
 mod clean;
@@ -24,6 +25,7 @@ mod tabular;
 #[cfg(test)]
 mod test_support;
 
+pub use augment::{Augmentation, Factor, FillMode, FlipMode, Interpolation, Transform};
 pub use batches::{epoch_order, gather_batch};
 pub use checksum::sha256_hex;
 pub use clean::{

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::autograd::Tape;
-use crate::data::{epoch_order, gather_batch, Dataset};
+use crate::data::{epoch_order, gather_batch, Augmentation, Dataset};
 use crate::error::{Error, Result};
 use crate::nn::{Loss, Mode, Sequential};
 use crate::optim::{GradientClipping, Optimizer, OptimizerSpec, Schedule};
@@ -113,6 +113,8 @@ pub struct FitOptions<'a> {
     /// gradient of its share of every global batch of `batch_size`, the shares are summed,
     /// and every rank applies the same update. Validation is split the same way.
     pub distributed: Option<&'a dyn Collective>,
+    /// Random image transforms applied to every training batch.
+    pub augmentation: Option<&'a Augmentation>,
 }
 
 impl Default for FitOptions<'_> {
@@ -128,6 +130,7 @@ impl Default for FitOptions<'_> {
             checkpoint: None,
             skip_nonfinite_batches: false,
             distributed: None,
+            augmentation: None,
         }
     }
 }
@@ -576,6 +579,9 @@ impl Sequential {
                 None => (batch, None),
             };
             gather_batch(train, mine, &mut x, &mut y);
+            if let Some(a) = options.augmentation {
+                a.apply(&mut x, &train.sample_shape, mine, options.seed, epoch);
+            }
             let outcome = self.step_with(&mut c, &x, &y, global, &mut communication_seconds);
             (c.batch_x, c.batch_y) = (x, y);
             match outcome {
