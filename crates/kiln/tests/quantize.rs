@@ -155,6 +155,93 @@ fn a_cnn_quantizes_its_convolutions_too() {
     }
 }
 
+/// A CNN of convolutions, max pooling and Dense layers only, on the 8×8 digits.
+fn trained_plain_cnn() -> TrainOutcome {
+    let text = r#"
+[data]
+source = "digits"
+[preprocessing]
+normalization = { kind = "scale", max = 16.0 }
+[model]
+layers = [
+  { type = "reshape", target_shape = [8, 8, 1] },
+  { type = "conv2d", filters = 8, kernel_size = 3, padding = "same", activation = "relu" },
+  { type = "max_pooling2d", pool_size = 2 },
+  { type = "conv2d", filters = 16, kernel_size = 3, activation = "relu" },
+  { type = "flatten" },
+  { type = "dropout", rate = 0.1 },
+  { type = "dense", units = 32, activation = "relu" },
+  { type = "dense", units = 10, activation = "softmax" },
+]
+[training]
+optimizer = { type = "adam", learning_rate = 0.003 }
+loss = "sparse_categorical_crossentropy"
+epochs = 10
+seed = 3
+"#;
+    let spec = TrainSpec::parse(text, "plain-cnn.toml".as_ref()).unwrap();
+    pipeline::train(&spec, &RunOptions::default()).unwrap()
+}
+
+#[test]
+fn the_image_chain_agrees_with_the_layer_by_layer_path() {
+    let mut outcome = trained_plain_cnn();
+    let test = pipeline::load_test_split(&outcome.info, None).unwrap();
+    let samples = calibration_rows(&outcome, 300);
+    let mut q = QuantizedNetwork::quantize(
+        &outcome.model,
+        QuantMode::Static,
+        Calibration::MinMax,
+        &samples,
+        "cnn",
+    )
+    .unwrap();
+    assert!(
+        q.runs_image_chain(),
+        "convolutions, pooling and Dense layers only: the chain"
+    );
+    outcome.model.set_quantized(Some(q.clone()));
+    let chained = outcome.model.predict(&test.features, test.len()).unwrap();
+    let one = outcome.model.predict(&test.features[64..128], 1).unwrap();
+    assert_eq!(
+        one.data(),
+        &chained.data()[10..20],
+        "one sample alone, the same bits"
+    );
+    let chained_accuracy = outcome.model.evaluate(&test, 1024).unwrap().accuracy;
+    q.set_image_chain(&outcome.model, false);
+    assert!(!q.runs_image_chain());
+    outcome.model.set_quantized(Some(q));
+    let layerwise = outcome.model.predict(&test.features, test.len()).unwrap();
+    // The same codes up to the rounding of a requantization done in one step rather than
+    // two: probabilities within a few codes' worth, the same class almost everywhere.
+    let largest = chained
+        .data()
+        .iter()
+        .zip(layerwise.data())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(largest < 0.05, "largest probability difference {largest}");
+    let argmax = |r: &[f32]| (0..r.len()).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap();
+    let same = chained
+        .data()
+        .chunks(10)
+        .zip(layerwise.data().chunks(10))
+        .filter(|(a, b)| argmax(a) == argmax(b))
+        .count();
+    assert!(
+        same as f32 >= 0.99 * test.len() as f32,
+        "{same} of {} classes agree",
+        test.len()
+    );
+    outcome.model.set_quantized(None);
+    let float_accuracy = outcome.model.evaluate(&test, 1024).unwrap().accuracy;
+    assert!(
+        (chained_accuracy - float_accuracy).abs() <= 0.015,
+        "int8 {chained_accuracy} vs float {float_accuracy}"
+    );
+}
+
 #[test]
 fn static_quantization_without_calibration_samples_says_so() {
     let outcome = trained_digits();

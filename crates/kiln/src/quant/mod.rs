@@ -7,10 +7,13 @@
 //! path ([`QuantizedNetwork`]), whose matrix products (Dense layers, and convolutions
 //! through im2col) are u8 × i8 with i32 sums ([`gemm_i8`]) and whose requantization (zero
 //! point, scales, bias, activation, the next layer's quantization) runs on each block of
-//! rows while it is in cache.
+//! rows while it is in cache. Dense-only models and static CNNs of convolutions, max
+//! pooling and Dense layers pass u8 codes from layer to layer (`image_chain` for the
+//! latter); other models run layer by layer, with f32 between layers.
 
 pub mod gemm_i8;
 mod half;
+mod image_chain;
 mod network;
 mod params;
 

@@ -1,9 +1,11 @@
 //! The integer inference path of a quantized model: its Dense and Conv2D layers as packed
-//! int8 kernels, a Dense-only chain run block by block of rows, other models layer by layer.
+//! int8 kernels, a Dense-only chain run block by block of rows, static CNNs of
+//! convolutions, pooling and Dense layers through `image_chain`, other models layer by layer.
 
 use rayon::prelude::*;
 
 use super::gemm_i8::{gemm_u8i8, PackedI8};
+use super::image_chain::{self, Stage};
 use super::params::{quantize_columns, AffineU8, Compression, QuantMode};
 use crate::autograd::{Tape, Workspace};
 use crate::error::{Error, Result};
@@ -39,20 +41,20 @@ impl Calibration {
 
 /// One Dense or Conv2D layer in int8.
 #[derive(Debug, Clone)]
-struct QuantizedLayer {
+pub(super) struct QuantizedLayer {
     /// Index of the layer in the model.
-    layer: usize,
+    pub(super) layer: usize,
     /// The kernel's codes as stored, (k, n) row-major.
     codes: Vec<i8>,
-    weights: PackedI8,
+    pub(super) weights: PackedI8,
     /// Per output: the kernel column's scale.
-    scales: Vec<f32>,
-    bias: Vec<f32>,
-    activation: Activation,
+    pub(super) scales: Vec<f32>,
+    pub(super) bias: Vec<f32>,
+    pub(super) activation: Activation,
     /// The input's mapping (static mode); dynamic mode measures each row's (each image's
     /// for a convolution).
-    input: Option<AffineU8>,
-    window: Option<Window>,
+    pub(super) input: Option<AffineU8>,
+    pub(super) window: Option<Window>,
 }
 
 /// A model's Dense and Conv2D layers quantized to int8, ready to predict.
@@ -67,6 +69,9 @@ pub struct QuantizedNetwork {
     /// straight from layer to layer. Otherwise layer by layer, Dense and Conv2D in int8 and
     /// the others (pooling, batch normalization, …) on the float path.
     chain: bool,
+    /// A static CNN of convolutions, max pooling and Dense layers: codes from layer to
+    /// layer through all of them (see `image_chain`).
+    image_chain: Option<Vec<Stage>>,
 }
 
 /// A Dense or Conv2D layer of the float model, as quantization reads it.
@@ -137,7 +142,7 @@ fn quantizable_layers(model: &Sequential) -> Result<(Vec<FloatLayer>, bool)> {
 }
 
 /// An intermediate activation in place (the final one runs through the float path).
-fn activate(activation: Activation, v: f32) -> f32 {
+pub(super) fn activate(activation: Activation, v: f32) -> f32 {
     match activation {
         Activation::Relu => v.max(0.0),
         Activation::LeakyRelu => {
@@ -192,12 +197,16 @@ impl QuantizedNetwork {
             inputs: dense.iter().map(|d| (d.layer, d.input)).collect(),
             source: source.to_string(),
         };
+        let image_chain = (!chain)
+            .then(|| image_chain::plan(model.network(), &dense))
+            .flatten();
         Ok(QuantizedNetwork {
             dense,
             compression,
             input_shape: model.input_shape(),
             output_shape: model.output_shape(),
             chain,
+            image_chain,
         })
     }
 
@@ -239,17 +248,36 @@ impl QuantizedNetwork {
             }
             dense.push(QuantizedLayer::new(f, q, scales, *input));
         }
+        let image_chain = (!chain)
+            .then(|| image_chain::plan(model.network(), &dense))
+            .flatten();
         Ok(QuantizedNetwork {
             dense,
             compression,
             input_shape: model.input_shape(),
             output_shape: model.output_shape(),
             chain,
+            image_chain,
         })
     }
 
     pub fn mode(&self) -> QuantMode {
         self.compression.mode
+    }
+
+    /// Whether predict passes codes from layer to layer through a CNN's convolutions,
+    /// pooling and Dense layers (a static model of only those), rather than layer by layer.
+    pub fn runs_image_chain(&self) -> bool {
+        self.image_chain.is_some()
+    }
+
+    /// Runs a CNN layer by layer even where the image chain could (to compare the two);
+    /// `true` plans the chain again.
+    pub fn set_image_chain(&mut self, model: &Sequential, enabled: bool) {
+        self.image_chain = match enabled && !self.chain {
+            true => image_chain::plan(model.network(), &self.dense),
+            false => None,
+        };
     }
 
     /// Values per input sample.
@@ -275,6 +303,10 @@ impl QuantizedNetwork {
                 self.input_size()
             )));
         }
+        if let Some(stages) = &self.image_chain {
+            let y = image_chain::run(stages, &self.dense, self.input_size(), x, rows);
+            return Ok(self.final_activation(y, rows));
+        }
         match self.chain {
             true => self.run_chain(x, rows),
             false => self.run_layerwise(network, params, workspace, x, rows),
@@ -293,16 +325,21 @@ impl QuantizedNetwork {
         } else if rows > 0 {
             self.forward_block(x, &mut y);
         }
+        Ok(self.final_activation(y, rows))
+    }
+
+    /// The last layer's activation (softmax, say) on its outputs, through the float path
+    /// as the float model runs it.
+    fn final_activation(&self, y: Vec<f32>, rows: usize) -> Vec<f32> {
         let last = self.dense.last().expect("at least one layer").activation;
         if last == Activation::Linear {
-            return Ok(y);
+            return y;
         }
-        // The final activation (softmax) through the float path, as the float model runs it.
         let (mut params, mut workspace) = (ParamStore::new(), Workspace::new());
         let mut tape = Tape::inference(&mut params, &mut workspace);
         let v = tape.input(&y, self.output_shape.with_batch(rows));
         let out = last.apply(&mut tape, v);
-        Ok(tape.value(out).to_vec())
+        tape.value(out).to_vec()
     }
 
     /// Every layer for one block of rows: quantize, multiply, requantize, … , and the last
@@ -414,7 +451,7 @@ fn own_range(row: &[f32]) -> AffineU8 {
 }
 
 /// `row`'s codes under `map` into `to` (padded with the zero point past the row).
-fn quantize_into(row: &[f32], map: AffineU8, to: &mut [u8]) {
+pub(super) fn quantize_into(row: &[f32], map: AffineU8, to: &mut [u8]) {
     let (inverse, shift) = (1.0 / map.scale, map.zero_point as f32 + 0.5);
     for (q, &v) in to.iter_mut().zip(row) {
         // max/min send NaN to 0 and keep the value in range, so the conversion needs no
@@ -514,7 +551,7 @@ impl QuantizedNetwork {
     }
 }
 
-fn simple_activation(a: Activation) -> bool {
+pub(super) fn simple_activation(a: Activation) -> bool {
     matches!(
         a,
         Activation::Linear
@@ -569,7 +606,8 @@ impl QuantizedLayer {
                 let map = self.input.unwrap_or_else(|| own_range(image));
                 let mut codes = vec![0u8; image_len];
                 quantize_into(image, map, &mut codes);
-                let cols = im2col_u8(&codes, w, self.weights.k_padded, map.zero_point);
+                let mut cols = Vec::new();
+                im2col_u8_into(&codes, w, self.weights.k_padded, map.zero_point, &mut cols);
                 let maps = vec![map; w.output_pixels()];
                 self.multiply_and_rescale(&cols, &maps, out);
             });
@@ -593,32 +631,46 @@ impl QuantizedLayer {
     }
 }
 
-/// The im2col rows of one image's codes: a row per output pixel, taps × channels bytes
-/// (zero padded to `padded`), positions outside the image coded `zero`.
-fn im2col_u8(image: &[u8], w: &Window, padded: usize, zero: u8) -> Vec<u8> {
+/// The im2col rows of one image's codes into `cols`: a row per output pixel, taps ×
+/// channels bytes (zero padded to `padded`), positions outside the image coded `zero`.
+pub(super) fn im2col_u8_into(image: &[u8], w: &Window, padded: usize, zero: u8, cols: &mut Vec<u8>) {
     let c = w.channels as usize;
-    let mut cols = vec![zero; w.output_pixels() * padded];
+    let (kw, out_w, in_w) = (
+        w.width.kernel as usize,
+        w.width.output as usize,
+        w.width.input as usize,
+    );
+    let span = kw * c; // one kernel row's bytes, contiguous in the image when undilated
+    cols.clear();
+    cols.resize(w.output_pixels() * padded, zero);
     for oh in 0..w.height.output as usize {
-        for ow in 0..w.width.output as usize {
-            let row = &mut cols[(oh * w.width.output as usize + ow) * padded..][..padded];
-            for i in 0..w.height.kernel as usize {
-                let Some(ih) = w.height.source(oh, i) else {
-                    continue;
-                };
-                for j in 0..w.width.kernel as usize {
-                    let Some(iw) = w.width.source(ow, j) else { continue };
-                    let at = (i * w.width.kernel as usize + j) * c;
-                    let from = (ih * w.width.input as usize + iw) * c;
-                    match c {
-                        // A grey image: one byte per tap, no call into memcpy for it.
-                        1 => row[at] = image[from],
-                        _ => row[at..at + c].copy_from_slice(&image[from..from + c]),
+        for i in 0..w.height.kernel as usize {
+            let Some(ih) = w.height.source(oh, i) else {
+                continue;
+            };
+            let source_row = &image[ih * in_w * c..][..in_w * c];
+            for ow in 0..out_w {
+                let row = &mut cols[(oh * out_w + ow) * padded + i * span..][..span];
+                let first = (ow * w.width.stride as usize).checked_sub(w.width.pad_before as usize);
+                match first {
+                    // The whole kernel row inside the image, several channels: one copy.
+                    Some(f) if c > 1 && w.width.dilation == 1 && f + kw <= in_w => {
+                        row.copy_from_slice(&source_row[f * c..][..span]);
+                    }
+                    _ => {
+                        for j in 0..kw {
+                            let Some(iw) = w.width.source(ow, j) else { continue };
+                            match c {
+                                // A grey image: one byte per tap, no call into memcpy for it.
+                                1 => row[j] = source_row[iw],
+                                _ => row[j * c..][..c].copy_from_slice(&source_row[iw * c..][..c]),
+                            }
+                        }
                     }
                 }
             }
         }
     }
-    cols
 }
 
 /// Each quantized layer's input mapping, from the float model run layer by layer over the
