@@ -120,7 +120,7 @@ fn to_bytes(model: &Sequential, info: &ModelInfo) -> std::result::Result<Vec<u8>
         .map(|q| q.kernels().map(|(i, ..)| format!("layers.{i}.kernel")).collect())
         .unwrap_or_default();
     let scale_names: Vec<String> = int8_names.iter().map(|n| format!("{n}_scale")).collect();
-    let sparse: Vec<SparseKernel> = model
+    let sparse: Vec<SparseKernel<f32>> = model
         .params
         .iter()
         .filter(|p| p.name.ends_with(".kernel") && !int8_names.contains(&p.name))
@@ -158,6 +158,7 @@ fn to_bytes(model: &Sequential, info: &ModelInfo) -> std::result::Result<Vec<u8>
     }
     if let Some(q) = quantized {
         metadata.insert(QUANTIZATION_KEY.into(), json(&q.compression));
+        let mut sparse_int8 = Vec::new();
         for (((_, codes, scales), name), scale_name) in q.kernels().zip(&int8_names).zip(&scale_names) {
             let dims = model
                 .params
@@ -165,14 +166,20 @@ fn to_bytes(model: &Sequential, info: &ModelInfo) -> std::result::Result<Vec<u8>
                 .find(|p| &p.name == name)
                 .map(|p| p.value.dims())
                 .ok_or_else(|| format!("no parameter {name}"))?;
-            int8.push((
-                name.clone(),
-                dims.to_vec(),
-                "I8",
-                codes.iter().map(|&c| c as u8).collect(),
-            ));
+            let bytes = |codes: &[i8]| codes.iter().map(|&c| c as u8).collect();
+            match SparseKernel::if_smaller(name, codes) {
+                Some(k) => {
+                    int8.push((format!("{name}.values"), k.count.to_vec(), "I8", bytes(&k.values)));
+                    int8.push((format!("{name}.bitmap"), vec![k.bitmap.len()], "U8", k.bitmap));
+                    sparse_int8.push(name.clone());
+                }
+                None => int8.push((name.clone(), dims.to_vec(), "I8", bytes(codes))),
+            }
             // One scale per output: the kernel's last axis (units, or filters).
             tensors.push((scale_name.clone(), &dims[dims.len() - 1..], scales));
+        }
+        if !sparse_int8.is_empty() {
+            metadata.insert(SPARSE_INT8_KEY.into(), json(&sparse_int8));
         }
     }
     // An ensemble's other members, in full precision, under `members.M.`.
@@ -202,29 +209,34 @@ pub(crate) type NamedTensor<'a> = (String, &'a [usize], &'a [f32]);
 /// A tensor of bytes to store: name, dimensions, dtype ("I8", "U8", "F16", "BF16"), bytes.
 pub(crate) type NamedBytes = (String, Vec<usize>, &'static str, Vec<u8>);
 
-/// Metadata key listing the kernels stored sparsely.
+/// Metadata key listing the float kernels stored sparsely.
 const SPARSE_KEY: &str = "kiln.sparse";
+/// Metadata key listing the int8 kernels stored sparsely (a pruned, then quantized model).
+const SPARSE_INT8_KEY: &str = "kiln.sparse_int8";
 
 /// A pruned kernel stored as a bitmap of its nonzero weights (bit i % 8 of byte i / 8)
-/// and their values in order: smaller than the dense tensor once 1 weight in 32 is zero.
-struct SparseKernel {
+/// and their values in order: smaller than the dense tensor once 1 weight in 32 (f32) or
+/// 1 in 8 (int8 codes) is zero.
+struct SparseKernel<T> {
     name: String,
     bitmap: Vec<u8>,
-    values: Vec<f32>,
+    values: Vec<T>,
     /// `[values.len()]`, kept to lend as the values' dimensions.
     count: [usize; 1],
 }
 
-impl SparseKernel {
-    fn if_smaller(name: &str, weights: &[f32]) -> Option<SparseKernel> {
-        let values: Vec<f32> = weights.iter().copied().filter(|w| *w != 0.0).collect();
+impl<T: Copy + Default + PartialEq> SparseKernel<T> {
+    fn if_smaller(name: &str, weights: &[T]) -> Option<SparseKernel<T>> {
+        let zero = T::default();
+        let values: Vec<T> = weights.iter().copied().filter(|w| *w != zero).collect();
         let bitmap_bytes = weights.len().div_ceil(8);
-        if bitmap_bytes + 4 * values.len() >= 4 * weights.len() {
+        let width = std::mem::size_of::<T>();
+        if bitmap_bytes + width * values.len() >= std::mem::size_of_val(weights) {
             return None;
         }
         let mut bitmap = vec![0u8; bitmap_bytes];
         for (i, w) in weights.iter().enumerate() {
-            if *w != 0.0 {
+            if *w != zero {
                 bitmap[i / 8] |= 1 << (i % 8);
             }
         }
@@ -237,15 +249,15 @@ impl SparseKernel {
     }
 
     /// The dense weights back, or why the stored pieces do not make `len` of them.
-    fn expand(bitmap: &[u8], values: &[f32], len: usize) -> std::result::Result<Vec<f32>, String> {
+    fn expand(bitmap: &[u8], values: &[T], len: usize) -> std::result::Result<Vec<T>, String> {
         if bitmap.len() != len.div_ceil(8) {
             return Err(format!("a bitmap of {} bytes for {len} weights", bitmap.len()));
         }
         let mut next = values.iter();
-        let dense: Vec<f32> = (0..len)
+        let dense: Vec<T> = (0..len)
             .map(|i| match bitmap[i / 8] >> (i % 8) & 1 {
                 1 => next.next().copied().ok_or(()),
-                _ => Ok(0.0),
+                _ => Ok(T::default()),
             })
             .collect::<std::result::Result<_, ()>>()
             .map_err(|()| {
@@ -498,6 +510,11 @@ pub fn load(path: &Path) -> Result<Artifact> {
         .map(|text| parse(SPARSE_KEY, text, &fail))
         .transpose()?
         .unwrap_or_default();
+    let sparse_int8: Vec<String> = metadata
+        .get(SPARSE_INT8_KEY)
+        .map(|text| parse(SPARSE_INT8_KEY, text, &fail))
+        .transpose()?
+        .unwrap_or_default();
     let mut codes = Vec::new();
     let mut take = |name: &str, dims: &[usize]| -> Result<Tensor> {
         if sparse.iter().any(|k| k == name) {
@@ -519,7 +536,19 @@ pub fn load(path: &Path) -> Result<Artifact> {
         }
         // An int8 kernel: keep its codes for the integer path, and give the float model
         // their values (code × column scale).
-        let q = read_i8_tensor(&tensors, name, dims).map_err(&fail)?;
+        let q = match sparse_int8.iter().any(|k| k == name) {
+            true => {
+                let bitmap = read_bytes(&tensors, &format!("{name}.bitmap"), Dtype::U8).map_err(&fail)?;
+                let values: Vec<i8> = read_bytes(&tensors, &format!("{name}.values"), Dtype::I8)
+                    .map_err(&fail)?
+                    .into_iter()
+                    .map(|b| b as i8)
+                    .collect();
+                SparseKernel::expand(&bitmap, &values, dims.iter().product())
+                    .map_err(|e| fail(format!("sparse int8 kernel `{name}`: {e}")))?
+            }
+            false => read_i8_tensor(&tensors, name, dims).map_err(&fail)?,
+        };
         let n = *dims.last().expect("a kernel has axes");
         let scales = read_f32_tensor(&tensors, &format!("{name}_scale"), &[n]).map_err(&fail)?;
         let values = q
@@ -584,5 +613,13 @@ mod tests {
         let long = SparseKernel::expand(&k.bitmap, &[1.0, 2.0, 3.0, 4.0], 10).unwrap_err();
         assert!(long.contains("4 values stored for fewer"), "{long}");
         assert!(SparseKernel::expand(&k.bitmap, &k.values, 30).is_err());
+        // int8 codes: worth it once more than 1 in 8 is zero.
+        let codes: Vec<i8> = (0..64)
+            .map(|i| if i % 4 == 0 { (i - 30) as i8 } else { 0 })
+            .collect();
+        let k = SparseKernel::if_smaller("q", &codes).expect("3 of 4 zero");
+        assert_eq!((k.values.len(), k.bitmap.len()), (16, 8));
+        assert_eq!(SparseKernel::expand(&k.bitmap, &k.values, 64).unwrap(), codes);
+        assert!(SparseKernel::if_smaller("q", &[1i8; 64]).is_none());
     }
 }

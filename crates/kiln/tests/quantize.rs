@@ -243,6 +243,50 @@ fn the_image_chain_agrees_with_the_layer_by_layer_path() {
 }
 
 #[test]
+fn a_pruned_int8_model_stores_its_codes_sparsely_and_loads_back_bit_for_bit() {
+    let mut outcome = trained_digits();
+    let test = pipeline::load_test_split(&outcome.info, None).unwrap();
+    let samples = calibration_rows(&outcome, 300);
+    let dense_int8 = |model: &mut kiln::nn::Sequential, name: &str| {
+        let q =
+            QuantizedNetwork::quantize(model, QuantMode::Static, Calibration::MinMax, &samples, "x").unwrap();
+        model.set_quantized(Some(q));
+        let path = temp_file(name);
+        artifact::save(model, &outcome.info, &path).unwrap();
+        let bytes = std::fs::metadata(&path).unwrap().len();
+        model.set_quantized(None);
+        (path, bytes)
+    };
+    let (plain, plain_bytes) = dense_int8(&mut outcome.model, "int8");
+    kiln::prune::prune_weights(&mut outcome.model, 0.8).unwrap();
+    let (pruned, pruned_bytes) = dense_int8(&mut outcome.model, "int8-pruned");
+    // 80% zero codes: a bitmap (1/8 byte) and one byte per nonzero instead of one per code
+    // (the metadata, a few KB, is the same in both files).
+    assert!(
+        (pruned_bytes as f64) < 0.6 * plain_bytes as f64,
+        "pruned int8 {pruned_bytes} bytes vs dense int8 {plain_bytes}"
+    );
+    let q = QuantizedNetwork::quantize(
+        &outcome.model,
+        QuantMode::Static,
+        Calibration::MinMax,
+        &samples,
+        "x",
+    )
+    .unwrap();
+    outcome.model.set_quantized(Some(q));
+    let before = outcome.model.predict(&test.features, test.len()).unwrap();
+    let mut loaded = artifact::load(&pruned).unwrap();
+    assert_eq!(
+        loaded.model.predict(&test.features, test.len()).unwrap().data(),
+        before.data()
+    );
+    for path in [plain, pruned] {
+        std::fs::remove_file(path).unwrap();
+    }
+}
+
+#[test]
 fn static_quantization_without_calibration_samples_says_so() {
     let outcome = trained_digits();
     let err = QuantizedNetwork::quantize(&outcome.model, QuantMode::Static, Calibration::MinMax, &[], "x")
