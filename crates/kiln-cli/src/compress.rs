@@ -25,6 +25,8 @@ pub struct CompressArgs<'a> {
     pub out: &'a Path,
     /// Fraction of weights (or, structured, of hidden units) to prune.
     pub prune: Option<f32>,
+    /// Unstructured pruning against one threshold across all kernels.
+    pub global: bool,
     pub structured: bool,
     pub finetune_epochs: usize,
     pub quantize: Option<Quantize>,
@@ -108,8 +110,12 @@ fn check(args: &CompressArgs) -> Result<()> {
         args.out.display()
     );
     anyhow::ensure!(
-        args.prune.is_some() || (!args.structured && args.finetune_epochs == 0),
-        "--structured and --finetune-epochs apply to pruning; add --prune FRACTION"
+        !(args.global && args.structured),
+        "--global ranks single weights across kernels; --structured removes whole units and filters per layer: choose one"
+    );
+    anyhow::ensure!(
+        args.prune.is_some() || (!args.structured && !args.global && args.finetune_epochs == 0),
+        "--structured, --global and --finetune-epochs apply to pruning; add --prune FRACTION"
     );
     anyhow::ensure!(
         args.prune.is_some() || args.quantize.is_some(),
@@ -157,16 +163,18 @@ fn prune(
         }
         false if epochs == 0 => {
             let mut model = model;
-            prune::prune_weights(&mut model, fraction)?;
+            prune::prune_weights(&mut model, fraction, args.global)?;
             steps.push(format!(
-                "magnitude pruning: {:.0}% of each Dense kernel, at once",
-                100.0 * fraction
+                "magnitude pruning: {:.0}% of {}, at once",
+                100.0 * fraction,
+                scope(args.global)
             ));
             model
         }
         false => {
             steps.push(format!(
-                "magnitude pruning: each Dense kernel to {:.0}% sparsity, polynomial decay (power 3) over the first {} of {epochs} fine-tuning epochs",
+                "magnitude pruning: {} to {:.0}% sparsity, polynomial decay (power 3) over the first {} of {epochs} fine-tuning epochs",
+                scope(args.global),
                 100.0 * fraction,
                 (epochs - 1).max(1)
             ));
@@ -174,7 +182,7 @@ fn prune(
         }
     };
     if epochs > 0 {
-        let structured = args.structured;
+        let (structured, global) = (args.structured, args.global);
         pipeline::fine_tune(&mut model, info, args.data_dir, epochs, |m, steps_per_epoch| {
             if structured {
                 return Ok(());
@@ -192,11 +200,13 @@ fn prune(
                 power: 3.0,
                 frequency,
             };
-            m.set_pruning(Some(prune::Pruning::new(m, schedule)?))
+            let mut pruning = prune::Pruning::new(m, schedule)?;
+            pruning.global = global;
+            m.set_pruning(Some(pruning))
         })?;
         if !structured {
             // The schedule ends at the target; this makes sure of it whatever the step count.
-            prune::prune_weights(&mut model, fraction)?;
+            prune::prune_weights(&mut model, fraction, global)?;
         }
         let plural = if epochs == 1 { "" } else { "s" };
         steps.push(format!(
@@ -204,6 +214,14 @@ fn prune(
         ));
     }
     Ok(model)
+}
+
+/// Which weights unstructured pruning ranks together.
+fn scope(global: bool) -> &'static str {
+    match global {
+        true => "all Dense and Conv2D kernels together (one global threshold)",
+        false => "each Dense and Conv2D kernel",
+    }
 }
 
 fn describe_quantization(args: &CompressArgs, mode: QuantMode) -> String {

@@ -112,7 +112,7 @@ enum Command {
         /// Where to write the compressed model (safetensors).
         #[arg(long)]
         out: PathBuf,
-        /// Remove this fraction of each Dense kernel's weights (smallest magnitude first),
+        /// Remove this fraction of each Dense and Conv2D kernel's weights (smallest magnitude first),
         /// or with --structured of each hidden Dense layer's units and Conv2D layer's filters.
         #[arg(long, value_name = "FRACTION")]
         prune: Option<f32>,
@@ -120,6 +120,10 @@ enum Command {
         /// inputs): a smaller, faster dense model.
         #[arg(long)]
         structured: bool,
+        /// Rank the weights of all Dense and Conv2D kernels together against one
+        /// threshold, instead of pruning each kernel to the fraction.
+        #[arg(long)]
+        global: bool,
         /// Fine-tune the pruned model this many epochs on its own training data (pruning
         /// then rises gradually, TFMOT's polynomial decay).
         #[arg(long, default_value_t = 0)]
@@ -281,6 +285,7 @@ fn main() -> ExitCode {
             out,
             prune,
             structured,
+            global,
             finetune_epochs,
             quantize,
             calibration_samples,
@@ -290,6 +295,7 @@ fn main() -> ExitCode {
             model: &model,
             out: &out,
             prune,
+            global,
             structured,
             finetune_epochs,
             quantize: quantize.map(|q| {

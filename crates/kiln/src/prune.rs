@@ -1,7 +1,8 @@
 //! Magnitude pruning, two ways:
 //!
-//! - **Unstructured** (TensorFlow Model Optimization's semantics): Dense kernels keep only
-//!   their largest-magnitude weights; a schedule raises the sparsity during fine-tuning
+//! - **Unstructured** (TensorFlow Model Optimization's semantics): Dense and Conv2D kernels
+//!   keep only their largest-magnitude weights, each kernel to the target sparsity or all
+//!   of them against one global threshold; a schedule raises the sparsity during fine-tuning
 //!   (ConstantSparsity, PolynomialDecay), and a mask re-zeroes pruned weights after every
 //!   optimizer step. The model gets sparser (and its file smaller), not faster.
 //! - **Structured**: whole hidden units of Dense layers with the smallest weight norms are
@@ -97,10 +98,14 @@ impl PruningSchedule {
     }
 }
 
-/// Pruning in progress on a model's Dense kernels: the schedule and each kernel's mask.
+/// Pruning in progress on a model's Dense and Conv2D kernels: the schedule and each
+/// kernel's mask.
 #[derive(Debug, Clone)]
 pub struct Pruning {
     pub schedule: PruningSchedule,
+    /// One magnitude threshold for all kernels together (the smallest weights of the whole
+    /// model go, so kernels end up unevenly sparse), rather than each kernel to the sparsity.
+    pub global: bool,
     kernels: Vec<ParamId>,
     /// Per kernel, 1.0 where a weight is kept, 0.0 where pruned (empty until the first
     /// update).
@@ -108,7 +113,8 @@ pub struct Pruning {
 }
 
 impl Pruning {
-    /// Pruning of every Dense kernel of `model` by `schedule`.
+    /// Pruning of every Dense and Conv2D kernel of `model` by `schedule`, each kernel to
+    /// the sparsity (set [`Pruning::global`] for one threshold across them).
     pub fn new(model: &Sequential, schedule: PruningSchedule) -> Result<Pruning> {
         schedule.validate()?;
         let kernels: Vec<ParamId> = model
@@ -117,14 +123,18 @@ impl Pruning {
             .iter()
             .filter_map(|l| match l {
                 Layer::Dense { kernel, .. } => Some(*kernel),
+                Layer::Conv2d(c) => Some(c.kernel),
                 _ => None,
             })
             .collect();
         if kernels.is_empty() {
-            return Err(Error::Value("the model has no Dense kernel to prune".into()));
+            return Err(Error::Value(
+                "the model has no Dense or Conv2D kernel to prune".into(),
+            ));
         }
         Ok(Pruning {
             schedule,
+            global: false,
             masks: vec![Vec::new(); kernels.len()],
             kernels,
         })
@@ -134,8 +144,23 @@ impl Pruning {
     /// then zero every pruned weight (so pruned weights stay pruned).
     pub fn after_update(&mut self, params: &mut ParamStore, step: u64) {
         if let Some(sparsity) = self.schedule.update_at(step) {
-            for (mask, &id) in self.masks.iter_mut().zip(&self.kernels) {
-                *mask = magnitude_mask(params.get(id).value.data(), sparsity);
+            match self.global {
+                true => {
+                    let all: Vec<f32> = self
+                        .kernels
+                        .iter()
+                        .flat_map(|&id| params.get(id).value.data().iter().copied())
+                        .collect();
+                    let mut whole = magnitude_mask(&all, sparsity).into_iter();
+                    for (mask, &id) in self.masks.iter_mut().zip(&self.kernels) {
+                        *mask = whole.by_ref().take(params.get(id).value.numel()).collect();
+                    }
+                }
+                false => {
+                    for (mask, &id) in self.masks.iter_mut().zip(&self.kernels) {
+                        *mask = magnitude_mask(params.get(id).value.data(), sparsity);
+                    }
+                }
             }
         }
         for (mask, &id) in self.masks.iter().zip(&self.kernels) {
@@ -160,8 +185,9 @@ pub fn magnitude_mask(weights: &[f32], sparsity: f32) -> Vec<f32> {
     mask
 }
 
-/// Prunes every Dense kernel of `model` at once to `sparsity` (no fine-tuning).
-pub fn prune_weights(model: &mut Sequential, sparsity: f32) -> Result<()> {
+/// Prunes every Dense and Conv2D kernel of `model` at once to `sparsity` (no fine-tuning),
+/// each kernel alone or, `global`, all against one threshold.
+pub fn prune_weights(model: &mut Sequential, sparsity: f32, global: bool) -> Result<()> {
     let mut pruning = Pruning::new(
         model,
         PruningSchedule::ConstantSparsity {
@@ -171,6 +197,7 @@ pub fn prune_weights(model: &mut Sequential, sparsity: f32) -> Result<()> {
             frequency: 1,
         },
     )?;
+    pruning.global = global;
     pruning.after_update(&mut model.params, 0);
     Ok(())
 }
@@ -390,6 +417,61 @@ mod tests {
         assert_eq!(poly.update_at(100), Some(0.8));
         assert_eq!(poly.update_at(60), None);
         assert_eq!(poly.update_at(150), None);
+    }
+
+    /// A conv (3×3, 1 → 2 filters: 18 weights) then a Dense (8·8·2 → 3: 384 weights),
+    /// every weight its own index + 1 so magnitudes are known, signs alternating.
+    fn numbered_cnn() -> Sequential {
+        let layers: Vec<LayerSpec> = serde_json::from_str(
+            r#"[{"type": "conv2d", "filters": 2, "kernel_size": 3, "padding": "same"},
+                {"type": "flatten"}, {"type": "dense", "units": 3}]"#,
+        )
+        .unwrap();
+        let mut model = Sequential::new(&[8, 8, 1], layers, 0).unwrap();
+        let mut next = 0.0f32;
+        for p in model.params.iter_mut().filter(|p| p.name.ends_with("kernel")) {
+            for w in p.value.data_mut() {
+                next += 1.0;
+                *w = if next as usize % 2 == 0 { next } else { -next };
+            }
+        }
+        model
+    }
+
+    fn zeros(model: &Sequential, name: &str) -> usize {
+        model
+            .params
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap()
+            .value
+            .data()
+            .iter()
+            .filter(|w| **w == 0.0)
+            .count()
+    }
+
+    #[test]
+    fn pruning_reaches_convolutions_per_kernel_or_against_one_global_threshold() {
+        let mut per_kernel = numbered_cnn();
+        prune_weights(&mut per_kernel, 0.5, false).unwrap();
+        assert_eq!(
+            (
+                zeros(&per_kernel, "layers.0.kernel"),
+                zeros(&per_kernel, "layers.2.kernel")
+            ),
+            (9, 192)
+        );
+        // Globally the conv's weights (1..=18) are the smallest of all 402: all of them go.
+        let mut global = numbered_cnn();
+        prune_weights(&mut global, 0.5, true).unwrap();
+        assert_eq!(
+            (
+                zeros(&global, "layers.0.kernel"),
+                zeros(&global, "layers.2.kernel")
+            ),
+            (18, 183)
+        );
     }
 
     #[test]

@@ -257,9 +257,9 @@ fn a_pruned_int8_model_stores_its_codes_sparsely_and_loads_back_bit_for_bit() {
         model.set_quantized(None);
         (path, bytes)
     };
-    let (plain, plain_bytes) = dense_int8(&mut outcome.model, "int8");
-    kiln::prune::prune_weights(&mut outcome.model, 0.8).unwrap();
-    let (pruned, pruned_bytes) = dense_int8(&mut outcome.model, "int8-pruned");
+    let (plain, plain_bytes) = dense_int8(&mut outcome.model, "sparse-test-dense");
+    kiln::prune::prune_weights(&mut outcome.model, 0.8, false).unwrap();
+    let (pruned, pruned_bytes) = dense_int8(&mut outcome.model, "sparse-test-pruned");
     // 80% zero codes: a bitmap (1/8 byte) and one byte per nonzero instead of one per code
     // (the metadata, a few KB, is the same in both files).
     assert!(
