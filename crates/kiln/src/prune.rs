@@ -432,7 +432,11 @@ mod tests {
         for p in model.params.iter_mut().filter(|p| p.name.ends_with("kernel")) {
             for w in p.value.data_mut() {
                 next += 1.0;
-                *w = if next as usize % 2 == 0 { next } else { -next };
+                *w = if (next as usize).is_multiple_of(2) {
+                    next
+                } else {
+                    -next
+                };
             }
         }
         model
