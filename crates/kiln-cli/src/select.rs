@@ -117,7 +117,9 @@ pub fn tune(args: &TuneArgs) -> Result<()> {
         .with_context(|| csv_path.display().to_string())?;
     let best = &results[0];
     let baseline = results.iter().find(|r| r.index == 0).expect("the baseline ran");
+    // Data paths made absolute, so the spec trains from wherever it is written.
     let mut best_spec = best.spec.clone();
+    best_spec.data.make_paths_absolute()?;
     best_spec.name = Some(format!("{name}-tuned"));
     let header = format!(
         "# Written by `kiln tune`: the best of {} trials by {}.\n# accuracy {:.4} (the spec as given: {:.4})\n",
@@ -162,6 +164,9 @@ fn describe_trial(t: &TrialOutcome, keys: &[&str]) -> String {
         .zip(&t.values)
         .map(|(k, v)| format!("{k}={}", value_text(v)))
         .collect();
+    if let Some(e) = &t.error {
+        return format!("{:<9} failed: {e} - {}", trial_name(t), settings.join(" "));
+    }
     let spread = t.accuracy_std.map_or(String::new(), |s| format!(" ± {s:.4}"));
     format!(
         "{:<9} accuracy {:.4}{spread} - loss {:.4} - {}",
@@ -180,9 +185,10 @@ fn results_table(results: &[TrialOutcome], keys: &[&str]) -> String {
         .chain(keys.iter().map(|k| k.to_string()))
         .collect()];
     for (rank, t) in results.iter().enumerate() {
-        let accuracy = match t.accuracy_std {
-            Some(s) => format!("{:.4} ± {s:.4}", t.accuracy),
-            None => format!("{:.4}", t.accuracy),
+        let accuracy = match (t.accuracy_std, &t.error) {
+            (_, Some(_)) => "failed".to_string(),
+            (Some(s), None) => format!("{:.4} ± {s:.4}", t.accuracy),
+            (None, None) => format!("{:.4}", t.accuracy),
         };
         rows.push(
             [
@@ -217,7 +223,7 @@ fn results_csv(results: &[TrialOutcome], keys: &[&str]) -> String {
         false => s,
     };
     let mut out = format!(
-        "rank,trial,accuracy,accuracy_std,loss,seconds,{}\n",
+        "rank,trial,accuracy,accuracy_std,loss,seconds,error,{}\n",
         keys.iter()
             .map(|k| quote(k.to_string()))
             .collect::<Vec<_>>()
@@ -227,13 +233,14 @@ fn results_csv(results: &[TrialOutcome], keys: &[&str]) -> String {
         let values: Vec<String> = t.values.iter().map(|v| quote(value_text(v))).collect();
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{:.3},{}",
+            "{},{},{},{},{},{:.3},{},{}",
             rank + 1,
             t.index,
             t.accuracy,
             t.accuracy_std.map_or(String::new(), |s| s.to_string()),
             t.loss,
             t.seconds,
+            quote(t.error.clone().unwrap_or_default()),
             values.join(",")
         );
     }

@@ -6,8 +6,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::artifact::{FinalMetrics, Lineage, ModelInfo};
 use crate::data::{
-    read_feature_rows, read_idx, Cleaning, CleaningReport, Dataset, FittedNormalization, Splits, Stage,
-    TablePreprocessing,
+    read_feature_rows, read_idx, Cleaning, CleaningReport, Dataset, FittedNormalization, Normalization,
+    Splits, Stage, TablePreprocessing,
 };
 use crate::error::{Error, Result};
 use crate::nn::Sequential;
@@ -132,6 +132,16 @@ pub fn train_on(
     model.check_classifier_output(num_classes)?;
     if let Some(a) = &spec.preprocessing.augmentation {
         a.check(&train.sample_shape)?;
+        // Batches arrive normalized; moving a pixel normalized by another pixel's own
+        // statistics to its place would corrupt it, so only a uniform scale goes with it.
+        if matches!(
+            spec.preprocessing.normalization,
+            Normalization::ZScore | Normalization::MinMax
+        ) {
+            return Err(Error::Value(
+                "preprocessing.augmentation moves pixels, which per-feature normalization (z_score, min_max) would then misscale; use { kind = \"scale\", max = … } with augmentation".into(),
+            ));
+        }
     }
     model.compile(t.optimizer.clone(), t.loss(), t.seed);
     model.set_learning_rate_schedule(t.learning_rate_schedule.clone())?;
@@ -624,6 +634,25 @@ fn looks_like_idx(path: &Path) -> Result<bool> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn augmentation_refuses_per_pixel_normalization() {
+        let text = r#"
+[data]
+source = "digits"
+[preprocessing]
+normalization = { kind = "z_score" }
+augmentation = { transforms = [{ type = "random_flip" }] }
+[model]
+layers = [{ type = "flatten" }, { type = "dense", units = 10, activation = "softmax" }]
+[training]
+loss = "sparse_categorical_crossentropy"
+epochs = 1
+"#;
+        let spec = TrainSpec::parse(text, Path::new("aug.toml")).unwrap();
+        let e = train(&spec, &RunOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("per-feature normalization (z_score, min_max)"), "{e}");
+    }
 
     #[test]
     fn names_the_first_differing_field() {

@@ -422,6 +422,13 @@ fn one_line_toml_error(e: &toml::de::Error, text: &str) -> String {
 }
 
 impl DataSpec {
+    /// Makes CSV paths absolute (against the current folder), for a spec written elsewhere.
+    pub fn make_paths_absolute(&mut self) -> Result<()> {
+        let here = std::env::current_dir().map_err(|e| Error::io(".", e))?;
+        self.resolve_paths(&here);
+        Ok(())
+    }
+
     /// Makes relative CSV paths relative to `dir` (the spec's folder).
     pub fn resolve_paths(&mut self, dir: &Path) {
         let resolve = |p: &mut PathBuf| {

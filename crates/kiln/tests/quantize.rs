@@ -155,6 +155,12 @@ fn a_cnn_quantizes_its_convolutions_too() {
     }
 }
 
+/// A model trained from spec text.
+fn train_text(text: &str) -> TrainOutcome {
+    let spec = TrainSpec::parse(text, "spec.toml".as_ref()).unwrap();
+    pipeline::train(&spec, &RunOptions::default()).unwrap()
+}
+
 /// A CNN of convolutions, max pooling and Dense layers only, on the 8×8 digits.
 fn trained_plain_cnn() -> TrainOutcome {
     let text = r#"
@@ -179,8 +185,7 @@ loss = "sparse_categorical_crossentropy"
 epochs = 10
 seed = 3
 "#;
-    let spec = TrainSpec::parse(text, "plain-cnn.toml".as_ref()).unwrap();
-    pipeline::train(&spec, &RunOptions::default()).unwrap()
+    train_text(text)
 }
 
 #[test]
@@ -284,6 +289,46 @@ fn a_pruned_int8_model_stores_its_codes_sparsely_and_loads_back_bit_for_bit() {
     for path in [plain, pruned] {
         std::fs::remove_file(path).unwrap();
     }
+}
+
+#[test]
+fn a_dense_layer_on_each_pixel_runs_layer_by_layer_not_in_the_chain() {
+    let text = r#"
+[data]
+source = "digits"
+[preprocessing]
+normalization = { kind = "scale", max = 16.0 }
+[model]
+layers = [
+  { type = "reshape", target_shape = [8, 8, 1] },
+  { type = "conv2d", filters = 4, kernel_size = 3, activation = "relu" },
+  { type = "dense", units = 3, activation = "relu" },
+  { type = "flatten" },
+  { type = "dense", units = 10, activation = "softmax" },
+]
+[training]
+loss = "sparse_categorical_crossentropy"
+epochs = 1
+"#;
+    let mut outcome = train_text(text);
+    let samples = calibration_rows(&outcome, 100);
+    let q = QuantizedNetwork::quantize(
+        &outcome.model,
+        QuantMode::Static,
+        Calibration::MinMax,
+        &samples,
+        "x",
+    )
+    .unwrap();
+    assert!(!q.runs_image_chain());
+    outcome.model.set_quantized(Some(q));
+    let test = pipeline::load_test_split(&outcome.info, None).unwrap();
+    let probs = outcome.model.predict(&test.features, test.len()).unwrap();
+    assert_eq!(probs.dims(), &[test.len(), 10]);
+    let int8 = outcome.model.evaluate(&test, 1024).unwrap().accuracy;
+    outcome.model.set_quantized(None);
+    let float = outcome.model.evaluate(&test, 1024).unwrap().accuracy;
+    assert!((int8 - float).abs() <= 0.03, "int8 {int8} vs float {float}");
 }
 
 #[test]

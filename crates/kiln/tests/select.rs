@@ -88,29 +88,54 @@ fn cross_validation_reports_every_fold_and_their_spread() {
     assert!(cv.accuracy.0 > 0.8 && cv.accuracy.1 > 0.0, "{:?}", cv.accuracy);
 }
 
-#[test]
-fn a_search_runs_the_baseline_and_each_trial_best_first() {
-    let spec = digits_spec(2);
-    let space = SearchSpace::parse(
-        r#""training.optimizer.learning_rate" = [0.0001, 0.01]"#,
-        Path::new("space.toml"),
-    )
-    .unwrap();
+/// Every point of the grid `space` (TOML text), scored by validation accuracy.
+fn grid_search(
+    spec: &TrainSpec,
+    space: &str,
+    on_trial: &mut dyn FnMut(&select::TrialOutcome),
+) -> Vec<select::TrialOutcome> {
+    let space = SearchSpace::parse(space, Path::new("space.toml")).unwrap();
     let trials = space.trials(Strategy::Grid, None, 0).unwrap();
-    let mut order = Vec::new();
-    let results = select::tune(
-        &spec,
+    select::tune(
+        spec,
         &space,
         &trials,
         select::Scoring::Validation,
         &RunOptions::default(),
-        &mut |t| order.push(t.index),
+        on_trial,
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn a_search_runs_the_baseline_and_each_trial_best_first() {
+    let spec = digits_spec(2);
+    let mut order = Vec::new();
+    let results = grid_search(
+        &spec,
+        r#""training.optimizer.learning_rate" = [0.0001, 0.01]"#,
+        &mut |t| order.push(t.index),
+    );
     assert_eq!(order, [0, 1, 2]);
     assert!(results.windows(2).all(|w| w[0].accuracy >= w[1].accuracy));
     // Two epochs at 1e-4 learn far less than at 1e-2.
     let by_index = |i: usize| results.iter().find(|r| r.index == i).unwrap();
     assert!(by_index(2).accuracy > by_index(1).accuracy + 0.1);
     assert_eq!(by_index(2).spec.training.optimizer.learning_rate(), 0.01);
+}
+
+#[test]
+fn a_trial_that_fails_is_recorded_and_ranked_last_not_fatal() {
+    let spec = digits_spec(2);
+    // Three output units cannot classify ten digits: that trial fails when it trains.
+    let results = grid_search(&spec, r#""model.layers[3].units" = [3, 10]"#, &mut |_| {});
+    let last = results.last().unwrap();
+    assert_eq!(last.index, 1, "the failed trial ranks last");
+    assert!(
+        last.error.as_deref().is_some_and(|e| e.contains("3")),
+        "{:?}",
+        last.error
+    );
+    assert!(last.accuracy.is_nan());
+    assert!(results[0].error.is_none() && results[0].accuracy > 0.5);
 }

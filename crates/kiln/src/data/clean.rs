@@ -318,8 +318,13 @@ impl FittedCleaning {
 }
 
 /// The [low, high] range of ordinary values; None for a column without values.
+/// None also for a column of at most two distinct values (an indicator: its rare value
+/// is not an outlier) or with no spread (zero IQR or std), where every other value would be.
 fn outlier_bounds(values: &[f32], outliers: Outliers) -> Option<[f32; 2]> {
-    if values.is_empty() {
+    let mut distinct: Vec<u32> = values.iter().map(|v| v.to_bits()).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() <= 2 {
         return None;
     }
     match outliers.method {
@@ -329,7 +334,7 @@ fn outlier_bounds(values: &[f32], outliers: Outliers) -> Option<[f32; 2]> {
             let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
             let var = values.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
             let reach = k * var.sqrt();
-            Some([(mean - reach) as f32, (mean + reach) as f32])
+            (var > 0.0).then_some([(mean - reach) as f32, (mean + reach) as f32])
         }
         OutlierMethod::Iqr => {
             let k = f64::from(outliers.threshold.unwrap_or(1.5));
@@ -337,7 +342,7 @@ fn outlier_bounds(values: &[f32], outliers: Outliers) -> Option<[f32; 2]> {
             sorted.sort_by(f64::total_cmp);
             let (q1, q3) = (quantile(&sorted, 0.25), quantile(&sorted, 0.75));
             let reach = k * (q3 - q1);
-            Some([(q1 - reach) as f32, (q3 + reach) as f32])
+            (q3 > q1).then_some([(q1 - reach) as f32, (q3 + reach) as f32])
         }
     }
 }
@@ -539,7 +544,7 @@ mod tests {
         }
         .fit(&train, &[false, false], None)
         .unwrap();
-        assert_eq!(fitted.bounds, vec![Some([-3.0, 13.0]), Some([0.0, 0.0])]);
+        assert_eq!(fitted.bounds, vec![Some([-3.0, 13.0]), None]);
         let (clean, report) = fitted.apply(&train, Stage::Train, &names()).unwrap();
         assert_eq!(clean.sample(8), &[13.0, 0.0]);
         assert_eq!((report.columns[0].clipped, report.rows_out), (1, 9));
@@ -603,11 +608,11 @@ mod tests {
         let train = data(&[
             [1.0, 1.0],
             [1.0, 1.0],
-            [1.0, 1.0],
+            [2.0, 1.0],
             [N, 1.0],
             [1.0, 1.0],
-            [2.0, 1.0],
-            [2.0, 1.0],
+            [9.0, 1.0],
+            [9.0, 1.0],
         ]);
         let drop = Outliers {
             method: OutlierMethod::Iqr,
@@ -620,26 +625,48 @@ mod tests {
             drop_duplicates: true,
         };
         let fitted = cleaning.fit(&train, &[false, false], None).unwrap();
-        // Q1 = Q3 = 1: the 2s are outliers, so the mean of what remains is 1.
-        assert_eq!(fitted.fill[0], 1.0);
+        // Q1 = 1, Q3 = 7.25: the 9s are outliers, so the mean of what remains is 1.25.
+        assert_eq!(fitted.fill[0], 1.25);
         let (clean, report) = fitted.apply(&train, Stage::Train, &names()).unwrap();
-        // Labels alternate 0,1,0,1,0,…: rows 0..5 are [1,1] with labels 0,1,0,1(imputed),0.
+        // Labels alternate 0,1,0,1,…: row 4 ([1, 1], label 0) repeats row 0.
         assert_eq!(
             (
                 report.dropped_for_outliers,
                 report.dropped_duplicates,
                 clean.len()
             ),
-            (2, 3, 2)
+            (2, 1, 4)
         );
         let text = report.to_string();
         assert!(
-            text.starts_with("2 of 7 rows kept; 2 dropped with outliers; 3 dropped duplicates"),
+            text.starts_with("4 of 7 rows kept; 2 dropped with outliers; 1 dropped duplicates"),
             "{text}"
         );
         assert!(
-            text.contains("\n  a: 1 missing, 1 imputed with 1, 2 outliers"),
+            text.contains("\n  a: 1 missing, 1 imputed with 1.25, 2 outliers"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn indicator_and_constant_columns_have_no_outliers() {
+        // 90% zeros: Q1 = Q3 = 0 would make every 1 an outlier.
+        let mut rows: Vec<[f32; 2]> = (0..18).map(|_| [0.0, 5.0]).collect();
+        rows.extend([[1.0, 5.0], [1.0, 5.0]]);
+        let train = data(&rows);
+        for method in [OutlierMethod::Iqr, OutlierMethod::ZScore] {
+            let o = Outliers {
+                method,
+                threshold: None,
+                action: OutlierAction::Clip,
+            };
+            let fitted = Cleaning {
+                outliers: Some(o),
+                ..Default::default()
+            }
+            .fit(&train, &[false, false], None)
+            .unwrap();
+            assert_eq!(fitted.bounds, vec![None, None], "{method:?}");
+        }
     }
 }

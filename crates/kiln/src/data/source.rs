@@ -102,7 +102,12 @@ fn load_csv_splits(
     test_fraction: f32,
     seed: u64,
 ) -> Result<Splits> {
-    let sha256 = sha256_hex(read_text(train_path)?.as_bytes());
+    // With a test file, both files' bytes: a changed test file changes the lineage too.
+    let mut bytes = read_text(train_path)?.into_bytes();
+    if let Some(path) = test_path {
+        bytes.extend_from_slice(read_text(path)?.as_bytes());
+    }
+    let sha256 = sha256_hex(&bytes);
     let TableSplits {
         train,
         test,

@@ -10,9 +10,13 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::rng::Rng;
 
 use super::table::{is_missing, looks_like_header, quoted_list, ColumnRef, RawTable};
 use super::{stratified_indices, Dataset};
+
+/// Stream label for the training rows' order.
+const ROW_ORDER_STREAM: u64 = 0x6b69_6c6e_524f_5753; // "kilnROWS"
 
 /// What a feature column holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,13 +180,16 @@ pub fn load_table(
         all_labels.extend(label_cells(t, p)?);
     }
     let (labels, class_names) = encode_labels(&all_labels, train_path)?;
-    let (train_idx, test_idx): (Vec<usize>, Vec<usize>) = match &test_table {
+    let (mut train_idx, test_idx): (Vec<usize>, Vec<usize>) = match &test_table {
         Some(_) => (
             (0..train_rows).collect(),
             (train_rows..all_labels.len()).collect(),
         ),
         None => stratified_indices(&labels, test_fraction, seed),
     };
+    // Files are often sorted by class; the validation split is the training part's tail
+    // (Keras), so the training rows go in a seeded shuffled order, not the file's.
+    Rng::derive(seed, ROW_ORDER_STREAM).shuffle(&mut train_idx);
     let row = |i: usize| match (&test_table, i >= train_rows) {
         (Some(t), true) => &t.rows[i - train_rows],
         _ => &table.rows[i],
@@ -233,7 +240,9 @@ pub fn load_table(
     };
     let train = gather(&train_idx)?;
     let test = gather(&test_idx)?;
-    let first_missing = train_idx.iter().find_map(|&i| {
+    let mut in_file_order = train_idx.clone();
+    in_file_order.sort_unstable();
+    let first_missing = in_file_order.iter().find_map(|&i| {
         let (line, cells) = row(i);
         layout
             .features
@@ -404,8 +413,10 @@ impl TableSchema {
         // the generic rule, so the schema's names decide.
         let mut table = RawTable::read(path, Some(false))?;
         let first = &table.rows[0].1;
-        if self.columns.iter().all(|c| first.contains(&c.name))
-            || (table.rows.len() > 1 && looks_like_header(&table.rows))
+        // Without a header in training, the columns have no names to find.
+        if self.has_header
+            && (self.columns.iter().all(|c| first.contains(&c.name))
+                || (table.rows.len() > 1 && looks_like_header(&table.rows)))
         {
             table.take_header(path)?;
         }
@@ -475,10 +486,15 @@ mod tests {
             s.schema.class_names.as_deref(),
             Some(&["apple".to_string(), "banana".into(), "melon".into()][..])
         );
-        assert_eq!(s.train.labels, vec![0, 0, 0, 1, 1, 1, 2, 2]);
-        // Row 2: origin missing; row 5: weight missing. Origins sorted: CO EC ES FR.
-        assert_eq!(&s.train.sample(0), &[150.0, 1.0, 2.0]);
-        assert!(s.train.sample(1)[2].is_nan() && s.train.sample(4)[0].is_nan());
+        // Training rows come in a seeded shuffled order; sorted back, the classes as named.
+        let mut labels = s.train.labels.clone();
+        labels.sort_unstable();
+        assert_eq!(labels, vec![0, 0, 0, 1, 1, 1, 2, 2]);
+        // Origins sorted: CO EC ES FR. The 120 g apple has no origin; one banana no weight.
+        let rows: Vec<&[f32]> = (0..s.train.len()).map(|i| s.train.sample(i)).collect();
+        assert!(rows.contains(&&[150.0, 1.0, 2.0][..]));
+        assert!(rows.iter().any(|r| r[0] == 120.0 && r[2].is_nan()));
+        assert_eq!(rows.iter().filter(|r| r[0].is_nan()).count(), 1);
         assert_eq!(
             s.first_missing.as_deref(),
             Some(&*format!("{} line 3, column \"origin\"", path.display()))

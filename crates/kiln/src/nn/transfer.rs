@@ -20,7 +20,9 @@ impl Sequential {
     /// learns. Batch normalization in a frozen layer still updates its moving statistics.
     pub fn freeze_layers(&mut self, indices: &[usize]) {
         for p in self.params.iter_mut() {
-            p.frozen = layer_of(&p.name).is_some_and(|(i, _)| indices.contains(&i));
+            // Layer state (batch normalization's moving statistics) keeps updating, and
+            // keeps being averaged across ranks.
+            p.frozen = p.trainable && layer_of(&p.name).is_some_and(|(i, _)| indices.contains(&i));
         }
     }
 

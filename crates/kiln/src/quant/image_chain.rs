@@ -47,7 +47,7 @@ pub(super) struct Epilogue {
 /// normalization that was not folded, average pooling, …), an activation other than the
 /// simple ones before the last product, or a layer after the last product that changes
 /// values, or when the model is not statically quantized.
-pub(super) fn plan(network: &Network, quantized: &[QuantizedLayer]) -> Option<Vec<Stage>> {
+pub(super) fn plan(network: &Network, input_size: usize, quantized: &[QuantizedLayer]) -> Option<Vec<Stage>> {
     if quantized.iter().any(|q| q.input.is_none()) {
         return None;
     }
@@ -57,6 +57,15 @@ pub(super) fn plan(network: &Network, quantized: &[QuantizedLayer]) -> Option<Ve
         match layer {
             Layer::Dense { .. } | Layer::Conv2d(_) => {
                 let q = quantized.get(next_product).filter(|q| q.layer == i)?;
+                // A Dense layer here reads whole samples (after a Flatten); one applied to
+                // each pixel of an image is left to the layer-by-layer path.
+                let input = match i {
+                    0 => input_size,
+                    _ => network.shapes()[i - 1].numel(),
+                };
+                if q.window.is_none() && input != q.weights.k {
+                    return None;
+                }
                 let out = match quantized.get(next_product + 1) {
                     Some(next) => {
                         if !simple_activation(q.activation) {

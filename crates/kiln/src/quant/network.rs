@@ -114,6 +114,15 @@ fn quantizable_layers(model: &Sequential) -> Result<(Vec<FloatLayer>, bool)> {
         let w = model.params.get(kernel);
         let n = *w.value.dims().last().expect("a kernel has axes");
         let k = w.value.numel() / n;
+        // The Dense chain passes whole samples from layer to layer: a Dense layer applied
+        // to each pixel (no Flatten before it) runs layer by layer instead.
+        let input = match i {
+            0 => model.input_shape().numel(),
+            _ => model.network().shapes()[i - 1].numel(),
+        };
+        if window.is_none() && input != k {
+            chain = false;
+        }
         let b = bias.map_or(vec![0.0; n], |b| model.params.get(b).value.data().to_vec());
         found.push(FloatLayer {
             layer: i,
@@ -198,7 +207,7 @@ impl QuantizedNetwork {
             source: source.to_string(),
         };
         let image_chain = (!chain)
-            .then(|| image_chain::plan(model.network(), &dense))
+            .then(|| image_chain::plan(model.network(), model.input_shape().numel(), &dense))
             .flatten();
         Ok(QuantizedNetwork {
             dense,
@@ -249,7 +258,7 @@ impl QuantizedNetwork {
             dense.push(QuantizedLayer::new(f, q, scales, *input));
         }
         let image_chain = (!chain)
-            .then(|| image_chain::plan(model.network(), &dense))
+            .then(|| image_chain::plan(model.network(), model.input_shape().numel(), &dense))
             .flatten();
         Ok(QuantizedNetwork {
             dense,
@@ -275,7 +284,7 @@ impl QuantizedNetwork {
     /// `true` plans the chain again.
     pub fn set_image_chain(&mut self, model: &Sequential, enabled: bool) {
         self.image_chain = match enabled && !self.chain {
-            true => image_chain::plan(model.network(), &self.dense),
+            true => image_chain::plan(model.network(), model.input_shape().numel(), &self.dense),
             false => None,
         };
     }
@@ -525,7 +534,7 @@ impl QuantizedNetwork {
                 Some(q) => {
                     let y = match q.window {
                         Some(w) => q.conv_forward(&values, rows, &w),
-                        None => q.dense_forward(&values, rows),
+                        None => q.dense_forward(&values),
                     };
                     // Activations the epilogue does not cover run on the float path.
                     match simple_activation(q.activation) {
@@ -578,9 +587,12 @@ impl QuantizedLayer {
         }
     }
 
-    /// Real-valued outputs (activation applied when it is a simple one) of `rows` inputs.
-    fn dense_forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
+    /// Real-valued outputs (activation applied when it is a simple one) of the inputs in `x`.
+    fn dense_forward(&self, x: &[f32]) -> Vec<f32> {
         let k = self.weights.k;
+        // One row per input vector: a sample, or each pixel of an image when the layer is
+        // applied along the last axis (no Flatten before it).
+        let rows = x.len() / k;
         let mut y = vec![0.0f32; rows * self.weights.n];
         let per_block = |x: &[f32], y: &mut [f32]| {
             let (mut codes, mut maps) = (Vec::new(), Vec::new());

@@ -264,9 +264,10 @@ fn first_value(d: &Dimension) -> Value {
 fn draw(d: &Dimension, rng: &mut Rng) -> Value {
     match d {
         Dimension::Choice(values) => values[rng.below(values.len())].clone(),
-        Dimension::Uniform(lo, hi) => Value::from(round3(lo + rng.next_f64() * (hi - lo))),
+        // Rounded for readable tables, then kept inside the range rounding may leave.
+        Dimension::Uniform(lo, hi) => Value::from(round3(lo + rng.next_f64() * (hi - lo)).clamp(*lo, *hi)),
         Dimension::LogUniform(lo, hi) => {
-            Value::from(round3((lo.ln() + rng.next_f64() * (hi.ln() - lo.ln())).exp()))
+            Value::from(round3((lo.ln() + rng.next_f64() * (hi.ln() - lo.ln())).exp()).clamp(*lo, *hi))
         }
         Dimension::IntUniform(lo, hi) => Value::from(lo + rng.below((hi - lo + 1) as usize) as i64),
     }

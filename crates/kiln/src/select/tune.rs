@@ -35,10 +35,13 @@ pub struct TrialOutcome {
     pub loss: f64,
     pub seconds: f64,
     pub spec: TrainSpec,
+    /// Why the trial failed (it diverged, say); its scores are then NaN and it ranks last.
+    pub error: Option<String>,
 }
 
 /// Runs the baseline and every trial; `on_trial` sees each as it finishes. The result is
-/// sorted best first (highest accuracy, then lowest loss, then earliest).
+/// sorted best first (highest accuracy, then lowest loss, then earliest; failed trials
+/// last). Only when every trial fails is it an error.
 pub fn tune(
     spec: &TrainSpec,
     space: &SearchSpace,
@@ -80,7 +83,12 @@ pub fn tune(
             Some(s) => s.clone(),
             None => candidate.data.load(candidate.training.seed, options.data_dir)?,
         };
-        let (accuracy, accuracy_std, loss) = score(&candidate, splits, scoring, options)?;
+        // A trial that fails (a learning rate that diverges, say) is recorded, not fatal.
+        let (scores, error) = match score(&candidate, splits, scoring, options) {
+            Ok(scores) => (scores, None),
+            Err(e) => ((f64::NAN, None, f64::NAN), Some(e.to_string())),
+        };
+        let (accuracy, accuracy_std, loss) = scores;
         let outcome = TrialOutcome {
             index,
             values: trial.values.clone(),
@@ -89,13 +97,24 @@ pub fn tune(
             loss,
             seconds: start.elapsed().as_secs_f64(),
             spec: candidate,
+            error,
         };
         on_trial(&outcome);
         outcomes.push(outcome);
     }
+    if let Some(e) = outcomes
+        .iter()
+        .all(|o| o.error.is_some())
+        .then(|| outcomes[0].error.clone())
+        .flatten()
+    {
+        return Err(Error::Value(format!("every trial failed; the baseline: {e}")));
+    }
     outcomes.sort_by(|a, b| {
-        b.accuracy
-            .total_cmp(&a.accuracy)
+        a.error
+            .is_some()
+            .cmp(&b.error.is_some())
+            .then(b.accuracy.total_cmp(&a.accuracy))
             .then(a.loss.total_cmp(&b.loss))
             .then(a.index.cmp(&b.index))
     });
