@@ -6,8 +6,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::artifact::{FinalMetrics, Lineage, ModelInfo};
 use crate::data::{
-    read_feature_rows, read_idx, Cleaning, CleaningReport, Dataset, FittedNormalization, Normalization,
-    Splits, Stage, TablePreprocessing,
+    drop_rows_seen_in, read_feature_rows, read_idx, Cleaning, CleaningReport, Dataset, FittedNormalization,
+    Normalization, Splits, Stage, TablePreprocessing,
 };
 use crate::error::{Error, Result};
 use crate::nn::Sequential;
@@ -316,10 +316,23 @@ fn prepare_splits(spec: &TrainSpec, splits: Splits) -> Result<Prepared> {
         Some(schema) => {
             check_cleaning(&cleaning_spec)?;
             let table = TablePreprocessing::fit(schema, &cleaning_spec, &train, first_missing.as_deref())?;
+            let raw_train = cleaning_spec.drop_duplicates.then(|| train.clone());
             let parts = [("train", Some(&mut train), Stage::Train), ("validation", validation.as_mut(), Stage::Evaluate), ("test", Some(&mut test), Stage::Evaluate)];
             for (name, part, stage) in parts {
                 if let Some(part) = part {
-                    let (clean, report) = table.apply(part, stage)?;
+                    // Held-out rows repeating a training row go first (as drop_duplicates
+                    // before a split would have it), then the part is cleaned.
+                    let repeats = match (&raw_train, stage) {
+                        (Some(t), Stage::Evaluate) => {
+                            let (kept, dropped) = drop_rows_seen_in(t, part);
+                            *part = kept;
+                            dropped
+                        }
+                        _ => 0,
+                    };
+                    let (clean, mut report) = table.apply(part, stage)?;
+                    report.rows_in += repeats;
+                    report.dropped_duplicates += repeats;
                     *part = clean;
                     cleaning.push((name.to_string(), report));
                 }

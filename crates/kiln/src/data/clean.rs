@@ -317,6 +317,25 @@ impl FittedCleaning {
     }
 }
 
+/// `data` without its rows (features and label) that `reference` holds too, and how many
+/// went: with `drop_duplicates`, a held-out row that repeats a training row would let the
+/// model be judged on what it was trained on.
+pub fn drop_rows_seen_in(reference: &Dataset, data: &Dataset) -> (Dataset, usize) {
+    let key = |d: &Dataset, i: usize| -> Vec<u32> {
+        d.sample(i)
+            .iter()
+            .map(|v| v.to_bits())
+            .chain([d.labels[i]])
+            .collect()
+    };
+    let seen: std::collections::HashSet<Vec<u32>> = (0..reference.len()).map(|i| key(reference, i)).collect();
+    let kept: Vec<usize> = (0..data.len())
+        .filter(|&i| !seen.contains(&key(data, i)))
+        .collect();
+    let dropped = data.len() - kept.len();
+    (data.subset(&kept), dropped)
+}
+
 /// The [low, high] range of ordinary values; None for a column without values.
 /// None also for a column of at most two distinct values (an indicator: its rare value
 /// is not an outlier) or with no spread (zero IQR or std), where every other value would be.
@@ -646,6 +665,16 @@ mod tests {
             text.contains("\n  a: 1 missing, 1 imputed with 1.25, 2 outliers"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn held_out_rows_repeating_training_rows_are_dropped() {
+        let train = data(&[[1.0, N], [2.0, 3.0]]);
+        let test = data(&[[1.0, N], [2.0, 3.0], [2.0, 4.0]]);
+        // Labels alternate: test row 1 is [2, 3] with label 1, but training's has label 1 too.
+        let (kept, dropped) = drop_rows_seen_in(&train, &test);
+        assert_eq!((kept.len(), dropped), (1, 2));
+        assert_eq!(kept.sample(0), &[2.0, 4.0]);
     }
 
     #[test]

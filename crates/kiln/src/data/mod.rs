@@ -29,8 +29,8 @@ pub use augment::{Augmentation, Factor, FillMode, FlipMode, Interpolation, Trans
 pub use batches::{epoch_order, gather_batch};
 pub use checksum::sha256_hex;
 pub use clean::{
-    Cleaning, CleaningReport, ColumnReport, FittedCleaning, MissingValues, OutlierAction, OutlierMethod,
-    Outliers, Stage,
+    drop_rows_seen_in, Cleaning, CleaningReport, ColumnReport, FittedCleaning, MissingValues, OutlierAction,
+    OutlierMethod, Outliers, Stage,
 };
 pub use csv::{parse_csv, read_csv, read_feature_rows, CsvOptions};
 pub use digits::load_digits;
