@@ -405,6 +405,59 @@ impl TableSchema {
         Dataset::new(features, vec![width], raw.labels.clone())
     }
 
+    /// Narrows this schema to the categories `train`'s rows use, with `train` and `held_out`
+    /// (raw rows of this schema) re-coded to it: a category only the held-out rows have
+    /// becomes unseen, as it would be had the split been made before the categories were
+    /// listed (cross-validation folds of one loaded data set).
+    pub fn narrow_to(&mut self, train: &mut Dataset, held_out: &mut Dataset) {
+        let width = self.columns.len();
+        for (c, column) in self.columns.iter_mut().enumerate() {
+            let ColumnKind::Categorical { categories } = &mut column.kind else {
+                continue;
+            };
+            let mut used = vec![false; categories.len()];
+            for row in train.features.chunks_exact(width) {
+                if let Some(u) = used.get_mut(row[c] as usize).filter(|_| !row[c].is_nan()) {
+                    *u = true;
+                }
+            }
+            // Old index → new index; unused and unseen categories → the new count.
+            let mut next = 0;
+            let new_index: Vec<usize> = used
+                .iter()
+                .map(|&u| {
+                    next += usize::from(u);
+                    if u {
+                        next - 1
+                    } else {
+                        usize::MAX
+                    }
+                })
+                .collect();
+            let kept = next;
+            for data in [&mut *train, &mut *held_out] {
+                for row in data.features.chunks_exact_mut(width) {
+                    if !row[c].is_nan() {
+                        let old = row[c] as usize;
+                        let new = new_index.get(old).copied().unwrap_or(usize::MAX);
+                        row[c] = if new == usize::MAX {
+                            kept as f32
+                        } else {
+                            new as f32
+                        };
+                    }
+                }
+            }
+            let old = std::mem::take(categories);
+            *categories = old
+                .into_iter()
+                .zip(&used)
+                .filter(|(_, &u)| u)
+                .map(|(c, _)| c)
+                .collect();
+        }
+    }
+
     /// Prediction rows from a CSV: with a header, feature columns are found by name (other
     /// columns, such as the label, are ignored); without one, the file holds exactly the
     /// feature columns in training order. Returns raw features and the row count.
@@ -527,6 +580,31 @@ mod tests {
         // Every test code is unseen: its index is the category count.
         assert!((0..6).all(|i| s.test.sample(i)[1] == 14.0));
         assert_eq!(s.schema.class_names, None);
+    }
+
+    #[test]
+    fn narrowing_makes_categories_only_held_out_rows_use_unseen() {
+        let dir = TempDir::new("tabular-narrow");
+        let path = write(&dir, "fruit.csv", FRUIT);
+        let mut s = load_table(&path, None, &choice(), 0.0, 1).unwrap().schema;
+        // colour: green 0, red 1, yellow 2. Training uses red and yellow; held out, green.
+        let mut train = Dataset::new(vec![1.0, 1.0, 0.0, 2.0, 2.0, f32::NAN], vec![3], vec![0, 1]).unwrap();
+        let mut held_out = Dataset::new(vec![5.0, 0.0, 1.0], vec![3], vec![0]).unwrap();
+        s.narrow_to(&mut train, &mut held_out);
+        let ColumnKind::Categorical { categories } = &s.columns[1].kind else {
+            panic!()
+        };
+        assert_eq!(categories, &["red", "yellow"]);
+        assert_eq!(&train.features[..3], &[1.0, 0.0, 0.0]);
+        assert_eq!(train.features[4], 1.0);
+        assert_eq!(
+            held_out.features[1], 2.0,
+            "green is now unseen (the category count)"
+        );
+        // Origins: training uses only CO, so EC becomes unseen too; a gap stays a gap.
+        assert_eq!(held_out.features[2], 1.0);
+        assert!(train.features[5].is_nan());
+        assert_eq!(s.encoded_width(), 1 + 2 + 1);
     }
 
     #[test]

@@ -69,12 +69,16 @@ pub fn cross_validate_splits(
             .filter(|&(j, _)| j != i)
             .flat_map(|(_, f)| f.iter().copied())
             .collect();
-        let fold_splits = Splits {
+        let mut fold_splits = Splits {
             train: pool.subset(&rest),
             test: pool.subset(held_out),
             description: format!("fold {} of {k} of {}", i + 1, splits.description),
             ..splits.clone_without_data()
         };
+        // Categories from this fold's training rows only, as a real split would list them.
+        if let Some(schema) = fold_splits.schema.as_mut() {
+            schema.narrow_to(&mut fold_splits.train, &mut fold_splits.test);
+        }
         let run = train_on(spec, fold_splits, &quiet, Vec::new(), start)?;
         let outcome = FoldOutcome {
             fold: i + 1,
