@@ -6,8 +6,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
-use super::checksum::sha256_hex;
-use super::csv::read_text;
 use super::digits::check_test_fraction;
 use super::table::ColumnRef;
 use super::tabular::{load_table, ColumnChoice, ColumnKind, TableSplits};
@@ -102,16 +100,11 @@ fn load_csv_splits(
     test_fraction: f32,
     seed: u64,
 ) -> Result<Splits> {
-    // With a test file, both files' bytes: a changed test file changes the lineage too.
-    let mut bytes = read_text(train_path)?.into_bytes();
-    if let Some(path) = test_path {
-        bytes.extend_from_slice(read_text(path)?.as_bytes());
-    }
-    let sha256 = sha256_hex(&bytes);
     let TableSplits {
         train,
         test,
         schema,
+        sha256,
         first_missing,
     } = load_table(train_path, test_path, choice, test_fraction, seed)?;
     let how = match test_path {
@@ -144,6 +137,7 @@ fn load_csv_splits(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::sha256_hex;
     use crate::data::test_support::TempDir;
     use serde_json::json;
 

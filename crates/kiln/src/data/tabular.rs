@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
+use super::checksum::sha256_hex;
+use super::csv::read_text;
 use super::table::{is_missing, looks_like_header, quoted_list, ColumnRef, RawTable};
 use super::{stratified_indices, Dataset};
 
@@ -71,6 +73,8 @@ pub struct TableSplits {
     pub train: Dataset,
     pub test: Dataset,
     pub schema: TableSchema,
+    /// Hex SHA-256 of the training file's text, followed by the test file's when given.
+    pub sha256: String,
     /// Where the first missing cell of the training split is, e.g. `line 7, column "age"`.
     pub first_missing: Option<String>,
 }
@@ -154,11 +158,18 @@ pub fn load_table(
     test_fraction: f32,
     seed: u64,
 ) -> Result<TableSplits> {
-    let table = RawTable::read(train_path, choice.header)?;
+    let mut text = read_text(train_path)?;
+    let table = RawTable::parse(&text, train_path, choice.header)?;
     let layout = Layout::resolve(&table, choice, train_path)?;
-    let test_table = test_path
-        .map(|p| read_matching(p, &table, choice.header))
-        .transpose()?;
+    let test_table = match test_path {
+        Some(p) => {
+            let test_text = read_text(p)?;
+            let test = read_matching(&test_text, p, &table, choice.header)?;
+            text.push_str(&test_text); // the lineage's hash covers both files
+            Some(test)
+        }
+        None => None,
+    };
     let label_cells = |t: &RawTable, path: &Path| -> Result<Vec<(usize, String)>> {
         t.rows
             .iter()
@@ -260,14 +271,15 @@ pub fn load_table(
         train,
         test,
         schema,
+        sha256: sha256_hex(text.as_bytes()),
         first_missing,
     })
 }
 
 /// A test file, checked to have the training file's columns (by name when both have a
 /// header, by count otherwise).
-fn read_matching(path: &Path, train: &RawTable, header: Option<bool>) -> Result<RawTable> {
-    let test = RawTable::read(path, header)?;
+fn read_matching(text: &str, path: &Path, train: &RawTable, header: Option<bool>) -> Result<RawTable> {
+    let test = RawTable::parse(text, path, header)?;
     if test.width() != train.width() {
         return Err(Error::data(
             path,

@@ -11,7 +11,7 @@
 use rayon::prelude::*;
 
 use super::gemm_i8::gemm_u8i8;
-use super::network::{activate, im2col_u8_into, quantize_into, simple_activation, QuantizedLayer};
+use super::network::{activate, im2col_u8_into, quantize_into, simple_activation, QuantizedLayer, Rescale};
 use super::params::AffineU8;
 use crate::nn::{Activation, Layer, Network};
 use crate::ops::conv2d::Window;
@@ -280,19 +280,11 @@ fn run_block(
 
 /// The last product's real outputs, before its activation: rescaled sums plus bias.
 fn finish(q: &QuantizedLayer, sums: &[i32], y: &mut [f32]) {
-    let input = q.input.expect("static");
-    let zero = input.zero_point as i32;
+    let mut rescale = Rescale::default();
+    rescale.prepare(q, q.input.expect("static"));
     let n = q.weights.n;
     for (row, out) in sums.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
-        let columns = out
-            .iter_mut()
-            .zip(row)
-            .zip(&q.weights.column_sums)
-            .zip(&q.scales)
-            .zip(&q.bias);
-        for ((((o, &s), &c), &w), &b) in columns {
-            *o = (s - zero * c) as f32 * (input.scale * w) + b;
-        }
+        rescale.apply(row, &q.bias, out);
     }
 }
 

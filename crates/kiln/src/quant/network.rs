@@ -405,7 +405,7 @@ impl QuantizedNetwork {
 /// Per output column, what turns an i32 sum back into a real value:
 /// (sum − zero point · column sum) · (input scale · column scale) + bias.
 #[derive(Default)]
-struct Rescale {
+pub(super) struct Rescale {
     /// The input mapping the arrays were made for (a static model's is the same for every
     /// row, so they are made once per layer and block).
     made_for: Option<(u32, u8)>,
@@ -414,7 +414,7 @@ struct Rescale {
 }
 
 impl Rescale {
-    fn prepare(&mut self, d: &QuantizedLayer, map: AffineU8) {
+    pub(super) fn prepare(&mut self, d: &QuantizedLayer, map: AffineU8) {
         let key = (map.scale.to_bits(), map.zero_point);
         if self.made_for == Some(key) {
             return;
@@ -428,7 +428,7 @@ impl Rescale {
         self.made_for = Some(key);
     }
 
-    fn apply(&self, sums: &[i32], bias: &[f32], out: &mut [f32]) {
+    pub(super) fn apply(&self, sums: &[i32], bias: &[f32], out: &mut [f32]) {
         let columns = out
             .iter_mut()
             .zip(sums)
