@@ -227,7 +227,7 @@ fn explain_failure(error: kiln::Error, run_dir: &Path, checkpoints: bool) -> any
 
 /// `runs/NAME`, or `runs/NAME-2`, `-3`… if taken, created here so that two runs started
 /// together never share a folder.
-fn fresh_run_dir(name: &str) -> Result<PathBuf> {
+pub(crate) fn fresh_run_dir(name: &str) -> Result<PathBuf> {
     let safe: String = name
         .chars()
         .map(|c| {
@@ -256,7 +256,7 @@ fn fresh_run_dir(name: &str) -> Result<PathBuf> {
 
 /// A run folder named with --run-dir for a fresh run: created if missing, refused if it
 /// already holds files, so an earlier run's results are never overwritten.
-fn claim_run_dir(dir: &Path) -> Result<PathBuf> {
+pub(crate) fn claim_run_dir(dir: &Path) -> Result<PathBuf> {
     match std::fs::read_dir(dir) {
         Ok(mut entries) => anyhow::ensure!(
             entries.next().is_none(),
@@ -309,7 +309,7 @@ fn write_report(
 }
 
 /// Threads kiln computes with (RAYON_NUM_THREADS, or one per core).
-fn rayon_threads() -> usize {
+pub(crate) fn rayon_threads() -> usize {
     std::env::var("RAYON_NUM_THREADS")
         .ok()
         .and_then(|v| v.parse().ok())

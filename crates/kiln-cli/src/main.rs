@@ -3,6 +3,7 @@
 mod commands;
 mod compress;
 mod distributed;
+mod lm;
 mod plot;
 mod progress;
 mod select;
@@ -39,6 +40,9 @@ enum Command {
         /// Override the spec's number of epochs.
         #[arg(long)]
         epochs: Option<usize>,
+        /// Override a language-model spec's number of optimizer steps.
+        #[arg(long)]
+        steps: Option<usize>,
         /// Print only the summary, not one line per epoch.
         #[arg(long)]
         quiet: bool,
@@ -70,6 +74,31 @@ enum Command {
     },
     /// Print a saved model's loss and accuracy on its test split; with --report, per-class
     /// precision, recall, F1 and the confusion matrix.
+    /// Generate text with a trained language model, streaming it as it comes.
+    Generate {
+        model: PathBuf,
+        /// Text to continue (every character must be in the model's vocabulary).
+        #[arg(long)]
+        prompt: String,
+        /// How many tokens to generate.
+        #[arg(long, default_value_t = 500)]
+        tokens: usize,
+        /// Softmax temperature; 0 always takes the most likely token.
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f32,
+        /// Draw only among the k most likely tokens.
+        #[arg(long)]
+        top_k: Option<usize>,
+        /// Draw only among the most likely tokens covering this probability (nucleus).
+        #[arg(long)]
+        top_p: Option<f32>,
+        /// Seed of the draws: the same seed gives the same text.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Recompute every position's keys and values for each token (slow; a reference).
+        #[arg(long)]
+        no_cache: bool,
+    },
     Eval {
         model: PathBuf,
         #[arg(long)]
@@ -86,6 +115,14 @@ enum Command {
         /// For a one-unit (binary) model: probabilities above this are class 1 [default: 0.5].
         #[arg(long)]
         threshold: Option<f32>,
+        /// Language models: score this UTF-8 file instead of the training text's
+        /// validation part.
+        #[arg(long, value_name = "FILE")]
+        text: Option<PathBuf>,
+        /// Language models: batches of random windows to average the loss over
+        /// [default: the spec's eval_batches].
+        #[arg(long)]
+        batches: Option<usize>,
     },
     /// Draw a run folder's training curves (loss, accuracy, learning rate against epoch)
     /// to RUN_DIR/curves.png and RUN_DIR/curves.svg.
@@ -224,6 +261,12 @@ fn restore_default_sigpipe() {
     }
 }
 
+/// Whether the spec at `path` describes a language model (an unreadable file is left for
+/// the usual loader to report).
+fn is_language_model_spec(path: &std::path::Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|text| kiln::lm::LmSpec::is_language_model(&text))
+}
+
 fn main() -> ExitCode {
     restore_default_sigpipe();
     let cli = Cli::parse();
@@ -241,6 +284,7 @@ fn main() -> ExitCode {
             no_checkpoint,
             distributed,
             init,
+            steps,
         } => {
             let args = commands::TrainArgs {
                 spec: spec.as_deref(),
@@ -255,10 +299,45 @@ fn main() -> ExitCode {
                 no_checkpoint,
                 init: init.as_deref(),
             };
-            match distributed {
-                true => distributed::train(&args),
-                false => commands::train(&args),
+            match spec.as_deref().filter(|p| is_language_model_spec(p)) {
+                Some(path) if !distributed => lm::train(&args, path, steps),
+                Some(_) => Err(anyhow::anyhow!(
+                    "--distributed is not supported for language-model specs"
+                )),
+                None if steps.is_some() => Err(anyhow::anyhow!(
+                    "--steps is for language-model specs; use --epochs"
+                )),
+                None if distributed => distributed::train(&args),
+                None => commands::train(&args),
             }
+        }
+        Command::Generate {
+            model,
+            prompt,
+            tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            no_cache,
+        } => lm::generate(&lm::GenerateArgs {
+            model: &model,
+            prompt: &prompt,
+            tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            no_cache,
+        }),
+        Command::Eval {
+            model,
+            json,
+            text,
+            batches,
+            ..
+        } if kiln::lm::artifact::is_language_model(&model) => {
+            lm::eval(&model, text.as_deref(), batches, json)
         }
         Command::Eval {
             model,
@@ -267,6 +346,7 @@ fn main() -> ExitCode {
             json,
             heatmap,
             threshold,
+            ..
         } => commands::eval(&commands::EvalArgs {
             model: &model,
             data_dir: data_dir.as_deref(),

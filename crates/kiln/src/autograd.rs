@@ -90,6 +90,26 @@ pub(crate) enum Op {
     Mean {
         x: Var,
     },
+    /// `a · bᵀ`: a weight stored (out × in), as PyTorch's Linear and a tied embedding are.
+    MatMulNt {
+        a: Var,
+        b: Var,
+    },
+    /// Saved: the token ids (as f32).
+    Embedding {
+        table: Var,
+    },
+    /// Saved: each row's mean and 1/σ.
+    LayerNorm {
+        x: Var,
+        gamma: Var,
+        beta: Var,
+    },
+    /// Saved: the attention weights, then the dropout mask if any.
+    CausalAttention {
+        qkv: Var,
+        shape: crate::ops::attention::AttentionShape,
+    },
 }
 
 pub(crate) struct Node {
@@ -386,6 +406,10 @@ impl<'a> Tape<'a> {
             Op::GlobalAvgPool2d { x } => pool::global_avg_backward(self, x, g),
             Op::BatchNorm { x, gamma, beta } => batch_norm::backward(self, x, gamma, beta, out, g),
             Op::ChannelAffine { x } => batch_norm::affine_backward(self, x, out, g),
+            Op::MatMulNt { a, b } => matmul::backward_nt(self, a, b, g),
+            Op::Embedding { table } => embedding::backward(self, table, out, g),
+            Op::LayerNorm { x, gamma, beta } => layer_norm::backward(self, x, gamma, beta, out, g),
+            Op::CausalAttention { qkv, shape } => attention::backward(self, qkv, out, shape, g),
         }
     }
 }

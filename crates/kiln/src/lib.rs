@@ -9,6 +9,7 @@ pub mod artifact;
 pub mod autograd;
 pub mod data;
 pub mod error;
+pub mod lm;
 pub mod metrics;
 pub mod nn;
 pub mod ops;

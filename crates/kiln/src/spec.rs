@@ -399,7 +399,7 @@ pub fn tidy_json(value: &mut serde_json::Value) {
 
 /// An error's own message, without the "invalid value: " its Display adds, for re-reporting
 /// it as a spec error.
-fn bare_message(e: Error) -> String {
+pub(crate) fn bare_message(e: Error) -> String {
     match e {
         Error::Value(message) => message,
         other => other.to_string(),
@@ -408,7 +408,7 @@ fn bare_message(e: Error) -> String {
 
 /// toml's errors span several lines (a source excerpt); kiln prints errors on one line:
 /// `line L, column C: message`.
-fn one_line_toml_error(e: &toml::de::Error, text: &str) -> String {
+pub(crate) fn one_line_toml_error(e: &toml::de::Error, text: &str) -> String {
     let message = e.message().trim().replace('\n', " ");
     match e.span() {
         Some(span) => {

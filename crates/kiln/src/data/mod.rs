@@ -13,7 +13,7 @@ mod clean;
 mod csv;
 mod digits;
 #[cfg(feature = "download")]
-mod fetch;
+pub(crate) mod fetch;
 mod gzip;
 mod idx;
 mod mnist;

@@ -36,7 +36,7 @@ impl Tape<'_> {
 /// mask stores ran at ~4 ns per two elements, and dropout was 15% of a training step. The
 /// keep decision is built from the borrow bit of `draw − threshold`, not a comparison,
 /// because LLVM compiles the comparison to a jump that a random mask mispredicts.
-fn fill_mask(mask: &mut [f32], rate: f32, rng: &mut Rng) {
+pub(crate) fn fill_mask(mask: &mut [f32], rate: f32, rng: &mut Rng) {
     let seed = rng.next_u64();
     let (seed_lo, seed_hi) = (seed as u32, (seed >> 32) as u32);
     let threshold = (rate as f64 * 4_294_967_296.0) as u64;

@@ -179,6 +179,35 @@ impl Tape<'_> {
     }
 }
 
+impl Tape<'_> {
+    /// `a(…, k) · b(n, k)ᵀ → (…, n)`: for weights stored one output per row, as an
+    /// embedding table is when it doubles as the output layer (weight tying).
+    pub fn matmul_nt(&mut self, a: Var, b: Var) -> Result<Var> {
+        let (sa, sb) = (self.shape(a), self.shape(b));
+        if sb.rank() != 2 || sa.rank() == 0 || sa.last() != sb.dims()[1] {
+            return Err(Error::Shape(format!(
+                "cannot multiply {sa} by the transpose of {sb}: inner sizes differ"
+            )));
+        }
+        let (m, k, n) = (sa.rows(), sa.last(), sb.dims()[0]);
+        // gemm is slow on a strided right-hand side: transpose b first.
+        let mut bt = self.alloc(k * n);
+        transpose(self.value(b), n, k, &mut bt);
+        let mut y = self.alloc(m * n);
+        gemm(
+            m,
+            n,
+            k,
+            &mut y,
+            false,
+            MatRef::row_major(self.value(a), k),
+            MatRef::row_major(&bt, n),
+        );
+        self.recycle(bt);
+        Ok(self.push_op(replace_last(sa, n), y, Op::MatMulNt { a, b }, &[a, b]))
+    }
+}
+
 fn replace_last(shape: Shape, last: usize) -> Shape {
     let mut dims = [0usize; crate::tensor::MAX_RANK];
     let r = shape.rank();
@@ -220,10 +249,47 @@ pub(crate) fn backward(tape: &mut Tape, a: Var, b: Var, g: &[f32]) {
     }
 }
 
+/// `da += g · b`, `db += gᵀ · a`.
+pub(crate) fn backward_nt(tape: &mut Tape, a: Var, b: Var, g: &[f32]) {
+    let (sa, sb) = (tape.shape(a), tape.shape(b));
+    let (m, k, n) = (sa.rows(), sa.last(), sb.dims()[0]);
+    tape.accumulate(a, |t, da| {
+        gemm(
+            m,
+            k,
+            n,
+            da,
+            true,
+            MatRef::row_major(g, n),
+            MatRef::row_major(t.value(b), k),
+        );
+    });
+    tape.accumulate(b, |t, db| {
+        let g_t = MatRef {
+            data: g,
+            row_stride: 1,
+            col_stride: n,
+        };
+        gemm(n, k, m, db, true, g_t, MatRef::row_major(t.value(a), k));
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ops::gradcheck;
+
+    #[test]
+    fn gradient_check_transposed_right_hand_side() {
+        gradcheck::check(
+            "matmul_nt",
+            &[
+                (&[3, 4], gradcheck::random(12, 31)),
+                (&[5, 4], gradcheck::random(20, 32)),
+            ],
+            |t, v| t.matmul_nt(v[0], v[1]).unwrap(),
+        );
+    }
 
     #[test]
     fn product_matches_hand_computation() {

@@ -1,12 +1,16 @@
 //! Ops: one file per family, each holding the forward kernel, the backward rule and the
 //! finite-difference gradient check side by side.
 
+pub mod attention;
 pub mod batch_norm;
 pub mod bias;
 pub mod conv2d;
 pub mod cross_entropy;
 pub mod dropout;
 pub mod elementwise;
+pub mod embedding;
+pub mod gelu;
+pub mod layer_norm;
 pub mod matmul;
 pub mod mse;
 pub mod parallel;

@@ -42,6 +42,31 @@ pub fn map(dst: &mut [f32], src: &[f32], f: impl Fn(f32) -> f32 + Sync) {
     }
 }
 
+/// `f(dst_chunk, src_chunk)` over aligned chunks: for kernels that vectorize a whole slice.
+pub fn map_slices(dst: &mut [f32], src: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync) {
+    assert_eq!(dst.len(), src.len());
+    if dst.len() < PAR_THRESHOLD / 4 {
+        f(dst, src);
+    } else {
+        dst.par_chunks_mut(CHUNK)
+            .zip(src.par_chunks(CHUNK))
+            .for_each(|(d, s)| f(d, s));
+    }
+}
+
+/// `f(dst_chunk, a_chunk, b_chunk)` over aligned chunks.
+pub fn update2_slices(dst: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(&mut [f32], &[f32], &[f32]) + Sync) {
+    assert!(dst.len() == a.len() && dst.len() == b.len());
+    if dst.len() < PAR_THRESHOLD / 4 {
+        f(dst, a, b);
+    } else {
+        dst.par_chunks_mut(CHUNK)
+            .zip(a.par_chunks(CHUNK))
+            .zip(b.par_chunks(CHUNK))
+            .for_each(|((d, a), b)| f(d, a, b));
+    }
+}
+
 /// `dst[i] = f(dst[i], a[i], b[i])`: the shape of most backward rules (accumulate into dst).
 pub fn update2(dst: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32, f32) -> f32 + Sync) {
     assert!(dst.len() == a.len() && dst.len() == b.len());

@@ -46,7 +46,7 @@ impl UnaryOp {
             }
             UnaryOp::Sigmoid => sigmoid(x),
             UnaryOp::Tanh => x.tanh(),
-            UnaryOp::Gelu => 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)),
+            UnaryOp::Gelu => super::gelu::gelu(x),
             UnaryOp::GeluTanh => 0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x)).tanh()),
         }
     }
@@ -65,11 +65,7 @@ impl UnaryOp {
             }
             UnaryOp::Sigmoid => y * (1.0 - y),
             UnaryOp::Tanh => 1.0 - y * y,
-            UnaryOp::Gelu => {
-                let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
-                let pdf = (-0.5 * x * x).exp() * 0.398_942_3; // 1/√(2π)
-                cdf + x * pdf
-            }
+            UnaryOp::Gelu => super::gelu::gelu_derivative(x),
             UnaryOp::GeluTanh => {
                 let inner = SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x);
                 let t = inner.tanh();
@@ -107,7 +103,11 @@ impl Tape<'_> {
     pub fn unary(&mut self, x: Var, op: UnaryOp) -> Var {
         let shape = self.shape(x);
         let mut y = self.alloc(shape.numel());
-        parallel::map(&mut y, self.value(x), |v| op.f(v));
+        if op == UnaryOp::Gelu {
+            parallel::map_slices(&mut y, self.value(x), super::gelu::forward);
+        } else {
+            parallel::map(&mut y, self.value(x), |v| op.f(v));
+        }
         self.push_op(shape, y, Op::Unary { x, op }, &[x])
     }
 
@@ -126,6 +126,12 @@ impl Tape<'_> {
 
 /// `dx += g · df(x, y)`.
 pub(crate) fn backward(tape: &mut Tape, x: Var, out: Var, op: UnaryOp, g: &[f32]) {
+    if op == UnaryOp::Gelu {
+        tape.accumulate(x, |t, dx| {
+            parallel::update2_slices(dx, g, t.value(x), super::gelu::backward)
+        });
+        return;
+    }
     tape.accumulate(x, |t, dx| {
         let (xs, ys) = (t.value(x), t.value(out));
         // Fold x and y into one pass: dx[i] += g[i] * df(x[i], y[i]).

@@ -1,10 +1,12 @@
 //! Adam (and AdamW) with Keras's formulation and defaults:
 //! `α = lr·√(1−β₂ᵗ)/(1−β₁ᵗ)`; `m ← m + (g − m)(1−β₁)`; `v ← v + (g² − v)(1−β₂)`;
-//! `w ← w − α·m/(√v + ε)`. AdamW first decays `w ← w − lr·λ·w` (decoupled weight decay).
+//! `w ← w − α·m/(√v + ε)`. AdamW first decays `w ← w − lr·λ·w` (decoupled weight decay),
+//! except for parameters whose names contain one of `exclude_from_weight_decay` (Keras's
+//! argument of that name; PyTorch users write the same thing as two parameter groups).
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Adam {
     pub learning_rate: f32,
@@ -15,6 +17,10 @@ pub struct Adam {
     /// Unset: none for Adam, Keras's 0.004 for AdamW.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weight_decay: Option<f32>,
+    /// Parameters left undecayed: any whose name contains one of these (`"bias"`,
+    /// `"gamma"`, …). The usual choice for transformers: decay matrices only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exclude_from_weight_decay: Vec<String>,
 }
 
 impl Default for Adam {
@@ -25,6 +31,7 @@ impl Default for Adam {
             beta_2: 0.999,
             epsilon: 1e-7,
             weight_decay: None,
+            exclude_from_weight_decay: Vec::new(),
         }
     }
 }
@@ -35,14 +42,34 @@ impl Adam {
         self.weight_decay.unwrap_or(default)
     }
 
-    pub(crate) fn update(&self, w: &mut [f32], g: super::Grad, state: &mut [Vec<f32>], lr: f32, step: u64) {
+    /// Whether the parameter of this name is decayed.
+    pub(crate) fn decays(&self, name: &str) -> bool {
+        !self
+            .exclude_from_weight_decay
+            .iter()
+            .any(|p| name.contains(p.as_str()))
+    }
+
+    pub(crate) fn update(
+        &self,
+        w: &mut [f32],
+        g: super::Grad,
+        state: &mut [Vec<f32>],
+        lr: f32,
+        step: u64,
+        decay: bool,
+    ) {
         let [m, v] = state else {
             unreachable!("adam keeps two moments")
         };
         let (b1, b2, eps) = (self.beta_1, self.beta_2, self.epsilon);
         let t = step as i32;
         let alpha = lr * (1.0 - b2.powi(t)).sqrt() / (1.0 - b1.powi(t));
-        let decay = lr * self.weight_decay.unwrap_or(0.0);
+        let decay = if decay {
+            lr * self.weight_decay.unwrap_or(0.0)
+        } else {
+            0.0
+        };
         super::zip2(w, g, m, v, |w, g, m, v| {
             *w -= decay * *w;
             *m += (g - *m) * (1.0 - b1);

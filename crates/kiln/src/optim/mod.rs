@@ -40,11 +40,11 @@ impl OptimizerSpec {
             OptimizerSpec::Sgd(s) => Rule::Sgd(*s),
             OptimizerSpec::Adam(a) => Rule::Adam(Adam {
                 weight_decay: Some(a.weight_decay_or(0.0)),
-                ..*a
+                ..a.clone()
             }),
             OptimizerSpec::AdamW(a) => Rule::Adam(Adam {
                 weight_decay: Some(a.weight_decay_or(0.004)),
-                ..*a
+                ..a.clone()
             }),
             OptimizerSpec::Rmsprop(r) => Rule::RmsProp(*r),
         };
@@ -147,7 +147,7 @@ impl Optimizer {
             );
             match &self.rule {
                 Rule::Sgd(s) => s.update(w, g, state, lr),
-                Rule::Adam(a) => a.update(w, g, state, lr, t),
+                Rule::Adam(a) => a.update(w, g, state, lr, t, a.decays(&p.name)),
                 Rule::RmsProp(r) => r.update(w, g, state, lr),
             }
         }

@@ -1,0 +1,102 @@
+//! Saving and loading language models: the same safetensors file as other kiln models,
+//! with the architecture, tokenizer and training record in the metadata under `kiln.lm`
+//! and `kiln.tokenizer`, so a model file is all generation needs.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use safetensors::SafeTensors;
+
+use super::gpt::Gpt;
+use super::tokenizer::Tokenizer;
+use super::train::{LanguageModel, LmInfo};
+use crate::artifact::{
+    encode_safetensors, read_f32_tensor, write_atomically, NamedTensor, FORMAT, FORMAT_VERSION,
+};
+use crate::error::{Error, Result};
+
+const INFO_KEY: &str = "kiln.lm";
+const TOKENIZER_KEY: &str = "kiln.tokenizer";
+const VOCAB_KEY: &str = "kiln.vocab_size";
+
+/// Writes the model to `path` atomically (a crash mid-write leaves any old file whole).
+pub fn save_language_model(model: &LanguageModel, path: &Path) -> Result<()> {
+    let fail = |message: String| Error::Artifact {
+        path: path.into(),
+        message,
+    };
+    let mut metadata = BTreeMap::new();
+    metadata.insert("format".to_string(), FORMAT.to_string());
+    metadata.insert("format_version".to_string(), FORMAT_VERSION.to_string());
+    metadata.insert(
+        INFO_KEY.to_string(),
+        serde_json::to_string(&model.info).map_err(|e| fail(e.to_string()))?,
+    );
+    metadata.insert(TOKENIZER_KEY.to_string(), model.tokenizer.to_json());
+    metadata.insert(VOCAB_KEY.to_string(), model.gpt.vocab_size().to_string());
+    let tensors: Vec<NamedTensor> = model
+        .gpt
+        .params()
+        .iter()
+        .map(|p| (p.name.clone(), p.value.dims(), p.value.data()))
+        .collect();
+    let bytes = encode_safetensors(&metadata, &tensors).map_err(fail)?;
+    write_atomically(path, &bytes)
+}
+
+/// Whether the file at `path` is a kiln language model (and not a layer-stack model),
+/// judged from its header alone.
+pub fn is_language_model(path: &Path) -> bool {
+    let Ok(bytes) = std::fs::read(path) else {
+        return false;
+    };
+    SafeTensors::read_metadata(&bytes)
+        .ok()
+        .and_then(|(_, header)| header.metadata().clone())
+        .is_some_and(|m| m.contains_key(INFO_KEY))
+}
+
+/// Reads a language model saved by [`save_language_model`].
+pub fn load_language_model(path: &Path) -> Result<LanguageModel> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let fail = |message: String| Error::Artifact {
+        path: path.into(),
+        message,
+    };
+    let (_, header) =
+        SafeTensors::read_metadata(&bytes).map_err(|e| fail(format!("not a safetensors file ({e:?})")))?;
+    let tensors =
+        SafeTensors::deserialize(&bytes).map_err(|e| fail(format!("not a safetensors file ({e:?})")))?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    let field = |key: &str| {
+        metadata
+            .get(key)
+            .ok_or_else(|| fail(format!("metadata has no `{key}`: not a kiln language model")))
+    };
+    let info: LmInfo = serde_json::from_str(field(INFO_KEY)?)
+        .map_err(|e| fail(format!("metadata `{INFO_KEY}` is invalid: {e}")))?;
+    let tokenizer = Tokenizer::from_json(field(TOKENIZER_KEY)?).map_err(|e| fail(e.to_string()))?;
+    let vocab: usize = field(VOCAB_KEY)?
+        .parse()
+        .map_err(|e| fail(format!("metadata `{VOCAB_KEY}` is invalid: {e}")))?;
+    if vocab != tokenizer.vocab_size() {
+        return Err(fail(format!(
+            "the network has {vocab} outputs but its tokenizer {} tokens",
+            tokenizer.vocab_size()
+        )));
+    }
+    let mut gpt = Gpt::new(info.spec.model.gpt().clone(), vocab, 0).map_err(|e| fail(e.to_string()))?;
+    let mut missing = None;
+    gpt.load_values(|name| {
+        let dims = tensors.tensor(name).ok()?.shape().to_vec();
+        match read_f32_tensor(&tensors, name, &dims) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                missing = Some(e);
+                None
+            }
+        }
+    })
+    .map_err(|e| fail(missing.clone().unwrap_or_else(|| e.to_string())))?;
+    Ok(LanguageModel { gpt, tokenizer, info })
+}

@@ -1,0 +1,389 @@
+//! A GPT-style decoder-only transformer (Radford et al. 2018/2019; nanoGPT's layout):
+//! token + learned position embeddings, `layers` pre-norm blocks of causal self-attention
+//! and a GELU MLP, each added back to the residual stream, a final LayerNorm and a linear
+//! head to vocabulary logits, optionally sharing the token embedding's weights.
+//!
+//! Training records the whole batch on the autograd tape ([`Gpt::loss`]). Generation runs
+//! row by row outside the tape ([`super::generate`]) with the same weights.
+
+use serde::{Deserialize, Serialize};
+
+use crate::autograd::{Tape, Var, Workspace};
+use crate::error::{Error, Result};
+use crate::ops::unary::UnaryOp;
+use crate::ops::Targets;
+use crate::params::{ParamId, ParamStore};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+
+/// The architecture, as a spec's `[model]` section gives it (`type = "gpt"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GptConfig {
+    /// Transformer blocks.
+    pub layers: usize,
+    /// Attention heads per block; must divide `width`.
+    pub heads: usize,
+    /// Width of the residual stream (the embedding size).
+    pub width: usize,
+    /// Longest sequence the model reads (positions it has embeddings for).
+    pub context: usize,
+    /// Dropout on the embeddings, attention weights and each block's outputs (training only).
+    #[serde(default)]
+    pub dropout: f32,
+    /// Use the token embedding as the output layer's weights (Press & Wolf, 2017).
+    #[serde(default)]
+    pub tie_weights: bool,
+    /// Hidden width of each block's MLP, as a multiple of `width`.
+    #[serde(default = "default_mlp_ratio")]
+    pub mlp_ratio: usize,
+    /// LayerNorm's ε (PyTorch's default).
+    #[serde(default = "default_epsilon")]
+    pub layer_norm_epsilon: f32,
+}
+
+fn default_mlp_ratio() -> usize {
+    4
+}
+
+fn default_epsilon() -> f32 {
+    1e-5
+}
+
+impl GptConfig {
+    /// Rejects sizes the model cannot be built with, naming the field.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |m: String| Err(Error::Value(format!("model: {m}")));
+        for (name, v) in [
+            ("layers", self.layers),
+            ("heads", self.heads),
+            ("width", self.width),
+            ("context", self.context),
+            ("mlp_ratio", self.mlp_ratio),
+        ] {
+            if v == 0 {
+                return fail(format!("`{name}` must be at least 1"));
+            }
+        }
+        if !self.width.is_multiple_of(self.heads) {
+            return fail(format!(
+                "`width` {} is not divisible by `heads` {}: each head gets an equal slice",
+                self.width, self.heads
+            ));
+        }
+        if self.context < 2 {
+            return fail(format!("`context` {} must be at least 2", self.context));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return fail(format!("`dropout` {} must be in [0, 1)", self.dropout));
+        }
+        if self.layer_norm_epsilon.is_nan() || self.layer_norm_epsilon <= 0.0 {
+            return fail(format!(
+                "`layer_norm_epsilon` {} must be positive",
+                self.layer_norm_epsilon
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn hidden(&self) -> usize {
+        self.mlp_ratio * self.width
+    }
+
+    /// Trainable parameters for a vocabulary of `vocab` tokens.
+    pub fn parameter_count(&self, vocab: usize) -> usize {
+        let (c, h) = (self.width, self.hidden());
+        let block = 2 * 2 * c + (c * 3 * c + 3 * c) + (c * c + c) + (c * h + h) + (h * c + c);
+        let head = if self.tie_weights { 0 } else { vocab * c };
+        vocab * c + self.context * c + self.layers * block + 2 * c + head
+    }
+
+    /// Multiply-adds ×2 per token for a forward pass at full context: the weight products
+    /// (2 FLOPs per parameter touched, embeddings excluded) plus attention's scores and
+    /// weighted sum (2·2·context·width per layer, counting the masked half as llm.c does).
+    pub fn forward_flops_per_token(&self, vocab: usize) -> usize {
+        let (c, h) = (self.width, self.hidden());
+        let weights = self.layers * (c * 3 * c + c * c + 2 * c * h) + c * vocab;
+        2 * weights + self.layers * 2 * 2 * self.context * c
+    }
+}
+
+/// The parameter ids of one block.
+#[derive(Debug, Clone)]
+pub(crate) struct BlockParams {
+    pub ln_1: (ParamId, ParamId),
+    pub qkv: (ParamId, ParamId),
+    pub proj: (ParamId, ParamId),
+    pub ln_2: (ParamId, ParamId),
+    pub fc: (ParamId, ParamId),
+    pub fc_out: (ParamId, ParamId),
+}
+
+/// A GPT with its parameters and the tape workspace reused across steps.
+#[derive(Debug)]
+pub struct Gpt {
+    pub(crate) layout: Layout,
+    pub(crate) vocab: usize,
+    pub(crate) params: ParamStore,
+    workspace: Workspace,
+}
+
+/// The architecture and which parameter is which: what the forward pass reads besides the
+/// parameter values (kept apart from the store, which a tape borrows mutably).
+#[derive(Debug)]
+pub(crate) struct Layout {
+    pub config: GptConfig,
+    pub tokens: ParamId,
+    pub positions: ParamId,
+    pub blocks: Vec<BlockParams>,
+    pub ln_f: (ParamId, ParamId),
+    /// The output layer (vocab × width): the token embedding itself when tied.
+    pub head: ParamId,
+}
+
+impl Gpt {
+    /// A freshly initialized model, as PyTorch initializes the same modules: Linear weights
+    /// and biases uniform in ±1/√fan_in, embeddings standard normal, LayerNorm γ = 1, β = 0.
+    pub fn new(config: GptConfig, vocab: usize, seed: u64) -> Result<Gpt> {
+        config.validate()?;
+        if vocab == 0 {
+            return Err(Error::Value(
+                "a language model needs a vocabulary of at least 1 token".into(),
+            ));
+        }
+        let mut rng = Rng::derive(seed, 0x0067_7074);
+        let mut params = ParamStore::new();
+        let (c, h) = (config.width, config.hidden());
+        let mut normal = |name: &str, dims: &[usize], rng: &mut Rng| {
+            let n = dims.iter().product();
+            params.add(
+                name,
+                Tensor::new(dims, (0..n).map(|_| rng.normal()).collect()).expect("sized"),
+            )
+        };
+        let tokens = normal("tok_embedding", &[vocab, c], &mut rng);
+        let positions = normal("pos_embedding", &[config.context, c], &mut rng);
+        let mut blocks = Vec::with_capacity(config.layers);
+        for l in 0..config.layers {
+            let p = format!("blocks.{l}");
+            blocks.push(BlockParams {
+                ln_1: layer_norm(&mut params, &format!("{p}.ln_1"), c),
+                qkv: linear(&mut params, &format!("{p}.attention.qkv"), c, 3 * c, &mut rng),
+                proj: linear(&mut params, &format!("{p}.attention.proj"), c, c, &mut rng),
+                ln_2: layer_norm(&mut params, &format!("{p}.ln_2"), c),
+                fc: linear(&mut params, &format!("{p}.mlp.fc"), c, h, &mut rng),
+                fc_out: linear(&mut params, &format!("{p}.mlp.proj"), h, c, &mut rng),
+            });
+        }
+        let ln_f = layer_norm(&mut params, "ln_f", c);
+        let head = if config.tie_weights {
+            tokens
+        } else {
+            let bound = 1.0 / (c as f32).sqrt();
+            let values = (0..vocab * c).map(|_| rng.uniform(-bound, bound)).collect();
+            params.add("head.kernel", Tensor::new(&[vocab, c], values).expect("sized"))
+        };
+        Ok(Gpt {
+            layout: Layout {
+                config,
+                tokens,
+                positions,
+                blocks,
+                ln_f,
+                head,
+            },
+            vocab,
+            params,
+            workspace: Workspace::new(),
+        })
+    }
+
+    pub fn config(&self) -> &GptConfig {
+        &self.layout.config
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.vocab
+    }
+
+    pub fn params(&self) -> &ParamStore {
+        &self.params
+    }
+
+    pub fn params_mut(&mut self) -> &mut ParamStore {
+        &mut self.params
+    }
+
+    /// Replaces every parameter's values with `values` (by name, as saved), checking shapes.
+    pub fn load_values(&mut self, mut values: impl FnMut(&str) -> Option<Tensor>) -> Result<()> {
+        for p in self.params.iter_mut() {
+            let t =
+                values(&p.name).ok_or_else(|| Error::Value(format!("parameter `{}` is missing", p.name)))?;
+            if t.dims() != p.value.dims() {
+                return Err(Error::Shape(format!(
+                    "parameter `{}` is {:?}, the configuration needs {:?}",
+                    p.name,
+                    t.dims(),
+                    p.value.dims()
+                )));
+            }
+            p.value = t;
+        }
+        Ok(())
+    }
+
+    /// Mean cross-entropy of predicting `targets` from `inputs` (both batch × seq token ids,
+    /// row-major), recorded on a tape for backward. `dropout` draws masks when the config
+    /// has a rate (training); `None` runs deterministically (evaluation).
+    pub fn loss(
+        &mut self,
+        inputs: &[u32],
+        targets: &[u32],
+        batch: usize,
+        dropout: Option<&mut Rng>,
+        backward: bool,
+    ) -> Result<f32> {
+        let seq = self.check_batch(inputs, batch)?;
+        if targets.len() != inputs.len() {
+            return Err(Error::Shape(format!(
+                "{} targets for {} inputs: each input token needs the token that follows it",
+                targets.len(),
+                inputs.len()
+            )));
+        }
+        if let Some(&bad) = targets.iter().find(|&&t| t as usize >= self.vocab) {
+            return Err(Error::Value(format!(
+                "target token {bad} is outside the vocabulary of {}",
+                self.vocab
+            )));
+        }
+        let layout = &self.layout;
+        let mut tape = if backward {
+            Tape::new(&mut self.params, &mut self.workspace)
+        } else {
+            Tape::inference(&mut self.params, &mut self.workspace)
+        };
+        let logits = layout.logits(&mut tape, inputs, batch, seq, dropout)?;
+        let loss = tape.softmax_cross_entropy(logits, Targets::Classes(targets))?;
+        if backward {
+            tape.backward(loss);
+        }
+        Ok(tape.value(loss)[0])
+    }
+
+    /// Logits (batch·seq × vocab) for every position, computed on an inference tape.
+    pub fn logits(&mut self, inputs: &[u32], batch: usize) -> Result<Vec<f32>> {
+        let seq = self.check_batch(inputs, batch)?;
+        let layout = &self.layout;
+        let mut tape = Tape::inference(&mut self.params, &mut self.workspace);
+        let logits = layout.logits(&mut tape, inputs, batch, seq, None)?;
+        Ok(tape.value(logits).to_vec())
+    }
+
+    fn check_batch(&self, inputs: &[u32], batch: usize) -> Result<usize> {
+        if batch == 0 || inputs.is_empty() || !inputs.len().is_multiple_of(batch) {
+            return Err(Error::Shape(format!(
+                "{} token ids do not split into {batch} equal sequences",
+                inputs.len()
+            )));
+        }
+        let seq = inputs.len() / batch;
+        if seq > self.layout.config.context {
+            return Err(Error::Value(format!(
+                "a sequence of {seq} tokens is longer than the model's context of {}",
+                self.layout.config.context
+            )));
+        }
+        if let Some(&bad) = inputs.iter().find(|&&t| t as usize >= self.vocab) {
+            return Err(Error::Value(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                self.vocab
+            )));
+        }
+        Ok(seq)
+    }
+}
+
+impl Layout {
+    fn logits(
+        &self,
+        tape: &mut Tape,
+        inputs: &[u32],
+        batch: usize,
+        seq: usize,
+        mut rng: Option<&mut Rng>,
+    ) -> Result<Var> {
+        let rate = self.config.dropout;
+        let positions: Vec<u32> = (0..batch).flat_map(|_| 0..seq as u32).collect();
+        let (tok, pos) = (tape.param(self.tokens), tape.param(self.positions));
+        let tok = tape.embedding(tok, inputs)?;
+        let pos = tape.embedding(pos, &positions)?;
+        let mut x = tape.add(tok, pos)?;
+        x = dropout(tape, x, rate, rng.as_deref_mut())?;
+        for block in &self.blocks {
+            let h = norm(tape, x, block.ln_1, self.config.layer_norm_epsilon)?;
+            let qkv = linear_on_tape(tape, h, block.qkv)?;
+            let attention_dropout = rng.as_deref_mut().map(|r| (rate, r));
+            let a = tape.causal_self_attention(qkv, batch, seq, self.config.heads, attention_dropout)?;
+            let a = linear_on_tape(tape, a, block.proj)?;
+            let a = dropout(tape, a, rate, rng.as_deref_mut())?;
+            x = tape.add(x, a)?;
+            let h = norm(tape, x, block.ln_2, self.config.layer_norm_epsilon)?;
+            let h = linear_on_tape(tape, h, block.fc)?;
+            let h = tape.unary(h, UnaryOp::Gelu);
+            let h = linear_on_tape(tape, h, block.fc_out)?;
+            let h = dropout(tape, h, rate, rng.as_deref_mut())?;
+            x = tape.add(x, h)?;
+        }
+        let x = norm(tape, x, self.ln_f, self.config.layer_norm_epsilon)?;
+        let head = tape.param(self.head);
+        tape.matmul_nt(x, head)
+    }
+}
+
+fn dropout(tape: &mut Tape, x: Var, rate: f32, rng: Option<&mut Rng>) -> Result<Var> {
+    match rng {
+        Some(rng) if rate > 0.0 => tape.dropout(x, rate, rng),
+        _ => Ok(x),
+    }
+}
+
+fn norm(tape: &mut Tape, x: Var, (gamma, beta): (ParamId, ParamId), eps: f32) -> Result<Var> {
+    let (gamma, beta) = (tape.param(gamma), tape.param(beta));
+    tape.layer_norm(x, gamma, beta, eps)
+}
+
+fn linear_on_tape(tape: &mut Tape, x: Var, (kernel, bias): (ParamId, ParamId)) -> Result<Var> {
+    let kernel = tape.param(kernel);
+    let y = tape.matmul(x, kernel)?;
+    let bias = tape.param(bias);
+    tape.add_bias(y, bias)
+}
+
+/// A Linear layer's kernel (inputs × outputs) and bias, uniform in ±1/√inputs.
+fn linear(
+    params: &mut ParamStore,
+    name: &str,
+    inputs: usize,
+    outputs: usize,
+    rng: &mut Rng,
+) -> (ParamId, ParamId) {
+    let bound = 1.0 / (inputs as f32).sqrt();
+    let mut draw = |n: usize| (0..n).map(|_| rng.uniform(-bound, bound)).collect::<Vec<_>>();
+    let kernel = Tensor::new(&[inputs, outputs], draw(inputs * outputs)).expect("sized");
+    let bias = Tensor::new(&[outputs], draw(outputs)).expect("sized");
+    (
+        params.add(format!("{name}.kernel"), kernel),
+        params.add(format!("{name}.bias"), bias),
+    )
+}
+
+fn layer_norm(params: &mut ParamStore, name: &str, width: usize) -> (ParamId, ParamId) {
+    (
+        params.add(
+            format!("{name}.gamma"),
+            Tensor::new(&[width], vec![1.0; width]).expect("sized"),
+        ),
+        params.add(format!("{name}.beta"), Tensor::zeros(&[width])),
+    )
+}
