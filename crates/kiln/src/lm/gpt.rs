@@ -387,3 +387,121 @@ fn layer_norm(params: &mut ParamStore, name: &str, width: usize) -> (ParamId, Pa
         params.add(format!("{name}.beta"), Tensor::zeros(&[width])),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny_config() -> GptConfig {
+        GptConfig {
+            layers: 2,
+            heads: 2,
+            width: 8,
+            context: 6,
+            dropout: 0.0,
+            tie_weights: false,
+            mlp_ratio: 4,
+            layer_norm_epsilon: 1e-5,
+        }
+    }
+
+    #[test]
+    fn parameter_count_matches_the_store_tied_or_not() {
+        for tie_weights in [false, true] {
+            let config = GptConfig {
+                tie_weights,
+                ..tiny_config()
+            };
+            let model = Gpt::new(config.clone(), 13, 1).unwrap();
+            let stored: usize = model.params().iter().map(|p| p.value.numel()).sum();
+            assert_eq!(config.parameter_count(13), stored);
+        }
+        // The peer's configuration: 818,176 parameters with 65 characters.
+        let peer = GptConfig {
+            layers: 4,
+            heads: 4,
+            width: 128,
+            context: 64,
+            ..tiny_config()
+        };
+        assert_eq!(peer.parameter_count(65), 818_176);
+    }
+
+    /// The whole model's gradient against finite differences, on a few parameters of each
+    /// kind (embedding rows, attention and MLP weights, a LayerNorm gain, the head).
+    #[test]
+    fn model_gradient_matches_finite_differences() {
+        for tie_weights in [false, true] {
+            let mut model = Gpt::new(
+                GptConfig {
+                    tie_weights,
+                    ..tiny_config()
+                },
+                7,
+                5,
+            )
+            .unwrap();
+            let (inputs, targets) = ([1u32, 4, 2, 6, 0, 3], [4u32, 2, 6, 0, 3, 5]);
+            model.loss(&inputs, &targets, 2, None, true).unwrap();
+            let analytic: Vec<Vec<f32>> = model.params().iter().map(|p| p.grad.clone()).collect();
+            let names = [
+                "tok_embedding",
+                "pos_embedding",
+                "blocks.0.attention.qkv.kernel",
+                "blocks.1.mlp.proj.kernel",
+                "blocks.1.ln_2.gamma",
+                "ln_f.beta",
+                "head.kernel",
+            ];
+            for (index, name) in names.iter().enumerate() {
+                let Some(id) = model.params().iter().position(|p| &p.name == name) else {
+                    assert!(tie_weights && *name == "head.kernel", "{name} missing");
+                    continue;
+                };
+                for k in [0, 5 + index, 17] {
+                    let k = k % model.params().iter().nth(id).unwrap().value.numel();
+                    let eps = 1e-2f32;
+                    let mut at = |delta: f32| {
+                        let p = model.params_mut().iter_mut().nth(id).unwrap();
+                        p.value.data_mut()[k] += delta;
+                        let loss = model.loss(&inputs, &targets, 2, None, false).unwrap() as f64;
+                        model.params_mut().iter_mut().nth(id).unwrap().value.data_mut()[k] -= delta;
+                        loss
+                    };
+                    let numeric = (at(eps) - at(-eps)) / (2.0 * eps as f64);
+                    let exact = analytic[id][k] as f64;
+                    assert!(
+                        (numeric - exact).abs() < 2e-3 + 2e-2 * exact.abs(),
+                        "{name}[{k}] (tied {tie_weights}): {exact} vs {numeric}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_batches_are_errors() {
+        let mut model = Gpt::new(tiny_config(), 7, 5).unwrap();
+        let mut err = |inputs: &[u32], targets: &[u32], batch| {
+            model
+                .loss(inputs, targets, batch, None, false)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(&[1; 14], &[1; 14], 2).contains("longer than the model's context of 6"));
+        assert!(err(&[1; 5], &[1; 5], 2).contains("do not split into 2"));
+        assert!(err(&[1, 9], &[1, 1], 1).contains("token id 9"));
+        assert!(err(&[1, 1], &[1], 1).contains("1 targets for 2 inputs"));
+        assert!(Gpt::new(
+            GptConfig {
+                heads: 3,
+                ..tiny_config()
+            },
+            7,
+            0
+        )
+        .unwrap_err()
+        .to_string()
+        .contains("divisible"));
+    }
+}

@@ -137,6 +137,31 @@ mod tests {
     }
 
     #[test]
+    fn excluded_parameters_are_not_decayed() {
+        // The quadratic's parameter is named "w": excluded by a pattern it contains, it
+        // follows plain Adam; a pattern it lacks leaves it decayed.
+        for (patterns, decay) in [(vec!["w".to_string()], 0.0), (vec!["bias".to_string()], 0.05)] {
+            let mut p = quadratic_problem();
+            let spec = Adam {
+                learning_rate: 0.1,
+                weight_decay: Some(0.05),
+                exclude_from_weight_decay: patterns,
+                ..Adam::default()
+            };
+            let mut opt = OptimizerSpec::AdamW(spec).build();
+            for _ in 0..2 {
+                set_quadratic_grad(&mut p);
+                opt.step(&mut p, 0.1);
+            }
+            assert_close(&weights(&p), &expected(decay));
+        }
+        let parsed: OptimizerSpec =
+            toml::from_str("type = \"adamw\"\nexclude_from_weight_decay = [\"bias\", \"gamma\"]").unwrap();
+        let OptimizerSpec::AdamW(a) = parsed else { panic!() };
+        assert!(!a.decays("blocks.0.mlp.fc.bias") && !a.decays("ln_f.gamma") && a.decays("head.kernel"));
+    }
+
+    #[test]
     fn step_and_clear_updates_like_step_and_zeroes_the_gradients() {
         for spec in [
             OptimizerSpec::Adam(Adam::default()),

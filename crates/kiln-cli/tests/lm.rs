@@ -1,0 +1,174 @@
+//! End to end on the command line: a language model trained on a small text, generating
+//! (cached and uncached alike), evaluated, and refusing bad input with one clear line.
+
+mod common;
+
+use common::{assert_one_line_error, assert_success, Sandbox};
+
+/// A small play-like text: enough repetition for a tiny GPT to learn in seconds.
+fn play() -> String {
+    let lines = [
+        "ROMEO:\nBut soft, what light through yonder window breaks?\n\n",
+        "JULIET:\nO Romeo, Romeo, wherefore art thou Romeo?\n\n",
+        "NURSE:\nAnon, anon! Come, let us away.\n\n",
+    ];
+    lines.iter().cycle().take(90).copied().collect()
+}
+
+const SPEC: &str = r#"
+name = "tiny-play"
+[data]
+path = "play.txt"
+tokenizer = "char"
+[model]
+type = "gpt"
+layers = 2
+heads = 2
+width = 32
+context = 32
+[training]
+steps = 150
+batch_size = 8
+seed = 3
+eval_interval = 75
+eval_batches = 5
+gradient_clipping = { global_clipnorm = 1.0 }
+[training.optimizer]
+type = "adamw"
+learning_rate = 0.005
+weight_decay = 0.1
+exclude_from_weight_decay = ["bias", "gamma", "beta"]
+[training.learning_rate_schedule]
+type = "cosine_decay"
+initial_learning_rate = 0.0005
+warmup_target = 0.005
+warmup_steps = 20
+decay_steps = 130
+alpha = 0.1
+"#;
+
+fn trained(s: &Sandbox) -> String {
+    s.write("play.txt", play());
+    let spec = s.write("spec.toml", SPEC);
+    let model = s.arg("lm.safetensors");
+    let report = s.arg("report.json");
+    let out = s.kiln(&[
+        "train",
+        &spec,
+        "--out",
+        &model,
+        "--report",
+        &report,
+        "--run-dir",
+        &s.arg("run"),
+    ]);
+    assert_success(&out);
+    assert!(
+        out.1.contains("step     75/150") && out.1.contains("val loss"),
+        "{}",
+        out.1
+    );
+    model
+}
+
+#[test]
+fn trains_generates_and_evaluates() {
+    let s = Sandbox::new("lm-train");
+    let model = trained(&s);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.path("report.json")).unwrap()).unwrap();
+    let val = report["val_loss"].as_f64().unwrap();
+    // 27 distinct characters: chance is ln 27 ≈ 3.3; the text is highly repetitive.
+    assert!(val < 1.2, "validation loss {val}");
+    assert!(s.path("run/model.safetensors").exists() && s.path("run/history.json").exists());
+
+    let generate = |seed: &str, extra: &[&str]| {
+        let mut args = vec![
+            "generate", &model, "--prompt", "ROMEO:", "--tokens", "120", "--seed", seed,
+        ];
+        args.extend_from_slice(extra);
+        let out = s.kiln(&args);
+        assert_success(&out);
+        out
+    };
+    let cached = generate("5", &[]);
+    let uncached = generate("5", &["--no-cache"]);
+    assert_eq!(cached.1, uncached.1, "the KV cache changed the text");
+    assert!(cached.1.starts_with("ROMEO:") && cached.1.chars().count() == "ROMEO:".len() + 120 + 1);
+    assert!(cached.2.contains("tokens/s, KV cache") && uncached.2.contains("no KV cache"));
+    // Learned the play's shape: a speaker's line starts after a blank line.
+    assert!(cached.1.contains("\n\n"), "{}", cached.1);
+    let other_seed = generate("6", &[]);
+    assert_ne!(cached.1, other_seed.1);
+
+    let eval = s.kiln(&["eval", &model, "--json"]);
+    assert_success(&eval);
+    let scores: serde_json::Value = serde_json::from_str(eval.1.trim()).unwrap();
+    let (loss, perplexity) = (
+        scores["loss"].as_f64().unwrap(),
+        scores["perplexity"].as_f64().unwrap(),
+    );
+    assert!((loss - val).abs() < 1e-4, "eval {loss} vs training's {val}");
+    assert!((perplexity - loss.exp()).abs() < 1e-3);
+}
+
+#[test]
+fn bad_input_is_one_clear_line() {
+    let s = Sandbox::new("lm-errors");
+    let model = trained(&s);
+    assert_one_line_error(
+        &s.kiln(&["generate", &model, "--prompt", "ROMEO: ☃"]),
+        &[
+            "--prompt",
+            "'☃'",
+            "U+2603",
+            "position 8",
+            "not in the model's vocabulary",
+        ],
+    );
+    let long = "ROMEO ".repeat(6);
+    assert_one_line_error(
+        &s.kiln(&["generate", &model, "--prompt", &long]),
+        &["36 tokens long", "longer than the model's context of 32"],
+    );
+    assert_one_line_error(
+        &s.kiln(&["generate", &model, "--prompt", "R", "--top-k", "0"]),
+        &["--top-k"],
+    );
+
+    let latin1 = s.write("latin1.txt", b"ROMEO:\nCaf\xe9 au lait\n".as_slice());
+    assert_one_line_error(
+        &s.kiln(&["eval", &model, "--text", &latin1]),
+        &["latin1.txt", "not UTF-8", "0xE9", "line 2"],
+    );
+    let spec = s.write("bad-text.toml", SPEC.replace("play.txt", "latin1.txt"));
+    assert_one_line_error(
+        &s.kiln(&["train", &spec]),
+        &["latin1.txt", "not UTF-8", "offset 10"],
+    );
+
+    let small = s.write("small.txt", "ab".repeat(10));
+    let spec = s.write("small.toml", SPEC.replace("play.txt", "small.txt"));
+    assert_one_line_error(
+        &s.kiln(&["train", &spec]),
+        &["small.txt", "fewer than one window", "33"],
+    );
+
+    let spec = s.write("heads.toml", SPEC.replace("heads = 2", "heads = 3"));
+    assert_one_line_error(
+        &s.kiln(&["train", &spec]),
+        &["heads.toml", "`width` 32 is not divisible by `heads` 3"],
+    );
+
+    let spec = s.write("spec-steps.toml", SPEC);
+    assert_one_line_error(
+        &s.kiln(&["train", &spec, "--epochs", "3"]),
+        &["--epochs", "--steps"],
+    );
+    assert_one_line_error(
+        &s.kiln(&["generate", &s.arg("missing.safetensors"), "--prompt", "R"]),
+        &["missing.safetensors"],
+    );
+    // Nothing already saved is lost by a failed run.
+    assert!(std::path::Path::new(&model).exists());
+}
