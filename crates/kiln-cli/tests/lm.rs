@@ -147,7 +147,7 @@ fn bad_input_is_one_clear_line() {
         &["latin1.txt", "not UTF-8", "offset 10"],
     );
 
-    let small = s.write("small.txt", "ab".repeat(10));
+    s.write("small.txt", "ab".repeat(10));
     let spec = s.write("small.toml", SPEC.replace("play.txt", "small.txt"));
     assert_one_line_error(
         &s.kiln(&["train", &spec]),
