@@ -207,8 +207,8 @@ lines = [f"Character-level GPT on tiny Shakespeare ({spec_path}: {m['layers']} l
          f"kiln on {threads} threads. ms/step = training steps only (evaluation excluded); validation loss "
          f"over {t.get('eval_batches')} batches; ratio = kiln ms/step ÷ PyTorch ms/step.", ""]
 if steps != nominal:
-    lines += [f"Note: {steps} steps, not the spec's {nominal}: kiln keeps the spec's schedule (warm-up, then "
-              f"decay over {nominal} steps), the peer fits its schedule to {steps}; the losses are not a comparison.", ""]
+    lines += [f"Note: {steps} steps, not the spec's {nominal}: kiln keeps the spec's learning-rate schedule "
+              f"(laid out for {nominal} steps), the peer fits its schedule to {steps}; the losses are not a comparison.", ""]
 if rows["kiln"]["params"] != rows["pytorch-ftz"]["params"]:
     lines += [f"WARNING: parameter counts differ: kiln {rows['kiln']['params']:,}, "
               f"PyTorch {rows['pytorch-ftz']['params']:,}.", ""]

@@ -90,6 +90,12 @@ pub(crate) enum Op {
     Mean {
         x: Var,
     },
+    /// `x · kernel + bias` (a Dense/Linear layer).
+    Linear {
+        x: Var,
+        kernel: Var,
+        bias: Var,
+    },
     /// `a · bᵀ`: a weight stored (out × in), as PyTorch's Linear and a tied embedding are.
     MatMulNt {
         a: Var,
@@ -406,6 +412,7 @@ impl<'a> Tape<'a> {
             Op::GlobalAvgPool2d { x } => pool::global_avg_backward(self, x, g),
             Op::BatchNorm { x, gamma, beta } => batch_norm::backward(self, x, gamma, beta, out, g),
             Op::ChannelAffine { x } => batch_norm::affine_backward(self, x, out, g),
+            Op::Linear { x, kernel, bias } => matmul::linear_backward(self, x, kernel, bias, g),
             Op::MatMulNt { a, b } => matmul::backward_nt(self, a, b, g),
             Op::Embedding { table } => embedding::backward(self, table, out, g),
             Op::LayerNorm { x, gamma, beta } => layer_norm::backward(self, x, gamma, beta, out, g),

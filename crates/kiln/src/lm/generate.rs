@@ -13,8 +13,8 @@
 
 use super::gpt::{BlockParams, Gpt};
 use crate::error::{Error, Result};
-use crate::ops::attention::{axpy, dot};
-use crate::ops::layer_norm::row_moments;
+use crate::ops::lanes::{axpy, dot};
+use crate::ops::layer_norm::{normalize_row, row_moments};
 use crate::ops::softmax::softmax_in_place;
 use crate::ops::unary::UnaryOp;
 use crate::params::ParamId;
@@ -156,11 +156,11 @@ impl Gpt {
 
 /// LayerNorm of each row in place, with the training op's arithmetic.
 fn norm_rows(x: &mut [f32], width: usize, gamma: &[f32], beta: &[f32], eps: f32) {
+    let mut normalized = vec![0.0f32; width];
     for row in x.chunks_exact_mut(width) {
         let (mean, inv_std) = row_moments(row, eps);
-        for ((v, &g), &b) in row.iter_mut().zip(gamma).zip(beta) {
-            *v = (*v - mean) * inv_std * g + b;
-        }
+        normalize_row(row, mean, inv_std, gamma, beta, &mut normalized);
+        row.copy_from_slice(&normalized);
     }
 }
 

@@ -354,10 +354,8 @@ fn norm(tape: &mut Tape, x: Var, (gamma, beta): (ParamId, ParamId), eps: f32) ->
 }
 
 fn linear_on_tape(tape: &mut Tape, x: Var, (kernel, bias): (ParamId, ParamId)) -> Result<Var> {
-    let kernel = tape.param(kernel);
-    let y = tape.matmul(x, kernel)?;
-    let bias = tape.param(bias);
-    tape.add_bias(y, bias)
+    let (kernel, bias) = (tape.param(kernel), tape.param(bias));
+    tape.linear(x, kernel, bias)
 }
 
 /// A Linear layer's kernel (inputs × outputs) and bias, uniform in ±1/√inputs.

@@ -249,32 +249,6 @@ fn add_columns(dst: &mut [f32], cols: usize, offset: usize, src: &[f32]) {
     }
 }
 
-/// `a·b` with eight partial sums, so the loop vectorizes (a single running sum would force
-/// the additions into sequence).
-#[inline]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            lanes[l] += x[l] * y[l];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
-}
-
-/// `dst += alpha · src`.
-#[inline]
-pub(crate) fn axpy(dst: &mut [f32], alpha: f32, src: &[f32]) {
-    dst.iter_mut().zip(src).for_each(|(d, s)| *d += alpha * s);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,6 +23,11 @@ impl Tape<'_> {
 /// `dx += g`; `dbias[j] += Σ_r g[r, j]`.
 pub(crate) fn backward(tape: &mut Tape, x: Var, bias: Var, g: &[f32]) {
     tape.accumulate(x, |_, dx| super::parallel::axpy(dx, 1.0, g));
+    bias_backward(tape, bias, g);
+}
+
+/// `dbias[j] += Σ_r g[r, j]`.
+pub(crate) fn bias_backward(tape: &mut Tape, bias: Var, g: &[f32]) {
     let width = tape.shape(bias).numel();
     tape.accumulate(bias, |_, db| {
         for row in g.chunks_exact(width) {

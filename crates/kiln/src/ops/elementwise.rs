@@ -30,8 +30,7 @@ impl Tape<'_> {
             )));
         }
         let mut y = self.alloc(shape.numel());
-        y.copy_from_slice(self.value(a));
-        parallel::update1(&mut y, self.value(b), f);
+        parallel::map2(&mut y, self.value(a), self.value(b), f);
         Ok(self.push_op(shape, y, op(a, b), &[a, b]))
     }
 }

@@ -6,7 +6,9 @@
 use crate::autograd::{Op, Tape, Var};
 use crate::error::{Error, Result};
 
-use super::parallel;
+use rayon::prelude::*;
+
+use super::{lanes, parallel};
 
 impl Tape<'_> {
     /// Normalizes each row of `x` (… × width) and applies the width-long `gamma` and `beta`.
@@ -46,17 +48,33 @@ fn normalize_rows(
     y: &mut [f32],
     stats: &mut [f32],
 ) {
-    for ((x, y), st) in x
-        .chunks_exact(width)
-        .zip(y.chunks_exact_mut(width))
-        .zip(stats.chunks_exact_mut(2))
-    {
-        let (mean, inv_std) = row_moments(x, eps);
-        for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
-            *y = (x - mean) * inv_std * g + b;
-        }
-        st[0] = mean;
-        st[1] = inv_std;
+    let rows_per_task = (PAR_ROWS_ELEMENTS / width).max(1);
+    y.par_chunks_mut(rows_per_task * width)
+        .zip(stats.par_chunks_mut(rows_per_task * 2))
+        .zip(x.par_chunks(rows_per_task * width))
+        .for_each(|((y, stats), x)| {
+            for ((x, y), st) in x
+                .chunks_exact(width)
+                .zip(y.chunks_exact_mut(width))
+                .zip(stats.chunks_exact_mut(2))
+            {
+                let (mean, inv_std) = row_moments(x, eps);
+                normalize_row(x, mean, inv_std, gamma, beta, y);
+                st[0] = mean;
+                st[1] = inv_std;
+            }
+        });
+}
+
+/// Rows are split across the pool in blocks of about this many values: below it a
+/// hand-off costs more than the rows take.
+const PAR_ROWS_ELEMENTS: usize = 1 << 14;
+
+/// `y = (x − mean)·inv_std·γ + β` for one row.
+#[inline]
+pub(crate) fn normalize_row(x: &[f32], mean: f32, inv_std: f32, gamma: &[f32], beta: &[f32], y: &mut [f32]) {
+    for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
+        *y = (x - mean) * inv_std * g + b;
     }
 }
 
@@ -64,9 +82,42 @@ fn normalize_rows(
 /// when the mean is large next to the spread).
 pub(crate) fn row_moments(x: &[f32], eps: f32) -> (f32, f32) {
     let n = x.len() as f32;
-    let mean = x.iter().sum::<f32>() / n;
-    let var = x.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / n;
-    (mean, 1.0 / (var + eps).sqrt())
+    let mean = lanes::sum(x) / n;
+    let mut lanes = [0.0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let mut var: f32 = chunks.remainder().iter().map(|&v| (v - mean) * (v - mean)).sum();
+    for c in chunks {
+        for l in 0..8 {
+            lanes[l] += (c[l] - mean) * (c[l] - mean);
+        }
+    }
+    var += lanes.iter().sum::<f32>();
+    (mean, 1.0 / (var / n + eps).sqrt())
+}
+
+/// (mean of d, mean of d·x̂) over a row, with d = g·γ: eight partial sums each, so the
+/// loop vectorizes.
+fn gradient_means(x: &[f32], g: &[f32], gamma: &[f32], mean: f32, inv_std: f32) -> (f32, f32) {
+    let (mut sum_d, mut sum_dxh) = ([0.0f32; 8], [0.0f32; 8]);
+    let whole = x.len() - x.len() % 8;
+    for ((x, g), gm) in x[..whole]
+        .chunks_exact(8)
+        .zip(g.chunks_exact(8))
+        .zip(gamma.chunks_exact(8))
+    {
+        for l in 0..8 {
+            let d = g[l] * gm[l];
+            sum_d[l] += d;
+            sum_dxh[l] += d * (x[l] - mean) * inv_std;
+        }
+    }
+    let (mut d, mut dxh) = (sum_d.iter().sum::<f32>(), sum_dxh.iter().sum::<f32>());
+    for ((&x, &g), &gm) in x[whole..].iter().zip(&g[whole..]).zip(&gamma[whole..]) {
+        d += g * gm;
+        dxh += g * gm * (x - mean) * inv_std;
+    }
+    let n = x.len() as f32;
+    (d / n, dxh / n)
 }
 
 /// With x̂ = (x − μ)/σ and d = g·γ: `dx = (d − mean(d) − x̂·mean(d·x̂)) / σ`,
@@ -78,14 +129,7 @@ pub(crate) fn backward(tape: &mut Tape, x: Var, gamma: Var, beta: Var, out: Var,
         parallel::for_each_row(dx, width, |r, dx| {
             let (mean, inv_std) = (stats[2 * r], stats[2 * r + 1]);
             let (x, g) = (&xs[r * width..][..width], &g[r * width..][..width]);
-            let (mut mean_d, mut mean_dxh) = (0.0f32, 0.0f32);
-            for ((&x, &g), &gm) in x.iter().zip(g).zip(gm) {
-                let d = g * gm;
-                mean_d += d;
-                mean_dxh += d * (x - mean) * inv_std;
-            }
-            mean_d /= width as f32;
-            mean_dxh /= width as f32;
+            let (mean_d, mean_dxh) = gradient_means(x, g, gm, mean, inv_std);
             for (((dx, &x), &g), &gm) in dx.iter_mut().zip(x).zip(g).zip(gm) {
                 let x_hat = (x - mean) * inv_std;
                 *dx += (g * gm - mean_d - x_hat * mean_dxh) * inv_std;

@@ -180,6 +180,43 @@ impl Tape<'_> {
 }
 
 impl Tape<'_> {
+    /// `x(…, k) · kernel(k, n) + bias(n)`: a Linear layer in one op, the bias written
+    /// first and the product accumulated onto it, which saves a pass over the output.
+    ///
+    /// Not for layers whose rows must not depend on their batch (Dense, which `kiln serve`
+    /// batches): how gemm adds the product onto existing values varies with the row count,
+    /// so a row's last bits can too. `matmul` then `add_bias` keeps rows independent.
+    pub fn linear(&mut self, x: Var, kernel: Var, bias: Var) -> Result<Var> {
+        let (sx, sk, sb) = (self.shape(x), self.shape(kernel), self.shape(bias));
+        if sk.rank() != 2 || sx.rank() == 0 || sx.last() != sk.dims()[0] {
+            return Err(Error::Shape(format!(
+                "cannot multiply {sx} by {sk}: inner sizes differ"
+            )));
+        }
+        let (m, k, n) = (sx.rows(), sx.last(), sk.dims()[1]);
+        if sb.rank() != 1 || sb.dims()[0] != n {
+            return Err(Error::Shape(format!("cannot add bias {sb} to {m}×{n} outputs")));
+        }
+        let mut y = self.alloc(m * n);
+        let b = self.value(bias);
+        y.chunks_exact_mut(n).for_each(|row| row.copy_from_slice(b));
+        gemm(
+            m,
+            n,
+            k,
+            &mut y,
+            true,
+            MatRef::row_major(self.value(x), k),
+            MatRef::row_major(self.value(kernel), n),
+        );
+        Ok(self.push_op(
+            replace_last(sx, n),
+            y,
+            Op::Linear { x, kernel, bias },
+            &[x, kernel, bias],
+        ))
+    }
+
     /// `a(…, k) · b(n, k)ᵀ → (…, n)`: for weights stored one output per row, as an
     /// embedding table is when it doubles as the output layer (weight tying).
     pub fn matmul_nt(&mut self, a: Var, b: Var) -> Result<Var> {
@@ -249,6 +286,12 @@ pub(crate) fn backward(tape: &mut Tape, a: Var, b: Var, g: &[f32]) {
     }
 }
 
+/// [`backward`] for the product, and `dbias[j] += Σ_r g[r, j]`.
+pub(crate) fn linear_backward(tape: &mut Tape, x: Var, kernel: Var, bias: Var, g: &[f32]) {
+    backward(tape, x, kernel, g);
+    super::bias::bias_backward(tape, bias, g);
+}
+
 /// `da += g · b`, `db += gᵀ · a`.
 pub(crate) fn backward_nt(tape: &mut Tape, a: Var, b: Var, g: &[f32]) {
     let (sa, sb) = (tape.shape(a), tape.shape(b));
@@ -278,6 +321,19 @@ pub(crate) fn backward_nt(tape: &mut Tape, a: Var, b: Var, g: &[f32]) {
 mod tests {
     use super::*;
     use crate::ops::gradcheck;
+
+    #[test]
+    fn gradient_check_linear() {
+        gradcheck::check(
+            "linear",
+            &[
+                (&[3, 4], gradcheck::random(12, 41)),
+                (&[4, 2], gradcheck::random(8, 42)),
+                (&[2], gradcheck::random(2, 43)),
+            ],
+            |t, v| t.linear(v[0], v[1], v[2]).unwrap(),
+        );
+    }
 
     #[test]
     fn gradient_check_transposed_right_hand_side() {

@@ -10,6 +10,7 @@ pub mod dropout;
 pub mod elementwise;
 pub mod embedding;
 pub mod gelu;
+pub mod lanes;
 pub mod layer_norm;
 pub mod matmul;
 pub mod mse;

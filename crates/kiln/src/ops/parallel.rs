@@ -85,6 +85,24 @@ pub fn update2(dst: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32, f32) 
     }
 }
 
+/// `dst[i] = f(a[i], b[i])`: one pass where a copy then an update would take two.
+pub fn map2(dst: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) {
+    assert!(dst.len() == a.len() && dst.len() == b.len());
+    let run = |d: &mut [f32], a: &[f32], b: &[f32]| {
+        for ((d, &a), &b) in d.iter_mut().zip(a).zip(b) {
+            *d = f(a, b);
+        }
+    };
+    if dst.len() < PAR_THRESHOLD {
+        run(dst, a, b);
+    } else {
+        dst.par_chunks_mut(CHUNK)
+            .zip(a.par_chunks(CHUNK))
+            .zip(b.par_chunks(CHUNK))
+            .for_each(|((d, a), b)| run(d, a, b));
+    }
+}
+
 /// `dst[i] = f(dst[i], a[i])`
 pub fn update1(dst: &mut [f32], a: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) {
     assert_eq!(dst.len(), a.len());

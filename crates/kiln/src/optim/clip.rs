@@ -37,7 +37,12 @@ impl GradientClipping {
 
     /// Clips the gradients held in `params` in place.
     pub fn apply(&self, params: &mut ParamStore) {
-        let norm = |g: &[f32]| g.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
+        // Σg² in f32 blocks of 4096 (vectorized), the blocks added in f64 for range.
+        let norm = |g: &[f32]| {
+            g.chunks(4096)
+                .map(|c| crate::ops::lanes::dot(c, c) as f64)
+                .sum::<f64>()
+        };
         match *self {
             GradientClipping::Clipnorm(c) => {
                 for p in params.iter_mut().filter(|p| !p.frozen) {
