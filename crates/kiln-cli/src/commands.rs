@@ -502,6 +502,9 @@ pub fn predict(model_path: &Path, input: &Path, json: bool) -> Result<()> {
 }
 
 pub fn inspect(model_path: &Path) -> Result<()> {
+    if kiln::lm::artifact::is_language_model(model_path) {
+        return crate::lm::inspect(model_path);
+    }
     let a = artifact::load(model_path)?;
     let info = &a.info;
     println!(

@@ -230,3 +230,42 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     );
     Ok(())
 }
+
+/// `kiln inspect MODEL` for a language model: architecture, sizes, tokenizer, training.
+pub fn inspect(model_path: &Path) -> Result<()> {
+    let model = load_language_model(model_path)?;
+    let (c, info) = (model.gpt.config(), &model.info);
+    let vocab = model.gpt.vocab_size();
+    println!("language model: {} ({})", info.name, model_path.display());
+    println!(
+        "GPT: {} layers, {} heads, width {}, MLP {}, context {}, dropout {}, weights tied: {}",
+        c.layers,
+        c.heads,
+        c.width,
+        c.hidden(),
+        c.context,
+        c.dropout,
+        c.tie_weights
+    );
+    println!(
+        "parameters: {}; forward FLOPs per token at full context: {}",
+        c.parameter_count(vocab),
+        c.forward_flops_per_token(vocab)
+    );
+    println!("tokenizer: {} with {vocab} tokens", model.tokenizer.kind());
+    println!(
+        "trained: {} steps on {} ({} training, {} validation tokens; SHA-256 {})",
+        info.steps, info.corpus, info.train_tokens, info.validation_tokens, info.corpus_sha256
+    );
+    if let Some(loss) = info.final_validation_loss {
+        println!(
+            "validation loss: {loss:.4} (perplexity {:.3})",
+            (loss as f64).exp()
+        );
+    }
+    println!("tensors:");
+    for p in model.gpt.params().iter() {
+        println!("  {:<36} {:?}", p.name, p.value.dims());
+    }
+    Ok(())
+}

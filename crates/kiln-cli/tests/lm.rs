@@ -110,6 +110,19 @@ fn trains_generates_and_evaluates() {
     );
     assert!((loss - val).abs() < 1e-4, "eval {loss} vs training's {val}");
     assert!((perplexity - loss.exp()).abs() < 1e-3);
+
+    let inspect = s.kiln(&["inspect", &model]);
+    assert_success(&inspect);
+    assert!(
+        inspect.1.contains("GPT: 2 layers, 2 heads, width 32") && inspect.1.contains("tokenizer: char"),
+        "{}",
+        inspect.1
+    );
+    // Commands for layer-stack models say what to use instead.
+    assert_one_line_error(
+        &s.kiln(&["predict", &model, "--input", &s.arg("play.txt")]),
+        &["is a language model", "kiln generate"],
+    );
 }
 
 #[test]

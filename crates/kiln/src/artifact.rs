@@ -471,6 +471,11 @@ pub fn load(path: &Path) -> Result<Artifact> {
             "a safetensors file, but not a kiln model (no `format: kiln` in its metadata)".into(),
         ));
     }
+    if metadata.contains_key(crate::lm::artifact::INFO_KEY) {
+        return Err(fail(
+            "is a language model: use `kiln generate`, `kiln eval` or `kiln inspect` with it".into(),
+        ));
+    }
     let field = |key: &str| -> Result<&String> {
         metadata
             .get(key)

@@ -96,6 +96,11 @@ pub(crate) enum Op {
         kernel: Var,
         bias: Var,
     },
+    /// `a[i] · b[i]` for each matrix of a batch.
+    BatchMatMul {
+        a: Var,
+        b: Var,
+    },
     /// `a · bᵀ`: a weight stored (out × in), as PyTorch's Linear and a tied embedding are.
     MatMulNt {
         a: Var,
@@ -413,6 +418,7 @@ impl<'a> Tape<'a> {
             Op::BatchNorm { x, gamma, beta } => batch_norm::backward(self, x, gamma, beta, out, g),
             Op::ChannelAffine { x } => batch_norm::affine_backward(self, x, out, g),
             Op::Linear { x, kernel, bias } => matmul::linear_backward(self, x, kernel, bias, g),
+            Op::BatchMatMul { a, b } => batch_matmul::backward(self, a, b, g),
             Op::MatMulNt { a, b } => matmul::backward_nt(self, a, b, g),
             Op::Embedding { table } => embedding::backward(self, table, out, g),
             Op::LayerNorm { x, gamma, beta } => layer_norm::backward(self, x, gamma, beta, out, g),

@@ -15,7 +15,7 @@ use crate::artifact::{
 };
 use crate::error::{Error, Result};
 
-const INFO_KEY: &str = "kiln.lm";
+pub(crate) const INFO_KEY: &str = "kiln.lm";
 const TOKENIZER_KEY: &str = "kiln.tokenizer";
 const VOCAB_KEY: &str = "kiln.vocab_size";
 

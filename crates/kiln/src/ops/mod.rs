@@ -2,6 +2,7 @@
 //! finite-difference gradient check side by side.
 
 pub mod attention;
+pub mod batch_matmul;
 pub mod batch_norm;
 pub mod bias;
 pub mod conv2d;
