@@ -80,7 +80,10 @@ pub fn train(args: &TrainArgs, spec_path: &Path, steps: Option<usize>) -> Result
             );
         }
     };
-    let outcome = train_language_model(&spec, &mut log).inspect_err(|_| {
+    let in_run = run_dir.join(MODEL_FILE);
+    // The model is saved into the run folder at every evaluation; a failed run keeps the
+    // last one (and an empty folder is removed).
+    let outcome = train_language_model(&spec, Some(&in_run), &mut log).inspect_err(|_| {
         let _ = std::fs::remove_dir(&run_dir);
     })?;
     let model = &outcome.model;
@@ -95,8 +98,6 @@ pub fn train(args: &TrainArgs, spec_path: &Path, steps: Option<usize>) -> Result
         tokens_per_step as f64 * 1000.0 / ms,
         model.info.final_validation_loss.unwrap_or(f32::NAN)
     );
-    let in_run = run_dir.join(MODEL_FILE);
-    save_language_model(model, &in_run)?;
     let history: Vec<_> = outcome
         .history
         .iter()
@@ -145,8 +146,12 @@ pub fn eval(model_path: &Path, text: Option<&Path>, batches: Option<usize>, json
         None => {
             let data = prepare_text(&model.info.spec)?;
             anyhow::ensure!(
-                data.tokenizer == model.tokenizer,
-                "the model's training text has changed since it was trained: its vocabulary differs; pass --text FILE"
+                data.corpus.sha256 == model.info.corpus_sha256 && data.tokenizer == model.tokenizer,
+                "{}: the text this model was trained on has changed (SHA-256 {}, the model recorded {}); \
+                 pass --text FILE to score another text",
+                data.corpus.path.display(),
+                data.corpus.sha256,
+                model.info.corpus_sha256
             );
             data.validation
         }

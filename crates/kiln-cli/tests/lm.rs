@@ -173,6 +173,10 @@ fn bad_input_is_one_clear_line() {
         &["heads.toml", "`width` 32 is not divisible by `heads` 3"],
     );
 
+    // The model records its text's checksum: eval refuses a changed text.
+    s.write("play.txt", play().replace("Romeo", "Tybalt"));
+    assert_one_line_error(&s.kiln(&["eval", &model]), &["play.txt", "has changed", "--text"]);
+
     let spec = s.write("spec-steps.toml", SPEC);
     assert_one_line_error(
         &s.kiln(&["train", &spec, "--epochs", "3"]),

@@ -143,7 +143,7 @@ mod tests {
         std::fs::write(&spec_path, spec_text).unwrap();
         let spec = LmSpec::from_file(&spec_path).unwrap();
         let mut events = 0;
-        let outcome = train_language_model(&spec, &mut |_| events += 1).unwrap();
+        let outcome = train_language_model(&spec, None, &mut |_| events += 1).unwrap();
         assert_eq!(events, 2);
         let chance = (outcome.model.tokenizer.vocab_size() as f32).ln();
         let val = outcome.model.info.final_validation_loss.unwrap();

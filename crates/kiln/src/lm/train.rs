@@ -2,8 +2,10 @@
 //! per batch (AdamW with clipping and a warm-up + cosine schedule in the usual recipe), and
 //! validation loss every `eval_interval` steps.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use super::artifact::save_language_model;
 use super::gpt::Gpt;
 use super::spec::LmSpec;
 use super::text::{load_source, random_windows, read_text, split_by_position, Corpus};
@@ -114,12 +116,31 @@ impl LmOutcome {
     }
 }
 
-/// Trains a fresh model from a spec.
-pub fn train_language_model(spec: &LmSpec, on_event: &mut dyn FnMut(LmEvent)) -> Result<LmOutcome> {
+/// Trains a fresh model from a spec. With `checkpoint`, the model as it stands is saved
+/// there after every evaluation, so a run that fails or is stopped keeps its progress.
+pub fn train_language_model(
+    spec: &LmSpec,
+    checkpoint: Option<&Path>,
+    on_event: &mut dyn FnMut(LmEvent),
+) -> Result<LmOutcome> {
     let data = prepare_text(spec)?;
     let t = &spec.training;
     let config = spec.model.gpt().clone();
-    let mut gpt = Gpt::new(config.clone(), data.tokenizer.vocab_size(), t.seed)?;
+    let mut model = LanguageModel {
+        gpt: Gpt::new(config.clone(), data.tokenizer.vocab_size(), t.seed)?,
+        tokenizer: data.tokenizer.clone(),
+        info: LmInfo {
+            name: spec.name.clone().unwrap_or_else(|| "language-model".into()),
+            spec: spec.clone(),
+            corpus: data.corpus.path.display().to_string(),
+            corpus_sha256: data.corpus.sha256.clone(),
+            train_tokens: data.train.len(),
+            validation_tokens: data.validation.len(),
+            steps: 0,
+            final_train_loss: None,
+            final_validation_loss: None,
+        },
+    };
     let mut optimizer = t.optimizer.build();
     let mut batch_rng = Rng::derive(t.seed, BATCH_STREAM);
     let mut dropout_rng = Rng::derive(t.seed, DROPOUT_STREAM);
@@ -144,12 +165,12 @@ pub fn train_language_model(spec: &LmSpec, on_event: &mut dyn FnMut(LmEvent)) ->
         // On a pool thread, so the serial parts of a step run on a worker and the other
         // workers steal the parallel parts, instead of the caller parking between them.
         let loss = on_pool(|| -> Result<f32> {
-            let loss = gpt.loss(&inputs, &targets, t.batch_size, dropout, true)?;
+            let loss = model.gpt.loss(&inputs, &targets, t.batch_size, dropout, true)?;
             if loss.is_finite() {
                 if let Some(clip) = &t.gradient_clipping {
-                    clip.apply(gpt.params_mut());
+                    clip.apply(model.gpt.params_mut());
                 }
-                optimizer.step_and_clear(gpt.params_mut(), lr);
+                optimizer.step_and_clear(model.gpt.params_mut(), lr);
             }
             Ok(loss)
         })?;
@@ -166,10 +187,21 @@ pub fn train_language_model(spec: &LmSpec, on_event: &mut dyn FnMut(LmEvent)) ->
         losses += 1;
         let last = step + 1 == t.steps;
         if (step + 1) % t.eval_interval == 0 || last {
-            let validation_loss =
-                validation_loss(&mut gpt, &data.validation, t.eval_batches, t.batch_size, t.seed)?;
+            let validation_loss = validation_loss(
+                &mut model.gpt,
+                &data.validation,
+                t.eval_batches,
+                t.batch_size,
+                t.seed,
+            )?;
             let train_loss = (loss_sum / losses as f64) as f32;
             history.push((step + 1, train_loss, validation_loss));
+            model.info.steps = step + 1;
+            model.info.final_train_loss = Some(train_loss);
+            model.info.final_validation_loss = Some(validation_loss);
+            if let Some(path) = checkpoint {
+                save_language_model(&model, path)?;
+            }
             on_event(LmEvent::Evaluated {
                 step: step + 1,
                 steps: t.steps,
@@ -181,27 +213,8 @@ pub fn train_language_model(spec: &LmSpec, on_event: &mut dyn FnMut(LmEvent)) ->
             (loss_sum, losses) = (0.0, 0);
         }
     }
-    let (final_train_loss, final_validation_loss) = history
-        .last()
-        .map(|&(_, t, v)| (Some(t), Some(v)))
-        .unwrap_or((None, None));
-    let info = LmInfo {
-        name: spec.name.clone().unwrap_or_else(|| "language-model".into()),
-        spec: spec.clone(),
-        corpus: data.corpus.path.display().to_string(),
-        corpus_sha256: data.corpus.sha256.clone(),
-        train_tokens: data.train.len(),
-        validation_tokens: data.validation.len(),
-        steps: t.steps,
-        final_train_loss,
-        final_validation_loss,
-    };
     Ok(LmOutcome {
-        model: LanguageModel {
-            gpt,
-            tokenizer: data.tokenizer,
-            info,
-        },
+        model,
         history,
         train_time,
     })
