@@ -25,7 +25,7 @@ const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 const GELU_TANH_C: f32 = 0.044715;
 
 impl UnaryOp {
-    #[inline]
+    #[inline(always)]
     pub fn f(self, x: f32) -> f32 {
         match self {
             // Not `x.max(0.0)`, which turns NaN into 0 and would hide a poisoned input or
@@ -52,7 +52,7 @@ impl UnaryOp {
     }
 
     /// dy/dx at input `x` with output `y`.
-    #[inline]
+    #[inline(always)]
     pub fn df(self, x: f32, y: f32) -> f32 {
         match self {
             UnaryOp::Relu => (x > 0.0) as u8 as f32,
@@ -103,10 +103,12 @@ impl Tape<'_> {
     pub fn unary(&mut self, x: Var, op: UnaryOp) -> Var {
         let shape = self.shape(x);
         let mut y = self.alloc(shape.numel());
-        if op == UnaryOp::Gelu {
-            parallel::map_slices(&mut y, self.value(x), super::gelu::forward);
-        } else {
-            parallel::map(&mut y, self.value(x), |v| op.f(v));
+        // Each common op gets its own loop with the op fixed: with `op` read inside, the
+        // loop dispatched through a jump table on every element and did not vectorize.
+        match op {
+            UnaryOp::Gelu => parallel::map_slices(&mut y, self.value(x), super::gelu::forward),
+            UnaryOp::Relu => parallel::map(&mut y, self.value(x), |v| UnaryOp::Relu.f(v)),
+            other => parallel::map(&mut y, self.value(x), |v| other.f(v)),
         }
         self.push_op(shape, y, Op::Unary { x, op }, &[x])
     }
@@ -132,14 +134,26 @@ pub(crate) fn backward(tape: &mut Tape, x: Var, out: Var, op: UnaryOp, g: &[f32]
         });
         return;
     }
+    match op {
+        UnaryOp::Relu => accumulate_derivative(tape, x, out, g, |x, y| UnaryOp::Relu.df(x, y)),
+        other => accumulate_derivative(tape, x, out, g, |x, y| other.df(x, y)),
+    }
+}
+
+/// `dx[i] += g[i] · df(x[i], y[i])`, x and y folded into one pass; `df` is a closure so
+/// each op's loop is compiled with the op fixed.
+fn accumulate_derivative(tape: &mut Tape, x: Var, out: Var, g: &[f32], df: impl Fn(f32, f32) -> f32 + Sync) {
     tape.accumulate(x, |t, dx| {
         let (xs, ys) = (t.value(x), t.value(out));
-        // Fold x and y into one pass: dx[i] += g[i] * df(x[i], y[i]).
         let n = dx.len();
         let work = |start: usize, chunk: &mut [f32]| {
-            for (j, d) in chunk.iter_mut().enumerate() {
-                let i = start + j;
-                *d += g[i] * op.df(xs[i], ys[i]);
+            let (xs, ys, g) = (
+                &xs[start..][..chunk.len()],
+                &ys[start..][..chunk.len()],
+                &g[start..][..chunk.len()],
+            );
+            for (((d, &x), &y), &g) in chunk.iter_mut().zip(xs).zip(ys).zip(g) {
+                *d += g * df(x, y);
             }
         };
         if n < parallel::PAR_THRESHOLD {
