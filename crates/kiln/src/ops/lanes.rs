@@ -20,7 +20,7 @@ pub fn sum(x: &[f32]) -> f32 {
 }
 
 /// `a·b` with eight partial sums.
-#[inline]
+#[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0.0f32; LANES];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
@@ -39,7 +39,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// `dst += alpha · src`.
-#[inline]
+#[inline(always)]
 pub fn axpy(dst: &mut [f32], alpha: f32, src: &[f32]) {
     dst.iter_mut().zip(src).for_each(|(d, s)| *d += alpha * s);
 }
