@@ -13,6 +13,7 @@ use super::tokenizer::Tokenizer;
 use crate::error::{Error, Result};
 use crate::ops::parallel::on_pool;
 use crate::rng::Rng;
+use crate::train::FlushDenormals;
 
 /// Random streams, one per purpose, so adding a use of randomness in one place leaves the
 /// others' numbers unchanged.
@@ -141,6 +142,8 @@ pub fn train_language_model(
             final_validation_loss: None,
         },
     };
+    // As for every kiln training run (and the PyTorch peer): denormals are flushed.
+    let _flush = FlushDenormals::enable();
     let mut optimizer = t.optimizer.build();
     let mut batch_rng = Rng::derive(t.seed, BATCH_STREAM);
     let mut dropout_rng = Rng::derive(t.seed, DROPOUT_STREAM);
