@@ -45,15 +45,23 @@ pub fn save_language_model(model: &LanguageModel, path: &Path) -> Result<()> {
 }
 
 /// Whether the file at `path` is a kiln language model (and not a layer-stack model),
-/// judged from its header alone.
+/// judged from its header alone: only the length prefix and the JSON header are read.
 pub fn is_language_model(path: &Path) -> bool {
-    let Ok(bytes) = std::fs::read(path) else {
-        return false;
+    use std::io::Read;
+    let header = || -> Option<serde_json::Value> {
+        let mut file = std::fs::File::open(path).ok()?;
+        let mut length = [0u8; 8];
+        file.read_exact(&mut length).ok()?;
+        let length = usize::try_from(u64::from_le_bytes(length)).ok()?;
+        // safetensors caps its header at 100 MB; anything larger is not one.
+        if length > 100 << 20 {
+            return None;
+        }
+        let mut json = vec![0u8; length];
+        file.read_exact(&mut json).ok()?;
+        serde_json::from_slice(&json).ok()
     };
-    SafeTensors::read_metadata(&bytes)
-        .ok()
-        .and_then(|(_, header)| header.metadata().clone())
-        .is_some_and(|m| m.contains_key(INFO_KEY))
+    header().is_some_and(|h| h["__metadata__"].get(INFO_KEY).is_some())
 }
 
 /// Reads a language model saved by [`save_language_model`].

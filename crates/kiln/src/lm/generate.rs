@@ -333,20 +333,10 @@ pub fn generate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lm::gpt::GptConfig;
+    use crate::lm::gpt::tests::tiny_config;
 
     fn tiny() -> Gpt {
-        let config = GptConfig {
-            layers: 2,
-            heads: 2,
-            width: 8,
-            context: 6,
-            dropout: 0.0,
-            tie_weights: false,
-            mlp_ratio: 4,
-            layer_norm_epsilon: 1e-5,
-        };
-        Gpt::new(config, 11, 3).unwrap()
+        Gpt::new(tiny_config(), 11, 3).unwrap()
     }
 
     #[test]

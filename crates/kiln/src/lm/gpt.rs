@@ -126,6 +126,11 @@ pub struct Gpt {
     pub(crate) vocab: usize,
     pub(crate) params: ParamStore,
     workspace: Workspace,
+    /// Each input token's position (0..seq, once per sequence), kept across steps so a
+    /// training step does not rebuild it.
+    position_ids: Vec<u32>,
+    /// The (batch, seq) that `position_ids` was built for.
+    positions_for: (usize, usize),
 }
 
 /// The architecture and which parameter is which: what the forward pass reads besides the
@@ -195,6 +200,8 @@ impl Gpt {
             vocab,
             params,
             workspace: Workspace::new(),
+            position_ids: Vec::new(),
+            positions_for: (0, 0),
         })
     }
 
@@ -243,7 +250,7 @@ impl Gpt {
         dropout: Option<&mut Rng>,
         backward: bool,
     ) -> Result<f32> {
-        let seq = self.check_batch(inputs, batch)?;
+        let seq = self.prepare(inputs, batch)?;
         if targets.len() != inputs.len() {
             return Err(Error::Shape(format!(
                 "{} targets for {} inputs: each input token needs the token that follows it",
@@ -263,7 +270,7 @@ impl Gpt {
         } else {
             Tape::inference(&mut self.params, &mut self.workspace)
         };
-        let logits = layout.logits(&mut tape, inputs, batch, seq, dropout)?;
+        let logits = layout.logits(&mut tape, inputs, &self.position_ids, batch, seq, dropout)?;
         let loss = tape.softmax_cross_entropy(logits, Targets::Classes(targets))?;
         if backward {
             tape.backward(loss);
@@ -273,11 +280,21 @@ impl Gpt {
 
     /// Logits (batch·seq × vocab) for every position, computed on an inference tape.
     pub fn logits(&mut self, inputs: &[u32], batch: usize) -> Result<Vec<f32>> {
-        let seq = self.check_batch(inputs, batch)?;
+        let seq = self.prepare(inputs, batch)?;
         let layout = &self.layout;
         let mut tape = Tape::inference(&mut self.params, &mut self.workspace);
-        let logits = layout.logits(&mut tape, inputs, batch, seq, None)?;
+        let logits = layout.logits(&mut tape, inputs, &self.position_ids, batch, seq, None)?;
         Ok(tape.value(logits).to_vec())
+    }
+
+    /// Checks a batch of token ids and makes `position_ids` fit it; returns the sequence length.
+    fn prepare(&mut self, inputs: &[u32], batch: usize) -> Result<usize> {
+        let seq = self.check_batch(inputs, batch)?;
+        if self.positions_for != (batch, seq) {
+            self.position_ids = (0..batch).flat_map(|_| 0..seq as u32).collect();
+            self.positions_for = (batch, seq);
+        }
+        Ok(seq)
     }
 
     fn check_batch(&self, inputs: &[u32], batch: usize) -> Result<usize> {
@@ -309,15 +326,15 @@ impl Layout {
         &self,
         tape: &mut Tape,
         inputs: &[u32],
+        positions: &[u32],
         batch: usize,
         seq: usize,
         mut rng: Option<&mut Rng>,
     ) -> Result<Var> {
         let rate = self.config.dropout;
-        let positions: Vec<u32> = (0..batch).flat_map(|_| 0..seq as u32).collect();
         let (tok, pos) = (tape.param(self.tokens), tape.param(self.positions));
         let tok = tape.embedding(tok, inputs)?;
-        let pos = tape.embedding(pos, &positions)?;
+        let pos = tape.embedding(pos, positions)?;
         let mut x = tape.add(tok, pos)?;
         x = dropout(tape, x, rate, rng.as_deref_mut())?;
         for block in &self.blocks {
@@ -387,10 +404,11 @@ fn layer_norm(params: &mut ParamStore, name: &str, width: usize) -> (ParamId, Pa
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn tiny_config() -> GptConfig {
+    /// Two layers of width 8 and a context of 6: big enough for every code path.
+    pub(crate) fn tiny_config() -> GptConfig {
         GptConfig {
             layers: 2,
             heads: 2,

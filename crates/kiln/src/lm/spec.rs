@@ -163,7 +163,8 @@ impl LmSpec {
             }
         }
         let checks = [
-            ("model: ", self.model.gpt().validate()),
+            // GptConfig::validate already names its section ("model: …").
+            ("", self.model.gpt().validate()),
             (
                 "training.",
                 t.learning_rate_schedule
@@ -174,10 +175,7 @@ impl LmSpec {
         ];
         for (field, check) in checks {
             if let Err(e) = check {
-                return fail(format!(
-                    "{field}{}",
-                    bare_message(e).trim_start_matches("model: ")
-                ));
+                return fail(format!("{field}{}", bare_message(e)));
             }
         }
         Ok(())

@@ -145,11 +145,7 @@ pub(crate) fn backward(tape: &mut Tape, x: Var, gamma: Var, beta: Var, out: Var,
             }
         }
     });
-    tape.accumulate(beta, |_, dbeta| {
-        for g in g.chunks_exact(width) {
-            dbeta.iter_mut().zip(g).for_each(|(d, g)| *d += g);
-        }
-    });
+    super::bias::bias_backward(tape, beta, g);
 }
 
 #[cfg(test)]
