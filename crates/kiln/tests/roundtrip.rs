@@ -106,6 +106,15 @@ fn check_round_trip(outcome: &mut TrainOutcome, dir: &TempDir, data_dir: Option<
     assert_eq!(original.dims()[0], rows);
     assert_bits_eq(original.data(), reloaded.data(), "predictions");
 
+    // A sample predicted alone has the bits it has inside a batch: `kiln serve` batches
+    // whatever requests arrive together, and its answers must equal `kiln predict`'s.
+    let (size, width) = (test.sample_size(), original.dims()[1]);
+    for row in [0, 1, rows / 2, rows - 1] {
+        let alone = loaded.model.predict(&x[row * size..(row + 1) * size], 1).unwrap();
+        let in_batch = &original.data()[row * width..(row + 1) * width];
+        assert_bits_eq(alone.data(), in_batch, &format!("sample {row} alone"));
+    }
+
     // Evaluating the loaded model on the whole test split reproduces the recorded metrics.
     if max_samples >= test.len() {
         let t = &loaded.info.training;

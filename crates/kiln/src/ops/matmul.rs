@@ -154,7 +154,9 @@ pub fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
 }
 
 impl Tape<'_> {
-    /// `a(…, k) · b(k, n) → (…, n)`.
+    /// `a(…, k) · b(k, n) → (…, n)`. On an inference tape through
+    /// [`stable_gemm`](super::stable_matmul::stable_gemm), so a row's outputs do not
+    /// depend on the other rows of its batch (what `kiln serve`'s batching relies on).
     pub fn matmul(&mut self, a: Var, b: Var) -> Result<Var> {
         let (sa, sb) = (self.shape(a), self.shape(b));
         if sb.rank() != 2 || sa.rank() == 0 || sa.last() != sb.dims()[0] {
@@ -166,15 +168,15 @@ impl Tape<'_> {
         let mut out_dims = sa;
         out_dims = replace_last(out_dims, n);
         let mut y = self.alloc(m * n);
-        gemm(
-            m,
-            n,
-            k,
-            &mut y,
-            false,
-            MatRef::row_major(self.value(a), k),
-            MatRef::row_major(self.value(b), n),
-        );
+        if self.grad_enabled() {
+            let (a, b) = (
+                MatRef::row_major(self.value(a), k),
+                MatRef::row_major(self.value(b), n),
+            );
+            gemm(m, n, k, &mut y, false, a, b);
+        } else {
+            super::stable_matmul::stable_gemm(m, n, k, self.value(a), self.value(b), &mut y);
+        }
         Ok(self.push_op(out_dims, y, Op::MatMul { a, b }, &[a, b]))
     }
 }

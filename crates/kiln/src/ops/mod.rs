@@ -21,6 +21,7 @@ pub mod pool;
 pub mod reduce;
 pub mod reshape;
 pub mod softmax;
+pub mod stable_matmul;
 pub mod unary;
 
 #[cfg(test)]
