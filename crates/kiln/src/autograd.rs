@@ -337,6 +337,20 @@ impl<'a> Tape<'a> {
     /// Adds to `v`'s gradient: `f` receives the tape (to read values) and the gradient
     /// buffer (zeroed on first use). Does nothing if `v` needs no gradient.
     pub(crate) fn accumulate(&mut self, v: Var, f: impl FnOnce(&Tape, &mut [f32])) {
+        self.accumulate_or_write(v, |tape, grad, fresh| {
+            if fresh {
+                crate::ops::parallel::fill(grad, 0.0);
+            }
+            f(tape, grad)
+        });
+    }
+
+    /// [`Tape::accumulate`] for rules that can write a gradient as cheaply as add to one:
+    /// `f(tape, grad, fresh)` gets, when `fresh`, a buffer of unspecified contents it must
+    /// overwrite entirely (the node's first gradient), and otherwise one to add to. This
+    /// saves a zeroing pass over the buffer, which for a CNN's largest activations is a
+    /// separate trip through memory.
+    pub(crate) fn accumulate_or_write(&mut self, v: Var, f: impl FnOnce(&Tape, &mut [f32], bool)) {
         if !self.requires_grad(v) {
             return;
         }
@@ -344,18 +358,18 @@ impl<'a> Tape<'a> {
             let node = &self.ws.nodes[v.0];
             (node.param, node.shape.numel())
         };
-        let mut grad = match param {
-            Some(id) => self.params.take_grad(id),
+        let (mut grad, fresh) = match param {
+            Some(id) => (self.params.take_grad(id), false),
             None => {
                 let existing = std::mem::take(&mut self.ws.nodes[v.0].grad);
                 if existing.is_empty() {
-                    self.ws.pool.take_zeroed(len)
+                    (self.ws.pool.take(len), true)
                 } else {
-                    existing
+                    (existing, false)
                 }
             }
         };
-        f(self, &mut grad);
+        f(self, &mut grad, fresh);
         match param {
             Some(id) => self.params.put_grad(id, grad),
             None => self.ws.nodes[v.0].grad = grad,

@@ -26,7 +26,7 @@ mod tabular;
 mod test_support;
 
 pub use augment::{Augmentation, Factor, FillMode, FlipMode, Interpolation, Transform};
-pub use batches::{epoch_order, gather_batch};
+pub use batches::{epoch_order, gather_batch, prefetch_batch};
 pub use checksum::sha256_hex;
 pub use clean::{
     drop_rows_seen_in, Cleaning, CleaningReport, ColumnReport, FittedCleaning, MissingValues, OutlierAction,

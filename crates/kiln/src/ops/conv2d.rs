@@ -257,9 +257,10 @@ fn im2col(x: &[f32], w: &Window, cols: &mut [f32]) {
 }
 
 /// `dst.copy_from_slice(src)` for the short runs a few-channel input gives (3 floats for a
-/// 3×3 kernel over one channel): with the length known at compile time the copy is a
-/// couple of moves, where `copy_from_slice` calls `memmove`, which cost more than the copy
-/// and made im2col of MNIST's first layer a fifth of a training step.
+/// 3×3 kernel over one channel): `copy_from_slice` calls `memmove`, whose call cost more
+/// than such a copy and made im2col of MNIST's first layer a fifth of a training step.
+/// With the length known at compile time the copy is a couple of register moves. (Whole
+/// 16-float chunks for longer runs measured no faster than `memmove`.)
 #[inline(always)]
 fn copy_run(dst: &mut [f32], src: &[f32]) {
     fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) {
@@ -332,7 +333,7 @@ pub(crate) fn backward(
     super::matmul::transpose(tape.value(kernel), depth, filters, &mut kernel_t);
     let mut sums = None;
     if tape.requires_grad(x) {
-        tape.accumulate(x, |t, dx| {
+        tape.accumulate_or_write(x, |t, dx, fresh| {
             let upstream = Upstream {
                 g,
                 relu_output: relu.map(|y| t.value(y)),
@@ -343,7 +344,7 @@ pub(crate) fn backward(
                 &window,
                 filters,
                 &upstream,
-                Some(dx),
+                Some(InputGrad { dx, fresh }),
             ));
         });
     } else {
@@ -369,6 +370,13 @@ pub(crate) fn backward(
     }
 }
 
+/// Where the input gradient goes; when `fresh`, `dx` holds no gradient yet (nor zeros):
+/// each block zeroes its part just before adding to it, while it is in cache.
+struct InputGrad<'a> {
+    dx: &'a mut [f32],
+    fresh: bool,
+}
+
 /// The gradient reaching the convolution: `g`, masked where a fused ReLU's output is 0.
 struct Upstream<'a> {
     g: &'a [f32],
@@ -383,9 +391,10 @@ fn backward_blocks(
     w: &Window,
     filters: usize,
     upstream: &Upstream,
-    dx: Option<&mut [f32]>,
+    dx: Option<InputGrad>,
 ) -> Vec<f32> {
     let image_len = w.input_pixels() * w.channels as usize;
+    let fresh_dx = dx.as_ref().is_some_and(|d| d.fresh);
     let batch = x.len() / image_len.max(1);
     let per_block = images_per_block(w, batch);
     let blocks = batch.div_ceil(per_block);
@@ -394,7 +403,7 @@ fn backward_blocks(
     // would change the summation order, and so the bits, from run to run).
     let per_group = blocks.div_ceil(SUM_GROUPS) * per_block;
     let dx_groups: Vec<Option<&mut [f32]>> = match dx {
-        Some(dx) => dx.chunks_mut(per_group * image_len).map(Some).collect(),
+        Some(grad) => grad.dx.chunks_mut(per_group * image_len).map(Some).collect(),
         None => (0..batch.div_ceil(per_group)).map(|_| None).collect(),
     };
     let g_len = per_group * w.output_pixels() * filters;
@@ -409,6 +418,7 @@ fn backward_blocks(
                 x,
                 g,
                 relu_output: upstream.relu_output.map(|_| y),
+                fresh_dx,
             };
             group.backward(kernel_t, w, filters, per_block, dx)
         })
@@ -426,11 +436,13 @@ fn backward_blocks(
 /// Groups the kernel gradient's partial sums are split into (see [`backward_blocks`]).
 const SUM_GROUPS: usize = 4;
 
-/// One group's images, their upstream gradient and (with a fused ReLU) outputs.
+/// One group's images, their upstream gradient and (with a fused ReLU) outputs; whether
+/// its `dx` must be zeroed before the first addition.
 struct Group<'a> {
     x: &'a [f32],
     g: &'a [f32],
     relu_output: Option<&'a [f32]>,
+    fresh_dx: bool,
 }
 
 impl Group<'_> {
@@ -490,7 +502,12 @@ impl Group<'_> {
                 // The im2col buffer is free again: reuse it for this block's dcols.
                 let (lhs, rhs) = (MatRef::row_major(g, filters), MatRef::row_major(kernel_t, depth));
                 gemm_single_thread(rows, depth, filters, &mut cols, false, lhs, rhs);
-                col2im(&cols, w, &mut dx[b * per_block * image_len..]);
+                let images = rows / w.output_pixels().max(1);
+                let block_dx = &mut dx[b * per_block * image_len..][..images * image_len];
+                if self.fresh_dx {
+                    block_dx.fill(0.0);
+                }
+                col2im(&cols, w, block_dx);
             }
         }
         sums

@@ -92,8 +92,9 @@ fn fmix32(mut x: u32) -> u32 {
 
 /// `dx += g ⊙ mask`.
 pub(crate) fn backward(tape: &mut Tape, x: Var, out: Var, g: &[f32]) {
-    tape.accumulate(x, |t, dx| {
-        parallel::update2(dx, g, t.saved(out), |d, g, m| d + g * m)
+    tape.accumulate_or_write(x, |t, dx, fresh| {
+        let base = |d: f32| if fresh { 0.0 } else { d };
+        parallel::update2(dx, g, t.saved(out), |d, g, m| base(d) + g * m)
     });
 }
 

@@ -263,13 +263,13 @@ pub(crate) fn backward(tape: &mut Tape, a: Var, b: Var, g: &[f32]) {
         // gemm is slow on a strided (transposed) right-hand side: transpose b first.
         let mut bt = tape.alloc(k * n);
         transpose(tape.value(b), k, n, &mut bt);
-        tape.accumulate(a, |_, da| {
+        tape.accumulate_or_write(a, |_, da, fresh| {
             gemm(
                 m,
                 k,
                 n,
                 da,
-                true,
+                !fresh,
                 MatRef::row_major(g, n),
                 MatRef::row_major(&bt, k),
             );

@@ -115,59 +115,125 @@ fn pooled_shape(input: Shape, window: &Window) -> Result<(usize, Shape)> {
 /// as an iterator: the per-window work is a few vector-wide channel loops, and an iterator
 /// behind `dyn` per tap cost more than they did.
 fn for_each_window(w: &Window, mut f: impl FnMut(usize, &[usize])) {
-    let c = w.channels as usize;
     let mut taps = Vec::with_capacity(w.height.kernel as usize * w.width.kernel as usize);
     for oh in 0..w.height.output as usize {
         for ow in 0..w.width.output as usize {
-            taps.clear();
-            for ih in (0..w.height.kernel as usize).filter_map(|i| w.height.source(oh, i)) {
-                for iw in (0..w.width.kernel as usize).filter_map(|j| w.width.source(ow, j)) {
-                    taps.push((ih * w.width.input as usize + iw) * c);
-                }
-            }
+            window_taps(w, oh, ow, &mut taps);
             f(oh * w.width.output as usize + ow, &taps);
         }
     }
 }
 
-/// Max pooling of one image; `from` gets each maximum's index in the batch tensor (as the
-/// bits of an f32, since saved buffers are f32). The scan over a window's taps keeps, per
-/// channel, the best value and the ordinal of the tap it came from, both as plain selects
-/// on equal-width lanes, which the compiler turns into vector code; the ordinals become
-/// batch indices once per window.
-fn max_image(image: &[f32], offset: usize, w: &Window, y: &mut [f32], from: &mut [f32]) {
+/// The offsets in its image of output pixel (oh, ow)'s in-image taps, into `taps`.
+#[inline(always)]
+fn window_taps(w: &Window, oh: usize, ow: usize, taps: &mut Vec<usize>) {
     let c = w.channels as usize;
-    let mut best_tap = vec![0u32; c];
-    for_each_window(w, |pixel, taps| {
-        let (best, index) = (&mut y[pixel * c..][..c], &mut from[pixel * c..][..c]);
-        let Some((&first, rest)) = taps.split_first() else {
-            return; // every window holds a tap: `same` padding centres it on the image
-        };
-        best.copy_from_slice(&image[first..first + c]);
-        best_tap.fill(0);
-        for (ordinal, &at) in (1u32..).zip(rest) {
-            let src = &image[at..at + c];
-            for ((b, t), &v) in best.iter_mut().zip(best_tap.iter_mut()).zip(src) {
-                // Selects written as bit masks: as `if`s, LLVM turned them into a
-                // conditional store per lane and the loop ran 4 lanes with branches.
-                let take = ((v > *b) as u32).wrapping_neg();
-                *b = f32::from_bits((v.to_bits() & take) | (b.to_bits() & !take));
-                *t = (ordinal & take) | (*t & !take);
+    taps.clear();
+    for ih in (0..w.height.kernel as usize).filter_map(|i| w.height.source(oh, i)) {
+        for iw in (0..w.width.kernel as usize).filter_map(|j| w.width.source(ow, j)) {
+            taps.push((ih * w.width.input as usize + iw) * c);
+        }
+    }
+}
+
+/// Max pooling of one image; `from` gets each maximum's index in the batch tensor (as the
+/// bits of an f32, since saved buffers are f32). Compiled for AVX-512 and AVX2 as well as
+/// the baseline: SSE2 has no vector blend, and there the selects ran one lane at a time.
+fn max_image(image: &[f32], offset: usize, w: &Window, y: &mut [f32], from: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F, checked just above.
+            return unsafe { max_image_avx512(image, offset, w, y, from) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { max_image_avx2(image, offset, w, y, from) };
+        }
+    }
+    max_image_body(image, offset, w, y, from)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn max_image_avx512(image: &[f32], offset: usize, w: &Window, y: &mut [f32], from: &mut [f32]) {
+    max_image_body(image, offset, w, y, from)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn max_image_avx2(image: &[f32], offset: usize, w: &Window, y: &mut [f32], from: &mut [f32]) {
+    max_image_body(image, offset, w, y, from)
+}
+
+/// Channels go 16 at a time through fixed-size lanes, so the scan compiles to vector
+/// selects with no library calls.
+#[inline(always)]
+fn max_image_body(image: &[f32], offset: usize, w: &Window, y: &mut [f32], from: &mut [f32]) {
+    let c = w.channels as usize;
+    let mut taps = Vec::with_capacity(w.taps());
+    // The window loop is written out here rather than through `for_each_window`: a closure
+    // is compiled on its own, without this function's target features.
+    for oh in 0..w.height.output as usize {
+        for ow in 0..w.width.output as usize {
+            window_taps(w, oh, ow, &mut taps);
+            if taps.is_empty() {
+                continue; // every window holds a tap: `same` padding centres it on the image
+            }
+            let pixel = oh * w.width.output as usize + ow;
+            let (best, index) = (&mut y[pixel * c..][..c], &mut from[pixel * c..][..c]);
+            let mut ch = 0;
+            while c - ch >= LANES {
+                max_lanes::<LANES>(image, &taps, ch, offset, best, index);
+                ch += LANES;
+            }
+            for ch in ch..c {
+                max_lanes::<1>(image, &taps, ch, offset, best, index);
             }
         }
-        for (ch, (i, &t)) in index.iter_mut().zip(&best_tap).enumerate() {
-            *i = f32::from_bits((offset + taps[t as usize] + ch) as u32);
+    }
+}
+
+const LANES: usize = 16;
+
+/// Channels ch..ch+L of one window: per channel, the first tap holding the largest value
+/// (a later tap wins only if strictly greater, so a NaN in the first tap stays and later
+/// NaNs are passed over), and that tap's index in the batch.
+#[inline(always)]
+fn max_lanes<const L: usize>(
+    image: &[f32],
+    taps: &[usize],
+    ch: usize,
+    offset: usize,
+    best: &mut [f32],
+    index: &mut [f32],
+) {
+    let lanes = |at: usize| -> &[f32; L] { image[at + ch..][..L].try_into().expect("L lanes") };
+    let mut top = *lanes(taps[0]);
+    let mut top_tap = [0u32; L];
+    for (ordinal, &at) in (1u32..).zip(&taps[1..]) {
+        for ((b, t), &v) in top.iter_mut().zip(top_tap.iter_mut()).zip(lanes(at)) {
+            // Selects written as bit masks: as `if`s, LLVM turned them into a
+            // conditional store per lane and the loop ran 4 lanes with branches.
+            let take = ((v > *b) as u32).wrapping_neg();
+            *b = f32::from_bits((v.to_bits() & take) | (b.to_bits() & !take));
+            *t = (ordinal & take) | (*t & !take);
         }
-    });
+    }
+    best[ch..ch + L].copy_from_slice(&top);
+    for (lane, (i, &t)) in index[ch..ch + L].iter_mut().zip(&top_tap).enumerate() {
+        *i = f32::from_bits((offset + taps[t as usize] + ch + lane) as u32);
+    }
 }
 
 /// `dx[argmax] += g`, image by image in parallel (each window's source lies in its own
-/// image, so the images' slices of `dx` are disjoint).
+/// image, so the images' slices of `dx` are disjoint). A fresh `dx` is zeroed image by
+/// image just before its scatter, while the slice is in cache.
 pub(crate) fn max_backward(tape: &mut Tape, x: Var, out: Var, g: &[f32]) {
     let s = tape.shape(x);
     let (batch, image_len) = (s.dims()[0], s.numel() / s.dims()[0].max(1));
     let per_image = g.len() / batch.max(1);
-    tape.accumulate(x, |t, dx| {
+    tape.accumulate_or_write(x, |t, dx, fresh| {
         dx.par_chunks_mut(image_len.max(1))
             .zip(
                 t.saved(out)
@@ -176,6 +242,9 @@ pub(crate) fn max_backward(tape: &mut Tape, x: Var, out: Var, g: &[f32]) {
             )
             .enumerate()
             .for_each(|(b, (dx, (from, g)))| {
+                if fresh {
+                    dx.fill(0.0);
+                }
                 let offset = b * image_len;
                 for (&from, &g) in from.iter().zip(g) {
                     dx[from.to_bits() as usize - offset] += g;

@@ -29,7 +29,15 @@ impl Tape<'_> {
 }
 
 pub(crate) fn backward(tape: &mut Tape, x: Var, g: &[f32]) {
-    tape.accumulate(x, |_, dx| parallel::axpy(dx, 1.0, g));
+    pass_through(tape, x, g);
+}
+
+/// `dx += g`, for ops whose gradient reaches their input unchanged. A first gradient is
+/// written rather than added to zeros; `0 + g` keeps the sign of zero the addition gave.
+pub(crate) fn pass_through(tape: &mut Tape, x: Var, g: &[f32]) {
+    tape.accumulate_or_write(x, |_, dx, fresh| {
+        parallel::update1(dx, g, |d, g| if fresh { 0.0 + g } else { d + g })
+    });
 }
 
 #[cfg(test)]

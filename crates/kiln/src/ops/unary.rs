@@ -143,7 +143,7 @@ pub(crate) fn backward(tape: &mut Tape, x: Var, out: Var, op: UnaryOp, g: &[f32]
 /// `dx[i] += g[i] · df(x[i], y[i])`, x and y folded into one pass; `df` is a closure so
 /// each op's loop is compiled with the op fixed.
 fn accumulate_derivative(tape: &mut Tape, x: Var, out: Var, g: &[f32], df: impl Fn(f32, f32) -> f32 + Sync) {
-    tape.accumulate(x, |t, dx| {
+    tape.accumulate_or_write(x, |t, dx, fresh| {
         let (xs, ys) = (t.value(x), t.value(out));
         let n = dx.len();
         let work = |start: usize, chunk: &mut [f32]| {
@@ -152,8 +152,10 @@ fn accumulate_derivative(tape: &mut Tape, x: Var, out: Var, g: &[f32], df: impl 
                 &ys[start..][..chunk.len()],
                 &g[start..][..chunk.len()],
             );
+            // A first gradient (`fresh`) is written, not added to zeros; `0 + v` keeps the
+            // sign of zero the addition gave.
             for (((d, &x), &y), &g) in chunk.iter_mut().zip(xs).zip(ys).zip(g) {
-                *d += g * df(x, y);
+                *d = if fresh { 0.0 } else { *d } + g * df(x, y);
             }
         };
         if n < parallel::PAR_THRESHOLD {

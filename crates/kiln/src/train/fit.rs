@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::autograd::Tape;
-use crate::data::{epoch_order, gather_batch, Augmentation, Dataset};
+use crate::data::{epoch_order, gather_batch, prefetch_batch, Augmentation, Dataset};
 use crate::error::{Error, Result};
 use crate::nn::{Loss, Mode, Sequential};
 use crate::optim::{GradientClipping, Optimizer, OptimizerSpec, Schedule};
@@ -566,7 +566,10 @@ impl Sequential {
         let mut communication_seconds = 0.0;
         let steps = order.len().div_ceil(options.batch_size);
         let mut result = Ok(());
-        for (step, batch) in order.chunks(options.batch_size).enumerate() {
+        let mut batches = order.chunks(options.batch_size).peekable();
+        let mut step = 0;
+        while let Some(batch) = batches.next() {
+            step += 1;
             let (mut x, mut y) = (std::mem::take(&mut c.batch_x), std::mem::take(&mut c.batch_y));
             let (mine, global) = match options.distributed {
                 Some(group) => (
@@ -579,6 +582,13 @@ impl Sequential {
                 None => (batch, None),
             };
             gather_batch(train, mine, &mut x, &mut y);
+            if let Some(next) = batches.peek() {
+                let next_mine = match options.distributed {
+                    Some(group) => distributed::shard(next, group.rank(), group.size()),
+                    None => next,
+                };
+                prefetch_batch(train, next_mine);
+            }
             if let Some(a) = options.augmentation {
                 a.apply(&mut x, &train.sample_shape, mine, options.seed, epoch);
             }
@@ -594,7 +604,7 @@ impl Sequential {
                 Ok(s) => {
                     result = Err(Error::Diverged {
                         epoch: epoch + 1,
-                        step: step + 1,
+                        step,
                         steps,
                         loss: s.loss,
                     });
@@ -606,7 +616,7 @@ impl Sequential {
                 }
             }
             let progress = BatchProgress {
-                step: step + 1,
+                step,
                 steps,
                 loss: (loss_sum / seen.max(1) as f64) as f32,
                 accuracy: (correct as f64 / seen.max(1) as f64) as f32,
