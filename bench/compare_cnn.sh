@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Side by side, in one sitting: the classic Keras MNIST CNN (Conv 32 3x3 relu -> Conv 64 3x3
-# relu -> MaxPool 2 -> Dropout 0.25 -> Flatten -> Dense 128 relu -> Dropout 0.5 -> Dense 10
-# softmax; Adam 1e-3; sparse categorical cross-entropy) trained by kiln (examples/mnist-cnn.toml),
+# Side by side, in one sitting: kiln's MNIST CNN (examples/mnist-cnn.toml: Conv 32 3x3 relu ->
+# MaxPool 2 -> Conv 64 3x3 relu -> MaxPool 2 -> Flatten -> Dropout 0.25 -> Dense 128 relu ->
+# Dropout 0.5 -> Dense 10 softmax; Adam 1e-3; sparse categorical cross-entropy; or, with
+# SPEC=examples/mnist-cnn-classic.toml, the classic Keras MNIST CNN) trained by kiln,
 # Keras and PyTorch (denormals flushed) on the same MNIST files, one after another, repeated
 # ROUNDS times alternating. Issue 6's acceptance: kiln s/epoch <= 0.7 x PyTorch-FTZ's and
 # <= 0.5 x Keras's. Prints a Markdown table (also bench/out/compare-cnn.md and .json).
@@ -174,7 +175,7 @@ lines += ["", f"Highest 1-minute load average seen around a run: {max_load:.2f} 
 table = "\n".join(lines)
 print(table)
 open(f"{out}/compare-cnn.md", "w").write(table + "\n")
-json.dump({"model": "mnist-cnn", "epochs": epochs, "rounds": rounds, "batch": batch, "validation_split": split,
+json.dump({"model": model_description(), "epochs": epochs, "rounds": rounds, "batch": batch, "validation_split": split,
            "torch_memory_format": torch_fmt, "cores": os.cpu_count(), "targets": targets, "results": rows},
           open(f"{out}/compare-cnn.json", "w"), indent=2)
 PY

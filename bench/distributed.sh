@@ -48,8 +48,8 @@ run() {
 run mlp-1 examples/mnist-mlp.toml "$MLP_EPOCHS" 1
 run mlp-2 examples/mnist-mlp.toml "$MLP_EPOCHS" 2
 if [ "$CNN_EPOCHS" -gt 0 ]; then
-  run cnn-1 examples/mnist-cnn.toml "$CNN_EPOCHS" 1
-  run cnn-2 examples/mnist-cnn.toml "$CNN_EPOCHS" 2
+  run cnn-1 examples/mnist-cnn-classic.toml "$CNN_EPOCHS" 1
+  run cnn-2 examples/mnist-cnn-classic.toml "$CNN_EPOCHS" 2
 fi
 
 # One step of the MLP on one thread (batch 64), for the efficiency predictions.

@@ -1,12 +1,13 @@
-"""A kiln CNN spec's model (by default the classic Keras MNIST CNN, examples/mnist-cnn.toml)
+"""A kiln CNN spec's model (by default kiln's MNIST CNN, examples/mnist-cnn.toml)
 built in Keras or PyTorch, for the side-by-side CNN benchmark (issue 6; bench/compare_cnn.sh). Same data handling as ../shared/peers and peer_mlp.py:
 MNIST from the local IDX files, pixels scaled to [0, 1], the last fraction of the training
 set held out for validation before any shuffling (as Keras's validation_split does), the
 rest shuffled every epoch. Prints one JSON line (last line of stdout).
 
-    The default spec: Conv2D 32 3x3 relu (valid) -> Conv2D 64 3x3 relu -> MaxPool 2x2 -> Dropout 0.25 -> Flatten
-    -> Dense 128 relu -> Dropout 0.5 -> Dense 10 softmax; Adam 1e-3; sparse categorical
+    The default spec: Conv2D 32 3x3 relu (valid) -> MaxPool 2x2 -> Conv2D 64 3x3 relu -> MaxPool 2x2 -> Flatten
+    -> Dropout 0.25 -> Dense 128 relu -> Dropout 0.5 -> Dense 10 softmax; Adam 1e-3; sparse categorical
     cross-entropy (PyTorch: CrossEntropyLoss on the logits, the same loss fused).
+    --spec examples/mnist-cnn-classic.toml builds the classic Keras MNIST CNN instead.
 
     python peer_cnn.py --framework keras|pytorch [--epochs 12] [--batch 128] [--seed 0]
                        [--validation-split 0.1] [--subset N] [--threads N]

@@ -164,36 +164,13 @@ fn norm_rows(x: &mut [f32], width: usize, gamma: &[f32], beta: &[f32], eps: f32)
     }
 }
 
-/// `out = x · kernel + bias` row by row (x: rows × inputs, kernel: inputs × outputs).
-/// Each output element is the bias plus its products added in input order, the same
-/// whether its row comes alone or with others; four rows share each kernel row's loads.
-/// Compiled for AVX-512 and AVX2 too (the baseline target runs the row updates 4 lanes
-/// wide); elementwise multiply-adds round the same at any width.
-fn linear_rows(x: &[f32], inputs: usize, kernel: &[f32], bias: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F, checked just above.
-            return unsafe { linear_rows_avx512(x, inputs, kernel, bias, out) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2, checked just above.
-            return unsafe { linear_rows_avx2(x, inputs, kernel, bias, out) };
-        }
-    }
-    linear_rows_with(x, inputs, kernel, bias, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn linear_rows_avx512(x: &[f32], inputs: usize, kernel: &[f32], bias: &[f32], out: &mut [f32]) {
-    linear_rows_with(x, inputs, kernel, bias, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn linear_rows_avx2(x: &[f32], inputs: usize, kernel: &[f32], bias: &[f32], out: &mut [f32]) {
-    linear_rows_with(x, inputs, kernel, bias, out)
+crate::ops::simd::widest_simd! {
+    /// `out = x · kernel + bias` row by row (x: rows × inputs, kernel: inputs × outputs).
+    /// Each output element is the bias plus its products added in input order, the same
+    /// whether its row comes alone or with others; four rows share each kernel row's loads.
+    /// Compiled for AVX-512 and AVX2 too (the baseline target runs the row updates 4 lanes
+    /// wide); elementwise multiply-adds round the same at any width.
+    fn linear_rows(x: &[f32], inputs: usize, kernel: &[f32], bias: &[f32], out: &mut [f32]) => linear_rows_with
 }
 
 #[inline(always)]

@@ -41,30 +41,11 @@ pub(crate) fn fill_mask(mask: &mut [f32], rate: f32, rng: &mut Rng) {
     // The hash multiplies 32-bit integers, which the baseline x86-64 target (SSE2) cannot
     // do in vectors; compiled for AVX2 or AVX-512 the loop runs 8 or 16 lanes wide. Integer
     // arithmetic is exact, so every path draws the same mask.
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F, checked just above.
-            return unsafe { fill_mask_avx512(mask, rate, seed) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2, checked just above.
-            return unsafe { fill_mask_avx2(mask, rate, seed) };
-        }
-    }
-    fill_mask_with(mask, rate, seed)
+    fill_mask_widest(mask, rate, seed)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn fill_mask_avx512(mask: &mut [f32], rate: f32, seed: u64) {
-    fill_mask_with(mask, rate, seed)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn fill_mask_avx2(mask: &mut [f32], rate: f32, seed: u64) {
-    fill_mask_with(mask, rate, seed)
+super::simd::widest_simd! {
+    fn fill_mask_widest(mask: &mut [f32], rate: f32, seed: u64) => fill_mask_with
 }
 
 #[inline(always)]

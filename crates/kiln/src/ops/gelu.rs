@@ -67,62 +67,14 @@ fn backward_body(dx: &mut [f32], g: &[f32], x: &[f32]) {
     }
 }
 
-/// `y = gelu(x)` over a slice, with the widest vectors this CPU has.
-pub fn forward(y: &mut [f32], x: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F, checked just above.
-            return unsafe { forward_avx512(y, x) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has AVX2 and FMA, checked just above.
-            return unsafe { forward_avx2(y, x) };
-        }
-    }
-    forward_body(y, x)
+super::simd::widest_simd! {
+    /// `y = gelu(x)` over a slice, with the widest vectors this CPU has.
+    pub fn forward(y: &mut [f32], x: &[f32]) => forward_body
 }
 
-/// `dx += g · gelu'(x)` over a slice.
-pub fn backward(dx: &mut [f32], g: &[f32], x: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F, checked just above.
-            return unsafe { backward_avx512(dx, g, x) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has AVX2 and FMA, checked just above.
-            return unsafe { backward_avx2(dx, g, x) };
-        }
-    }
-    backward_body(dx, g, x)
-}
-
-// The copies differ only in vector width: Rust never fuses a·b + c into an FMA on its own,
-// so every path rounds identically.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn forward_avx512(y: &mut [f32], x: &[f32]) {
-    forward_body(y, x)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn forward_avx2(y: &mut [f32], x: &[f32]) {
-    forward_body(y, x)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn backward_avx512(dx: &mut [f32], g: &[f32], x: &[f32]) {
-    backward_body(dx, g, x)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn backward_avx2(dx: &mut [f32], g: &[f32], x: &[f32]) {
-    backward_body(dx, g, x)
+super::simd::widest_simd! {
+    /// `dx += g · gelu'(x)` over a slice.
+    pub fn backward(dx: &mut [f32], g: &[f32], x: &[f32]) => backward_body
 }
 
 #[cfg(test)]

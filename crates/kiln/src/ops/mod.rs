@@ -20,6 +20,7 @@ pub mod penalty;
 pub mod pool;
 pub mod reduce;
 pub mod reshape;
+pub(crate) mod simd;
 pub mod softmax;
 pub mod stable_matmul;
 pub mod unary;

@@ -136,34 +136,12 @@ fn window_taps(w: &Window, oh: usize, ow: usize, taps: &mut Vec<usize>) {
     }
 }
 
-/// Max pooling of one image; `from` gets each maximum's index in the batch tensor (as the
-/// bits of an f32, since saved buffers are f32). Compiled for AVX-512 and AVX2 as well as
-/// the baseline: SSE2 has no vector blend, and there the selects ran one lane at a time.
-fn max_image(image: &[f32], offset: usize, w: &Window, y: &mut [f32], from: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F, checked just above.
-            return unsafe { max_image_avx512(image, offset, w, y, from) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2, checked just above.
-            return unsafe { max_image_avx2(image, offset, w, y, from) };
-        }
-    }
-    max_image_body(image, offset, w, y, from)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn max_image_avx512(image: &[f32], offset: usize, w: &Window, y: &mut [f32], from: &mut [f32]) {
-    max_image_body(image, offset, w, y, from)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn max_image_avx2(image: &[f32], offset: usize, w: &Window, y: &mut [f32], from: &mut [f32]) {
-    max_image_body(image, offset, w, y, from)
+super::simd::widest_simd! {
+    /// Max pooling of one image; `from` gets each maximum's index in the batch tensor (as
+    /// the bits of an f32, since saved buffers are f32). Compiled for AVX-512 and AVX2 as
+    /// well as the baseline: SSE2 has no vector blend, and there the selects ran one lane
+    /// at a time.
+    fn max_image(image: &[f32], offset: usize, w: &Window, y: &mut [f32], from: &mut [f32]) => max_image_body
 }
 
 /// Channels go 16 at a time through fixed-size lanes, so the scan compiles to vector
