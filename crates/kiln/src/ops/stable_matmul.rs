@@ -41,6 +41,10 @@ pub fn stable_gemm(m: usize, n: usize, k: usize, x: &[f32], w: &[f32], y: &mut [
     if m == 0 || n == 0 {
         return;
     }
+    if k == 0 {
+        y.fill(0.0); // an empty sum
+        return;
+    }
     let parallel = m * n * k >= PARALLEL_MIN_WORK && rayon::current_num_threads() > 1;
     if !parallel {
         block(k, n, x, w, y, 0..n);
@@ -306,6 +310,7 @@ mod tests {
         // Row counts around the 6-row tile and the row-split threshold, column counts
         // around the 16-lane vector, 64-column panel and 256-column band.
         for &(m, n, k) in &[
+            (3, 5, 0),
             (1, 1, 1),
             (1, 10, 512),
             (1, 300, 70),
@@ -321,6 +326,9 @@ mod tests {
             let mut y = vec![f32::NAN; m * n];
             stable_gemm(m, n, k, &x, &w, &mut y);
             assert_eq!(bits(&y), want, "{m}×{k}·{k}×{n}");
+            if k == 0 {
+                continue; // handled before any kernel runs
+            }
             let mut portable = vec![f32::NAN; m * n];
             block_portable(k, n, &x, &w, &mut portable, 0..n);
             assert_eq!(bits(&portable), want, "portable {m}×{k}·{k}×{n}");
