@@ -319,6 +319,52 @@ mod tests {
     }
 
     #[test]
+    fn max_pooling_and_its_gradient_match_a_scan_by_hand_on_wide_channels_ties_and_nans() {
+        // 37 channels: two 16-lane groups and a 5-channel tail. Values repeat (ties keep
+        // the first tap) and a few are NaN (a first-tap NaN stays, later ones are skipped).
+        let (h, w, c) = (5, 4, 37);
+        let x: Vec<f32> = (0..2 * h * w * c)
+            .map(|i| match i % 23 {
+                7 => f32::NAN,
+                k => (k % 5) as f32 - (i % 3) as f32,
+            })
+            .collect();
+        let window = window((h, w, c), 2, 2, Padding::Same);
+        let mut p = crate::params::ParamStore::new();
+        let mut ws = crate::autograd::Workspace::new();
+        let mut t = Tape::new(&mut p, &mut ws);
+        let v = t.leaf(&x, Shape::new(&[2, h, w, c]), true);
+        let y = t.max_pool2d(v, window).unwrap();
+        let got = t.value(y).to_vec();
+        let total = t.sum(y);
+        t.backward(total);
+        let routed = t.grad(v).unwrap().to_vec();
+        let (mut want, mut want_routed) = (Vec::new(), vec![0.0; x.len()]);
+        for (b, image) in x.chunks(h * w * c).enumerate() {
+            for oh in 0..window.height.output as usize {
+                for ow in 0..window.width.output as usize {
+                    let mut taps = Vec::new();
+                    window_taps(&window, oh, ow, &mut taps);
+                    for ch in 0..c {
+                        let (mut best, mut from) = (image[taps[0] + ch], taps[0]);
+                        for &at in &taps[1..] {
+                            if image[at + ch] > best {
+                                (best, from) = (image[at + ch], at);
+                            }
+                        }
+                        want.push(best);
+                        want_routed[b * h * w * c + from + ch] += 1.0;
+                    }
+                }
+            }
+        }
+        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want));
+        // Backward sends each window's gradient to the tap the maximum came from.
+        assert_eq!(routed, want_routed);
+    }
+
+    #[test]
     fn gradient_checks() {
         // Distinct values a step apart, so no finite-difference nudge changes a maximum.
         let distinct: Vec<f32> = {
