@@ -1,10 +1,12 @@
 //! Micro-benchmarks of the reference model's hot kernels (`cargo bench -p kiln`): its three
-//! matmul shapes (forward, weight gradient, input gradient), the fused softmax +
-//! cross-entropy, and the Adam update over the first layer's 401,920 parameters.
+//! matmul shapes (forward, weight gradient, input gradient), the inference product on the
+//! first layer at batch 1 and 1024 (kiln's row-stable kernel beside gemm), the fused
+//! softmax + cross-entropy, and the Adam update over the first layer's 401,920 parameters.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use kiln::autograd::{Tape, Workspace};
 use kiln::ops::matmul::{gemm, MatRef};
+use kiln::ops::stable_matmul::stable_gemm;
 use kiln::ops::Targets;
 use kiln::optim::OptimizerSpec;
 use kiln::params::ParamStore;
@@ -79,6 +81,31 @@ fn matmul_shapes(c: &mut Criterion) {
     group.finish();
 }
 
+/// The first layer's product at inference, batch 1 and 1024: the row-stable kernel `predict`
+/// uses, and gemm on the same shape for reference.
+fn inference_product(c: &mut Criterion) {
+    let mut group = c.benchmark_group("inference");
+    let w = random(INPUT * HIDDEN, 2);
+    for rows in [1, 1024] {
+        let x = random(rows * INPUT, 5);
+        let mut y = vec![0.0; rows * HIDDEN];
+        group.throughput(Throughput::Elements((2 * rows * INPUT * HIDDEN) as u64));
+        group.bench_function(format!("stable_gemm x({rows}x784)·W(784x512)"), |b| {
+            b.iter(|| stable_gemm(rows, HIDDEN, INPUT, black_box(&x), &w, &mut y))
+        });
+        group.bench_function(format!("gemm x({rows}x784)·W(784x512)"), |b| {
+            b.iter(|| {
+                let (lhs, rhs) = (
+                    MatRef::row_major(black_box(&x), INPUT),
+                    MatRef::row_major(&w, HIDDEN),
+                );
+                gemm(rows, HIDDEN, INPUT, &mut y, false, lhs, rhs)
+            })
+        });
+    }
+    group.finish();
+}
+
 fn softmax_cross_entropy(c: &mut Criterion) {
     let logits = random(BATCH * CLASSES, 5);
     let labels: Vec<u32> = (0..BATCH as u32).map(|i| i % CLASSES as u32).collect();
@@ -139,6 +166,7 @@ fn dropout(c: &mut Criterion) {
 criterion_group!(
     benches,
     matmul_shapes,
+    inference_product,
     softmax_cross_entropy,
     adam_update,
     dropout
