@@ -46,7 +46,10 @@ pub fn stable_gemm(m: usize, n: usize, k: usize, x: &[f32], w: &[f32], y: &mut [
         return;
     }
     let parallel = m * n * k >= PARALLEL_MIN_WORK && rayon::current_num_threads() > 1;
-    if !parallel {
+    // Off the pool (`kiln serve`'s compute threads), a few rows would wait for a sleeping
+    // worker to wake: one request at a time, serving ran at half the rate with the split.
+    let splits_cheaply = m >= MIN_ROWS_FOR_ROW_SPLIT || rayon::current_thread_index().is_some();
+    if !parallel || !splits_cheaply {
         block(k, n, x, w, y, 0..n);
     } else if m >= MIN_ROWS_FOR_ROW_SPLIT {
         // Equal shares in whole 6-row tiles, so no thread waits on a longer one.
