@@ -206,6 +206,19 @@ impl Workspace {
     }
 }
 
+/// What an elementwise rule adds its contribution to under
+/// [`Tape::accumulate_or_write`]: the gradient so far, or zero for a fresh buffer (whose
+/// contents are not a gradient). Adding to `0.0` rather than writing the value keeps the
+/// sign of zero the zero-filled path gave, so both paths produce the same bits.
+#[inline(always)]
+pub(crate) fn gradient_base(fresh: bool, so_far: f32) -> f32 {
+    if fresh {
+        0.0
+    } else {
+        so_far
+    }
+}
+
 pub struct Tape<'a> {
     pub(crate) params: &'a mut ParamStore,
     ws: &'a mut Workspace,

@@ -344,7 +344,8 @@ pub(crate) fn backward(
                 &window,
                 filters,
                 &upstream,
-                Some(InputGrad { dx, fresh }),
+                Some(dx),
+                fresh,
             ));
         });
     } else {
@@ -359,6 +360,7 @@ pub(crate) fn backward(
             filters,
             &upstream,
             None,
+            false,
         ));
     }
     tape.recycle(kernel_t);
@@ -370,13 +372,6 @@ pub(crate) fn backward(
     }
 }
 
-/// Where the input gradient goes; when `fresh`, `dx` holds no gradient yet (nor zeros):
-/// each block zeroes its part just before adding to it, while it is in cache.
-struct InputGrad<'a> {
-    dx: &'a mut [f32],
-    fresh: bool,
-}
-
 /// The gradient reaching the convolution: `g`, masked where a fused ReLU's output is 0.
 struct Upstream<'a> {
     g: &'a [f32],
@@ -384,17 +379,18 @@ struct Upstream<'a> {
 }
 
 /// The kernel gradient followed by the bias gradient, summed over blocks, and, when `dx`
-/// is given, the input gradient of each block.
+/// is given, the input gradient of each block. A `fresh_dx` holds no gradient yet (nor
+/// zeros): each block zeroes its part just before adding to it, while it is in cache.
 fn backward_blocks(
     x: &[f32],
     kernel_t: &[f32],
     w: &Window,
     filters: usize,
     upstream: &Upstream,
-    dx: Option<InputGrad>,
+    dx: Option<&mut [f32]>,
+    fresh_dx: bool,
 ) -> Vec<f32> {
     let image_len = w.input_pixels() * w.channels as usize;
-    let fresh_dx = dx.as_ref().is_some_and(|d| d.fresh);
     let batch = x.len() / image_len.max(1);
     let per_block = images_per_block(w, batch);
     let blocks = batch.div_ceil(per_block);
@@ -403,7 +399,7 @@ fn backward_blocks(
     // would change the summation order, and so the bits, from run to run).
     let per_group = blocks.div_ceil(SUM_GROUPS) * per_block;
     let dx_groups: Vec<Option<&mut [f32]>> = match dx {
-        Some(grad) => grad.dx.chunks_mut(per_group * image_len).map(Some).collect(),
+        Some(dx) => dx.chunks_mut(per_group * image_len).map(Some).collect(),
         None => (0..batch.div_ceil(per_group)).map(|_| None).collect(),
     };
     let g_len = per_group * w.output_pixels() * filters;

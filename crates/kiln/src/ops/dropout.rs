@@ -1,7 +1,7 @@
 //! Inverted dropout: during training each element is zeroed with probability `rate` and the
 //! survivors scaled by 1/(1 − rate), so inference needs no rescaling.
 
-use crate::autograd::{Op, Tape, Var};
+use crate::autograd::{gradient_base, Op, Tape, Var};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
@@ -74,8 +74,7 @@ fn fmix32(mut x: u32) -> u32 {
 /// `dx += g ⊙ mask`.
 pub(crate) fn backward(tape: &mut Tape, x: Var, out: Var, g: &[f32]) {
     tape.accumulate_or_write(x, |t, dx, fresh| {
-        let base = |d: f32| if fresh { 0.0 } else { d };
-        parallel::update2(dx, g, t.saved(out), |d, g, m| base(d) + g * m)
+        parallel::update2(dx, g, t.saved(out), |d, g, m| gradient_base(fresh, d) + g * m)
     });
 }
 

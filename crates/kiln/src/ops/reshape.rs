@@ -1,6 +1,6 @@
 //! Reshape (and flatten): same values in the same order, a new shape.
 
-use crate::autograd::{Op, Tape, Var};
+use crate::autograd::{gradient_base, Op, Tape, Var};
 use crate::error::{Error, Result};
 use crate::tensor::Shape;
 
@@ -32,11 +32,11 @@ pub(crate) fn backward(tape: &mut Tape, x: Var, g: &[f32]) {
     pass_through(tape, x, g);
 }
 
-/// `dx += g`, for ops whose gradient reaches their input unchanged. A first gradient is
-/// written rather than added to zeros; `0 + g` keeps the sign of zero the addition gave.
+/// `dx += g`, for ops whose gradient reaches their input unchanged (a first gradient is
+/// written rather than added to zeros).
 pub(crate) fn pass_through(tape: &mut Tape, x: Var, g: &[f32]) {
     tape.accumulate_or_write(x, |_, dx, fresh| {
-        parallel::update1(dx, g, |d, g| if fresh { 0.0 + g } else { d + g })
+        parallel::update1(dx, g, |d, g| gradient_base(fresh, d) + g)
     });
 }
 

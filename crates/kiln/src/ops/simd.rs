@@ -6,22 +6,24 @@
 //! rounding on its own, and explicit `mul_add`s round the same in hardware as in software,
 //! so every path gives the same bits.
 
-/// `widest_simd!(fn name(args…) [-> ret] => body);` defines `name`, which calls `body`
-/// (an `#[inline(always)]` function with the same arguments) compiled for AVX-512F, else
-/// for AVX2 with FMA, else for the baseline target. Closures inside `body` are compiled on
-/// their own, without these features: write the hot loop in `body` itself.
+/// `widest_simd!(fn name[<F: Bound>](args…) [-> ret] => body);` defines `name`, which
+/// calls `body` (an `#[inline(always)]` function with the same arguments) compiled for
+/// AVX-512F, else for AVX2 with FMA, else for the baseline target. Closures built inside
+/// `body` are compiled on their own, without these features: write the hot loop in `body`
+/// itself (a closure passed in through a generic parameter is inlined into it).
 macro_rules! widest_simd {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $body:path) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident $(<$gen:ident: $bound:path>)?
+        ($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $body:path) => {
         $(#[$meta])*
-        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+        $vis fn $name $(<$gen: $bound>)? ($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f")]
-                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                unsafe fn avx512 $(<$gen: $bound>)? ($($arg: $ty),*) $(-> $ret)? {
                     $body($($arg),*)
                 }
                 #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                unsafe fn avx2 $(<$gen: $bound>)? ($($arg: $ty),*) $(-> $ret)? {
                     $body($($arg),*)
                 }
                 if std::arch::is_x86_feature_detected!("avx512f") {

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::autograd::{Op, Tape, Var};
+use crate::autograd::{gradient_base, Op, Tape, Var};
 
 use super::parallel;
 
@@ -152,10 +152,8 @@ fn accumulate_derivative(tape: &mut Tape, x: Var, out: Var, g: &[f32], df: impl 
                 &ys[start..][..chunk.len()],
                 &g[start..][..chunk.len()],
             );
-            // A first gradient (`fresh`) is written, not added to zeros; `0 + v` keeps the
-            // sign of zero the addition gave.
             for (((d, &x), &y), &g) in chunk.iter_mut().zip(xs).zip(ys).zip(g) {
-                *d = if fresh { 0.0 } else { *d } + g * df(x, y);
+                *d = gradient_base(fresh, *d) + g * df(x, y);
             }
         };
         if n < parallel::PAR_THRESHOLD {

@@ -160,6 +160,7 @@ impl Optimizer {
 /// same at any width (Rust never fuses a·b + c on its own), so every path gives the same
 /// weights bit for bit.
 mod wide {
+    /// The update of one chunk: `f(w, g, a, b)` per element, zeroing `g` when asked.
     #[inline(always)]
     fn body<F: Fn(&mut f32, f32, &mut f32, &mut f32)>(
         w: &mut [f32],
@@ -177,52 +178,15 @@ mod wide {
         }
     }
 
-    pub(super) fn update2<F: Fn(&mut f32, f32, &mut f32, &mut f32)>(
-        w: &mut [f32],
-        g: &mut [f32],
-        a: &mut [f32],
-        b: &mut [f32],
-        clear: bool,
-        f: &F,
-    ) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F, checked just above.
-                return unsafe { avx512(w, g, a, b, clear, f) };
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2, checked just above.
-                return unsafe { avx2(w, g, a, b, clear, f) };
-            }
-        }
-        body(w, g, a, b, clear, f)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn avx512<F: Fn(&mut f32, f32, &mut f32, &mut f32)>(
-        w: &mut [f32],
-        g: &mut [f32],
-        a: &mut [f32],
-        b: &mut [f32],
-        clear: bool,
-        f: &F,
-    ) {
-        body(w, g, a, b, clear, f)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn avx2<F: Fn(&mut f32, f32, &mut f32, &mut f32)>(
-        w: &mut [f32],
-        g: &mut [f32],
-        a: &mut [f32],
-        b: &mut [f32],
-        clear: bool,
-        f: &F,
-    ) {
-        body(w, g, a, b, clear, f)
+    crate::ops::simd::widest_simd! {
+        pub(super) fn update2<F: Fn(&mut f32, f32, &mut f32, &mut f32)>(
+            w: &mut [f32],
+            g: &mut [f32],
+            a: &mut [f32],
+            b: &mut [f32],
+            clear: bool,
+            f: &F,
+        ) => body
     }
 }
 

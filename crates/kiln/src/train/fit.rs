@@ -571,23 +571,14 @@ impl Sequential {
         while let Some(batch) = batches.next() {
             step += 1;
             let (mut x, mut y) = (std::mem::take(&mut c.batch_x), std::mem::take(&mut c.batch_y));
-            let (mine, global) = match options.distributed {
-                Some(group) => (
-                    distributed::shard(batch, group.rank(), group.size()),
-                    Some(GlobalBatch {
-                        group,
-                        samples: batch.len(),
-                    }),
-                ),
-                None => (batch, None),
-            };
+            let mine = share(batch, options.distributed);
+            let global = options.distributed.map(|group| GlobalBatch {
+                group,
+                samples: batch.len(),
+            });
             gather_batch(train, mine, &mut x, &mut y);
             if let Some(next) = batches.peek() {
-                let next_mine = match options.distributed {
-                    Some(group) => distributed::shard(next, group.rank(), group.size()),
-                    None => next,
-                };
-                prefetch_batch(train, next_mine);
+                prefetch_batch(train, share(next, options.distributed));
             }
             if let Some(a) = options.augmentation {
                 a.apply(&mut x, &train.sample_shape, mine, options.seed, epoch);
@@ -859,6 +850,14 @@ pub fn argmax(row: &[f32]) -> usize {
         }
     }
     best
+}
+
+/// This process's share of a batch: all of it, or its rank's shard in distributed training.
+fn share<'b>(batch: &'b [usize], group: Option<&dyn Collective>) -> &'b [usize] {
+    match group {
+        Some(group) => distributed::shard(batch, group.rank(), group.size()),
+        None => batch,
+    }
 }
 
 #[cfg(test)]
