@@ -58,14 +58,8 @@ pub(crate) enum Op {
     Sum {
         x: Var,
     },
-    Conv2d {
-        x: Var,
-        kernel: Var,
-        bias: Option<Var>,
-        window: crate::ops::conv2d::Window,
-        /// A ReLU fused onto the output.
-        relu: bool,
-    },
+    /// With a fused max pooling, the saved buffer holds where each maximum came from.
+    Conv2d(crate::ops::conv2d::ConvNode),
     /// The saved buffer holds each output's source index (as f32 bits).
     MaxPool2d {
         x: Var,
@@ -432,13 +426,7 @@ impl<'a> Tape<'a> {
             Op::Reshape { x } => reshape::backward(self, x, g),
             Op::Sum { x } => reduce::sum_backward(self, x, g),
             Op::Mean { x } => reduce::mean_backward(self, x, g),
-            Op::Conv2d {
-                x,
-                kernel,
-                bias,
-                window,
-                relu,
-            } => conv2d::backward(self, x, kernel, bias, window, relu.then_some(out), g),
+            Op::Conv2d(node) => conv2d::backward(self, node, out, g),
             Op::MaxPool2d { x } => pool::max_backward(self, x, out, g),
             Op::AvgPool2d { x, window } => pool::avg_backward(self, x, window, g),
             Op::GlobalAvgPool2d { x } => pool::global_avg_backward(self, x, g),

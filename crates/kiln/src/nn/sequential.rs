@@ -2,6 +2,7 @@
 
 use crate::autograd::{Tape, Var, Workspace};
 use crate::error::{Error, Result};
+use crate::ops::conv2d::Window;
 use crate::params::{ParamId, ParamStore};
 use crate::rng::Rng;
 use crate::tensor::{Shape, Tensor};
@@ -102,6 +103,14 @@ impl Network {
                 i += 2;
                 continue;
             }
+            if let Some((conv, pool)) = self.poolable_pair(i) {
+                let kernel = tape.param(conv.kernel);
+                let bias = conv.bias.map(|b| tape.param(b));
+                let relu = conv.activation == Activation::Relu;
+                h = tape.conv2d_max_pool(h, kernel, bias, conv.window, relu, *pool)?;
+                i += 2;
+                continue;
+            }
             h = self.layers[i].forward(tape, h, mode, fuse_final_activation && i == last)?;
             i += 1;
         }
@@ -114,6 +123,20 @@ impl Network {
     fn foldable_pair(&self, i: usize) -> Option<(&super::ConvLayer, &super::BatchNormLayer)> {
         match (self.layers.get(i)?, self.layers.get(i + 1)?) {
             (Layer::Conv2d(c), Layer::BatchNorm(b)) if c.activation == Activation::Linear => Some((c, b)),
+            _ => None,
+        }
+    }
+
+    /// A convolution (linear or ReLU) at `i` directly followed by max pooling: computed as
+    /// one op, so the convolution's output is pooled block by block while in cache and
+    /// never written out whole.
+    fn poolable_pair(&self, i: usize) -> Option<(&super::ConvLayer, &Window)> {
+        match (self.layers.get(i)?, self.layers.get(i + 1)?) {
+            (Layer::Conv2d(c), Layer::MaxPool2d(w))
+                if matches!(c.activation, Activation::Relu | Activation::Linear) =>
+            {
+                Some((c, w))
+            }
             _ => None,
         }
     }

@@ -7,6 +7,9 @@
 //! the (kh·kw·C) × filters kernel, giving the NHWC output directly. Backward rebuilds the
 //! rows, then `dkernel = colsᵀ · g` and `dx` is `g · kernelᵀ` scattered back (col2im).
 //! Both work in blocks of images whose matrix fits in L2, one block per thread at a time.
+//! An epilogue runs on each block while it is in cache: bias and ReLU, and a max pooling
+//! that follows the convolution (so a CNN's largest tensor, the convolution's output, is
+//! never written out whole; backward rebuilds each block's share of its gradient).
 //! Channels-last makes every copy a contiguous run of C values (kw·C without dilation).
 
 use rayon::prelude::*;
@@ -104,32 +107,70 @@ impl Window {
     }
 }
 
-/// Target size of one block's im2col matrix: small enough to stay in a core's L2 cache
-/// between being written and being multiplied (a whole batch's matrix, tens of MB, would
-/// stream through memory three times a step).
+/// Target size of one block's working set (its im2col matrix and its output): small
+/// enough to stay in a core's L2 cache between being written and being read again (a whole
+/// batch's matrix, tens of MB, would stream through memory three times a step).
 const BLOCK_FLOATS: usize = 1 << 17;
 
 /// Images per block: as many as fit [`BLOCK_FLOATS`], but at least two blocks per thread
 /// so both cores get work.
-fn images_per_block(w: &Window, batch: usize) -> usize {
-    let per_image = w.output_pixels() * w.taps() * w.channels as usize;
+fn images_per_block(w: &Window, filters: usize, batch: usize) -> usize {
+    let per_image = w.output_pixels() * (w.taps() * w.channels as usize + filters);
     let fit = (BLOCK_FLOATS / per_image.max(1)).max(1);
     let spread = batch.div_ceil(2 * rayon::current_num_threads()).max(1);
     fit.min(spread)
 }
 
+/// What is applied to each block of the product while it is still in cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Epilogue {
+    /// ReLU on the output.
+    pub relu: bool,
+    /// Max pooling over the (activated) output, with this window: the convolution's full
+    /// output is then never written to memory, only its pooled values.
+    pub max_pool: Option<Window>,
+}
+
 impl Tape<'_> {
     /// `x` (B, H, W, C) convolved with `kernel` (kh, kw, C, F), plus `bias` (F) if given
-    /// → (B, OH, OW, F). The bias is the product's starting value, saving a pass.
+    /// → (B, OH, OW, F).
     pub fn conv2d(&mut self, x: Var, kernel: Var, bias: Option<Var>, window: Window) -> Result<Var> {
-        self.conv2d_with(x, kernel, bias, window, false)
+        let epilogue = Epilogue {
+            relu: false,
+            max_pool: None,
+        };
+        self.conv2d_with(x, kernel, bias, window, epilogue)
     }
 
     /// [`Tape::conv2d`] followed by ReLU, applied to each block while it is in cache (and
     /// in backward, the ReLU mask applied the same way): two passes over the largest
     /// tensors of a CNN fewer than a separate activation.
     pub fn conv2d_relu(&mut self, x: Var, kernel: Var, bias: Option<Var>, window: Window) -> Result<Var> {
-        self.conv2d_with(x, kernel, bias, window, true)
+        let epilogue = Epilogue {
+            relu: true,
+            max_pool: None,
+        };
+        self.conv2d_with(x, kernel, bias, window, epilogue)
+    }
+
+    /// [`Tape::conv2d`], then ReLU if `relu`, then [`Tape::max_pool2d`] with `pool`, block
+    /// by block → (B, PH, PW, F). Each block's convolution output is pooled while in cache
+    /// and never stored; backward rebuilds a block's output gradient from the pooled
+    /// gradient and where each maximum came from.
+    pub fn conv2d_max_pool(
+        &mut self,
+        x: Var,
+        kernel: Var,
+        bias: Option<Var>,
+        window: Window,
+        relu: bool,
+        pool: Window,
+    ) -> Result<Var> {
+        let epilogue = Epilogue {
+            relu,
+            max_pool: Some(pool),
+        };
+        self.conv2d_with(x, kernel, bias, window, epilogue)
     }
 
     fn conv2d_with(
@@ -138,7 +179,7 @@ impl Tape<'_> {
         kernel: Var,
         bias: Option<Var>,
         window: Window,
-        relu: bool,
+        epilogue: Epilogue,
     ) -> Result<Var> {
         let (sx, sk) = (self.shape(x), self.shape(kernel));
         let c = window.channels as usize;
@@ -163,31 +204,65 @@ impl Tape<'_> {
             )));
         }
         let batch = sx.dims()[0];
-        let mut y = self.alloc(batch * window.output_pixels() * filters);
-        let bias_values = bias.map(|b| self.value(b));
-        let product = Product {
-            kernel: self.value(kernel),
-            bias: bias_values,
-            filters,
-            relu,
-        };
-        forward_blocks(self.value(x), &product, &window, batch, &mut y);
-        let shape = Shape::new(&[
+        let conv_shape = Shape::new(&[
             batch,
             window.height.output as usize,
             window.width.output as usize,
             filters,
         ]);
+        let (shape, mut y, mut from) = match epilogue.max_pool {
+            None => (conv_shape, self.alloc(conv_shape.numel()), None),
+            Some(pool) => {
+                let (_, shape) = super::pool::pooled_shape(conv_shape, &pool)?;
+                if conv_shape.numel() / batch.max(1) > u32::MAX as usize {
+                    return Err(Error::Shape(
+                        "conv2d output is too large to index for pooling".into(),
+                    ));
+                }
+                (shape, self.alloc(shape.numel()), Some(self.alloc(shape.numel())))
+            }
+        };
+        let product = Product {
+            kernel: self.value(kernel),
+            bias: bias.map(|b| self.value(b)),
+            filters,
+            relu: epilogue.relu,
+        };
+        let output = match (&mut from, epilogue.max_pool) {
+            (Some(from), Some(pool)) => Output::Pooled {
+                y: &mut y,
+                from,
+                pool,
+            },
+            _ => Output::Full(&mut y),
+        };
+        forward_blocks(self.value(x), &product, &window, batch, output);
         let inputs = [x, kernel, bias.unwrap_or(kernel)];
-        let op = Op::Conv2d {
+        let op = Op::Conv2d(ConvNode {
             x,
             kernel,
             bias,
             window,
-            relu,
-        };
-        Ok(self.push_op(shape, y, op, &inputs))
+            epilogue,
+        });
+        let out = self.push_op(shape, y, op, &inputs);
+        match from {
+            Some(from) if self.requires_grad(out) => self.set_saved(out, from),
+            Some(from) => self.recycle(from),
+            None => {}
+        }
+        Ok(out)
     }
+}
+
+/// A convolution recorded on the tape: its inputs and what its backward rule needs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConvNode {
+    x: Var,
+    kernel: Var,
+    bias: Option<Var>,
+    window: Window,
+    epilogue: Epilogue,
 }
 
 /// What each block multiplies by, and what follows the product.
@@ -198,28 +273,98 @@ struct Product<'a> {
     relu: bool,
 }
 
-/// Per block of images, in parallel: im2col into a block buffer, then one product.
-fn forward_blocks(x: &[f32], p: &Product, w: &Window, batch: usize, y: &mut [f32]) {
-    let (kernel, bias, filters) = (p.kernel, p.bias, p.filters);
-    let depth = w.taps() * w.channels as usize;
+/// Where the forward pass puts its result.
+enum Output<'a> {
+    /// The convolution's output (B, OH, OW, F).
+    Full(&'a mut [f32]),
+    /// Its max-pooled values (B, PH, PW, F), and where in its image's convolution output
+    /// each came from (the index, as the bits of an f32).
+    Pooled {
+        y: &'a mut [f32],
+        from: &'a mut [f32],
+        pool: Window,
+    },
+}
+
+/// Per block of images, in parallel: im2col into a block buffer, one product, the
+/// epilogue; pooled straight from a block buffer when the output is pooled.
+fn forward_blocks(x: &[f32], p: &Product, w: &Window, batch: usize, output: Output) {
     let image_len = w.input_pixels() * w.channels as usize;
-    let per_block = images_per_block(w, batch);
-    y.par_chunks_mut(per_block * w.output_pixels() * filters)
-        .zip(x.par_chunks(per_block * image_len))
-        .for_each_init(Vec::new, |cols, (y, x)| {
-            let rows = y.len() / filters;
-            cols.resize(rows * depth, 0.0);
-            im2col(x, w, cols);
-            if let Some(b) = bias {
-                y.chunks_exact_mut(filters).for_each(|row| row.copy_from_slice(b));
+    let conv_len = w.output_pixels() * p.filters;
+    let per_block = images_per_block(w, p.filters, batch);
+    let x_blocks = x.par_chunks(per_block * image_len);
+    match output {
+        Output::Full(y) => y
+            .par_chunks_mut(per_block * conv_len)
+            .zip(x_blocks)
+            .for_each_init(Vec::new, |cols, (y, x)| convolve_block(x, p, w, cols, y)),
+        Output::Pooled { y, from, pool } => {
+            let pooled_len = pool.output_pixels() * p.filters;
+            y.par_chunks_mut(per_block * pooled_len)
+                .zip(from.par_chunks_mut(per_block * pooled_len))
+                .zip(x_blocks)
+                .for_each_init(
+                    || (Vec::new(), Vec::new()),
+                    |(cols, conv), ((y, from), x)| {
+                        conv.resize(x.len() / image_len * conv_len, 0.0);
+                        convolve_block(x, p, w, cols, conv);
+                        let images = conv.chunks_exact(conv_len).zip(y.chunks_exact_mut(pooled_len));
+                        for ((conv, y), from) in images.zip(from.chunks_exact_mut(pooled_len)) {
+                            super::pool::max_image(conv, 0, &pool, y, from);
+                        }
+                    },
+                );
+        }
+    }
+}
+
+/// One block: im2col of the images in `x` into `cols`, the product into `y`, then bias and
+/// ReLU in one pass while `y` is in cache.
+fn convolve_block(x: &[f32], p: &Product, w: &Window, cols: &mut Vec<f32>, y: &mut [f32]) {
+    let depth = w.taps() * w.channels as usize;
+    let rows = y.len() / p.filters;
+    cols.resize(rows * depth, 0.0);
+    im2col(x, w, cols);
+    let (lhs, rhs) = (
+        MatRef::row_major(cols, depth),
+        MatRef::row_major(p.kernel, p.filters),
+    );
+    gemm_single_thread(rows, p.filters, depth, y, false, lhs, rhs);
+    add_bias_relu(y, p.bias, p.filters, p.relu);
+}
+
+super::simd::widest_simd! {
+    /// `y += bias` per row and ReLU if `relu`, in one pass.
+    fn add_bias_relu(y: &mut [f32], bias: Option<&[f32]>, filters: usize, relu: bool) => add_bias_relu_body
+}
+
+/// Loops written out, no closures: a closure would be compiled without the target features.
+#[inline(always)]
+fn add_bias_relu_body(y: &mut [f32], bias: Option<&[f32]>, filters: usize, relu: bool) {
+    // `if v < 0` rather than max(0): NaN must reach the loss (see unary.rs).
+    match (bias, relu) {
+        (Some(b), true) => {
+            for row in y.chunks_exact_mut(filters) {
+                for (v, b) in row.iter_mut().zip(b) {
+                    let sum = *v + b;
+                    *v = if sum < 0.0 { 0.0 } else { sum };
+                }
             }
-            let (lhs, rhs) = (MatRef::row_major(cols, depth), MatRef::row_major(kernel, filters));
-            gemm_single_thread(rows, filters, depth, y, bias.is_some(), lhs, rhs);
-            if p.relu {
-                // `if v < 0` rather than max(0): NaN must reach the loss (see unary.rs).
-                y.iter_mut().for_each(|v| *v = if *v < 0.0 { 0.0 } else { *v });
+        }
+        (Some(b), false) => {
+            for row in y.chunks_exact_mut(filters) {
+                for (v, b) in row.iter_mut().zip(b) {
+                    *v += b;
+                }
             }
-        });
+        }
+        (None, true) => {
+            for v in y.iter_mut() {
+                *v = if *v < 0.0 { 0.0 } else { *v };
+            }
+        }
+        (None, false) => {}
+    }
 }
 
 /// Copies each output pixel's receptive field into a row of `cols` (zeros in the padding),
@@ -312,17 +457,18 @@ fn col2im(dcols: &[f32], w: &Window, dx: &mut [f32]) {
     }
 }
 
-/// `dkernel += colsᵀ · g`; `dx += col2im(g · kernelᵀ)`, block by block: each block's im2col
-/// matrix is rebuilt in cache rather than kept from the forward pass.
-pub(crate) fn backward(
-    tape: &mut Tape,
-    x: Var,
-    kernel: Var,
-    bias: Option<Var>,
-    window: Window,
-    relu: Option<Var>,
-    g: &[f32],
-) {
+/// `dkernel += colsᵀ · dy`; `dx += col2im(dy · kernelᵀ)`, block by block, where `dy` is
+/// the gradient of the convolution's output, rebuilt per block from `g` (the gradient of
+/// `out`, after the epilogue). Each block's im2col matrix is rebuilt in cache rather than
+/// kept from the forward pass.
+pub(crate) fn backward(tape: &mut Tape, node: ConvNode, out: Var, g: &[f32]) {
+    let ConvNode {
+        x,
+        kernel,
+        bias,
+        window,
+        ..
+    } = node;
     let (kh, kw, c, filters) = {
         let d = tape.shape(kernel);
         (d.dims()[0], d.dims()[1], d.dims()[2], d.dims()[3])
@@ -334,31 +480,25 @@ pub(crate) fn backward(
     let mut sums = None;
     if tape.requires_grad(x) {
         tape.accumulate_or_write(x, |t, dx, fresh| {
-            let upstream = Upstream {
-                g,
-                relu_output: relu.map(|y| t.value(y)),
-            };
+            let up = Upstream::of(t, &node, out, g);
             sums = Some(backward_blocks(
                 t.value(x),
                 &kernel_t,
                 &window,
                 filters,
-                &upstream,
+                &up,
                 Some(dx),
                 fresh,
             ));
         });
     } else {
-        let upstream = Upstream {
-            g,
-            relu_output: relu.map(|y| tape.value(y)),
-        };
+        let up = Upstream::of(tape, &node, out, g);
         sums = Some(backward_blocks(
             tape.value(x),
             &kernel_t,
             &window,
             filters,
-            &upstream,
+            &up,
             None,
             false,
         ));
@@ -372,10 +512,95 @@ pub(crate) fn backward(
     }
 }
 
-/// The gradient reaching the convolution: `g`, masked where a fused ReLU's output is 0.
-struct Upstream<'a> {
-    g: &'a [f32],
-    relu_output: Option<&'a [f32]>,
+/// The gradient reaching the convolution's output, image by image.
+enum Upstream<'a> {
+    /// `g` is its gradient (per image `conv_len` values), masked where a fused ReLU's
+    /// output is 0.
+    Direct {
+        g: &'a [f32],
+        relu_output: Option<&'a [f32]>,
+        conv_len: usize,
+    },
+    /// `g` is the gradient of its max pooling (per image `pooled_len` values): each value
+    /// goes to where its maximum came from, unless a fused ReLU made that maximum 0.
+    Pooled {
+        g: &'a [f32],
+        from: &'a [f32],
+        pooled: &'a [f32],
+        relu: bool,
+        pooled_len: usize,
+        conv_len: usize,
+    },
+}
+
+impl<'a> Upstream<'a> {
+    /// What `node`'s epilogue makes of `g`, the gradient of its output `out`.
+    fn of(t: &'a Tape<'_>, node: &ConvNode, out: Var, g: &'a [f32]) -> Upstream<'a> {
+        let filters = t.shape(node.kernel).dims()[3];
+        let conv_len = node.window.output_pixels() * filters;
+        match node.epilogue.max_pool {
+            None => Upstream::Direct {
+                g,
+                relu_output: node.epilogue.relu.then(|| t.value(out)),
+                conv_len,
+            },
+            Some(pool) => Upstream::Pooled {
+                g,
+                from: t.saved(out),
+                pooled: t.value(out),
+                relu: node.epilogue.relu,
+                pooled_len: pool.output_pixels() * filters,
+                conv_len,
+            },
+        }
+    }
+
+    /// The output gradient of `images` images from `first` on: a slice of `g` itself when
+    /// nothing is to be done to it, else built in `scratch`.
+    fn block<'s>(&'s self, first: usize, images: usize, scratch: &'s mut Vec<f32>) -> &'s [f32] {
+        match *self {
+            Upstream::Direct {
+                g,
+                relu_output,
+                conv_len,
+            } => {
+                let g = &g[first * conv_len..][..images * conv_len];
+                let Some(y) = relu_output else { return g };
+                scratch.resize(g.len(), 0.0);
+                let y = &y[first * conv_len..][..images * conv_len];
+                for ((m, &g), &y) in scratch.iter_mut().zip(g).zip(y) {
+                    *m = if y > 0.0 { g } else { 0.0 };
+                }
+                scratch
+            }
+            Upstream::Pooled {
+                g,
+                from,
+                pooled,
+                relu,
+                pooled_len,
+                conv_len,
+            } => {
+                scratch.clear();
+                scratch.resize(images * conv_len, 0.0);
+                let span = first * pooled_len..(first + images) * pooled_len;
+                let per_image = g[span.clone()]
+                    .chunks_exact(pooled_len)
+                    .zip(from[span.clone()].chunks_exact(pooled_len))
+                    .zip(pooled[span].chunks_exact(pooled_len));
+                for (dy, ((g, from), pooled)) in scratch.chunks_exact_mut(conv_len).zip(per_image) {
+                    for ((&g, &from), &max) in g.iter().zip(from).zip(pooled) {
+                        // `max > 0` is the ReLU's mask at the maximum: the unfused ops'
+                        // rule, since the pooled value is the ReLU's output there.
+                        if !relu || max > 0.0 {
+                            dy[from.to_bits() as usize] += g;
+                        }
+                    }
+                }
+                scratch
+            }
+        }
+    }
 }
 
 /// The kernel gradient followed by the bias gradient, summed over blocks, and, when `dx`
@@ -392,7 +617,7 @@ fn backward_blocks(
 ) -> Vec<f32> {
     let image_len = w.input_pixels() * w.channels as usize;
     let batch = x.len() / image_len.max(1);
-    let per_block = images_per_block(w, batch);
+    let per_block = images_per_block(w, filters, batch);
     let blocks = batch.div_ceil(per_block);
     // A fixed number of groups, each summing its blocks in order, then the groups summed in
     // order: the result does not depend on which thread ran what (a work-stealing reduce
@@ -402,21 +627,17 @@ fn backward_blocks(
         Some(dx) => dx.chunks_mut(per_group * image_len).map(Some).collect(),
         None => (0..batch.div_ceil(per_group)).map(|_| None).collect(),
     };
-    let g_len = per_group * w.output_pixels() * filters;
-    // Without a fused ReLU the output stands in for its mask, unread.
-    let masks = upstream.relu_output.unwrap_or(upstream.g);
     let partials: Vec<Vec<f32>> = dx_groups
         .into_par_iter()
         .zip(x.par_chunks(per_group * image_len))
-        .zip(upstream.g.par_chunks(g_len).zip(masks.par_chunks(g_len)))
-        .map(|((dx, x), (g, y))| {
+        .enumerate()
+        .map(|(i, (dx, x))| {
             let group = Group {
                 x,
-                g,
-                relu_output: upstream.relu_output.map(|_| y),
+                first_image: i * per_group,
                 fresh_dx,
             };
-            group.backward(kernel_t, w, filters, per_block, dx)
+            group.backward(kernel_t, w, filters, per_block, upstream, dx)
         })
         .collect();
     let mut total = partials.into_iter();
@@ -432,12 +653,11 @@ fn backward_blocks(
 /// Groups the kernel gradient's partial sums are split into (see [`backward_blocks`]).
 const SUM_GROUPS: usize = 4;
 
-/// One group's images, their upstream gradient and (with a fused ReLU) outputs; whether
-/// its `dx` must be zeroed before the first addition.
+/// One group's images (the batch's from `first_image` on); whether its `dx` must be zeroed
+/// before the first addition.
 struct Group<'a> {
     x: &'a [f32],
-    g: &'a [f32],
-    relu_output: Option<&'a [f32]>,
+    first_image: usize,
     fresh_dx: bool,
 }
 
@@ -450,29 +670,16 @@ impl Group<'_> {
         w: &Window,
         filters: usize,
         per_block: usize,
+        upstream: &Upstream,
         mut dx: Option<&mut [f32]>,
     ) -> Vec<f32> {
         let depth = w.taps() * w.channels as usize;
         let image_len = w.input_pixels() * w.channels as usize;
-        let g_len = per_block * w.output_pixels() * filters;
         let mut sums = vec![0.0; depth * filters + filters];
-        let (mut cols, mut masked) = (Vec::new(), Vec::new());
-        for (b, (x, g)) in self
-            .x
-            .chunks(per_block * image_len)
-            .zip(self.g.chunks(g_len))
-            .enumerate()
-        {
-            let g = match self.relu_output {
-                Some(y) => {
-                    masked.resize(g.len(), 0.0);
-                    for ((m, &g), &y) in masked.iter_mut().zip(g).zip(&y[b * g_len..]) {
-                        *m = if y > 0.0 { g } else { 0.0 };
-                    }
-                    &masked[..]
-                }
-                None => g,
-            };
+        let (mut cols, mut scratch) = (Vec::new(), Vec::new());
+        for (b, x) in self.x.chunks(per_block * image_len).enumerate() {
+            let images = x.len() / image_len;
+            let g = upstream.block(self.first_image + b * per_block, images, &mut scratch);
             let (dk, db) = sums.split_at_mut(depth * filters);
             for row in g.chunks_exact(filters) {
                 db.iter_mut().zip(row).for_each(|(d, g)| *d += g);
@@ -498,7 +705,6 @@ impl Group<'_> {
                 // The im2col buffer is free again: reuse it for this block's dcols.
                 let (lhs, rhs) = (MatRef::row_major(g, filters), MatRef::row_major(kernel_t, depth));
                 gemm_single_thread(rows, depth, filters, &mut cols, false, lhs, rhs);
-                let images = rows / w.output_pixels().max(1);
                 let block_dx = &mut dx[b * per_block * image_len..][..images * image_len];
                 if self.fresh_dx {
                     block_dx.fill(0.0);
@@ -637,31 +843,146 @@ mod tests {
             (vec![3], gradcheck::random(3, 10)),
         ];
         let run = |fused: bool| {
-            let mut p = crate::params::ParamStore::new();
-            let mut ws = crate::autograd::Workspace::new();
-            let mut t = Tape::new(&mut p, &mut ws);
-            let v: Vec<Var> = inputs
-                .iter()
-                .map(|(d, x)| t.leaf(x, Shape::new(d), true))
-                .collect();
-            let y = match fused {
+            values_and_gradients(&inputs, |t, v| match fused {
                 true => t.conv2d_relu(v[0], v[1], Some(v[2]), w).unwrap(),
                 false => {
                     let y = t.conv2d(v[0], v[1], Some(v[2]), w).unwrap();
                     t.relu(y)
                 }
-            };
-            let seed = gradcheck::random(t.value(y).len(), 11);
-            t.backward_from(y, &seed);
-            let mut out = vec![t.value(y).to_vec()];
-            out.extend(v.iter().map(|&v| t.grad(v).unwrap().to_vec()));
-            out
+            })
         };
         for (a, b) in run(true).iter().zip(run(false)) {
             for (x, y) in a.iter().zip(&b) {
                 assert!((x - y).abs() < 1e-5, "{x} vs {y}");
             }
         }
+    }
+
+    /// The output of `build` over `inputs` (leaves), and each input's gradient after a
+    /// random seed is backpropagated.
+    fn values_and_gradients(
+        inputs: &[(Vec<usize>, Vec<f32>)],
+        build: impl Fn(&mut Tape, &[Var]) -> Var,
+    ) -> Vec<Vec<f32>> {
+        let mut p = crate::params::ParamStore::new();
+        let mut ws = crate::autograd::Workspace::new();
+        let mut t = Tape::new(&mut p, &mut ws);
+        let v: Vec<Var> = inputs
+            .iter()
+            .map(|(d, x)| t.leaf(x, Shape::new(d), true))
+            .collect();
+        let y = build(&mut t, &v);
+        let seed = gradcheck::random(t.value(y).len(), 11);
+        t.backward_from(y, &seed);
+        let mut out = vec![t.value(y).to_vec()];
+        out.extend(v.iter().map(|&v| t.grad(v).unwrap().to_vec()));
+        out
+    }
+
+    /// Conv2d with ReLU (if `relu`) and max pooling, fused or as separate ops: the output
+    /// and every input's gradient.
+    fn conv_then_pool(
+        fused: bool,
+        relu: bool,
+        conv: Window,
+        pool: Window,
+        inputs: &[(Vec<usize>, Vec<f32>)],
+    ) -> Vec<Vec<f32>> {
+        values_and_gradients(inputs, |t, v| {
+            if fused {
+                return t
+                    .conv2d_max_pool(v[0], v[1], Some(v[2]), conv, relu, pool)
+                    .unwrap();
+            }
+            let y = match relu {
+                true => t.conv2d_relu(v[0], v[1], Some(v[2]), conv).unwrap(),
+                false => t.conv2d(v[0], v[1], Some(v[2]), conv).unwrap(),
+            };
+            t.max_pool2d(y, pool).unwrap()
+        })
+    }
+
+    /// The fused convolution + ReLU + max pooling gives the separate ops' values and
+    /// gradients bit for bit: the same blocks, products and sums, with the pooling's
+    /// scatter and the ReLU's mask applied to each block in cache. Covers pools that drop
+    /// the last row and column, overlapping windows, `same` padding, and enough images
+    /// for several blocks and summation groups.
+    #[test]
+    fn fused_max_pool_equals_separate_ops() {
+        let cases = [
+            // (input, kernel, conv padding, pool size, pool stride, pool padding, batch)
+            ((7, 6, 3), (3, 2), Padding::Valid, 2, 2, Padding::Valid, 3),
+            ((6, 5, 2), (3, 3), Padding::Same, 3, 1, Padding::Valid, 2),
+            ((6, 5, 2), (2, 2), Padding::Same, 2, 2, Padding::Same, 2),
+            ((12, 12, 1), (3, 3), Padding::Valid, 2, 2, Padding::Valid, 37),
+        ];
+        for (i, (input, k, conv_padding, size, stride, pool_padding, batch)) in cases.into_iter().enumerate()
+        {
+            let conv = window(input, k, 1, 1, conv_padding);
+            let filters = 5;
+            let pooled_input = (conv.height.output as usize, conv.width.output as usize, filters);
+            let pool = window(pooled_input, (size, size), stride, 1, pool_padding);
+            let seed = 20 + 3 * i as u64;
+            let inputs = [
+                (
+                    vec![batch, input.0, input.1, input.2],
+                    gradcheck::random(batch * input.0 * input.1 * input.2, seed),
+                ),
+                (
+                    vec![k.0, k.1, input.2, filters],
+                    gradcheck::random(k.0 * k.1 * input.2 * filters, seed + 1),
+                ),
+                (vec![filters], gradcheck::random(filters, seed + 2)),
+            ];
+            for relu in [true, false] {
+                let fused = conv_then_pool(true, relu, conv, pool, &inputs);
+                let separate = conv_then_pool(false, relu, conv, pool, &inputs);
+                for (which, (a, b)) in ["output", "dx", "dkernel", "dbias"]
+                    .iter()
+                    .zip(fused.iter().zip(&separate))
+                {
+                    let same = a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "case {i} relu {relu}: {which} differs");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gradient_check_of_fused_max_pool() {
+        let conv = window((6, 5, 2), (3, 2), 1, 1, Padding::Same);
+        let pool = window((6, 5, 3), (2, 2), 2, 1, Padding::Valid);
+        gradcheck::check(
+            "conv2d + max pool fused",
+            &[
+                (&[2, 6, 5, 2], gradcheck::random(2 * 6 * 5 * 2, 13)),
+                (&[3, 2, 2, 3], gradcheck::random(3 * 2 * 2 * 3, 14)),
+                (&[3], gradcheck::random(3, 15)),
+            ],
+            |t, v| {
+                t.conv2d_max_pool(v[0], v[1], Some(v[2]), conv, false, pool)
+                    .unwrap()
+            },
+        );
+    }
+
+    #[test]
+    fn a_pool_that_does_not_fit_the_output_is_an_error() {
+        let conv = window((6, 5, 2), (3, 3), 1, 1, Padding::Valid);
+        let pool = window((6, 5, 4), (2, 2), 2, 1, Padding::Valid); // conv gives 4×3×4
+        let mut p = crate::params::ParamStore::new();
+        let mut ws = crate::autograd::Workspace::new();
+        let mut t = Tape::inference(&mut p, &mut ws);
+        let x = t.input(&[0.0; 6 * 5 * 2], Shape::new(&[1, 6, 5, 2]));
+        let k = t.input(&[0.0; 3 * 3 * 2 * 4], Shape::new(&[3, 3, 2, 4]));
+        let err = t
+            .conv2d_max_pool(x, k, None, conv, true, pool)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("(batch, 6, 5, 4)") && err.contains("[1, 4, 3, 4]"),
+            "{err}"
+        );
     }
 
     #[test]

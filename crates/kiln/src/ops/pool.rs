@@ -88,7 +88,7 @@ impl Tape<'_> {
 }
 
 /// (batch, output shape) of pooling `input` with `window`, or why it does not fit.
-fn pooled_shape(input: Shape, window: &Window) -> Result<(usize, Shape)> {
+pub(super) fn pooled_shape(input: Shape, window: &Window) -> Result<(usize, Shape)> {
     let expected = [
         window.height.input as usize,
         window.width.input as usize,
@@ -141,7 +141,7 @@ super::simd::widest_simd! {
     /// the bits of an f32, since saved buffers are f32). Compiled for AVX-512 and AVX2 as
     /// well as the baseline: SSE2 has no vector blend, and there the selects ran one lane
     /// at a time.
-    fn max_image(image: &[f32], offset: usize, w: &Window, y: &mut [f32], from: &mut [f32]) => max_image_body
+    pub(super) fn max_image(image: &[f32], offset: usize, w: &Window, y: &mut [f32], from: &mut [f32]) => max_image_body
 }
 
 /// Channels go 16 at a time through fixed-size lanes, so the scan compiles to vector
