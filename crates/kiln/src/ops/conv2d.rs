@@ -371,33 +371,57 @@ fn add_bias_relu_body(y: &mut [f32], bias: Option<&[f32]>, filters: usize, relu:
 /// for every image in `x`.
 fn im2col(x: &[f32], w: &Window, cols: &mut [f32]) {
     let c = w.channels as usize;
-    let (kw, depth) = (w.width.kernel as usize, w.taps() * c);
-    let image_len = w.input_pixels() * c;
+    let (kh, kw, depth) = (w.height.kernel as usize, w.width.kernel as usize, w.taps() * c);
+    let (image_len, line_len) = (w.input_pixels() * c, w.width.input as usize * c);
     let per_image = w.output_pixels() * depth;
-    // With no dilation a kernel row reads kw·c consecutive values: copy them at once.
-    let contiguous_rows = w.width.dilation == 1;
+    // Where each kernel row's input line starts (None in the padding), for one output row.
+    let mut lines: Vec<Option<usize>> = vec![None; kh];
     for (image, dst) in x.chunks_exact(image_len).zip(cols.chunks_exact_mut(per_image)) {
-        for (pixel, row) in dst.chunks_exact_mut(depth).enumerate() {
-            let (oh, ow) = (pixel / w.width.output as usize, pixel % w.width.output as usize);
-            for (i, kernel_row) in row.chunks_exact_mut(kw * c).enumerate() {
-                let Some(ih) = w.height.source(oh, i) else {
-                    kernel_row.fill(0.0);
-                    continue;
-                };
-                let line = &image[ih * w.width.input as usize * c..][..w.width.input as usize * c];
-                match (contiguous_rows, w.width.source(ow, 0), w.width.source(ow, kw - 1)) {
-                    (true, Some(first), Some(_)) => copy_run(kernel_row, &line[first * c..(first + kw) * c]),
-                    _ => {
-                        for (j, field) in kernel_row.chunks_exact_mut(c).enumerate() {
-                            match w.width.source(ow, j) {
-                                Some(iw) => copy_run(field, &line[iw * c..(iw + 1) * c]),
-                                None => field.fill(0.0),
-                            }
+        // Rows and columns counted out, and each kernel row's line found once per output
+        // row: per-pixel index arithmetic cost as much as copying a one-channel pixel's
+        // 9 values.
+        let mut rows = dst.chunks_exact_mut(depth);
+        for oh in 0..w.height.output as usize {
+            for (i, line) in lines.iter_mut().enumerate() {
+                *line = w.height.source(oh, i).map(|ih| ih * line_len);
+            }
+            for ow in 0..w.width.output as usize {
+                let row = rows.next().expect("one im2col row per output pixel");
+                let span = contiguous_span(w, ow);
+                for (kernel_row, &line) in row.chunks_exact_mut(kw * c).zip(&lines) {
+                    let Some(line) = line else {
+                        kernel_row.fill(0.0);
+                        continue;
+                    };
+                    if let Some(first) = span {
+                        copy_run(kernel_row, &image[line + first..][..kw * c]);
+                        continue;
+                    }
+                    for (j, field) in kernel_row.chunks_exact_mut(c).enumerate() {
+                        match w.width.source(ow, j) {
+                            Some(iw) => copy_run(field, &image[line + iw * c..][..c]),
+                            None => field.fill(0.0),
                         }
                     }
                 }
             }
         }
+    }
+}
+
+/// Where, in a line of the input, output column `ow`'s kernel row starts, if it reads kw·c
+/// consecutive values (no dilation, no tap in the padding): then it is copied at once.
+#[inline(always)]
+fn contiguous_span(w: &Window, ow: usize) -> Option<usize> {
+    let c = w.channels as usize;
+    let kw = w.width.kernel as usize;
+    match (
+        w.width.dilation,
+        w.width.source(ow, 0),
+        w.width.source(ow, kw - 1),
+    ) {
+        (1, Some(first), Some(_)) => Some(first * c),
+        _ => None,
     }
 }
 
@@ -431,24 +455,26 @@ fn col2im(dcols: &[f32], w: &Window, dx: &mut [f32]) {
     let c = w.channels as usize;
     let (kw, depth) = (w.width.kernel as usize, w.taps() * c);
     let per_image = w.output_pixels() * depth;
-    let image_len = w.input_pixels() * c;
-    let contiguous_rows = w.width.dilation == 1;
+    let (image_len, line_len) = (w.input_pixels() * c, w.width.input as usize * c);
     let add = |dst: &mut [f32], src: &[f32]| dst.iter_mut().zip(src).for_each(|(d, g)| *d += g);
     for (image, src) in dx.chunks_exact_mut(image_len).zip(dcols.chunks_exact(per_image)) {
-        for (pixel, row) in src.chunks_exact(depth).enumerate() {
-            let (oh, ow) = (pixel / w.width.output as usize, pixel % w.width.output as usize);
-            for (i, kernel_row) in row.chunks_exact(kw * c).enumerate() {
-                let Some(ih) = w.height.source(oh, i) else {
-                    continue;
-                };
-                let line = &mut image[ih * w.width.input as usize * c..][..w.width.input as usize * c];
-                match (contiguous_rows, w.width.source(ow, 0), w.width.source(ow, kw - 1)) {
-                    (true, Some(first), Some(_)) => add(&mut line[first * c..(first + kw) * c], kernel_row),
-                    _ => {
-                        for (j, field) in kernel_row.chunks_exact(c).enumerate() {
-                            if let Some(iw) = w.width.source(ow, j) {
-                                add(&mut line[iw * c..(iw + 1) * c], field);
-                            }
+        let mut rows = src.chunks_exact(depth);
+        for oh in 0..w.height.output as usize {
+            for ow in 0..w.width.output as usize {
+                let row = rows.next().expect("one im2col row per output pixel");
+                let span = contiguous_span(w, ow);
+                for (i, kernel_row) in row.chunks_exact(kw * c).enumerate() {
+                    let Some(ih) = w.height.source(oh, i) else {
+                        continue;
+                    };
+                    let line = &mut image[ih * line_len..][..line_len];
+                    if let Some(first) = span {
+                        add(&mut line[first..first + kw * c], kernel_row);
+                        continue;
+                    }
+                    for (j, field) in kernel_row.chunks_exact(c).enumerate() {
+                        if let Some(iw) = w.width.source(ow, j) {
+                            add(&mut line[iw * c..(iw + 1) * c], field);
                         }
                     }
                 }
@@ -528,7 +554,7 @@ enum Upstream<'a> {
         from: &'a [f32],
         pooled: &'a [f32],
         relu: bool,
-        pooled_len: usize,
+        pool: Window,
         conv_len: usize,
     },
 }
@@ -549,7 +575,7 @@ impl<'a> Upstream<'a> {
                 from: t.saved(out),
                 pooled: t.value(out),
                 relu: node.epilogue.relu,
-                pooled_len: pool.output_pixels() * filters,
+                pool,
                 conv_len,
             },
         }
@@ -578,17 +604,25 @@ impl<'a> Upstream<'a> {
                 from,
                 pooled,
                 relu,
-                pooled_len,
+                pool,
                 conv_len,
             } => {
-                scratch.clear();
-                scratch.resize(images * conv_len, 0.0);
+                let pooled_len = pool.output_pixels() * pool.channels as usize;
                 let span = first * pooled_len..(first + images) * pooled_len;
                 let per_image = g[span.clone()]
                     .chunks_exact(pooled_len)
                     .zip(from[span.clone()].chunks_exact(pooled_len))
                     .zip(pooled[span].chunks_exact(pooled_len));
+                let (disjoint, covering) = super::pool::tiling(&pool);
+                if !covering {
+                    scratch.clear();
+                }
+                scratch.resize(images * conv_len, 0.0);
                 for (dy, ((g, from), pooled)) in scratch.chunks_exact_mut(conv_len).zip(per_image) {
+                    if disjoint {
+                        super::pool::max_image_gradient(g, from, pooled, &pool, relu, dy);
+                        continue;
+                    }
                     for ((&g, &from), &max) in g.iter().zip(from).zip(pooled) {
                         // `max > 0` is the ReLU's mask at the maximum: the unfused ops'
                         // rule, since the pooled value is the ReLU's output there.

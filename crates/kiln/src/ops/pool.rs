@@ -126,7 +126,7 @@ fn for_each_window(w: &Window, mut f: impl FnMut(usize, &[usize])) {
 
 /// The offsets in its image of output pixel (oh, ow)'s in-image taps, into `taps`.
 #[inline(always)]
-fn window_taps(w: &Window, oh: usize, ow: usize, taps: &mut Vec<usize>) {
+pub(super) fn window_taps(w: &Window, oh: usize, ow: usize, taps: &mut Vec<usize>) {
     let c = w.channels as usize;
     taps.clear();
     for ih in (0..w.height.kernel as usize).filter_map(|i| w.height.source(oh, i)) {
@@ -201,6 +201,59 @@ fn max_lanes<const L: usize>(
     best[ch..ch + L].copy_from_slice(&top);
     for (lane, (i, &t)) in index[ch..ch + L].iter_mut().zip(&top_tap).enumerate() {
         *i = f32::from_bits((offset + taps[t as usize] + ch + lane) as u32);
+    }
+}
+
+/// Whether no two windows share an input pixel, and whether they also cover every pixel.
+pub(super) fn tiling(w: &Window) -> (bool, bool) {
+    let axes = [w.height, w.width];
+    let disjoint = axes.iter().all(|a| a.stride >= a.kernel && a.dilation == 1);
+    let covering = axes
+        .iter()
+        .all(|a| a.stride == a.kernel && a.pad_before == 0 && a.output * a.kernel == a.input);
+    (disjoint, disjoint && covering)
+}
+
+super::simd::widest_simd! {
+    /// Max pooling's input gradient for one image whose windows are disjoint (see
+    /// [`tiling`]): every window pixel is written, `g` where the maximum came from (and,
+    /// with `relu`, the maximum was above 0: the mask of a ReLU before the pooling) and 0
+    /// elsewhere. Pixels outside every window are left alone. `from` holds each maximum's
+    /// index in the image, as [`max_image`] with offset 0 gives it.
+    pub(super) fn max_image_gradient(
+        g: &[f32],
+        from: &[f32],
+        pooled: &[f32],
+        w: &Window,
+        relu: bool,
+        dx: &mut [f32],
+    ) => max_image_gradient_body
+}
+
+/// A compare and select per channel, vector-wide: a scatter of `g` into a zeroed image was
+/// a dependent load and store per value, and zeroing the image a second pass.
+#[inline(always)]
+fn max_image_gradient_body(g: &[f32], from: &[f32], pooled: &[f32], w: &Window, relu: bool, dx: &mut [f32]) {
+    let c = w.channels as usize;
+    let mut taps = Vec::with_capacity(w.taps());
+    for oh in 0..w.height.output as usize {
+        for ow in 0..w.width.output as usize {
+            window_taps(w, oh, ow, &mut taps);
+            let pixel = (oh * w.width.output as usize + ow) * c;
+            let (g, from, pooled) = (&g[pixel..][..c], &from[pixel..][..c], &pooled[pixel..][..c]);
+            for &at in &taps {
+                let base = at as u32;
+                for (ch, (d, ((&g, &from), &max))) in dx[at..at + c]
+                    .iter_mut()
+                    .zip(g.iter().zip(from).zip(pooled))
+                    .enumerate()
+                {
+                    let hit = from.to_bits().wrapping_sub(base) == ch as u32 && (!relu || max > 0.0);
+                    // `+ 0.0` turns a -0.0 into 0.0, as adding it to a zeroed pixel would.
+                    *d = if hit { g + 0.0 } else { 0.0 };
+                }
+            }
+        }
     }
 }
 
