@@ -312,11 +312,30 @@ fn forward_blocks(x: &[f32], p: &Product, w: &Window, batch: usize, output: Outp
                         for ((conv, y), from) in images.zip(from.chunks_exact_mut(pooled_len)) {
                             super::pool::max_image(conv, 0, &pool, y, from);
                         }
+                        if p.relu {
+                            mark_dead_maxima(y, from);
+                        }
                     },
                 );
         }
     }
 }
+
+/// Where a ReLU made a window's maximum 0 (or it is NaN), its gradient must not reach
+/// the convolution (the ReLU's mask); its source index becomes [`NO_SOURCE`] so backward
+/// needs only the indices, not the pooled values too.
+fn mark_dead_maxima(pooled: &[f32], from: &mut [f32]) {
+    for (&max, from) in pooled.iter().zip(from) {
+        // A select on the bits, not an `if`: as a branch it mispredicted on every other
+        // value and cost more than the pooling.
+        let keep = ((max > 0.0) as u32).wrapping_neg();
+        *from = f32::from_bits((from.to_bits() & keep) | (NO_SOURCE.to_bits() & !keep));
+    }
+}
+
+/// The source index of a maximum whose gradient goes nowhere: never a pixel's index, since
+/// an image's output is checked to be indexable below `u32::MAX`.
+const NO_SOURCE: f32 = f32::from_bits(u32::MAX);
 
 /// One block: im2col of the images in `x` into `cols`, the product into `y`, then bias and
 /// ReLU in one pass while `y` is in cache.
@@ -547,13 +566,11 @@ enum Upstream<'a> {
         relu_output: Option<&'a [f32]>,
         conv_len: usize,
     },
-    /// `g` is the gradient of its max pooling (per image `pooled_len` values): each value
-    /// goes to where its maximum came from, unless a fused ReLU made that maximum 0.
+    /// `g` is the gradient of its max pooling: each value goes to where its maximum came
+    /// from (nowhere where a fused ReLU made that maximum 0: see [`mark_dead_maxima`]).
     Pooled {
         g: &'a [f32],
         from: &'a [f32],
-        pooled: &'a [f32],
-        relu: bool,
         pool: Window,
         conv_len: usize,
     },
@@ -573,8 +590,6 @@ impl<'a> Upstream<'a> {
             Some(pool) => Upstream::Pooled {
                 g,
                 from: t.saved(out),
-                pooled: t.value(out),
-                relu: node.epilogue.relu,
                 pool,
                 conv_len,
             },
@@ -602,8 +617,6 @@ impl<'a> Upstream<'a> {
             Upstream::Pooled {
                 g,
                 from,
-                pooled,
-                relu,
                 pool,
                 conv_len,
             } => {
@@ -611,22 +624,19 @@ impl<'a> Upstream<'a> {
                 let span = first * pooled_len..(first + images) * pooled_len;
                 let per_image = g[span.clone()]
                     .chunks_exact(pooled_len)
-                    .zip(from[span.clone()].chunks_exact(pooled_len))
-                    .zip(pooled[span].chunks_exact(pooled_len));
+                    .zip(from[span].chunks_exact(pooled_len));
                 let (disjoint, covering) = super::pool::tiling(&pool);
                 if !covering {
                     scratch.clear();
                 }
                 scratch.resize(images * conv_len, 0.0);
-                for (dy, ((g, from), pooled)) in scratch.chunks_exact_mut(conv_len).zip(per_image) {
+                for (dy, (g, from)) in scratch.chunks_exact_mut(conv_len).zip(per_image) {
                     if disjoint {
-                        super::pool::max_image_gradient(g, from, pooled, &pool, relu, dy);
+                        super::pool::max_image_gradient(g, from, &pool, dy);
                         continue;
                     }
-                    for ((&g, &from), &max) in g.iter().zip(from).zip(pooled) {
-                        // `max > 0` is the ReLU's mask at the maximum: the unfused ops'
-                        // rule, since the pooled value is the ReLU's output there.
-                        if !relu || max > 0.0 {
+                    for (&g, &from) in g.iter().zip(from) {
+                        if from.to_bits() != NO_SOURCE.to_bits() {
                             dy[from.to_bits() as usize] += g;
                         }
                     }

@@ -216,39 +216,28 @@ pub(super) fn tiling(w: &Window) -> (bool, bool) {
 
 super::simd::widest_simd! {
     /// Max pooling's input gradient for one image whose windows are disjoint (see
-    /// [`tiling`]): every window pixel is written, `g` where the maximum came from (and,
-    /// with `relu`, the maximum was above 0: the mask of a ReLU before the pooling) and 0
+    /// [`tiling`]): every window pixel is written, `g` where the maximum came from and 0
     /// elsewhere. Pixels outside every window are left alone. `from` holds each maximum's
-    /// index in the image, as [`max_image`] with offset 0 gives it.
-    pub(super) fn max_image_gradient(
-        g: &[f32],
-        from: &[f32],
-        pooled: &[f32],
-        w: &Window,
-        relu: bool,
-        dx: &mut [f32],
-    ) => max_image_gradient_body
+    /// index in the image, as [`max_image`] with offset 0 gives it (or an index past the
+    /// image, for a gradient that goes nowhere).
+    pub(super) fn max_image_gradient(g: &[f32], from: &[f32], w: &Window, dx: &mut [f32]) => max_image_gradient_body
 }
 
 /// A compare and select per channel, vector-wide: a scatter of `g` into a zeroed image was
 /// a dependent load and store per value, and zeroing the image a second pass.
 #[inline(always)]
-fn max_image_gradient_body(g: &[f32], from: &[f32], pooled: &[f32], w: &Window, relu: bool, dx: &mut [f32]) {
+fn max_image_gradient_body(g: &[f32], from: &[f32], w: &Window, dx: &mut [f32]) {
     let c = w.channels as usize;
     let mut taps = Vec::with_capacity(w.taps());
     for oh in 0..w.height.output as usize {
         for ow in 0..w.width.output as usize {
             window_taps(w, oh, ow, &mut taps);
             let pixel = (oh * w.width.output as usize + ow) * c;
-            let (g, from, pooled) = (&g[pixel..][..c], &from[pixel..][..c], &pooled[pixel..][..c]);
+            let (g, from) = (&g[pixel..][..c], &from[pixel..][..c]);
             for &at in &taps {
                 let base = at as u32;
-                for (ch, (d, ((&g, &from), &max))) in dx[at..at + c]
-                    .iter_mut()
-                    .zip(g.iter().zip(from).zip(pooled))
-                    .enumerate()
-                {
-                    let hit = from.to_bits().wrapping_sub(base) == ch as u32 && (!relu || max > 0.0);
+                for (ch, (d, (&g, &from))) in dx[at..at + c].iter_mut().zip(g.iter().zip(from)).enumerate() {
+                    let hit = from.to_bits().wrapping_sub(base) == ch as u32;
                     // `+ 0.0` turns a -0.0 into 0.0, as adding it to a zeroed pixel would.
                     *d = if hit { g + 0.0 } else { 0.0 };
                 }
