@@ -11,6 +11,7 @@ pub mod dropout;
 pub mod elementwise;
 pub mod embedding;
 pub mod gelu;
+pub mod keep_awake;
 pub mod lanes;
 pub mod layer_norm;
 pub mod matmul;

@@ -435,6 +435,8 @@ impl Sequential {
         resume: Option<&Checkpoint>,
     ) -> Result<History> {
         let _flush = FlushDenormals::enable();
+        // The peer worker polls between steps instead of sleeping (see keep_awake.rs).
+        let _awake = crate::ops::keep_awake::KeepAwake::start();
         let settings = self.training_settings(options);
         if let Some(checkpoint) = resume {
             // Before any callback starts (a CSV logger truncates its file), so a checkpoint
