@@ -152,6 +152,8 @@ fn train_steps(steps: usize, width: usize, batch: usize, dropout: f32, optimizer
     let y: Vec<u32> = (0..batch as u32).map(|i| i % 10).collect();
     kiln::ops::parallel::on_pool(|| -> Result<()> {
         let _flush = kiln::train::FlushDenormals::enable();
+        // As `fit` does: the other worker polls between steps instead of sleeping.
+        let _awake = kiln::ops::keep_awake::KeepAwake::start();
         for _ in 0..20 {
             model.train_step(&x, &y)?;
         }
