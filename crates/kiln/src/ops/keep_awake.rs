@@ -14,6 +14,11 @@
 //! A polling worker still runs every job it finds (it steals through
 //! [`rayon::yield_now`]), and between polls it gives its core away with
 //! [`std::thread::yield_now`], so another process that needs the core gets it.
+//!
+//! A poller is a rayon job, so a worker waiting inside some other job (a second training
+//! sharing the pool) may pick it up, and that other job then waits under it. So a poller
+//! also ends after [`IDLE_EXIT`] without work: at the latest at the training's next pause
+//! (the end of an epoch), and [`KeepAwake::rearm`] starts a fresh one when it goes on.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -28,8 +33,17 @@ pub struct KeepAwake {
 
 struct State {
     stop: AtomicBool,
+    /// Pollers spawned and not yet finished (queued or running).
+    spawned: AtomicUsize,
+    /// Pollers running now.
     polling: AtomicUsize,
+    spawner: usize,
+    peers: usize,
 }
+
+/// A poller that finds no work for this long ends: training has paused (validation on one
+/// thread, a checkpoint being written), and the worker may be wanted under it.
+const IDLE_EXIT: Duration = Duration::from_millis(1);
 
 /// How long [`KeepAwake::start`] waits for its pollers to be picked up: busy workers (a
 /// test harness running several trainings in one pool) may not take them at once, and
@@ -39,25 +53,37 @@ const PICKUP_WAIT: Duration = Duration::from_millis(2);
 impl KeepAwake {
     /// Hands one polling job to each other worker of the current pool.
     pub fn start() -> KeepAwake {
+        let peers = rayon::current_num_threads().saturating_sub(1);
+        let spawner = rayon::current_thread_index();
         let state = Arc::new(State {
             stop: AtomicBool::new(false),
+            spawned: AtomicUsize::new(0),
             polling: AtomicUsize::new(0),
+            spawner: spawner.unwrap_or(usize::MAX),
+            peers: if spawner.is_some() { peers } else { 0 },
         });
-        let Some(spawner) = rayon::current_thread_index() else {
-            return KeepAwake { state };
-        };
-        let peers = rayon::current_num_threads().saturating_sub(1);
-        for _ in 0..peers {
-            let state = Arc::clone(&state);
-            rayon::spawn(move || poll_until_stopped(&state, spawner));
-        }
+        let awake = KeepAwake { state };
+        awake.rearm();
         // Spin on the counter (not in a rayon wait, where this thread could pick up a
         // poller itself) until the peers have taken their pollers.
         let start = Instant::now();
-        while state.polling.load(Ordering::Acquire) < peers && start.elapsed() < PICKUP_WAIT {
+        while awake.polling() < awake.state.peers && start.elapsed() < PICKUP_WAIT {
             std::hint::spin_loop();
         }
-        KeepAwake { state }
+        awake
+    }
+
+    /// Spawns pollers for the peers whose poller has ended (after a pause), without
+    /// waiting for them to start.
+    pub fn rearm(&self) {
+        while self.state.spawned.load(Ordering::Acquire) < self.state.peers {
+            self.state.spawned.fetch_add(1, Ordering::AcqRel);
+            let state = Arc::clone(&self.state);
+            rayon::spawn(move || {
+                poll_until_stopped(&state);
+                state.spawned.fetch_sub(1, Ordering::AcqRel);
+            });
+        }
     }
 
     /// How many workers are polling now.
@@ -72,16 +98,19 @@ impl Drop for KeepAwake {
     }
 }
 
-/// Runs whatever work appears until `stop`. A poller that the spawning thread picked up
-/// itself (while waiting in a join) returns at once: that thread has its own loop to run.
-fn poll_until_stopped(state: &State, spawner: usize) {
-    if rayon::current_thread_index() == Some(spawner) {
+/// Runs whatever work appears until `stop`, or until none has appeared for [`IDLE_EXIT`].
+/// A poller that the spawning thread picked up itself (while waiting in a join) returns at
+/// once: that thread has its own loop to run.
+fn poll_until_stopped(state: &State) {
+    if rayon::current_thread_index() == Some(state.spawner) {
         return;
     }
     state.polling.fetch_add(1, Ordering::AcqRel);
+    let mut last_work = Instant::now();
     while !state.stop.load(Ordering::Acquire) {
         match rayon::yield_now() {
-            Some(rayon::Yield::Executed) => {}
+            Some(rayon::Yield::Executed) => last_work = Instant::now(),
+            _ if last_work.elapsed() >= IDLE_EXIT => break,
             _ => std::thread::yield_now(),
         }
     }
@@ -114,6 +143,17 @@ mod tests {
             assert_eq!(awake.polling(), 2);
             let sum: u64 = (0..100_000u64).into_par_iter().map(|v| v * 2).sum();
             assert_eq!(sum, 99_999 * 100_000);
+            // A pause longer than IDLE_EXIT ends the pollers; rearm starts them again.
+            std::thread::sleep(IDLE_EXIT * 20);
+            while awake.polling() > 0 && Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+            assert_eq!(awake.polling(), 0, "idle pollers ended");
+            awake.rearm();
+            while awake.polling() < 2 && Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+            assert_eq!(awake.polling(), 2, "rearmed");
             let state = Arc::clone(&awake.state);
             drop(awake);
             while state.polling.load(Ordering::Acquire) > 0 && Instant::now() < deadline {

@@ -7,6 +7,7 @@ use crate::autograd::Tape;
 use crate::data::{epoch_order, gather_batch, prefetch_batch, Augmentation, Dataset};
 use crate::error::{Error, Result};
 use crate::nn::{Loss, Mode, Sequential};
+use crate::ops::keep_awake::KeepAwake;
 use crate::optim::{GradientClipping, Optimizer, OptimizerSpec, Schedule};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -436,7 +437,7 @@ impl Sequential {
     ) -> Result<History> {
         let _flush = FlushDenormals::enable();
         // The peer worker polls between steps instead of sleeping (see keep_awake.rs).
-        let _awake = crate::ops::keep_awake::KeepAwake::start();
+        let awake = KeepAwake::start();
         let settings = self.training_settings(options);
         if let Some(checkpoint) = resume {
             // Before any callback starts (a CSV logger truncates its file), so a checkpoint
@@ -466,7 +467,7 @@ impl Sequential {
                 c.on_epoch_begin(epoch + 1, options.epochs, steps);
             }
             let start = Instant::now();
-            let totals = self.train_epoch(train, epoch, options, callbacks)?;
+            let totals = self.train_epoch(train, epoch, options, callbacks, &awake)?;
             let train_seconds = start.elapsed().as_secs_f64();
             let val = validation
                 .map(|v| self.evaluate_in(v, 1024, options.distributed))
@@ -561,6 +562,7 @@ impl Sequential {
         epoch: usize,
         options: &FitOptions,
         callbacks: &mut [Box<dyn Callback>],
+        awake: &KeepAwake,
     ) -> Result<EpochTotals> {
         let order = epoch_order(train.len(), epoch, options.seed, options.shuffle);
         let mut c = self.compiled.take().expect("checked by fit");
@@ -572,6 +574,9 @@ impl Sequential {
         let mut step = 0;
         while let Some(batch) = batches.next() {
             step += 1;
+            // A poller ends after a pause of a millisecond (an all-reduce wait, the end of
+            // an epoch); start it again. One atomic load when all are running.
+            awake.rearm();
             let (mut x, mut y) = (std::mem::take(&mut c.batch_x), std::mem::take(&mut c.batch_y));
             let mine = share(batch, options.distributed);
             let global = options.distributed.map(|group| GlobalBatch {
