@@ -39,6 +39,7 @@ struct State {
     polling: AtomicUsize,
     spawner: usize,
     peers: usize,
+    idle_exit: Duration,
 }
 
 /// A poller that finds no work for this long ends: training has paused (validation on one
@@ -53,6 +54,10 @@ const PICKUP_WAIT: Duration = Duration::from_millis(2);
 impl KeepAwake {
     /// Hands one polling job to each other worker of the current pool.
     pub fn start() -> KeepAwake {
+        Self::start_with(IDLE_EXIT)
+    }
+
+    fn start_with(idle_exit: Duration) -> KeepAwake {
         let peers = rayon::current_num_threads().saturating_sub(1);
         let spawner = rayon::current_thread_index();
         let state = Arc::new(State {
@@ -61,6 +66,7 @@ impl KeepAwake {
             polling: AtomicUsize::new(0),
             spawner: spawner.unwrap_or(usize::MAX),
             peers: if spawner.is_some() { peers } else { 0 },
+            idle_exit,
         });
         let awake = KeepAwake { state };
         awake.rearm();
@@ -98,7 +104,7 @@ impl Drop for KeepAwake {
     }
 }
 
-/// Runs whatever work appears until `stop`, or until none has appeared for [`IDLE_EXIT`].
+/// Runs whatever work appears until `stop`, or until none has appeared for `idle_exit`.
 /// A poller that the spawning thread picked up itself (while waiting in a join) returns at
 /// once: that thread has its own loop to run.
 fn poll_until_stopped(state: &State) {
@@ -110,7 +116,7 @@ fn poll_until_stopped(state: &State) {
     while !state.stop.load(Ordering::Acquire) {
         match rayon::yield_now() {
             Some(rayon::Yield::Executed) => last_work = Instant::now(),
-            _ if last_work.elapsed() >= IDLE_EXIT => break,
+            _ if last_work.elapsed() >= state.idle_exit => break,
             _ => std::thread::yield_now(),
         }
     }
@@ -129,37 +135,50 @@ mod tests {
             .unwrap()
     }
 
-    /// The peers poll while the guard lives, still run the spawner's parallel work, and
-    /// stop when it drops.
-    #[test]
-    fn peers_poll_run_work_and_stop() {
-        let pool = pool(3);
-        pool.install(|| {
-            let awake = KeepAwake::start();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while awake.polling() < 2 && Instant::now() < deadline {
-                std::thread::yield_now();
+    /// Waits (up to 10 s) until `done`, re-arming meanwhile if `rearm`.
+    fn wait_for(awake: &KeepAwake, rearm: bool, done: impl Fn(&KeepAwake) -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done(awake) && Instant::now() < deadline {
+            if rearm {
+                awake.rearm();
             }
-            assert_eq!(awake.polling(), 2);
+            std::thread::yield_now();
+        }
+        done(awake)
+    }
+
+    /// The peers poll while the guard lives, still run the spawner's parallel work, and
+    /// stop when it drops (with an idle exit too long to be what ends them).
+    #[test]
+    fn peers_poll_run_work_and_stop_when_dropped() {
+        pool(3).install(|| {
+            let awake = KeepAwake::start_with(Duration::from_secs(3600));
+            assert!(wait_for(&awake, false, |a| a.polling() == 2), "both peers poll");
             let sum: u64 = (0..100_000u64).into_par_iter().map(|v| v * 2).sum();
             assert_eq!(sum, 99_999 * 100_000);
-            // A pause longer than IDLE_EXIT ends the pollers; rearm starts them again.
-            std::thread::sleep(IDLE_EXIT * 20);
-            while awake.polling() > 0 && Instant::now() < deadline {
-                std::thread::yield_now();
-            }
-            assert_eq!(awake.polling(), 0, "idle pollers ended");
-            awake.rearm();
-            while awake.polling() < 2 && Instant::now() < deadline {
-                std::thread::yield_now();
-            }
-            assert_eq!(awake.polling(), 2, "rearmed");
             let state = Arc::clone(&awake.state);
             drop(awake);
-            while state.polling.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while state.spawned.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
                 std::thread::yield_now();
             }
-            assert_eq!(state.polling.load(Ordering::Acquire), 0, "the pollers stopped");
+            assert_eq!(state.spawned.load(Ordering::Acquire), 0, "the pollers stopped");
+        });
+    }
+
+    /// Pollers that find no work end by themselves; `rearm` starts them again.
+    #[test]
+    fn idle_pollers_end_and_rearm_restarts_them() {
+        pool(3).install(|| {
+            let idle_exit = Duration::from_millis(50);
+            let awake = KeepAwake::start_with(idle_exit);
+            std::thread::sleep(idle_exit * 4);
+            let ended = |a: &KeepAwake| a.state.spawned.load(Ordering::Acquire) == 0;
+            assert!(wait_for(&awake, false, ended), "idle pollers ended");
+            assert!(
+                wait_for(&awake, true, |a| a.polling() == 2),
+                "re-armed pollers poll"
+            );
         });
     }
 
