@@ -210,7 +210,8 @@ impl Tape<'_> {
             window.width.output as usize,
             filters,
         ]);
-        let (shape, mut y, mut from) = match epilogue.max_pool {
+        // With pooling: its window and the buffer for where each maximum came from.
+        let (shape, mut y, mut pooling) = match epilogue.max_pool {
             None => (conv_shape, self.alloc(conv_shape.numel()), None),
             Some(pool) => {
                 let (_, shape) = super::pool::pooled_shape(conv_shape, &pool)?;
@@ -219,7 +220,11 @@ impl Tape<'_> {
                         "conv2d output is too large to index for pooling".into(),
                     ));
                 }
-                (shape, self.alloc(shape.numel()), Some(self.alloc(shape.numel())))
+                (
+                    shape,
+                    self.alloc(shape.numel()),
+                    Some((pool, self.alloc(shape.numel()))),
+                )
             }
         };
         let product = Product {
@@ -228,13 +233,13 @@ impl Tape<'_> {
             filters,
             relu: epilogue.relu,
         };
-        let output = match (&mut from, epilogue.max_pool) {
-            (Some(from), Some(pool)) => Output::Pooled {
+        let output = match &mut pooling {
+            Some((pool, from)) => Output::Pooled {
                 y: &mut y,
                 from,
-                pool,
+                pool: *pool,
             },
-            _ => Output::Full(&mut y),
+            None => Output::Full(&mut y),
         };
         forward_blocks(self.value(x), &product, &window, batch, output);
         let inputs = [x, kernel, bias.unwrap_or(kernel)];
@@ -246,9 +251,9 @@ impl Tape<'_> {
             epilogue,
         });
         let out = self.push_op(shape, y, op, &inputs);
-        match from {
-            Some(from) if self.requires_grad(out) => self.set_saved(out, from),
-            Some(from) => self.recycle(from),
+        match pooling {
+            Some((_, from)) if self.requires_grad(out) => self.set_saved(out, from),
+            Some((_, from)) => self.recycle(from),
             None => {}
         }
         Ok(out)
