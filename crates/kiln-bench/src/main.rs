@@ -47,6 +47,17 @@ enum Command {
         #[arg(long, default_value = "adam")]
         optimizer: String,
     },
+    /// Forward and backward time of each convolution (with its ReLU and 2×2 max pooling) of
+    /// examples/mnist-cnn.toml, at one batch: where a CNN step's time goes, layer by layer.
+    Conv {
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        #[arg(long, default_value_t = 200)]
+        iterations: usize,
+        /// Only the layer whose name starts with this (conv1, conv2).
+        #[arg(long, default_value = "")]
+        only: String,
+    },
     /// Batch-1 latency and batch-1024 throughput of a saved model's predict path.
     Predict {
         model: PathBuf,
@@ -59,6 +70,11 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Roofline { size, width, batch } => roofline(size, width, batch),
         Command::Predict { model, iterations } => predict(&model, iterations),
+        Command::Conv {
+            batch,
+            iterations,
+            only,
+        } => conv_layers(batch, iterations, &only),
         Command::Steps {
             steps,
             width,
@@ -168,6 +184,86 @@ fn train_steps(steps: usize, width: usize, batch: usize, dropout: f32, optimizer
             json!({ "width": width, "batch": batch, "dropout": dropout, "optimizer": optimizer,
                     "us_per_step": round(per_step * 1e6), "s_per_48k_samples": round(per_step * (48000 / batch) as f64) })
         );
+        Ok(())
+    })
+}
+
+/// Times `conv2d_max_pool` forward alone and forward + backward for the MNIST CNN's two
+/// convolution layers: (side, channels in, filters), 3×3 valid, ReLU, 2×2 max pool.
+fn conv_layers(batch: usize, iterations: usize, only: &str) -> Result<()> {
+    use kiln::autograd::{Tape, Workspace};
+    use kiln::ops::conv2d::{Axis, Padding, Window};
+    use kiln::tensor::{Shape, Tensor};
+    let layers = [
+        ("conv1 28x28x1->32", 28, 1, 32),
+        ("conv2 13x13x32->64", 13, 32, 64),
+    ];
+    kiln::ops::parallel::on_pool(|| -> Result<()> {
+        let _flush = kiln::train::FlushDenormals::enable();
+        let _awake = kiln::ops::keep_awake::KeepAwake::start();
+        for (name, side, channels, filters) in layers.into_iter().filter(|l| l.0.starts_with(only)) {
+            let axis = |input, kernel, stride| {
+                Axis::new(input, kernel, stride, 1, Padding::Valid).expect("the layer fits")
+            };
+            let conv = Window {
+                height: axis(side, 3, 1),
+                width: axis(side, 3, 1),
+                channels,
+            };
+            let out_side = side - 2;
+            let pool = Window {
+                height: axis(out_side, 2, 2),
+                width: axis(out_side, 2, 2),
+                channels: filters as u32,
+            };
+            let mut rng = kiln::rng::Rng::new(3);
+            let mut random = |n: usize, scale: f32| -> Vec<f32> {
+                (0..n).map(|_| (rng.next_f32() - 0.5) * scale).collect()
+            };
+            let x = random(batch * side * side * channels as usize, 2.0);
+            let mut params = kiln::params::ParamStore::new();
+            let kernel = params.add(
+                "k",
+                Tensor::from_shape(
+                    Shape::new(&[3, 3, channels as usize, filters]),
+                    random(9 * channels as usize * filters, 0.3),
+                ),
+            );
+            let bias = params.add(
+                "b",
+                Tensor::from_shape(Shape::new(&[filters]), random(filters, 0.1)),
+            );
+            let mut ws = Workspace::new();
+            let x_shape = Shape::new(&[batch, side, side, channels as usize]);
+            let mut step = |backward: bool| -> Result<()> {
+                let mut tape = Tape::new(&mut params, &mut ws);
+                // The first layer's input is data; later layers' inputs need a gradient.
+                let xv = tape.leaf(&x, x_shape, channels > 1);
+                let (k, b) = (tape.param(kernel), tape.param(bias));
+                let y = tape.conv2d_max_pool(xv, k, Some(b), conv, true, pool)?;
+                if backward {
+                    let seed = vec![1.0; tape.shape(y).numel()];
+                    tape.backward_from(y, &seed);
+                }
+                Ok(())
+            };
+            let mut time = |backward: bool| -> Result<f64> {
+                for _ in 0..iterations / 10 + 1 {
+                    step(backward)?;
+                }
+                let t = Instant::now();
+                for _ in 0..iterations {
+                    step(backward)?;
+                }
+                Ok(t.elapsed().as_secs_f64() / iterations as f64 * 1e6)
+            };
+            let forward = time(false)?;
+            let both = time(true)?;
+            println!(
+                "{}",
+                json!({ "layer": name, "batch": batch, "forward_us": forward.round(), "backward_us": (both - forward).round() })
+            );
+        }
         Ok(())
     })
 }

@@ -7,6 +7,10 @@
 //! the (kh·kw·C) × filters kernel, giving the NHWC output directly. Backward rebuilds the
 //! rows, then `dkernel = colsᵀ · g` and `dx` is `g · kernelᵀ` scattered back (col2im).
 //! Both work in blocks of images whose matrix fits in L2, one block per thread at a time.
+//! A 3×3 kernel with stride 1 over 8 or more channels goes by Winograd's F(2×2, 3×3)
+//! instead (see `winograd.rs`): the same blocks and epilogue, 16 smaller products with
+//! 1.9–2.25× fewer multiplies (MNIST CNN's second convolution: 3.1 → 2.4 ms backward per
+//! batch of 128, and the CNN's epoch 3.5 → 2.95 s).
 //! An epilogue runs on each block while it is in cache: bias and ReLU, and a max pooling
 //! that follows the convolution (so a CNN's largest tensor, the convolution's output, is
 //! never written out whole; backward rebuilds each block's share of its gradient).
@@ -15,6 +19,7 @@
 use rayon::prelude::*;
 
 use super::matmul::{gemm_single_thread, MatRef};
+use super::winograd;
 use crate::autograd::{Op, Tape, Var};
 use crate::error::{Error, Result};
 use crate::tensor::Shape;
@@ -115,7 +120,10 @@ const BLOCK_FLOATS: usize = 1 << 17;
 /// Images per block: as many as fit [`BLOCK_FLOATS`], but at least two blocks per thread
 /// so both cores get work.
 fn images_per_block(w: &Window, filters: usize, batch: usize) -> usize {
-    let per_image = w.output_pixels() * (w.taps() * w.channels as usize + filters);
+    let per_image = match winograd::applies(w) {
+        true => winograd::floats_per_image(w, filters),
+        false => w.output_pixels() * (w.taps() * w.channels as usize + filters),
+    };
     let fit = (BLOCK_FLOATS / per_image.max(1)).max(1);
     let spread = batch.div_ceil(2 * rayon::current_num_threads()).max(1);
     fit.min(spread)
@@ -227,8 +235,11 @@ impl Tape<'_> {
                 )
             }
         };
+        let transformed =
+            winograd::applies(&window).then(|| winograd::transform_kernel(self.value(kernel), c, filters));
         let product = Product {
             kernel: self.value(kernel),
+            transformed: transformed.as_deref(),
             bias: bias.map(|b| self.value(b)),
             filters,
             relu: epilogue.relu,
@@ -273,6 +284,8 @@ pub(crate) struct ConvNode {
 /// What each block multiplies by, and what follows the product.
 struct Product<'a> {
     kernel: &'a [f32],
+    /// The kernel as Winograd's 16 matrices, when the convolution is computed that way.
+    transformed: Option<&'a [f32]>,
     bias: Option<&'a [f32]>,
     filters: usize,
     relu: bool,
@@ -343,8 +356,13 @@ fn mark_dead_maxima(pooled: &[f32], from: &mut [f32]) {
 const NO_SOURCE: f32 = f32::from_bits(u32::MAX);
 
 /// One block: im2col of the images in `x` into `cols`, the product into `y`, then bias and
-/// ReLU in one pass while `y` is in cache.
+/// ReLU in one pass while `y` is in cache (or all of that by Winograd's method, which
+/// keeps its transformed matrices in `cols`).
 fn convolve_block(x: &[f32], p: &Product, w: &Window, cols: &mut Vec<f32>, y: &mut [f32]) {
+    if let Some(u) = p.transformed {
+        let epilogue = (p.filters, p.bias, p.relu);
+        return winograd::convolve_block(x, w, u, epilogue, cols, y);
+    }
     let depth = w.taps() * w.channels as usize;
     let rows = y.len() / p.filters;
     cols.resize(rows * depth, 0.0);
@@ -524,9 +542,16 @@ pub(crate) fn backward(tape: &mut Tape, node: ConvNode, out: Var, g: &[f32]) {
         (d.dims()[0], d.dims()[1], d.dims()[2], d.dims()[3])
     };
     let depth = kh * kw * c;
-    // gemm is slow on a transposed right-hand side; the kernel is small, transpose it once.
-    let mut kernel_t = tape.alloc(depth * filters);
-    super::matmul::transpose(tape.value(kernel), depth, filters, &mut kernel_t);
+    // gemm is slow on a transposed right-hand side; the kernel is small, transpose it once
+    // (with Winograd, each of its 16 transformed matrices).
+    let kernel_t = match winograd::applies(&window) {
+        true => winograd::transposed_kernel(tape.value(kernel), c, filters),
+        false => {
+            let mut kernel_t = tape.alloc(depth * filters);
+            super::matmul::transpose(tape.value(kernel), depth, filters, &mut kernel_t);
+            kernel_t
+        }
+    };
     let mut sums = None;
     if tape.requires_grad(x) {
         tape.accumulate_or_write(x, |t, dx, fresh| {
@@ -555,8 +580,11 @@ pub(crate) fn backward(tape: &mut Tape, node: ConvNode, out: Var, g: &[f32]) {
     }
     tape.recycle(kernel_t);
     let Some(sums) = sums else { return };
-    let (dk_sum, db_sum) = sums.split_at(depth * filters);
-    tape.accumulate(kernel, |_, dk| super::parallel::axpy(dk, 1.0, dk_sum));
+    let (dk_sum, db_sum) = sums.split_at(kernel_gradient_len(&window, filters));
+    match winograd::applies(&window) {
+        true => tape.accumulate(kernel, |_, dk| winograd::kernel_gradient(dk_sum, c, filters, dk)),
+        false => tape.accumulate(kernel, |_, dk| super::parallel::axpy(dk, 1.0, dk_sum)),
+    }
     if let Some(b) = bias {
         tape.accumulate(b, |_, db| super::parallel::axpy(db, 1.0, db_sum));
     }
@@ -692,7 +720,7 @@ fn backward_blocks(
     let mut total = partials.into_iter();
     let mut sum = total
         .next()
-        .unwrap_or_else(|| vec![0.0; w.taps() * w.channels as usize * filters + filters]);
+        .unwrap_or_else(|| vec![0.0; kernel_gradient_len(w, filters) + filters]);
     for partial in total {
         sum.iter_mut().zip(&partial).for_each(|(a, b)| *a += b);
     }
@@ -722,46 +750,78 @@ impl Group<'_> {
         upstream: &Upstream,
         mut dx: Option<&mut [f32]>,
     ) -> Vec<f32> {
-        let depth = w.taps() * w.channels as usize;
         let image_len = w.input_pixels() * w.channels as usize;
-        let mut sums = vec![0.0; depth * filters + filters];
+        let kernel_len = kernel_gradient_len(w, filters);
+        let mut sums = vec![0.0; kernel_len + filters];
         let (mut cols, mut scratch) = (Vec::new(), Vec::new());
         for (b, x) in self.x.chunks(per_block * image_len).enumerate() {
             let images = x.len() / image_len;
             let g = upstream.block(self.first_image + b * per_block, images, &mut scratch);
-            let (dk, db) = sums.split_at_mut(depth * filters);
+            let (dk, db) = sums.split_at_mut(kernel_len);
             for row in g.chunks_exact(filters) {
                 db.iter_mut().zip(row).for_each(|(d, g)| *d += g);
             }
-            let rows = g.len() / filters;
-            cols.resize(rows * depth, 0.0);
-            im2col(x, w, &mut cols);
-            let cols_t = MatRef {
-                data: &cols,
-                row_stride: 1,
-                col_stride: depth,
-            };
-            gemm_single_thread(
-                depth,
-                filters,
-                rows,
-                dk,
-                true,
-                cols_t,
-                MatRef::row_major(g, filters),
-            );
-            if let Some(dx) = dx.as_deref_mut() {
-                // The im2col buffer is free again: reuse it for this block's dcols.
-                let (lhs, rhs) = (MatRef::row_major(g, filters), MatRef::row_major(kernel_t, depth));
-                gemm_single_thread(rows, depth, filters, &mut cols, false, lhs, rhs);
-                let block_dx = &mut dx[b * per_block * image_len..][..images * image_len];
+            let block_dx = dx.as_deref_mut().map(|dx| {
+                let block = &mut dx[b * per_block * image_len..][..images * image_len];
                 if self.fresh_dx {
-                    block_dx.fill(0.0);
+                    block.fill(0.0);
                 }
-                col2im(&cols, w, block_dx);
+                block
+            });
+            match winograd::applies(w) {
+                true => winograd::backward_block(x, w, kernel_t, g, &mut cols, dk, block_dx),
+                false => im2col_backward_block(x, w, kernel_t, g, &mut cols, dk, block_dx),
             }
         }
         sums
+    }
+}
+
+/// Floats in the kernel's gradient as backward sums it: the kernel's own size, or with
+/// Winograd its 16 transformed matrices (turned into the kernel's gradient at the end).
+fn kernel_gradient_len(w: &Window, filters: usize) -> usize {
+    let per_pair = match winograd::applies(w) {
+        true => winograd::POINTS,
+        false => w.taps(),
+    };
+    per_pair * w.channels as usize * filters
+}
+
+/// One block's backward through im2col: `dk += colsᵀ · dy`, and when `dx` is given,
+/// `dx += col2im(dy · kernelᵀ)`.
+fn im2col_backward_block(
+    x: &[f32],
+    w: &Window,
+    kernel_t: &[f32],
+    dy: &[f32],
+    cols: &mut Vec<f32>,
+    dk: &mut [f32],
+    dx: Option<&mut [f32]>,
+) {
+    let depth = w.taps() * w.channels as usize;
+    let filters = kernel_t.len() / depth;
+    let rows = dy.len() / filters;
+    cols.resize(rows * depth, 0.0);
+    im2col(x, w, cols);
+    let cols_t = MatRef {
+        data: cols,
+        row_stride: 1,
+        col_stride: depth,
+    };
+    gemm_single_thread(
+        depth,
+        filters,
+        rows,
+        dk,
+        true,
+        cols_t,
+        MatRef::row_major(dy, filters),
+    );
+    if let Some(dx) = dx {
+        // The im2col buffer is free again: reuse it for this block's dcols.
+        let (lhs, rhs) = (MatRef::row_major(dy, filters), MatRef::row_major(kernel_t, depth));
+        gemm_single_thread(rows, depth, filters, cols, false, lhs, rhs);
+        col2im(cols, w, dx);
     }
 }
 

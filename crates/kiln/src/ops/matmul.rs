@@ -4,6 +4,8 @@
 //! Dense layer applies to the last axis as in Keras. `b` is a matrix (a weight).
 
 use rayon::prelude::*;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 
 use crate::autograd::{Op, Tape, Var};
 use crate::error::{Error, Result};
@@ -33,10 +35,16 @@ impl<'a> MatRef<'a> {
     }
 }
 
-/// Number of `gemm` calls running now. The `gemm` crate allocates its packing buffers on
-/// every call; the allocation audit test uses this to tell those apart from kiln's own
-/// allocations (which must be none in a training step after the first).
-pub static GEMM_CALLS_IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Number of `gemm` calls running now, counted only while [`COUNT_GEMM_CALLS`] is set. The
+/// `gemm` crate allocates its packing buffers on every call; the allocation audit test
+/// uses this to tell those apart from kiln's own allocations (which must be none in a
+/// training step after the first).
+pub static GEMM_CALLS_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// Set by the allocation audit to have [`GEMM_CALLS_IN_FLIGHT`] kept. Off otherwise: a
+/// CNN step makes thousands of small products on both threads, and their increments of
+/// one shared counter bounced its cache line between the cores (2% of an epoch).
+pub static COUNT_GEMM_CALLS: AtomicBool = AtomicBool::new(false);
 
 /// Below this many multiply-adds one thread is faster than waking the pool: a product of
 /// 2M multiply-adds takes ~10 µs on one core, about what a wake-up and join cost. (A
@@ -91,8 +99,10 @@ fn gemm_with(
     } else {
         gemm::Parallelism::None
     };
-    use std::sync::atomic::Ordering::SeqCst;
-    GEMM_CALLS_IN_FLIGHT.fetch_add(1, SeqCst);
+    let counted = COUNT_GEMM_CALLS.load(Relaxed);
+    if counted {
+        GEMM_CALLS_IN_FLIGHT.fetch_add(1, SeqCst);
+    }
     // SAFETY: the asserts above guarantee every element the kernel touches lies inside the
     // slices (strides are non-negative and the largest offsets are in bounds), and `dst`
     // is exclusively borrowed, so it aliases neither operand.
@@ -119,7 +129,9 @@ fn gemm_with(
             parallelism,
         );
     }
-    GEMM_CALLS_IN_FLIGHT.fetch_sub(1, SeqCst);
+    if counted {
+        GEMM_CALLS_IN_FLIGHT.fetch_sub(1, SeqCst);
+    }
 }
 
 /// Writes the transpose of `src` (rows×cols, row-major) into `dst` (cols×rows).

@@ -25,6 +25,7 @@ pub(crate) mod simd;
 pub mod softmax;
 pub mod stable_matmul;
 pub mod unary;
+pub(crate) mod winograd;
 
 #[cfg(test)]
 pub(crate) mod gradcheck;

@@ -199,8 +199,19 @@ fn max_lanes<const L: usize>(
         }
     }
     best[ch..ch + L].copy_from_slice(&top);
-    for (lane, (i, &t)) in index[ch..ch + L].iter_mut().zip(&top_tap).enumerate() {
-        *i = f32::from_bits((offset + taps[t as usize] + ch + lane) as u32);
+    // Each lane's winning tap turned into its batch index by a compare per tap: looking
+    // the tap up per lane compiled to a scalar extract and store per channel, which cost
+    // more than the scan.
+    let mut source = [0u32; L];
+    for (ordinal, &at) in (0u32..).zip(taps) {
+        let at = (offset + at + ch) as u32;
+        for (s, &t) in source.iter_mut().zip(&top_tap) {
+            *s |= at & ((t == ordinal) as u32).wrapping_neg();
+        }
+    }
+    let index: &mut [f32; L] = (&mut index[ch..ch + L]).try_into().expect("L lanes");
+    for lane in 0..L {
+        index[lane] = f32::from_bits(source[lane] + lane as u32);
     }
 }
 

@@ -1,0 +1,750 @@
+//! Winograd's minimal filtering F(2×2, 3×3) for 3×3 convolutions with stride 1 and no
+//! dilation: each 2×2 block ("tile") of output pixels is computed from the 4×4 input patch
+//! under it with 16 multiplies per channel pair instead of 36.
+//!
+//! With `d` a 4×4 input patch and `g` a 3×3 kernel slice, the tile is `Aᵀ [(G g Gᵀ) ⊙
+//! (Bᵀ d B)] A` (Lavin & Gray, 2015). Summed over channels, the elementwise product at each
+//! of the 16 points ξ becomes a matrix product: `M_ξ (tiles × F) = V_ξ (tiles × C) · U_ξ
+//! (C × F)`, 16 products of the tuned `gemm` kernel in place of one im2col product with 2.25×
+//! the multiplies (1.9× for MNIST's 11×11 output, whose tiles overhang by a row and column).
+//!
+//! Backward is the exact adjoint of that computation, so the gradients are those of what
+//! forward computed: `dM = A dY Aᵀ` per tile, `dU_ξ = V_ξᵀ dM_ξ` (summed over blocks, then
+//! `dkernel = Gᵀ dU G`), `dV_ξ = dM_ξ U_ξᵀ` and `dx += B dV Bᵀ`, added back patch by patch
+//! (neighbouring patches overlap by two pixels).
+//!
+//! The transforms run 16 channels (or filters) at a time through fixed-size lanes, so they
+//! compile to vector adds; the transformed matrices of a block of images stay in cache
+//! between the transforms and the products, as im2col's matrix does.
+
+use super::conv2d::Window;
+use super::matmul::{gemm_single_thread, MatRef};
+
+/// Points of a transformed 4×4 tile.
+pub(super) const POINTS: usize = 16;
+
+/// The fewest input channels worth it: each of the 16 products has depth C, and below this
+/// their fixed costs outweigh the multiplies saved (a one-channel input is im2col's case).
+const MIN_CHANNELS: u32 = 8;
+
+/// Whether `w` is a convolution this module computes: a 3×3 window, stride 1, dilation 1
+/// (any padding), over at least [`MIN_CHANNELS`] channels.
+pub(super) fn applies(w: &Window) -> bool {
+    let axis_fits = |a: &super::conv2d::Axis| a.kernel == 3 && a.stride == 1 && a.dilation == 1;
+    axis_fits(&w.height) && axis_fits(&w.width) && w.channels >= MIN_CHANNELS
+}
+
+/// Tiles per image: ⌈OH/2⌉ × ⌈OW/2⌉ (a tile past an odd edge computes one pixel too many,
+/// which is not stored).
+pub(super) fn tiles_per_image(w: &Window) -> usize {
+    (w.height.output as usize).div_ceil(2) * (w.width.output as usize).div_ceil(2)
+}
+
+/// Floats a block holds per image: its transformed input and products, and its output.
+pub(super) fn floats_per_image(w: &Window, filters: usize) -> usize {
+    POINTS * tiles_per_image(w) * (w.channels as usize + filters) + w.output_pixels() * filters
+}
+
+/// `G g Gᵀ` for every (channel, filter) pair: the kernel (3, 3, C, F) as 16 matrices C × F.
+pub(super) fn transform_kernel(kernel: &[f32], channels: usize, filters: usize) -> Vec<f32> {
+    let pairs = channels * filters;
+    let mut u = vec![0.0; POINTS * pairs];
+    for e in 0..pairs {
+        let g = |i: usize, j: usize| kernel[(i * 3 + j) * pairs + e];
+        // Columns first: G applied to each kernel column, then to each row of the result.
+        let columns: [[f32; 4]; 3] = std::array::from_fn(|j| g_times([g(0, j), g(1, j), g(2, j)]));
+        for r in 0..4 {
+            let row = g_times([columns[0][r], columns[1][r], columns[2][r]]);
+            for (s, value) in row.into_iter().enumerate() {
+                u[(r * 4 + s) * pairs + e] = value;
+            }
+        }
+    }
+    u
+}
+
+/// [`transform_kernel`], each of the 16 matrices transposed (16 × F × C): the right-hand
+/// side of the input gradient's products.
+pub(super) fn transposed_kernel(kernel: &[f32], channels: usize, filters: usize) -> Vec<f32> {
+    let u = transform_kernel(kernel, channels, filters);
+    let mut u_t = vec![0.0; u.len()];
+    let pairs = channels * filters;
+    for (u, u_t) in u.chunks_exact(pairs).zip(u_t.chunks_exact_mut(pairs)) {
+        super::matmul::transpose(u, channels, filters, u_t);
+    }
+    u_t
+}
+
+/// `Gᵀ dU G`: the kernel gradient (3, 3, C, F) from the gradient of the transformed kernel,
+/// added to `dkernel`.
+pub(super) fn kernel_gradient(du: &[f32], channels: usize, filters: usize, dkernel: &mut [f32]) {
+    let pairs = channels * filters;
+    for e in 0..pairs {
+        let point = |r: usize, s: usize| du[(r * 4 + s) * pairs + e];
+        let rows: [[f32; 3]; 4] =
+            std::array::from_fn(|r| g_transposed_times([point(r, 0), point(r, 1), point(r, 2), point(r, 3)]));
+        for j in 0..3 {
+            let column = g_transposed_times([rows[0][j], rows[1][j], rows[2][j], rows[3][j]]);
+            for (i, value) in column.into_iter().enumerate() {
+                dkernel[(i * 3 + j) * pairs + e] += value;
+            }
+        }
+    }
+}
+
+/// G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]] times a 3-vector.
+fn g_times([a, b, c]: [f32; 3]) -> [f32; 4] {
+    [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c]
+}
+
+/// Gᵀ times a 4-vector.
+fn g_transposed_times([a, b, c, d]: [f32; 4]) -> [f32; 3] {
+    [a + 0.5 * (b + c), 0.5 * (b - c), 0.5 * (b + c) + d]
+}
+
+/// One of the four one-axis transforms, applied to a column (or row) of a tile.
+trait Transform<const I: usize, const O: usize> {
+    fn apply(x: [f32; I]) -> [f32; O];
+}
+
+/// Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]].
+struct Bt;
+/// B, the adjoint of Bᵀ.
+struct B;
+/// Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]].
+struct At;
+/// A, the adjoint of Aᵀ.
+struct A;
+
+impl Transform<4, 4> for Bt {
+    #[inline(always)]
+    fn apply([d0, d1, d2, d3]: [f32; 4]) -> [f32; 4] {
+        [d0 - d2, d1 + d2, d2 - d1, d1 - d3]
+    }
+}
+
+impl Transform<4, 4> for B {
+    #[inline(always)]
+    fn apply([v0, v1, v2, v3]: [f32; 4]) -> [f32; 4] {
+        [v0, v1 - v2 + v3, v1 + v2 - v0, -v3]
+    }
+}
+
+impl Transform<4, 2> for At {
+    #[inline(always)]
+    fn apply([m0, m1, m2, m3]: [f32; 4]) -> [f32; 2] {
+        [m0 + m1 + m2, m1 - m2 - m3]
+    }
+}
+
+impl Transform<2, 4> for A {
+    #[inline(always)]
+    fn apply([y0, y1]: [f32; 2]) -> [f32; 4] {
+        [y0, y0 + y1, y0 - y1, -y1]
+    }
+}
+
+/// `T tile` lane by lane, for the matrix T that `Tr` applies: the transform down every
+/// column of an I×I tile. Plain loops over fixed sizes (no closures, which would be
+/// compiled without the caller's vector features), so each lane loop is vector adds.
+#[inline(always)]
+fn down_columns<Tr: Transform<I, O>, const L: usize, const I: usize, const O: usize>(
+    tile: &[[[f32; L]; I]; I],
+) -> [[[f32; L]; I]; O] {
+    let mut down = [[[0.0; L]; I]; O];
+    for s in 0..I {
+        for l in 0..L {
+            let mut column = [0.0; I];
+            for r in 0..I {
+                column[r] = tile[r][s][l];
+            }
+            let column = Tr::apply(column);
+            for o in 0..O {
+                down[o][s][l] = column[o];
+            }
+        }
+    }
+    down
+}
+
+/// Row `o` of `(T tile) Tᵀ`, from [`down_columns`]'s result: the transform along one row.
+/// The caller stores each row as it comes, so no whole second tile is held.
+#[inline(always)]
+fn along_row<Tr: Transform<I, O>, const L: usize, const I: usize, const O: usize>(
+    down: &[[[f32; L]; I]; O],
+    o: usize,
+) -> [[f32; L]; O] {
+    let mut out = [[0.0; L]; O];
+    for l in 0..L {
+        let mut row = [0.0; I];
+        for s in 0..I {
+            row[s] = down[o][s][l];
+        }
+        let row = Tr::apply(row);
+        for p in 0..O {
+            out[p][l] = row[p];
+        }
+    }
+    out
+}
+
+/// Where a tile's patch lies in its image, and which of its output pixels exist.
+struct Tiles<'w> {
+    w: &'w Window,
+}
+
+impl Tiles<'_> {
+    fn rows(&self) -> usize {
+        (self.w.height.output as usize).div_ceil(2)
+    }
+
+    fn cols(&self) -> usize {
+        (self.w.width.output as usize).div_ceil(2)
+    }
+
+    /// The input row (or column) under patch position `k` of tile `t` along `axis`.
+    #[inline(always)]
+    fn source(axis: &super::conv2d::Axis, t: usize, k: usize) -> Option<usize> {
+        (2 * t + k)
+            .checked_sub(axis.pad_before as usize)
+            .filter(|&i| i < axis.input as usize)
+    }
+
+    /// Offsets in the image of the 16 patch pixels of tile (th, tw), None in the padding.
+    #[inline(always)]
+    fn patch(&self, th: usize, tw: usize) -> [[Option<usize>; 4]; 4] {
+        let (w, c) = (self.w, self.w.channels as usize);
+        let mut patch = [[None; 4]; 4];
+        for (r, line) in patch.iter_mut().enumerate() {
+            let Some(ih) = Self::source(&w.height, th, r) else {
+                continue;
+            };
+            for (s, offset) in line.iter_mut().enumerate() {
+                *offset = Self::source(&w.width, tw, s).map(|iw| (ih * w.width.input as usize + iw) * c);
+            }
+        }
+        patch
+    }
+
+    /// The pixel index in the output image of each of tile (th, tw)'s 2×2 outputs, None
+    /// past an odd edge.
+    #[inline(always)]
+    fn outputs(&self, th: usize, tw: usize) -> [[Option<usize>; 2]; 2] {
+        let (oh, ow) = (self.w.height.output as usize, self.w.width.output as usize);
+        let mut pixels = [[None; 2]; 2];
+        for (i, line) in pixels.iter_mut().enumerate() {
+            for (j, pixel) in line.iter_mut().enumerate() {
+                let (y, x) = (2 * th + i, 2 * tw + j);
+                *pixel = (y < oh && x < ow).then_some(y * ow + x);
+            }
+        }
+        pixels
+    }
+}
+
+/// Runs `f::<16>(args…, lane)` over whole 16-lane chunks of `0..n`, then `f::<1>` over
+/// the rest.
+macro_rules! by_lanes {
+    ($n:expr, $f:ident($($arg:expr),*)) => {{
+        let n = $n;
+        let mut lane = 0;
+        while n - lane >= 16 {
+            $f::<16>($($arg,)* lane);
+            lane += 16;
+        }
+        while lane < n {
+            $f::<1>($($arg,)* lane);
+            lane += 1;
+        }
+    }};
+}
+
+/// A block's transformed matrices: 16 of them, `rows` × `cols` each, back to back.
+#[derive(Clone, Copy)]
+struct Points {
+    rows: usize,
+    cols: usize,
+}
+
+impl Points {
+    fn len(&self) -> usize {
+        self.rows * self.cols
+    }
+
+    /// Where `lanes` at column `col` of row `row` of point `p` start.
+    #[inline(always)]
+    fn at(&self, p: usize, row: usize, col: usize) -> usize {
+        p * self.len() + row * self.cols + col
+    }
+}
+
+super::simd::widest_simd! {
+    /// `Bᵀ d B` of every tile of the images in `x` into `v` (16 matrices, tiles × C).
+    fn input_transform(x: &[f32], w: &Window, v: &mut [f32]) => input_transform_body
+}
+
+#[inline(always)]
+fn input_transform_body(x: &[f32], w: &Window, v: &mut [f32]) {
+    let c = w.channels as usize;
+    let tiles = Tiles { w };
+    let image_len = w.input_pixels() * c;
+    let points = Points {
+        rows: v.len() / (POINTS * c),
+        cols: c,
+    };
+    let mut row = 0;
+    for image in x.chunks_exact(image_len) {
+        for th in 0..tiles.rows() {
+            for tw in 0..tiles.cols() {
+                let patch = tiles.patch(th, tw);
+                by_lanes!(c, input_tile(image, &patch, v, points, row));
+                row += 1;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn input_tile<const L: usize>(
+    image: &[f32],
+    patch: &[[Option<usize>; 4]; 4],
+    v: &mut [f32],
+    points: Points,
+    row: usize,
+    ch: usize,
+) {
+    let mut d = [[[0.0; L]; 4]; 4];
+    for r in 0..4 {
+        for s in 0..4 {
+            if let Some(offset) = patch[r][s] {
+                d[r][s].copy_from_slice(&image[offset + ch..][..L]);
+            }
+        }
+    }
+    let down = down_columns::<Bt, L, 4, 4>(&d);
+    for r in 0..4 {
+        let t = along_row::<Bt, L, 4, 4>(&down, r);
+        for (s, lanes) in t.iter().enumerate() {
+            v[points.at(r * 4 + s, row, ch)..][..L].copy_from_slice(lanes);
+        }
+    }
+}
+
+super::simd::widest_simd! {
+    /// `Aᵀ M A` of every tile in `m` (16 matrices, tiles × F) into the block's output `y`
+    /// (images × OH × OW × F), plus `bias` and then ReLU if `relu`, as the im2col path's
+    /// epilogue computes them.
+    fn output_transform(m: &[f32], w: &Window, filters: usize, bias: Option<&[f32]>, relu: bool, y: &mut [f32]) => output_transform_body
+}
+
+#[inline(always)]
+fn output_transform_body(
+    m: &[f32],
+    w: &Window,
+    filters: usize,
+    bias: Option<&[f32]>,
+    relu: bool,
+    y: &mut [f32],
+) {
+    let tiles = Tiles { w };
+    let points = Points {
+        rows: m.len() / (POINTS * filters),
+        cols: filters,
+    };
+    let mut row = 0;
+    for image in y.chunks_exact_mut(w.output_pixels() * filters) {
+        for th in 0..tiles.rows() {
+            for tw in 0..tiles.cols() {
+                let outputs = tiles.outputs(th, tw);
+                let epilogue = (bias, relu);
+                by_lanes!(filters, output_tile(m, points, row, epilogue, &outputs, image));
+                row += 1;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn output_tile<const L: usize>(
+    m: &[f32],
+    points: Points,
+    row: usize,
+    (bias, relu): (Option<&[f32]>, bool),
+    outputs: &[[Option<usize>; 2]; 2],
+    image: &mut [f32],
+    f: usize,
+) {
+    let mut tile = [[[0.0; L]; 4]; 4];
+    for r in 0..4 {
+        for s in 0..4 {
+            tile[r][s].copy_from_slice(&m[points.at(r * 4 + s, row, f)..][..L]);
+        }
+    }
+    // Adding −0.0 changes no value (not even −0.0): the same loop serves without a bias.
+    let bias: [f32; L] = match bias {
+        Some(b) => b[f..][..L].try_into().expect("L lanes"),
+        None => [-0.0; L],
+    };
+    let down = down_columns::<At, L, 4, 2>(&tile);
+    for (i, outputs) in outputs.iter().enumerate() {
+        let y = along_row::<At, L, 4, 2>(&down, i);
+        for (&pixel, y) in outputs.iter().zip(&y) {
+            let Some(pixel) = pixel else { continue };
+            let out: &mut [f32; L] = (&mut image[pixel * points.cols + f..][..L])
+                .try_into()
+                .expect("L lanes");
+            for l in 0..L {
+                let v = y[l] + bias[l];
+                // `if v < 0` rather than max(0): NaN must reach the loss (see unary.rs).
+                out[l] = if relu && v < 0.0 { 0.0 } else { v };
+            }
+        }
+    }
+}
+
+super::simd::widest_simd! {
+    /// `A dY Aᵀ` of every tile of the output gradient `dy` (images × OH × OW × F) into
+    /// `dm` (16 matrices, tiles × F); the pixels past an odd edge count as 0.
+    fn output_gradient_transform(dy: &[f32], w: &Window, filters: usize, dm: &mut [f32]) => output_gradient_transform_body
+}
+
+#[inline(always)]
+fn output_gradient_transform_body(dy: &[f32], w: &Window, filters: usize, dm: &mut [f32]) {
+    let tiles = Tiles { w };
+    let points = Points {
+        rows: dm.len() / (POINTS * filters),
+        cols: filters,
+    };
+    let mut row = 0;
+    for image in dy.chunks_exact(w.output_pixels() * filters) {
+        for th in 0..tiles.rows() {
+            for tw in 0..tiles.cols() {
+                let outputs = tiles.outputs(th, tw);
+                by_lanes!(filters, output_gradient_tile(image, &outputs, dm, points, row));
+                row += 1;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn output_gradient_tile<const L: usize>(
+    image: &[f32],
+    outputs: &[[Option<usize>; 2]; 2],
+    dm: &mut [f32],
+    points: Points,
+    row: usize,
+    f: usize,
+) {
+    let mut dy = [[[0.0; L]; 2]; 2];
+    for i in 0..2 {
+        for j in 0..2 {
+            if let Some(pixel) = outputs[i][j] {
+                dy[i][j].copy_from_slice(&image[pixel * points.cols + f..][..L]);
+            }
+        }
+    }
+    let down = down_columns::<A, L, 2, 4>(&dy);
+    for r in 0..4 {
+        let t = along_row::<A, L, 2, 4>(&down, r);
+        for (s, lanes) in t.iter().enumerate() {
+            dm[points.at(r * 4 + s, row, f)..][..L].copy_from_slice(lanes);
+        }
+    }
+}
+
+super::simd::widest_simd! {
+    /// `B dV Bᵀ` of every tile in `dv` (16 matrices, tiles × C), added onto the patches
+    /// of the images in `dx` (the parts in the padding dropped).
+    fn input_gradient_transform(dv: &[f32], w: &Window, dx: &mut [f32]) => input_gradient_transform_body
+}
+
+#[inline(always)]
+fn input_gradient_transform_body(dv: &[f32], w: &Window, dx: &mut [f32]) {
+    let c = w.channels as usize;
+    let tiles = Tiles { w };
+    let points = Points {
+        rows: dv.len() / (POINTS * c),
+        cols: c,
+    };
+    let mut row = 0;
+    for image in dx.chunks_exact_mut(w.input_pixels() * c) {
+        for th in 0..tiles.rows() {
+            for tw in 0..tiles.cols() {
+                let patch = tiles.patch(th, tw);
+                by_lanes!(c, input_gradient_tile(dv, points, row, &patch, image));
+                row += 1;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn input_gradient_tile<const L: usize>(
+    dv: &[f32],
+    points: Points,
+    row: usize,
+    patch: &[[Option<usize>; 4]; 4],
+    image: &mut [f32],
+    ch: usize,
+) {
+    let mut tile = [[[0.0; L]; 4]; 4];
+    for r in 0..4 {
+        for s in 0..4 {
+            tile[r][s].copy_from_slice(&dv[points.at(r * 4 + s, row, ch)..][..L]);
+        }
+    }
+    let down = down_columns::<B, L, 4, 4>(&tile);
+    for (r, patch) in patch.iter().enumerate() {
+        let d = along_row::<B, L, 4, 4>(&down, r);
+        for (&offset, d) in patch.iter().zip(&d) {
+            let Some(offset) = offset else { continue };
+            for (x, g) in image[offset + ch..][..L].iter_mut().zip(d) {
+                *x += g;
+            }
+        }
+    }
+}
+
+/// The 16 products of a block, `out_p = lhs_p · rhs_p` (added to `out_p` if
+/// `accumulate`), each point's matrices taken from the three buffers' p-th sixteenths.
+#[allow(clippy::too_many_arguments)] // the BLAS argument list, per point
+fn products(
+    (m, n, k): (usize, usize, usize),
+    out: &mut [f32],
+    accumulate: bool,
+    lhs: &[f32],
+    lhs_transposed: bool,
+    rhs: &[f32],
+) {
+    let (lhs_len, rhs_len) = (lhs.len() / POINTS, rhs.len() / POINTS);
+    for (p, out) in out.chunks_exact_mut(m * n).enumerate() {
+        let data = &lhs[p * lhs_len..][..lhs_len];
+        let lhs = match lhs_transposed {
+            // `data` holds the k × m matrix whose transpose is the left operand.
+            true => MatRef {
+                data,
+                row_stride: 1,
+                col_stride: m,
+            },
+            false => MatRef::row_major(data, k),
+        };
+        let rhs = MatRef::row_major(&rhs[p * rhs_len..][..rhs_len], n);
+        gemm_single_thread(m, n, k, out, accumulate, lhs, rhs);
+    }
+}
+
+/// One block's convolution: `x` (images × H × W × C) with the transformed kernel `u`
+/// (16 × C × F) into `y` (images × OH × OW × F), with bias and ReLU applied. `scratch`
+/// holds the transformed input and products between calls.
+pub(super) fn convolve_block(
+    x: &[f32],
+    w: &Window,
+    u: &[f32],
+    (filters, bias, relu): (usize, Option<&[f32]>, bool),
+    scratch: &mut Vec<f32>,
+    y: &mut [f32],
+) {
+    let c = w.channels as usize;
+    let tiles = x.len() / (w.input_pixels() * c) * tiles_per_image(w);
+    scratch.resize(POINTS * tiles * (c + filters), 0.0);
+    let (v, m) = scratch.split_at_mut(POINTS * tiles * c);
+    input_transform(x, w, v);
+    products((tiles, filters, c), m, false, v, false, u);
+    output_transform(m, w, filters, bias, relu, y);
+}
+
+/// One block's backward: `du` (16 × C × F) += the gradient of the transformed kernel, and
+/// `dx` (images × H × W × C), when given, += the input gradient, from `dy`, the gradient of
+/// the block's output. `u_t` is the transformed kernel transposed per point (16 × F × C).
+pub(super) fn backward_block(
+    x: &[f32],
+    w: &Window,
+    u_t: &[f32],
+    dy: &[f32],
+    scratch: &mut Vec<f32>,
+    du: &mut [f32],
+    dx: Option<&mut [f32]>,
+) {
+    let c = w.channels as usize;
+    let filters = u_t.len() / (POINTS * c);
+    let tiles = x.len() / (w.input_pixels() * c) * tiles_per_image(w);
+    scratch.resize(POINTS * tiles * (c + filters), 0.0);
+    let (v, dm) = scratch.split_at_mut(POINTS * tiles * c);
+    input_transform(x, w, v);
+    output_gradient_transform(dy, w, filters, dm);
+    products((c, filters, tiles), du, true, v, true, dm);
+    if let Some(dx) = dx {
+        // V is no longer needed: its buffer takes dV.
+        products((tiles, c, filters), v, false, dm, false, u_t);
+        input_gradient_transform(v, w, dx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::autograd::{Tape, Var, Workspace};
+    use crate::ops::conv2d::{Axis, Padding};
+    use crate::ops::gradcheck;
+    use crate::params::ParamStore;
+    use crate::tensor::Shape;
+
+    fn window(h: usize, w: usize, c: usize, padding: Padding) -> Window {
+        Window {
+            height: Axis::new(h, 3, 1, 1, padding).unwrap(),
+            width: Axis::new(w, 3, 1, 1, padding).unwrap(),
+            channels: c as u32,
+        }
+    }
+
+    /// Output and the gradients of x, kernel and bias for a random seed, by the definition:
+    /// y[b,oh,ow,f] = bias[f] + Σ x[b,ih,iw,c]·k[i,j,c,f], and its adjoint looped directly.
+    fn by_definition(
+        w: &Window,
+        batch: usize,
+        filters: usize,
+        (x, k, bias, seed): (&[f32], &[f32], &[f32], &[f32]),
+    ) -> [Vec<f32>; 4] {
+        let c = w.channels as usize;
+        let (oh_n, ow_n) = (w.height.output as usize, w.width.output as usize);
+        let (h, wi) = (w.height.input as usize, w.width.input as usize);
+        let mut y = vec![0.0f64; batch * oh_n * ow_n * filters];
+        let (mut dx, mut dk, mut db) = (
+            vec![0.0f64; x.len()],
+            vec![0.0f64; k.len()],
+            vec![0.0f64; filters],
+        );
+        for b in 0..batch {
+            for oh in 0..oh_n {
+                for ow in 0..ow_n {
+                    for f in 0..filters {
+                        let yi = ((b * oh_n + oh) * ow_n + ow) * filters + f;
+                        y[yi] = bias[f] as f64;
+                        db[f] += seed[yi] as f64;
+                        for i in 0..3 {
+                            for j in 0..3 {
+                                let (Some(ih), Some(iw)) = (w.height.source(oh, i), w.width.source(ow, j))
+                                else {
+                                    continue;
+                                };
+                                for ch in 0..c {
+                                    let xi = ((b * h + ih) * wi + iw) * c + ch;
+                                    let ki = ((i * 3 + j) * c + ch) * filters + f;
+                                    y[yi] += x[xi] as f64 * k[ki] as f64;
+                                    dx[xi] += k[ki] as f64 * seed[yi] as f64;
+                                    dk[ki] += x[xi] as f64 * seed[yi] as f64;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        [y, dx, dk, db].map(|v| v.into_iter().map(|v| v as f32).collect())
+    }
+
+    /// conv2d's output and gradients on the tape (which takes the Winograd path here).
+    fn on_tape(
+        w: &Window,
+        batch: usize,
+        filters: usize,
+        (x, k, bias, seed): (&[f32], &[f32], &[f32], &[f32]),
+    ) -> [Vec<f32>; 4] {
+        let (mut p, mut ws) = (ParamStore::new(), Workspace::new());
+        let mut t = Tape::new(&mut p, &mut ws);
+        let c = w.channels as usize;
+        let dims = [batch, w.height.input as usize, w.width.input as usize, c];
+        let v: Vec<Var> = [
+            (x, &dims[..]),
+            (k, &[3, 3, c, filters][..]),
+            (bias, &[filters][..]),
+        ]
+        .iter()
+        .map(|(data, dims)| t.leaf(data, Shape::new(dims), true))
+        .collect();
+        let y = t.conv2d(v[0], v[1], Some(v[2]), *w).unwrap();
+        t.backward_from(y, seed);
+        [
+            t.value(y).to_vec(),
+            t.grad(v[0]).unwrap().to_vec(),
+            t.grad(v[1]).unwrap().to_vec(),
+            t.grad(v[2]).unwrap().to_vec(),
+        ]
+    }
+
+    /// Output, dx, dkernel and dbias equal the definition's within f32 rounding, for both
+    /// paddings, odd and even output sizes, channel and filter counts that leave a partial
+    /// 16-lane chunk, and batches of several blocks.
+    #[test]
+    fn matches_the_definition_forward_and_backward() {
+        let cases = [
+            // (height, width, channels, filters, padding, batch)
+            (13, 13, 32, 64, Padding::Valid, 3),
+            (8, 7, 8, 5, Padding::Same, 2),
+            (6, 9, 20, 17, Padding::Valid, 5),
+            (5, 5, 16, 3, Padding::Same, 40),
+            (3, 4, 9, 2, Padding::Valid, 1),
+        ];
+        for (i, &(h, wd, c, filters, padding, batch)) in cases.iter().enumerate() {
+            let w = window(h, wd, c, padding);
+            assert!(applies(&w));
+            let seed = 40 + 5 * i as u64;
+            let x = gradcheck::random(batch * h * wd * c, seed);
+            let k = gradcheck::random(9 * c * filters, seed + 1);
+            let bias = gradcheck::random(filters, seed + 2);
+            let out_len = batch * w.output_pixels() * filters;
+            let upstream = gradcheck::random(out_len, seed + 3);
+            let args = (&x[..], &k[..], &bias[..], &upstream[..]);
+            let expected = by_definition(&w, batch, filters, args);
+            let got = on_tape(&w, batch, filters, args);
+            for (which, (got, expected)) in ["output", "dx", "dkernel", "dbias"]
+                .iter()
+                .zip(got.iter().zip(&expected))
+            {
+                assert_eq!(got.len(), expected.len(), "case {i} {which}");
+                let scale = expected.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+                for (n, (a, e)) in got.iter().zip(expected).enumerate() {
+                    assert!(
+                        (a - e).abs() <= 1e-5 * scale * (c as f32).sqrt() * 4.0,
+                        "case {i} {which}[{n}]: {a} vs {e}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gradient_checks_valid_and_same() {
+        for (name, padding) in [
+            ("winograd valid", Padding::Valid),
+            ("winograd same", Padding::Same),
+        ] {
+            let w = window(5, 4, 8, padding);
+            gradcheck::check(
+                name,
+                &[
+                    (&[2, 5, 4, 8], gradcheck::random(2 * 5 * 4 * 8, 60)),
+                    (&[3, 3, 8, 3], gradcheck::random(9 * 8 * 3, 61)),
+                    (&[3], gradcheck::random(3, 62)),
+                ],
+                |t, v| t.conv2d(v[0], v[1], Some(v[2]), w).unwrap(),
+            );
+        }
+    }
+
+    #[test]
+    fn applies_only_to_unit_stride_undilated_3x3_over_enough_channels() {
+        let axis = |k, s, d| Axis::new(12, k, s, d, Padding::Same).unwrap();
+        let with = |height, width, channels| Window {
+            height,
+            width,
+            channels,
+        };
+        assert!(applies(&with(axis(3, 1, 1), axis(3, 1, 1), 8)));
+        assert!(!applies(&with(axis(3, 1, 1), axis(3, 1, 1), 7)));
+        assert!(!applies(&with(axis(3, 2, 1), axis(3, 1, 1), 32)));
+        assert!(!applies(&with(axis(3, 1, 1), axis(3, 1, 2), 32)));
+        assert!(!applies(&with(axis(5, 1, 1), axis(3, 1, 1), 32)));
+    }
+}
