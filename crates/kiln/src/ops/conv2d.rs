@@ -19,7 +19,7 @@
 use rayon::prelude::*;
 
 use super::matmul::{gemm_single_thread, MatRef};
-use super::winograd;
+use super::{direct_conv, winograd};
 use crate::autograd::{Op, Tape, Var};
 use crate::error::{Error, Result};
 use crate::tensor::Shape;
@@ -120,13 +120,37 @@ const BLOCK_FLOATS: usize = 1 << 17;
 /// Images per block: as many as fit [`BLOCK_FLOATS`], but at least two blocks per thread
 /// so both cores get work.
 fn images_per_block(w: &Window, filters: usize, batch: usize) -> usize {
-    let per_image = match winograd::applies(w) {
-        true => winograd::floats_per_image(w, filters),
-        false => w.output_pixels() * (w.taps() * w.channels as usize + filters),
+    let per_image = match Method::of(w) {
+        Method::Winograd => winograd::floats_per_image(w, filters),
+        Method::Im2col => w.output_pixels() * (w.taps() * w.channels as usize + filters),
+        Method::Direct => w.output_pixels() * filters,
     };
     let fit = (BLOCK_FLOATS / per_image.max(1)).max(1);
     let spread = batch.div_ceil(2 * rayon::current_num_threads()).max(1);
     fit.min(spread)
+}
+
+/// How a convolution's products are computed, chosen by its geometry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    /// Straight from the input, for a receptive field of few values (see `direct_conv.rs`).
+    Direct,
+    /// Winograd's F(2×2, 3×3), for 3×3 kernels with stride 1 (see `winograd.rs`).
+    Winograd,
+    /// im2col and one product of the matrix kernel: every other convolution.
+    Im2col,
+}
+
+impl Method {
+    fn of(w: &Window) -> Method {
+        if winograd::applies(w) {
+            Method::Winograd
+        } else if direct_conv::applies(w) {
+            Method::Direct
+        } else {
+            Method::Im2col
+        }
+    }
 }
 
 /// What is applied to each block of the product while it is still in cache.
@@ -235,8 +259,8 @@ impl Tape<'_> {
                 )
             }
         };
-        let transformed =
-            winograd::applies(&window).then(|| winograd::transform_kernel(self.value(kernel), c, filters));
+        let transformed = (Method::of(&window) == Method::Winograd)
+            .then(|| winograd::transform_kernel(self.value(kernel), c, filters));
         let product = Product {
             kernel: self.value(kernel),
             transformed: transformed.as_deref(),
@@ -362,6 +386,9 @@ fn convolve_block(x: &[f32], p: &Product, w: &Window, cols: &mut Vec<f32>, y: &m
     if let Some(u) = p.transformed {
         let epilogue = (p.filters, p.bias, p.relu);
         return winograd::convolve_block(x, w, u, epilogue, cols, y);
+    }
+    if Method::of(w) == Method::Direct {
+        return direct_conv::convolve_block(x, w, p.kernel, p.bias, p.relu, y);
     }
     let depth = w.taps() * w.channels as usize;
     let rows = y.len() / p.filters;
@@ -544,9 +571,9 @@ pub(crate) fn backward(tape: &mut Tape, node: ConvNode, out: Var, g: &[f32]) {
     let depth = kh * kw * c;
     // gemm is slow on a transposed right-hand side; the kernel is small, transpose it once
     // (with Winograd, each of its 16 transformed matrices).
-    let kernel_t = match winograd::applies(&window) {
-        true => winograd::transposed_kernel(tape.value(kernel), c, filters),
-        false => {
+    let kernel_t = match Method::of(&window) {
+        Method::Winograd => winograd::transposed_kernel(tape.value(kernel), c, filters),
+        Method::Direct | Method::Im2col => {
             let mut kernel_t = tape.alloc(depth * filters);
             super::matmul::transpose(tape.value(kernel), depth, filters, &mut kernel_t);
             kernel_t
@@ -581,9 +608,11 @@ pub(crate) fn backward(tape: &mut Tape, node: ConvNode, out: Var, g: &[f32]) {
     tape.recycle(kernel_t);
     let Some(sums) = sums else { return };
     let (dk_sum, db_sum) = sums.split_at(kernel_gradient_len(&window, filters));
-    match winograd::applies(&window) {
-        true => tape.accumulate(kernel, |_, dk| winograd::kernel_gradient(dk_sum, c, filters, dk)),
-        false => tape.accumulate(kernel, |_, dk| super::parallel::axpy(dk, 1.0, dk_sum)),
+    match Method::of(&window) {
+        Method::Winograd => tape.accumulate(kernel, |_, dk| winograd::kernel_gradient(dk_sum, dk)),
+        Method::Direct | Method::Im2col => {
+            tape.accumulate(kernel, |_, dk| super::parallel::axpy(dk, 1.0, dk_sum))
+        }
     }
     if let Some(b) = bias {
         tape.accumulate(b, |_, db| super::parallel::axpy(db, 1.0, db_sum));
@@ -768,9 +797,11 @@ impl Group<'_> {
                 }
                 block
             });
-            match winograd::applies(w) {
-                true => winograd::backward_block(x, w, kernel_t, g, &mut cols, dk, block_dx),
-                false => im2col_backward_block(x, w, kernel_t, g, &mut cols, dk, block_dx),
+            match Method::of(w) {
+                Method::Winograd => winograd::backward_block(x, w, kernel_t, g, &mut cols, dk, block_dx),
+                Method::Direct | Method::Im2col => {
+                    im2col_backward_block(x, w, kernel_t, g, &mut cols, dk, block_dx)
+                }
             }
         }
         sums
@@ -780,15 +811,15 @@ impl Group<'_> {
 /// Floats in the kernel's gradient as backward sums it: the kernel's own size, or with
 /// Winograd its 16 transformed matrices (turned into the kernel's gradient at the end).
 fn kernel_gradient_len(w: &Window, filters: usize) -> usize {
-    let per_pair = match winograd::applies(w) {
-        true => winograd::POINTS,
-        false => w.taps(),
+    let per_pair = match Method::of(w) {
+        Method::Winograd => winograd::POINTS,
+        Method::Direct | Method::Im2col => w.taps(),
     };
     per_pair * w.channels as usize * filters
 }
 
-/// One block's backward through im2col: `dk += colsᵀ · dy`, and when `dx` is given,
-/// `dx += col2im(dy · kernelᵀ)`.
+/// One block's backward through im2col: `dk += colsᵀ · dy` (computed directly instead for
+/// [`Method::Direct`]), and when `dx` is given, `dx += col2im(dy · kernelᵀ)`.
 fn im2col_backward_block(
     x: &[f32],
     w: &Window,
@@ -801,24 +832,22 @@ fn im2col_backward_block(
     let depth = w.taps() * w.channels as usize;
     let filters = kernel_t.len() / depth;
     let rows = dy.len() / filters;
-    cols.resize(rows * depth, 0.0);
-    im2col(x, w, cols);
-    let cols_t = MatRef {
-        data: cols,
-        row_stride: 1,
-        col_stride: depth,
-    };
-    gemm_single_thread(
-        depth,
-        filters,
-        rows,
-        dk,
-        true,
-        cols_t,
-        MatRef::row_major(dy, filters),
-    );
+    if Method::of(w) == Method::Direct {
+        direct_conv::kernel_gradient(x, w, dy, dk);
+    } else {
+        cols.resize(rows * depth, 0.0);
+        im2col(x, w, cols);
+        let cols_t = MatRef {
+            data: cols,
+            row_stride: 1,
+            col_stride: depth,
+        };
+        let dy = MatRef::row_major(dy, filters);
+        gemm_single_thread(depth, filters, rows, dk, true, cols_t, dy);
+    }
     if let Some(dx) = dx {
         // The im2col buffer is free again: reuse it for this block's dcols.
+        cols.resize(rows * depth, 0.0);
         let (lhs, rhs) = (MatRef::row_major(dy, filters), MatRef::row_major(kernel_t, depth));
         gemm_single_thread(rows, depth, filters, cols, false, lhs, rhs);
         col2im(cols, w, dx);
@@ -916,6 +945,52 @@ mod tests {
                     "{stride} {dilation} {padding:?}: {a} vs {e}"
                 );
             }
+        }
+    }
+
+    /// Each way a convolution is computed, chosen by its geometry, against the definition
+    /// and gradient-checked: direct (one and three channels, with padding, stride and
+    /// dilation), im2col (a deeper field with stride or dilation) and Winograd.
+    #[test]
+    fn every_method_matches_the_definition_and_checks_its_gradients() {
+        let cases = [
+            (window((7, 6, 1), (3, 3), 1, 1, Padding::Same), Method::Direct),
+            (window((7, 6, 3), (3, 3), 2, 2, Padding::Same), Method::Direct),
+            (window((6, 5, 4), (3, 3), 2, 1, Padding::Same), Method::Im2col),
+            (window((6, 5, 4), (3, 3), 1, 2, Padding::Valid), Method::Im2col),
+            (window((6, 5, 8), (3, 3), 1, 1, Padding::Same), Method::Winograd),
+        ];
+        for (i, (w, method)) in cases.into_iter().enumerate() {
+            assert_eq!(Method::of(&w), method, "case {i}");
+            let (h, wd, c) = (
+                w.height.input as usize,
+                w.width.input as usize,
+                w.channels as usize,
+            );
+            // 17 filters for the direct cases: a whole 16-lane chunk and a remainder.
+            let filters = if method == Method::Direct { 17 } else { 3 };
+            let batch = 2;
+            let seed = 70 + 4 * i as u64;
+            let x = gradcheck::random(batch * h * wd * c, seed);
+            let k = gradcheck::random(9 * c * filters, seed + 1);
+            let mut p = crate::params::ParamStore::new();
+            let mut ws = crate::autograd::Workspace::new();
+            let mut t = Tape::inference(&mut p, &mut ws);
+            let xv = t.input(&x, Shape::new(&[batch, h, wd, c]));
+            let kv = t.input(&k, Shape::new(&[3, 3, c, filters]));
+            let y = t.conv2d(xv, kv, None, w).unwrap();
+            for (a, e) in t.value(y).iter().zip(naive(&x, &k, &w, batch, filters)) {
+                assert!((a - e).abs() < 1e-4, "case {i} ({method:?}): {a} vs {e}");
+            }
+            gradcheck::check(
+                &format!("conv2d {method:?} case {i}"),
+                &[
+                    (&[batch, h, wd, c], x),
+                    (&[3, 3, c, filters], k),
+                    (&[filters], gradcheck::random(filters, seed + 2)),
+                ],
+                |t, v| t.conv2d(v[0], v[1], Some(v[2]), w).unwrap(),
+            );
         }
     }
 

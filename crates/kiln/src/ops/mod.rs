@@ -7,6 +7,7 @@ pub mod batch_norm;
 pub mod bias;
 pub mod conv2d;
 pub mod cross_entropy;
+pub(crate) mod direct_conv;
 pub mod dropout;
 pub mod elementwise;
 pub mod embedding;

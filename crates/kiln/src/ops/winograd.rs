@@ -45,64 +45,7 @@ pub(super) fn floats_per_image(w: &Window, filters: usize) -> usize {
     POINTS * tiles_per_image(w) * (w.channels as usize + filters) + w.output_pixels() * filters
 }
 
-/// `G g Gᵀ` for every (channel, filter) pair: the kernel (3, 3, C, F) as 16 matrices C × F.
-pub(super) fn transform_kernel(kernel: &[f32], channels: usize, filters: usize) -> Vec<f32> {
-    let pairs = channels * filters;
-    let mut u = vec![0.0; POINTS * pairs];
-    for e in 0..pairs {
-        let g = |i: usize, j: usize| kernel[(i * 3 + j) * pairs + e];
-        // Columns first: G applied to each kernel column, then to each row of the result.
-        let columns: [[f32; 4]; 3] = std::array::from_fn(|j| g_times([g(0, j), g(1, j), g(2, j)]));
-        for r in 0..4 {
-            let row = g_times([columns[0][r], columns[1][r], columns[2][r]]);
-            for (s, value) in row.into_iter().enumerate() {
-                u[(r * 4 + s) * pairs + e] = value;
-            }
-        }
-    }
-    u
-}
-
-/// [`transform_kernel`], each of the 16 matrices transposed (16 × F × C): the right-hand
-/// side of the input gradient's products.
-pub(super) fn transposed_kernel(kernel: &[f32], channels: usize, filters: usize) -> Vec<f32> {
-    let u = transform_kernel(kernel, channels, filters);
-    let mut u_t = vec![0.0; u.len()];
-    let pairs = channels * filters;
-    for (u, u_t) in u.chunks_exact(pairs).zip(u_t.chunks_exact_mut(pairs)) {
-        super::matmul::transpose(u, channels, filters, u_t);
-    }
-    u_t
-}
-
-/// `Gᵀ dU G`: the kernel gradient (3, 3, C, F) from the gradient of the transformed kernel,
-/// added to `dkernel`.
-pub(super) fn kernel_gradient(du: &[f32], channels: usize, filters: usize, dkernel: &mut [f32]) {
-    let pairs = channels * filters;
-    for e in 0..pairs {
-        let point = |r: usize, s: usize| du[(r * 4 + s) * pairs + e];
-        let rows: [[f32; 3]; 4] =
-            std::array::from_fn(|r| g_transposed_times([point(r, 0), point(r, 1), point(r, 2), point(r, 3)]));
-        for j in 0..3 {
-            let column = g_transposed_times([rows[0][j], rows[1][j], rows[2][j], rows[3][j]]);
-            for (i, value) in column.into_iter().enumerate() {
-                dkernel[(i * 3 + j) * pairs + e] += value;
-            }
-        }
-    }
-}
-
-/// G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]] times a 3-vector.
-fn g_times([a, b, c]: [f32; 3]) -> [f32; 4] {
-    [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c]
-}
-
-/// Gᵀ times a 4-vector.
-fn g_transposed_times([a, b, c, d]: [f32; 4]) -> [f32; 3] {
-    [a + 0.5 * (b + c), 0.5 * (b - c), 0.5 * (b + c) + d]
-}
-
-/// One of the four one-axis transforms, applied to a column (or row) of a tile.
+/// One of the six one-axis transforms, applied to a column (or row) of a tile.
 trait Transform<const I: usize, const O: usize> {
     fn apply(x: [f32; I]) -> [f32; O];
 }
@@ -134,6 +77,25 @@ impl Transform<4, 2> for At {
     #[inline(always)]
     fn apply([m0, m1, m2, m3]: [f32; 4]) -> [f32; 2] {
         [m0 + m1 + m2, m1 - m2 - m3]
+    }
+}
+
+/// G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]], for the kernel.
+struct G;
+/// Gᵀ, the adjoint of G, for the kernel's gradient.
+struct Gt;
+
+impl Transform<3, 4> for G {
+    #[inline(always)]
+    fn apply([a, b, c]: [f32; 3]) -> [f32; 4] {
+        [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c]
+    }
+}
+
+impl Transform<4, 3> for Gt {
+    #[inline(always)]
+    fn apply([a, b, c, d]: [f32; 4]) -> [f32; 3] {
+        [a + 0.5 * (b + c), 0.5 * (b - c), 0.5 * (b + c) + d]
     }
 }
 
@@ -257,6 +219,83 @@ macro_rules! by_lanes {
             lane += 1;
         }
     }};
+}
+
+/// `G g Gᵀ` for every (channel, filter) pair: the kernel (3, 3, C, F) as 16 matrices C × F.
+/// Computed on every forward call (the kernel changes every step), so it runs 16 pairs at
+/// a time like the other transforms: a scalar loop was a fifth of a batch-1 prediction.
+pub(super) fn transform_kernel(kernel: &[f32], channels: usize, filters: usize) -> Vec<f32> {
+    let mut u = vec![0.0; POINTS * channels * filters];
+    transform_kernel_into(kernel, &mut u);
+    u
+}
+
+super::simd::widest_simd! {
+    fn transform_kernel_into(kernel: &[f32], u: &mut [f32]) => transform_kernel_body
+}
+
+#[inline(always)]
+fn transform_kernel_body(kernel: &[f32], u: &mut [f32]) {
+    by_lanes!(kernel.len() / 9, kernel_pairs(kernel, u));
+}
+
+#[inline(always)]
+fn kernel_pairs<const L: usize>(kernel: &[f32], u: &mut [f32], e: usize) {
+    let pairs = kernel.len() / 9;
+    let mut g = [[[0.0; L]; 3]; 3];
+    for i in 0..3 {
+        for j in 0..3 {
+            g[i][j].copy_from_slice(&kernel[(i * 3 + j) * pairs + e..][..L]);
+        }
+    }
+    let down = down_columns::<G, L, 3, 4>(&g);
+    for r in 0..4 {
+        for (s, lanes) in along_row::<G, L, 3, 4>(&down, r).iter().enumerate() {
+            u[(r * 4 + s) * pairs + e..][..L].copy_from_slice(lanes);
+        }
+    }
+}
+
+/// [`transform_kernel`], each of the 16 matrices transposed (16 × F × C): the right-hand
+/// side of the input gradient's products.
+pub(super) fn transposed_kernel(kernel: &[f32], channels: usize, filters: usize) -> Vec<f32> {
+    let u = transform_kernel(kernel, channels, filters);
+    let mut u_t = vec![0.0; u.len()];
+    let pairs = channels * filters;
+    for (u, u_t) in u.chunks_exact(pairs).zip(u_t.chunks_exact_mut(pairs)) {
+        super::matmul::transpose(u, channels, filters, u_t);
+    }
+    u_t
+}
+
+super::simd::widest_simd! {
+    /// `Gᵀ dU G`: the kernel gradient (3, 3, C, F) from the gradient of the transformed
+    /// kernel (16 × C × F), added to `dkernel`.
+    pub(super) fn kernel_gradient(du: &[f32], dkernel: &mut [f32]) => kernel_gradient_body
+}
+
+#[inline(always)]
+fn kernel_gradient_body(du: &[f32], dkernel: &mut [f32]) {
+    by_lanes!(dkernel.len() / 9, kernel_gradient_pairs(du, dkernel));
+}
+
+#[inline(always)]
+fn kernel_gradient_pairs<const L: usize>(du: &[f32], dkernel: &mut [f32], e: usize) {
+    let pairs = dkernel.len() / 9;
+    let mut tile = [[[0.0; L]; 4]; 4];
+    for r in 0..4 {
+        for s in 0..4 {
+            tile[r][s].copy_from_slice(&du[(r * 4 + s) * pairs + e..][..L]);
+        }
+    }
+    let down = down_columns::<Gt, L, 4, 3>(&tile);
+    for i in 0..3 {
+        for (j, lanes) in along_row::<Gt, L, 4, 3>(&down, i).iter().enumerate() {
+            for (d, g) in dkernel[(i * 3 + j) * pairs + e..][..L].iter_mut().zip(lanes) {
+                *d += g;
+            }
+        }
+    }
 }
 
 /// A block's transformed matrices: 16 of them, `rows` × `cols` each, back to back.
