@@ -310,6 +310,11 @@ impl<'a> Tape<'a> {
         self.ws.pool.take(len)
     }
 
+    /// [`Tape::alloc`], zero-filled.
+    pub(crate) fn alloc_zeroed(&mut self, len: usize) -> Vec<f32> {
+        self.ws.pool.take_zeroed(len)
+    }
+
     pub(crate) fn recycle(&mut self, buf: Vec<f32>) {
         self.ws.pool.give(buf);
     }

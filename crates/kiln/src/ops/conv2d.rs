@@ -7,10 +7,12 @@
 //! the (kh·kw·C) × filters kernel, giving the NHWC output directly. Backward rebuilds the
 //! rows, then `dkernel = colsᵀ · g` and `dx` is `g · kernelᵀ` scattered back (col2im).
 //! Both work in blocks of images whose matrix fits in L2, one block per thread at a time.
-//! A 3×3 kernel with stride 1 over 8 or more channels goes by Winograd's F(2×2, 3×3)
-//! instead (see `winograd.rs`): the same blocks and epilogue, 16 smaller products with
-//! 1.9–2.25× fewer multiplies (MNIST CNN's second convolution: 3.1 → 2.4 ms backward per
-//! batch of 128, and the CNN's epoch 3.5 → 2.95 s).
+//! A 3×3 kernel with stride 1 over 8 or more channels goes by Winograd's F(4×4, 3×3)
+//! instead (see `winograd.rs`): the same blocks and epilogue, 36 smaller products with up
+//! to 4× fewer multiplies (MNIST CNN's second convolution per batch of 128, forward +
+//! backward: 4.85 ms by im2col, 3.5 ms by F(2×2, 3×3), 2.9 ms by F(4×4, 3×3)). A receptive
+//! field of at most 32 values (a grey or colour image's first layer) is computed straight
+//! from the input (see `direct_conv.rs`).
 //! An epilogue runs on each block while it is in cache: bias and ReLU, and a max pooling
 //! that follows the convolution (so a CNN's largest tensor, the convolution's output, is
 //! never written out whole; backward rebuilds each block's share of its gradient).
@@ -259,8 +261,13 @@ impl Tape<'_> {
                 )
             }
         };
-        let transformed = (Method::of(&window) == Method::Winograd)
-            .then(|| winograd::transform_kernel(self.value(kernel), c, filters));
+        // Winograd's transformed kernel, from the tape's buffers: a fresh 290 kB vector a
+        // step came from mmap and was zeroed page by page.
+        let transformed = (Method::of(&window) == Method::Winograd).then(|| {
+            let mut u = self.alloc(winograd::POINTS * c * filters);
+            winograd::transform_kernel(self.value(kernel), &mut u);
+            u
+        });
         let product = Product {
             kernel: self.value(kernel),
             transformed: transformed.as_deref(),
@@ -277,6 +284,9 @@ impl Tape<'_> {
             None => Output::Full(&mut y),
         };
         forward_blocks(self.value(x), &product, &window, batch, output);
+        if let Some(u) = transformed {
+            self.recycle(u);
+        }
         let inputs = [x, kernel, bias.unwrap_or(kernel)];
         let op = Op::Conv2d(ConvNode {
             x,
@@ -339,15 +349,16 @@ fn forward_blocks(x: &[f32], p: &Product, w: &Window, batch: usize, output: Outp
         Output::Full(y) => y
             .par_chunks_mut(per_block * conv_len)
             .zip(x_blocks)
-            .for_each_init(Vec::new, |cols, (y, x)| convolve_block(x, p, w, cols, y)),
+            .for_each(|(y, x)| {
+                with_block_buffers(|cols, _| convolve_block(x, p, w, cols, y));
+            }),
         Output::Pooled { y, from, pool } => {
             let pooled_len = pool.output_pixels() * p.filters;
             y.par_chunks_mut(per_block * pooled_len)
                 .zip(from.par_chunks_mut(per_block * pooled_len))
                 .zip(x_blocks)
-                .for_each_init(
-                    || (Vec::new(), Vec::new()),
-                    |(cols, conv), ((y, from), x)| {
+                .for_each(|((y, from), x)| {
+                    with_block_buffers(|cols, conv| {
                         conv.resize(x.len() / image_len * conv_len, 0.0);
                         convolve_block(x, p, w, cols, conv);
                         let images = conv.chunks_exact(conv_len).zip(y.chunks_exact_mut(pooled_len));
@@ -357,10 +368,26 @@ fn forward_blocks(x: &[f32], p: &Product, w: &Window, batch: usize, output: Outp
                         if p.relu {
                             mark_dead_maxima(y, from);
                         }
-                    },
-                );
+                    })
+                });
         }
     }
+}
+
+thread_local! {
+    /// Each thread's two block buffers (im2col's or Winograd's matrices, and a block's
+    /// output or output gradient), kept from call to call: they are hundreds of kB, and
+    /// fresh ones came from mmap and were faulted in page by page every step.
+    static BLOCK_BUFFERS: std::cell::Cell<(Vec<f32>, Vec<f32>)> = const { std::cell::Cell::new((Vec::new(), Vec::new())) };
+}
+
+/// `f` with this thread's block buffers. They are taken out while `f` runs, so a nested
+/// call (none is made today) would get fresh ones rather than share them.
+fn with_block_buffers<R>(f: impl FnOnce(&mut Vec<f32>, &mut Vec<f32>) -> R) -> R {
+    let (mut first, mut second) = BLOCK_BUFFERS.take();
+    let result = f(&mut first, &mut second);
+    BLOCK_BUFFERS.set((first, second));
+    result
 }
 
 /// Where a ReLU made a window's maximum 0 (or it is NaN), its gradient must not reach
@@ -572,42 +599,44 @@ pub(crate) fn backward(tape: &mut Tape, node: ConvNode, out: Var, g: &[f32]) {
     // gemm is slow on a transposed right-hand side; the kernel is small, transpose it once
     // (with Winograd, each of its 16 transformed matrices).
     let kernel_t = match Method::of(&window) {
-        Method::Winograd => winograd::transposed_kernel(tape.value(kernel), c, filters),
+        Method::Winograd => {
+            let (mut u, mut u_t) = (
+                tape.alloc(winograd::POINTS * c * filters),
+                tape.alloc(winograd::POINTS * c * filters),
+            );
+            winograd::transposed_kernel(tape.value(kernel), (c, filters), &mut u, &mut u_t);
+            tape.recycle(u);
+            u_t
+        }
         Method::Direct | Method::Im2col => {
             let mut kernel_t = tape.alloc(depth * filters);
             super::matmul::transpose(tape.value(kernel), depth, filters, &mut kernel_t);
             kernel_t
         }
     };
-    let mut sums = None;
+    // Each summation group's kernel and bias gradients, from the tape's buffers (with
+    // Winograd they are 290 kB each, which fresh came from mmap every step).
+    let sums_len = kernel_gradient_len(&window, filters) + filters;
+    let mut partials: Vec<Vec<f32>> = (0..SUM_GROUPS).map(|_| tape.alloc_zeroed(sums_len)).collect();
     if tape.requires_grad(x) {
         tape.accumulate_or_write(x, |t, dx, fresh| {
             let up = Upstream::of(t, &node, out, g);
-            sums = Some(backward_blocks(
-                t.value(x),
-                &kernel_t,
-                &window,
-                filters,
-                &up,
-                Some(dx),
-                fresh,
-            ));
+            let dx = Some((dx, fresh));
+            backward_blocks(t.value(x), &kernel_t, &window, (filters, &up), dx, &mut partials);
         });
     } else {
         let up = Upstream::of(tape, &node, out, g);
-        sums = Some(backward_blocks(
+        backward_blocks(
             tape.value(x),
             &kernel_t,
             &window,
-            filters,
-            &up,
+            (filters, &up),
             None,
-            false,
-        ));
+            &mut partials,
+        );
     }
     tape.recycle(kernel_t);
-    let Some(sums) = sums else { return };
-    let (dk_sum, db_sum) = sums.split_at(kernel_gradient_len(&window, filters));
+    let (dk_sum, db_sum) = partials[0].split_at(kernel_gradient_len(&window, filters));
     match Method::of(&window) {
         Method::Winograd => tape.accumulate(kernel, |_, dk| winograd::kernel_gradient(dk_sum, dk)),
         Method::Direct | Method::Im2col => {
@@ -616,6 +645,9 @@ pub(crate) fn backward(tape: &mut Tape, node: ConvNode, out: Var, g: &[f32]) {
     }
     if let Some(b) = bias {
         tape.accumulate(b, |_, db| super::parallel::axpy(db, 1.0, db_sum));
+    }
+    for partial in partials {
+        tape.recycle(partial);
     }
 }
 
@@ -709,18 +741,18 @@ impl<'a> Upstream<'a> {
     }
 }
 
-/// The kernel gradient followed by the bias gradient, summed over blocks, and, when `dx`
-/// is given, the input gradient of each block. A `fresh_dx` holds no gradient yet (nor
-/// zeros): each block zeroes its part just before adding to it, while it is in cache.
+/// The kernel gradient followed by the bias gradient, summed over blocks, into
+/// `partials[0]` (the others, like it, zeroed by the caller, hold the other groups' sums),
+/// and, when `dx` is given, the input gradient of each block. A fresh `dx` holds no gradient
+/// yet (nor zeros): each block zeroes its part just before adding to it, while it is in cache.
 fn backward_blocks(
     x: &[f32],
     kernel_t: &[f32],
     w: &Window,
-    filters: usize,
-    upstream: &Upstream,
-    dx: Option<&mut [f32]>,
-    fresh_dx: bool,
-) -> Vec<f32> {
+    (filters, upstream): (usize, &Upstream),
+    dx: Option<(&mut [f32], bool)>,
+    partials: &mut [Vec<f32>],
+) {
     let image_len = w.input_pixels() * w.channels as usize;
     let batch = x.len() / image_len.max(1);
     let per_block = images_per_block(w, filters, batch);
@@ -729,31 +761,29 @@ fn backward_blocks(
     // order: the result does not depend on which thread ran what (a work-stealing reduce
     // would change the summation order, and so the bits, from run to run).
     let per_group = blocks.div_ceil(SUM_GROUPS) * per_block;
+    let groups = batch.div_ceil(per_group.max(1));
+    let fresh_dx = dx.as_ref().is_some_and(|(_, fresh)| *fresh);
     let dx_groups: Vec<Option<&mut [f32]>> = match dx {
-        Some(dx) => dx.chunks_mut(per_group * image_len).map(Some).collect(),
-        None => (0..batch.div_ceil(per_group)).map(|_| None).collect(),
+        Some((dx, _)) => dx.chunks_mut(per_group * image_len).map(Some).collect(),
+        None => (0..groups).map(|_| None).collect(),
     };
-    let partials: Vec<Vec<f32>> = dx_groups
+    dx_groups
         .into_par_iter()
         .zip(x.par_chunks(per_group * image_len))
+        .zip(partials.par_iter_mut())
         .enumerate()
-        .map(|(i, (dx, x))| {
+        .for_each(|(i, ((dx, x), sums))| {
             let group = Group {
                 x,
                 first_image: i * per_group,
                 fresh_dx,
             };
-            group.backward(kernel_t, w, filters, per_block, upstream, dx)
-        })
-        .collect();
-    let mut total = partials.into_iter();
-    let mut sum = total
-        .next()
-        .unwrap_or_else(|| vec![0.0; kernel_gradient_len(w, filters) + filters]);
-    for partial in total {
-        sum.iter_mut().zip(&partial).for_each(|(a, b)| *a += b);
+            group.backward(kernel_t, w, (filters, per_block), upstream, dx, sums)
+        });
+    let (total, rest) = partials.split_first_mut().expect("SUM_GROUPS > 0");
+    for partial in rest.iter().take(groups.saturating_sub(1)) {
+        total.iter_mut().zip(partial).for_each(|(a, b)| *a += b);
     }
-    sum
 }
 
 /// Groups the kernel gradient's partial sums are split into (see [`backward_blocks`]).
@@ -768,24 +798,47 @@ struct Group<'a> {
 }
 
 impl Group<'_> {
-    /// Block by block in order: the kernel and bias gradients summed over the group, and
-    /// each block's input gradient when `dx` is given.
+    /// Block by block in order: the kernel and bias gradients added to `sums` (zeroed by
+    /// the caller), and each block's input gradient when `dx` is given.
     fn backward(
         &self,
         kernel_t: &[f32],
         w: &Window,
-        filters: usize,
-        per_block: usize,
+        (filters, per_block): (usize, usize),
+        upstream: &Upstream,
+        dx: Option<&mut [f32]>,
+        sums: &mut [f32],
+    ) {
+        with_block_buffers(|cols, scratch| {
+            self.blocks(
+                kernel_t,
+                w,
+                (filters, per_block),
+                upstream,
+                dx,
+                sums,
+                (cols, scratch),
+            )
+        })
+    }
+
+    /// [`Group::backward`] with the thread's block buffers.
+    #[allow(clippy::too_many_arguments)]
+    fn blocks(
+        &self,
+        kernel_t: &[f32],
+        w: &Window,
+        (filters, per_block): (usize, usize),
         upstream: &Upstream,
         mut dx: Option<&mut [f32]>,
-    ) -> Vec<f32> {
+        sums: &mut [f32],
+        (cols, scratch): (&mut Vec<f32>, &mut Vec<f32>),
+    ) {
         let image_len = w.input_pixels() * w.channels as usize;
         let kernel_len = kernel_gradient_len(w, filters);
-        let mut sums = vec![0.0; kernel_len + filters];
-        let (mut cols, mut scratch) = (Vec::new(), Vec::new());
         for (b, x) in self.x.chunks(per_block * image_len).enumerate() {
             let images = x.len() / image_len;
-            let g = upstream.block(self.first_image + b * per_block, images, &mut scratch);
+            let g = upstream.block(self.first_image + b * per_block, images, scratch);
             let (dk, db) = sums.split_at_mut(kernel_len);
             for row in g.chunks_exact(filters) {
                 db.iter_mut().zip(row).for_each(|(d, g)| *d += g);
@@ -798,13 +851,12 @@ impl Group<'_> {
                 block
             });
             match Method::of(w) {
-                Method::Winograd => winograd::backward_block(x, w, kernel_t, g, &mut cols, dk, block_dx),
+                Method::Winograd => winograd::backward_block(x, w, kernel_t, g, cols, dk, block_dx),
                 Method::Direct | Method::Im2col => {
-                    im2col_backward_block(x, w, kernel_t, g, &mut cols, dk, block_dx)
+                    im2col_backward_block(x, w, kernel_t, g, cols, dk, block_dx)
                 }
             }
         }
-        sums
     }
 }
 

@@ -1,12 +1,15 @@
-//! Winograd's minimal filtering F(2×2, 3×3) for 3×3 convolutions with stride 1 and no
-//! dilation: each 2×2 block ("tile") of output pixels is computed from the 4×4 input patch
-//! under it with 16 multiplies per channel pair instead of 36.
+//! Winograd's minimal filtering F(4×4, 3×3) for 3×3 convolutions with stride 1 and no
+//! dilation: each 4×4 block ("tile") of output pixels is computed from the 6×6 input patch
+//! under it with 36 multiplies per channel pair instead of 144.
 //!
-//! With `d` a 4×4 input patch and `g` a 3×3 kernel slice, the tile is `Aᵀ [(G g Gᵀ) ⊙
+//! With `d` a 6×6 input patch and `g` a 3×3 kernel slice, the tile is `Aᵀ [(G g Gᵀ) ⊙
 //! (Bᵀ d B)] A` (Lavin & Gray, 2015). Summed over channels, the elementwise product at each
-//! of the 16 points ξ becomes a matrix product: `M_ξ (tiles × F) = V_ξ (tiles × C) · U_ξ
-//! (C × F)`, 16 products of the tuned `gemm` kernel in place of one im2col product with 2.25×
-//! the multiplies (1.9× for MNIST's 11×11 output, whose tiles overhang by a row and column).
+//! of the 36 points ξ becomes a matrix product: `M_ξ (tiles × F) = V_ξ (tiles × C) · U_ξ
+//! (C × F)`, 36 products of the tuned `gemm` kernel in place of one im2col product with 4×
+//! the multiplies (3.4× for MNIST's 11×11 output, whose tiles overhang by a row and column).
+//! F(2×2, 3×3) (16 points, 2.25× fewer multiplies) was tried first: F(4×4) made MNIST CNN's
+//! second layer 17% faster again (`kiln-bench conv`), and its fp32 error stays within the
+//! tests' tolerance against the definition computed in f64.
 //!
 //! Backward is the exact adjoint of that computation, so the gradients are those of what
 //! forward computed: `dM = A dY Aᵀ` per tile, `dU_ξ = V_ξᵀ dM_ξ` (summed over blocks, then
@@ -14,16 +17,22 @@
 //! (neighbouring patches overlap by two pixels).
 //!
 //! The transforms run 16 channels (or filters) at a time through fixed-size lanes, so they
-//! compile to vector adds; the transformed matrices of a block of images stay in cache
-//! between the transforms and the products, as im2col's matrix does.
+//! compile to vector arithmetic; the transformed matrices of a block of images stay in
+//! cache between the transforms and the products, as im2col's matrix does.
 
 use super::conv2d::Window;
 use super::matmul::{gemm_single_thread, MatRef};
 
-/// Points of a transformed 4×4 tile.
-pub(super) const POINTS: usize = 16;
+/// Output pixels along each side of a tile.
+const OUT: usize = 4;
 
-/// The fewest input channels worth it: each of the 16 products has depth C, and below this
+/// Input pixels along each side of a tile's patch: OUT + 3 − 1.
+const IN: usize = 6;
+
+/// Points of a transformed 6×6 patch.
+pub(super) const POINTS: usize = IN * IN;
+
+/// The fewest input channels worth it: each of the 36 products has depth C, and below this
 /// their fixed costs outweigh the multiplies saved (a one-channel input is im2col's case).
 const MIN_CHANNELS: u32 = 8;
 
@@ -34,10 +43,10 @@ pub(super) fn applies(w: &Window) -> bool {
     axis_fits(&w.height) && axis_fits(&w.width) && w.channels >= MIN_CHANNELS
 }
 
-/// Tiles per image: ⌈OH/2⌉ × ⌈OW/2⌉ (a tile past an odd edge computes one pixel too many,
-/// which is not stored).
+/// Tiles per image: ⌈OH/4⌉ × ⌈OW/4⌉ (a tile that overhangs the edge computes pixels
+/// that are not stored).
 pub(super) fn tiles_per_image(w: &Window) -> usize {
-    (w.height.output as usize).div_ceil(2) * (w.width.output as usize).div_ceil(2)
+    (w.height.output as usize).div_ceil(OUT) * (w.width.output as usize).div_ceil(OUT)
 }
 
 /// Floats a block holds per image: its transformed input and products, and its output.
@@ -50,59 +59,99 @@ trait Transform<const I: usize, const O: usize> {
     fn apply(x: [f32; I]) -> [f32; O];
 }
 
-/// Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]].
+/// Bᵀ, the input transform (rows [4, 0, −5, 0, 1, 0], [0, −4, −4, 1, 1, 0],
+/// [0, 4, −4, −1, 1, 0], [0, −2, −1, 2, 1, 0], [0, 2, −1, −2, 1, 0], [0, 4, 0, −5, 0, 1]).
 struct Bt;
 /// B, the adjoint of Bᵀ.
 struct B;
-/// Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]].
+/// Aᵀ, the output transform (rows [1, 1, 1, 1, 1, 0], [0, 1, −1, 2, −2, 0],
+/// [0, 1, 1, 4, 4, 0], [0, 1, −1, 8, −8, 1]).
 struct At;
 /// A, the adjoint of Aᵀ.
 struct A;
-
-impl Transform<4, 4> for Bt {
-    #[inline(always)]
-    fn apply([d0, d1, d2, d3]: [f32; 4]) -> [f32; 4] {
-        [d0 - d2, d1 + d2, d2 - d1, d1 - d3]
-    }
-}
-
-impl Transform<4, 4> for B {
-    #[inline(always)]
-    fn apply([v0, v1, v2, v3]: [f32; 4]) -> [f32; 4] {
-        [v0, v1 - v2 + v3, v1 + v2 - v0, -v3]
-    }
-}
-
-impl Transform<4, 2> for At {
-    #[inline(always)]
-    fn apply([m0, m1, m2, m3]: [f32; 4]) -> [f32; 2] {
-        [m0 + m1 + m2, m1 - m2 - m3]
-    }
-}
-
-/// G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]], for the kernel.
+/// G, the kernel transform (rows [¼, 0, 0], [−⅙, −⅙, −⅙], [−⅙, ⅙, −⅙],
+/// [1⁄24, 1⁄12, ⅙], [1⁄24, −1⁄12, ⅙], [0, 0, 1]).
 struct G;
 /// Gᵀ, the adjoint of G, for the kernel's gradient.
 struct Gt;
 
-impl Transform<3, 4> for G {
+impl Transform<IN, IN> for Bt {
     #[inline(always)]
-    fn apply([a, b, c]: [f32; 3]) -> [f32; 4] {
-        [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c]
+    fn apply([d0, d1, d2, d3, d4, d5]: [f32; IN]) -> [f32; IN] {
+        [
+            4.0 * d0 - 5.0 * d2 + d4,
+            -4.0 * (d1 + d2) + d3 + d4,
+            4.0 * (d1 - d2) - d3 + d4,
+            -2.0 * (d1 - d3) - d2 + d4,
+            2.0 * (d1 - d3) - d2 + d4,
+            4.0 * d1 - 5.0 * d3 + d5,
+        ]
     }
 }
 
-impl Transform<4, 3> for Gt {
+impl Transform<IN, IN> for B {
     #[inline(always)]
-    fn apply([a, b, c, d]: [f32; 4]) -> [f32; 3] {
-        [a + 0.5 * (b + c), 0.5 * (b - c), 0.5 * (b + c) + d]
+    fn apply([v0, v1, v2, v3, v4, v5]: [f32; IN]) -> [f32; IN] {
+        [
+            4.0 * v0,
+            4.0 * (v2 - v1 + v5) + 2.0 * (v4 - v3),
+            -5.0 * v0 - 4.0 * (v1 + v2) - v3 - v4,
+            v1 - v2 + 2.0 * (v3 - v4) - 5.0 * v5,
+            v0 + v1 + v2 + v3 + v4,
+            v5,
+        ]
     }
 }
 
-impl Transform<2, 4> for A {
+impl Transform<IN, OUT> for At {
     #[inline(always)]
-    fn apply([y0, y1]: [f32; 2]) -> [f32; 4] {
-        [y0, y0 + y1, y0 - y1, -y1]
+    fn apply([m0, m1, m2, m3, m4, m5]: [f32; IN]) -> [f32; OUT] {
+        let (sum12, diff12, sum34, diff34) = (m1 + m2, m1 - m2, m3 + m4, m3 - m4);
+        [
+            m0 + sum12 + sum34,
+            diff12 + 2.0 * diff34,
+            sum12 + 4.0 * sum34,
+            diff12 + 8.0 * diff34 + m5,
+        ]
+    }
+}
+
+impl Transform<OUT, IN> for A {
+    #[inline(always)]
+    fn apply([y0, y1, y2, y3]: [f32; OUT]) -> [f32; IN] {
+        [
+            y0,
+            y0 + y1 + y2 + y3,
+            y0 - y1 + y2 - y3,
+            y0 + 2.0 * y1 + 4.0 * y2 + 8.0 * y3,
+            y0 - 2.0 * y1 + 4.0 * y2 - 8.0 * y3,
+            y3,
+        ]
+    }
+}
+
+impl Transform<3, IN> for G {
+    #[inline(always)]
+    fn apply([a, b, c]: [f32; 3]) -> [f32; IN] {
+        [
+            a / 4.0,
+            -(a + b + c) / 6.0,
+            -(a - b + c) / 6.0,
+            a / 24.0 + b / 12.0 + c / 6.0,
+            a / 24.0 - b / 12.0 + c / 6.0,
+            c,
+        ]
+    }
+}
+
+impl Transform<IN, 3> for Gt {
+    #[inline(always)]
+    fn apply([u0, u1, u2, u3, u4, u5]: [f32; IN]) -> [f32; 3] {
+        [
+            u0 / 4.0 - (u1 + u2) / 6.0 + (u3 + u4) / 24.0,
+            (u2 - u1) / 6.0 + (u3 - u4) / 12.0,
+            (u3 + u4 - u1 - u2) / 6.0 + u5,
+        ]
     }
 }
 
@@ -157,26 +206,26 @@ struct Tiles<'w> {
 
 impl Tiles<'_> {
     fn rows(&self) -> usize {
-        (self.w.height.output as usize).div_ceil(2)
+        (self.w.height.output as usize).div_ceil(OUT)
     }
 
     fn cols(&self) -> usize {
-        (self.w.width.output as usize).div_ceil(2)
+        (self.w.width.output as usize).div_ceil(OUT)
     }
 
     /// The input row (or column) under patch position `k` of tile `t` along `axis`.
     #[inline(always)]
     fn source(axis: &super::conv2d::Axis, t: usize, k: usize) -> Option<usize> {
-        (2 * t + k)
+        (OUT * t + k)
             .checked_sub(axis.pad_before as usize)
             .filter(|&i| i < axis.input as usize)
     }
 
-    /// Offsets in the image of the 16 patch pixels of tile (th, tw), None in the padding.
+    /// Offsets in the image of the 36 patch pixels of tile (th, tw), None in the padding.
     #[inline(always)]
-    fn patch(&self, th: usize, tw: usize) -> [[Option<usize>; 4]; 4] {
+    fn patch(&self, th: usize, tw: usize) -> [[Option<usize>; IN]; IN] {
         let (w, c) = (self.w, self.w.channels as usize);
-        let mut patch = [[None; 4]; 4];
+        let mut patch = [[None; IN]; IN];
         for (r, line) in patch.iter_mut().enumerate() {
             let Some(ih) = Self::source(&w.height, th, r) else {
                 continue;
@@ -188,15 +237,15 @@ impl Tiles<'_> {
         patch
     }
 
-    /// The pixel index in the output image of each of tile (th, tw)'s 2×2 outputs, None
-    /// past an odd edge.
+    /// The pixel index in the output image of each of tile (th, tw)'s OUT×OUT outputs, None
+    /// past the edge.
     #[inline(always)]
-    fn outputs(&self, th: usize, tw: usize) -> [[Option<usize>; 2]; 2] {
+    fn outputs(&self, th: usize, tw: usize) -> [[Option<usize>; OUT]; OUT] {
         let (oh, ow) = (self.w.height.output as usize, self.w.width.output as usize);
-        let mut pixels = [[None; 2]; 2];
+        let mut pixels = [[None; OUT]; OUT];
         for (i, line) in pixels.iter_mut().enumerate() {
             for (j, pixel) in line.iter_mut().enumerate() {
-                let (y, x) = (2 * th + i, 2 * tw + j);
+                let (y, x) = (OUT * th + i, OUT * tw + j);
                 *pixel = (y < oh && x < ow).then_some(y * ow + x);
             }
         }
@@ -221,13 +270,13 @@ macro_rules! by_lanes {
     }};
 }
 
-/// `G g Gᵀ` for every (channel, filter) pair: the kernel (3, 3, C, F) as 16 matrices C × F.
-/// Computed on every forward call (the kernel changes every step), so it runs 16 pairs at
-/// a time like the other transforms: a scalar loop was a fifth of a batch-1 prediction.
-pub(super) fn transform_kernel(kernel: &[f32], channels: usize, filters: usize) -> Vec<f32> {
-    let mut u = vec![0.0; POINTS * channels * filters];
-    transform_kernel_into(kernel, &mut u);
-    u
+/// `G g Gᵀ` for every (channel, filter) pair: the kernel (3, 3, C, F) as 36 matrices C × F,
+/// into `u`. Computed on every forward call (the kernel changes every step), so it runs 16
+/// pairs at a time like the other transforms: a scalar loop was a fifth of a batch-1
+/// prediction.
+pub(super) fn transform_kernel(kernel: &[f32], u: &mut [f32]) {
+    assert_eq!(u.len(), kernel.len() / 9 * POINTS, "transformed kernel size");
+    transform_kernel_into(kernel, u);
 }
 
 super::simd::widest_simd! {
@@ -248,29 +297,32 @@ fn kernel_pairs<const L: usize>(kernel: &[f32], u: &mut [f32], e: usize) {
             g[i][j].copy_from_slice(&kernel[(i * 3 + j) * pairs + e..][..L]);
         }
     }
-    let down = down_columns::<G, L, 3, 4>(&g);
-    for r in 0..4 {
-        for (s, lanes) in along_row::<G, L, 3, 4>(&down, r).iter().enumerate() {
-            u[(r * 4 + s) * pairs + e..][..L].copy_from_slice(lanes);
+    let down = down_columns::<G, L, 3, IN>(&g);
+    for r in 0..IN {
+        for (s, lanes) in along_row::<G, L, 3, IN>(&down, r).iter().enumerate() {
+            u[(r * IN + s) * pairs + e..][..L].copy_from_slice(lanes);
         }
     }
 }
 
-/// [`transform_kernel`], each of the 16 matrices transposed (16 × F × C): the right-hand
-/// side of the input gradient's products.
-pub(super) fn transposed_kernel(kernel: &[f32], channels: usize, filters: usize) -> Vec<f32> {
-    let u = transform_kernel(kernel, channels, filters);
-    let mut u_t = vec![0.0; u.len()];
+/// [`transform_kernel`] into `u`, then each of its 36 matrices transposed into `u_t`
+/// (36 × F × C): the right-hand side of the input gradient's products.
+pub(super) fn transposed_kernel(
+    kernel: &[f32],
+    (channels, filters): (usize, usize),
+    u: &mut [f32],
+    u_t: &mut [f32],
+) {
+    transform_kernel(kernel, u);
     let pairs = channels * filters;
     for (u, u_t) in u.chunks_exact(pairs).zip(u_t.chunks_exact_mut(pairs)) {
         super::matmul::transpose(u, channels, filters, u_t);
     }
-    u_t
 }
 
 super::simd::widest_simd! {
     /// `Gᵀ dU G`: the kernel gradient (3, 3, C, F) from the gradient of the transformed
-    /// kernel (16 × C × F), added to `dkernel`.
+    /// kernel (36 × C × F), added to `dkernel`.
     pub(super) fn kernel_gradient(du: &[f32], dkernel: &mut [f32]) => kernel_gradient_body
 }
 
@@ -282,15 +334,15 @@ fn kernel_gradient_body(du: &[f32], dkernel: &mut [f32]) {
 #[inline(always)]
 fn kernel_gradient_pairs<const L: usize>(du: &[f32], dkernel: &mut [f32], e: usize) {
     let pairs = dkernel.len() / 9;
-    let mut tile = [[[0.0; L]; 4]; 4];
-    for r in 0..4 {
-        for s in 0..4 {
-            tile[r][s].copy_from_slice(&du[(r * 4 + s) * pairs + e..][..L]);
+    let mut tile = [[[0.0; L]; IN]; IN];
+    for r in 0..IN {
+        for s in 0..IN {
+            tile[r][s].copy_from_slice(&du[(r * IN + s) * pairs + e..][..L]);
         }
     }
-    let down = down_columns::<Gt, L, 4, 3>(&tile);
+    let down = down_columns::<Gt, L, IN, 3>(&tile);
     for i in 0..3 {
-        for (j, lanes) in along_row::<Gt, L, 4, 3>(&down, i).iter().enumerate() {
+        for (j, lanes) in along_row::<Gt, L, IN, 3>(&down, i).iter().enumerate() {
             for (d, g) in dkernel[(i * 3 + j) * pairs + e..][..L].iter_mut().zip(lanes) {
                 *d += g;
             }
@@ -298,7 +350,7 @@ fn kernel_gradient_pairs<const L: usize>(du: &[f32], dkernel: &mut [f32], e: usi
     }
 }
 
-/// A block's transformed matrices: 16 of them, `rows` × `cols` each, back to back.
+/// A block's transformed matrices: 36 of them, `rows` × `cols` each, back to back.
 #[derive(Clone, Copy)]
 struct Points {
     rows: usize,
@@ -318,7 +370,7 @@ impl Points {
 }
 
 super::simd::widest_simd! {
-    /// `Bᵀ d B` of every tile of the images in `x` into `v` (16 matrices, tiles × C).
+    /// `Bᵀ d B` of every tile of the images in `x` into `v` (36 matrices, tiles × C).
     fn input_transform(x: &[f32], w: &Window, v: &mut [f32]) => input_transform_body
 }
 
@@ -346,31 +398,31 @@ fn input_transform_body(x: &[f32], w: &Window, v: &mut [f32]) {
 #[inline(always)]
 fn input_tile<const L: usize>(
     image: &[f32],
-    patch: &[[Option<usize>; 4]; 4],
+    patch: &[[Option<usize>; IN]; IN],
     v: &mut [f32],
     points: Points,
     row: usize,
     ch: usize,
 ) {
-    let mut d = [[[0.0; L]; 4]; 4];
-    for r in 0..4 {
-        for s in 0..4 {
+    let mut d = [[[0.0; L]; IN]; IN];
+    for r in 0..IN {
+        for s in 0..IN {
             if let Some(offset) = patch[r][s] {
                 d[r][s].copy_from_slice(&image[offset + ch..][..L]);
             }
         }
     }
-    let down = down_columns::<Bt, L, 4, 4>(&d);
-    for r in 0..4 {
-        let t = along_row::<Bt, L, 4, 4>(&down, r);
+    let down = down_columns::<Bt, L, IN, IN>(&d);
+    for r in 0..IN {
+        let t = along_row::<Bt, L, IN, IN>(&down, r);
         for (s, lanes) in t.iter().enumerate() {
-            v[points.at(r * 4 + s, row, ch)..][..L].copy_from_slice(lanes);
+            v[points.at(r * IN + s, row, ch)..][..L].copy_from_slice(lanes);
         }
     }
 }
 
 super::simd::widest_simd! {
-    /// `Aᵀ M A` of every tile in `m` (16 matrices, tiles × F) into the block's output `y`
+    /// `Aᵀ M A` of every tile in `m` (36 matrices, tiles × F) into the block's output `y`
     /// (images × OH × OW × F), plus `bias` and then ReLU if `relu`, as the im2col path's
     /// epilogue computes them.
     fn output_transform(m: &[f32], w: &Window, filters: usize, bias: Option<&[f32]>, relu: bool, y: &mut [f32]) => output_transform_body
@@ -409,14 +461,14 @@ fn output_tile<const L: usize>(
     points: Points,
     row: usize,
     (bias, relu): (Option<&[f32]>, bool),
-    outputs: &[[Option<usize>; 2]; 2],
+    outputs: &[[Option<usize>; OUT]; OUT],
     image: &mut [f32],
     f: usize,
 ) {
-    let mut tile = [[[0.0; L]; 4]; 4];
-    for r in 0..4 {
-        for s in 0..4 {
-            tile[r][s].copy_from_slice(&m[points.at(r * 4 + s, row, f)..][..L]);
+    let mut tile = [[[0.0; L]; IN]; IN];
+    for r in 0..IN {
+        for s in 0..IN {
+            tile[r][s].copy_from_slice(&m[points.at(r * IN + s, row, f)..][..L]);
         }
     }
     // Adding −0.0 changes no value (not even −0.0): the same loop serves without a bias.
@@ -424,9 +476,9 @@ fn output_tile<const L: usize>(
         Some(b) => b[f..][..L].try_into().expect("L lanes"),
         None => [-0.0; L],
     };
-    let down = down_columns::<At, L, 4, 2>(&tile);
+    let down = down_columns::<At, L, IN, OUT>(&tile);
     for (i, outputs) in outputs.iter().enumerate() {
-        let y = along_row::<At, L, 4, 2>(&down, i);
+        let y = along_row::<At, L, IN, OUT>(&down, i);
         for (&pixel, y) in outputs.iter().zip(&y) {
             let Some(pixel) = pixel else { continue };
             let out: &mut [f32; L] = (&mut image[pixel * points.cols + f..][..L])
@@ -443,7 +495,7 @@ fn output_tile<const L: usize>(
 
 super::simd::widest_simd! {
     /// `A dY Aᵀ` of every tile of the output gradient `dy` (images × OH × OW × F) into
-    /// `dm` (16 matrices, tiles × F); the pixels past an odd edge count as 0.
+    /// `dm` (36 matrices, tiles × F); the pixels past the edge count as 0.
     fn output_gradient_transform(dy: &[f32], w: &Window, filters: usize, dm: &mut [f32]) => output_gradient_transform_body
 }
 
@@ -469,31 +521,31 @@ fn output_gradient_transform_body(dy: &[f32], w: &Window, filters: usize, dm: &m
 #[inline(always)]
 fn output_gradient_tile<const L: usize>(
     image: &[f32],
-    outputs: &[[Option<usize>; 2]; 2],
+    outputs: &[[Option<usize>; OUT]; OUT],
     dm: &mut [f32],
     points: Points,
     row: usize,
     f: usize,
 ) {
-    let mut dy = [[[0.0; L]; 2]; 2];
-    for i in 0..2 {
-        for j in 0..2 {
+    let mut dy = [[[0.0; L]; OUT]; OUT];
+    for i in 0..OUT {
+        for j in 0..OUT {
             if let Some(pixel) = outputs[i][j] {
                 dy[i][j].copy_from_slice(&image[pixel * points.cols + f..][..L]);
             }
         }
     }
-    let down = down_columns::<A, L, 2, 4>(&dy);
-    for r in 0..4 {
-        let t = along_row::<A, L, 2, 4>(&down, r);
+    let down = down_columns::<A, L, OUT, IN>(&dy);
+    for r in 0..IN {
+        let t = along_row::<A, L, OUT, IN>(&down, r);
         for (s, lanes) in t.iter().enumerate() {
-            dm[points.at(r * 4 + s, row, f)..][..L].copy_from_slice(lanes);
+            dm[points.at(r * IN + s, row, f)..][..L].copy_from_slice(lanes);
         }
     }
 }
 
 super::simd::widest_simd! {
-    /// `B dV Bᵀ` of every tile in `dv` (16 matrices, tiles × C), added onto the patches
+    /// `B dV Bᵀ` of every tile in `dv` (36 matrices, tiles × C), added onto the patches
     /// of the images in `dx` (the parts in the padding dropped).
     fn input_gradient_transform(dv: &[f32], w: &Window, dx: &mut [f32]) => input_gradient_transform_body
 }
@@ -523,19 +575,19 @@ fn input_gradient_tile<const L: usize>(
     dv: &[f32],
     points: Points,
     row: usize,
-    patch: &[[Option<usize>; 4]; 4],
+    patch: &[[Option<usize>; IN]; IN],
     image: &mut [f32],
     ch: usize,
 ) {
-    let mut tile = [[[0.0; L]; 4]; 4];
-    for r in 0..4 {
-        for s in 0..4 {
-            tile[r][s].copy_from_slice(&dv[points.at(r * 4 + s, row, ch)..][..L]);
+    let mut tile = [[[0.0; L]; IN]; IN];
+    for r in 0..IN {
+        for s in 0..IN {
+            tile[r][s].copy_from_slice(&dv[points.at(r * IN + s, row, ch)..][..L]);
         }
     }
-    let down = down_columns::<B, L, 4, 4>(&tile);
+    let down = down_columns::<B, L, IN, IN>(&tile);
     for (r, patch) in patch.iter().enumerate() {
-        let d = along_row::<B, L, 4, 4>(&down, r);
+        let d = along_row::<B, L, IN, IN>(&down, r);
         for (&offset, d) in patch.iter().zip(&d) {
             let Some(offset) = offset else { continue };
             for (x, g) in image[offset + ch..][..L].iter_mut().zip(d) {
@@ -545,8 +597,8 @@ fn input_gradient_tile<const L: usize>(
     }
 }
 
-/// The 16 products of a block, `out_p = lhs_p · rhs_p` (added to `out_p` if
-/// `accumulate`), each point's matrices taken from the three buffers' p-th sixteenths.
+/// The 36 products of a block, `out_p = lhs_p · rhs_p` (added to `out_p` if
+/// `accumulate`), each point's matrices taken from the three buffers' p-th 36ths.
 #[allow(clippy::too_many_arguments)] // the BLAS argument list, per point
 fn products(
     (m, n, k): (usize, usize, usize),
@@ -574,7 +626,7 @@ fn products(
 }
 
 /// One block's convolution: `x` (images × H × W × C) with the transformed kernel `u`
-/// (16 × C × F) into `y` (images × OH × OW × F), with bias and ReLU applied. `scratch`
+/// (36 × C × F) into `y` (images × OH × OW × F), with bias and ReLU applied. `scratch`
 /// holds the transformed input and products between calls.
 pub(super) fn convolve_block(
     x: &[f32],
@@ -593,9 +645,9 @@ pub(super) fn convolve_block(
     output_transform(m, w, filters, bias, relu, y);
 }
 
-/// One block's backward: `du` (16 × C × F) += the gradient of the transformed kernel, and
+/// One block's backward: `du` (36 × C × F) += the gradient of the transformed kernel, and
 /// `dx` (images × H × W × C), when given, += the input gradient, from `dy`, the gradient of
-/// the block's output. `u_t` is the transformed kernel transposed per point (16 × F × C).
+/// the block's output. `u_t` is the transformed kernel transposed per point (36 × F × C).
 pub(super) fn backward_block(
     x: &[f32],
     w: &Window,
