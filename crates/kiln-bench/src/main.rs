@@ -3,7 +3,10 @@
 //!
 //! - `roofline`: the machine's large-matmul rate (GFLOP/s) through kiln's gemm path, and the
 //!   rate on each product shape of the reference MLP's training step.
+//! - `steps`: time per training step of the reference MLP on synthetic data.
 //! - `predict MODEL`: batch-1 latency (p50, p99) and batch-1024 throughput of `predict`.
+//! - `conv`: forward and backward time of each of the MNIST CNN's convolution layers (with
+//!   its ReLU and max pooling) at one batch, on synthetic data.
 
 use std::path::PathBuf;
 use std::time::Instant;

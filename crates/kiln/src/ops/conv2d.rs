@@ -122,7 +122,7 @@ const BLOCK_FLOATS: usize = 1 << 17;
 /// Images per block: as many as fit [`BLOCK_FLOATS`], but at least two blocks per thread
 /// so both cores get work.
 fn images_per_block(w: &Window, filters: usize, batch: usize) -> usize {
-    let per_image = match Method::of(w) {
+    let per_image = match Method::of(w, batch) {
         Method::Winograd => winograd::floats_per_image(w, filters),
         Method::Im2col => w.output_pixels() * (w.taps() * w.channels as usize + filters),
         Method::Direct => w.output_pixels() * filters,
@@ -143,9 +143,15 @@ enum Method {
     Im2col,
 }
 
+/// The fewest images worth Winograd's method: its kernel transform (36 matrices, 4× the
+/// kernel) is made on every call, and for a single image that costs more than the
+/// multiplies it saves (MNIST CNN batch-1 prediction: 50 µs by im2col, 70 by Winograd).
+const MIN_WINOGRAD_BATCH: usize = 4;
+
 impl Method {
-    fn of(w: &Window) -> Method {
-        if winograd::applies(w) {
+    /// The method for a convolution of `batch` images with window `w`.
+    fn of(w: &Window, batch: usize) -> Method {
+        if winograd::applies(w) && batch >= MIN_WINOGRAD_BATCH {
             Method::Winograd
         } else if direct_conv::applies(w) {
             Method::Direct
@@ -263,12 +269,14 @@ impl Tape<'_> {
         };
         // Winograd's transformed kernel, from the tape's buffers: a fresh 290 kB vector a
         // step came from mmap and was zeroed page by page.
-        let transformed = (Method::of(&window) == Method::Winograd).then(|| {
+        let method = Method::of(&window, batch);
+        let transformed = (method == Method::Winograd).then(|| {
             let mut u = self.alloc(winograd::POINTS * c * filters);
             winograd::transform_kernel(self.value(kernel), &mut u);
             u
         });
         let product = Product {
+            method,
             kernel: self.value(kernel),
             transformed: transformed.as_deref(),
             bias: bias.map(|b| self.value(b)),
@@ -317,6 +325,7 @@ pub(crate) struct ConvNode {
 
 /// What each block multiplies by, and what follows the product.
 struct Product<'a> {
+    method: Method,
     kernel: &'a [f32],
     /// The kernel as Winograd's 16 matrices, when the convolution is computed that way.
     transformed: Option<&'a [f32]>,
@@ -414,7 +423,7 @@ fn convolve_block(x: &[f32], p: &Product, w: &Window, cols: &mut Vec<f32>, y: &m
         let epilogue = (p.filters, p.bias, p.relu);
         return winograd::convolve_block(x, w, u, epilogue, cols, y);
     }
-    if Method::of(w) == Method::Direct {
+    if p.method == Method::Direct {
         return direct_conv::convolve_block(x, w, p.kernel, p.bias, p.relu, y);
     }
     let depth = w.taps() * w.channels as usize;
@@ -598,7 +607,8 @@ pub(crate) fn backward(tape: &mut Tape, node: ConvNode, out: Var, g: &[f32]) {
     let depth = kh * kw * c;
     // gemm is slow on a transposed right-hand side; the kernel is small, transpose it once
     // (with Winograd, each of its 16 transformed matrices).
-    let kernel_t = match Method::of(&window) {
+    let method = Method::of(&window, tape.shape(x).dims()[0]);
+    let kernel_t = match method {
         Method::Winograd => {
             let (mut u, mut u_t) = (
                 tape.alloc(winograd::POINTS * c * filters),
@@ -616,28 +626,23 @@ pub(crate) fn backward(tape: &mut Tape, node: ConvNode, out: Var, g: &[f32]) {
     };
     // Each summation group's kernel and bias gradients, from the tape's buffers (with
     // Winograd they are 290 kB each, which fresh came from mmap every step).
-    let sums_len = kernel_gradient_len(&window, filters) + filters;
+    let sums_len = kernel_gradient_len(&window, filters, method) + filters;
     let mut partials: Vec<Vec<f32>> = (0..SUM_GROUPS).map(|_| tape.alloc_zeroed(sums_len)).collect();
     if tape.requires_grad(x) {
         tape.accumulate_or_write(x, |t, dx, fresh| {
             let up = Upstream::of(t, &node, out, g);
             let dx = Some((dx, fresh));
-            backward_blocks(t.value(x), &kernel_t, &window, (filters, &up), dx, &mut partials);
+            let product = (method, filters, &up);
+            backward_blocks(t.value(x), &kernel_t, &window, product, dx, &mut partials);
         });
     } else {
         let up = Upstream::of(tape, &node, out, g);
-        backward_blocks(
-            tape.value(x),
-            &kernel_t,
-            &window,
-            (filters, &up),
-            None,
-            &mut partials,
-        );
+        let product = (method, filters, &up);
+        backward_blocks(tape.value(x), &kernel_t, &window, product, None, &mut partials);
     }
     tape.recycle(kernel_t);
-    let (dk_sum, db_sum) = partials[0].split_at(kernel_gradient_len(&window, filters));
-    match Method::of(&window) {
+    let (dk_sum, db_sum) = partials[0].split_at(kernel_gradient_len(&window, filters, method));
+    match method {
         Method::Winograd => tape.accumulate(kernel, |_, dk| winograd::kernel_gradient(dk_sum, dk)),
         Method::Direct | Method::Im2col => {
             tape.accumulate(kernel, |_, dk| super::parallel::axpy(dk, 1.0, dk_sum))
@@ -749,7 +754,7 @@ fn backward_blocks(
     x: &[f32],
     kernel_t: &[f32],
     w: &Window,
-    (filters, upstream): (usize, &Upstream),
+    (method, filters, upstream): (Method, usize, &Upstream),
     dx: Option<(&mut [f32], bool)>,
     partials: &mut [Vec<f32>],
 ) {
@@ -777,6 +782,7 @@ fn backward_blocks(
                 x,
                 first_image: i * per_group,
                 fresh_dx,
+                method,
             };
             group.backward(kernel_t, w, (filters, per_block), upstream, dx, sums)
         });
@@ -795,6 +801,7 @@ struct Group<'a> {
     x: &'a [f32],
     first_image: usize,
     fresh_dx: bool,
+    method: Method,
 }
 
 impl Group<'_> {
@@ -835,7 +842,7 @@ impl Group<'_> {
         (cols, scratch): (&mut Vec<f32>, &mut Vec<f32>),
     ) {
         let image_len = w.input_pixels() * w.channels as usize;
-        let kernel_len = kernel_gradient_len(w, filters);
+        let kernel_len = kernel_gradient_len(w, filters, self.method);
         for (b, x) in self.x.chunks(per_block * image_len).enumerate() {
             let images = x.len() / image_len;
             let g = upstream.block(self.first_image + b * per_block, images, scratch);
@@ -850,10 +857,10 @@ impl Group<'_> {
                 }
                 block
             });
-            match Method::of(w) {
+            match self.method {
                 Method::Winograd => winograd::backward_block(x, w, kernel_t, g, cols, dk, block_dx),
                 Method::Direct | Method::Im2col => {
-                    im2col_backward_block(x, w, kernel_t, g, cols, dk, block_dx)
+                    im2col_backward_block(x, w, (kernel_t, self.method), g, cols, dk, block_dx)
                 }
             }
         }
@@ -862,8 +869,8 @@ impl Group<'_> {
 
 /// Floats in the kernel's gradient as backward sums it: the kernel's own size, or with
 /// Winograd its 16 transformed matrices (turned into the kernel's gradient at the end).
-fn kernel_gradient_len(w: &Window, filters: usize) -> usize {
-    let per_pair = match Method::of(w) {
+fn kernel_gradient_len(w: &Window, filters: usize, method: Method) -> usize {
+    let per_pair = match method {
         Method::Winograd => winograd::POINTS,
         Method::Direct | Method::Im2col => w.taps(),
     };
@@ -875,7 +882,7 @@ fn kernel_gradient_len(w: &Window, filters: usize) -> usize {
 fn im2col_backward_block(
     x: &[f32],
     w: &Window,
-    kernel_t: &[f32],
+    (kernel_t, method): (&[f32], Method),
     dy: &[f32],
     cols: &mut Vec<f32>,
     dk: &mut [f32],
@@ -884,7 +891,7 @@ fn im2col_backward_block(
     let depth = w.taps() * w.channels as usize;
     let filters = kernel_t.len() / depth;
     let rows = dy.len() / filters;
-    if Method::of(w) == Method::Direct {
+    if method == Method::Direct {
         direct_conv::kernel_gradient(x, w, dy, dk);
     } else {
         cols.resize(rows * depth, 0.0);
@@ -1012,8 +1019,11 @@ mod tests {
             (window((6, 5, 4), (3, 3), 1, 2, Padding::Valid), Method::Im2col),
             (window((6, 5, 8), (3, 3), 1, 1, Padding::Same), Method::Winograd),
         ];
+        // Too few images for Winograd's kernel transform to pay: im2col.
+        assert_eq!(Method::of(&cases[4].0, MIN_WINOGRAD_BATCH - 1), Method::Im2col);
         for (i, (w, method)) in cases.into_iter().enumerate() {
-            assert_eq!(Method::of(&w), method, "case {i}");
+            let batch = 4;
+            assert_eq!(Method::of(&w, batch), method, "case {i}");
             let (h, wd, c) = (
                 w.height.input as usize,
                 w.width.input as usize,
@@ -1021,7 +1031,6 @@ mod tests {
             );
             // 17 filters for the direct cases: a whole 16-lane chunk and a remainder.
             let filters = if method == Method::Direct { 17 } else { 3 };
-            let batch = 2;
             let seed = 70 + 4 * i as u64;
             let x = gradcheck::random(batch * h * wd * c, seed);
             let k = gradcheck::random(9 * c * filters, seed + 1);
