@@ -2,17 +2,20 @@
 //! shaped (kh, kw, in_channels, filters) — Keras's HWIO, so weights move between the two
 //! unchanged. Strides, dilation and `valid` / `same` padding follow TensorFlow's rules.
 //!
-//! Computed as im2col + one matrix product: each output pixel's receptive field is copied
-//! into a row of a (B·OH·OW) × (kh·kw·C) matrix, which the tuned `gemm` kernel multiplies by
-//! the (kh·kw·C) × filters kernel, giving the NHWC output directly. Backward rebuilds the
-//! rows, then `dkernel = colsᵀ · g` and `dx` is `g · kernelᵀ` scattered back (col2im).
-//! Both work in blocks of images whose matrix fits in L2, one block per thread at a time.
-//! A 3×3 kernel with stride 1 over 8 or more channels goes by Winograd's F(4×4, 3×3)
-//! instead (see `winograd.rs`): the same blocks and epilogue, 36 smaller products with up
-//! to 4× fewer multiplies (MNIST CNN's second convolution per batch of 128, forward +
-//! backward: 4.85 ms by im2col, 3.5 ms by F(2×2, 3×3), 2.9 ms by F(4×4, 3×3)). A receptive
-//! field of at most 32 values (a grey or colour image's first layer) is computed straight
-//! from the input (see `direct_conv.rs`).
+//! In general computed as im2col + one matrix product: each output pixel's receptive field
+//! is copied into a row of a (B·OH·OW) × (kh·kw·C) matrix, which the tuned `gemm` kernel
+//! multiplies by the (kh·kw·C) × filters kernel, giving the NHWC output directly. Backward
+//! rebuilds the rows, then `dkernel = colsᵀ · g` and `dx` is `g · kernelᵀ` scattered back
+//! (col2im). Both work in blocks of images whose matrix fits in L2, one block per thread at
+//! a time.
+//!
+//! A 3×3 kernel with stride 1 over 8 or more channels, in a batch of 4 or more images, goes
+//! by Winograd's F(4×4, 3×3) instead (see `winograd.rs`): the same blocks and epilogue, 36
+//! smaller products with up to 4× fewer multiplies (MNIST CNN's second convolution per
+//! batch of 128, forward + backward: 4.85 ms by im2col, 3.5 ms by F(2×2, 3×3), 2.9 ms by
+//! F(4×4, 3×3)). A receptive field of at most 32 values (a grey or colour image's first
+//! layer) is computed straight from the input (see `direct_conv.rs`).
+//!
 //! An epilogue runs on each block while it is in cache: bias and ReLU, and a max pooling
 //! that follows the convolution (so a CNN's largest tensor, the convolution's output, is
 //! never written out whole; backward rebuilds each block's share of its gradient).

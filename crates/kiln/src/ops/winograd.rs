@@ -33,7 +33,8 @@ const IN: usize = 6;
 pub(super) const POINTS: usize = IN * IN;
 
 /// The fewest input channels worth it: each of the 36 products has depth C, and below this
-/// their fixed costs outweigh the multiplies saved (a one-channel input is im2col's case).
+/// their fixed costs outweigh the multiplies saved (few-channel inputs go to
+/// `direct_conv.rs`).
 const MIN_CHANNELS: u32 = 8;
 
 /// Whether `w` is a convolution this module computes: a 3×3 window, stride 1, dilation 1
