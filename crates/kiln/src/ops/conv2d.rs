@@ -135,12 +135,12 @@ fn images_per_block(w: &Window, filters: usize, batch: usize) -> usize {
     fit.min(spread)
 }
 
-/// How a convolution's products are computed, chosen by its geometry.
+/// How a convolution's products are computed, chosen by its geometry and batch size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Method {
     /// Straight from the input, for a receptive field of few values (see `direct_conv.rs`).
     Direct,
-    /// Winograd's F(2×2, 3×3), for 3×3 kernels with stride 1 (see `winograd.rs`).
+    /// Winograd's F(4×4, 3×3), for 3×3 kernels with stride 1 (see `winograd.rs`).
     Winograd,
     /// im2col and one product of the matrix kernel: every other convolution.
     Im2col,
@@ -330,7 +330,7 @@ pub(crate) struct ConvNode {
 struct Product<'a> {
     method: Method,
     kernel: &'a [f32],
-    /// The kernel as Winograd's 16 matrices, when the convolution is computed that way.
+    /// The kernel as Winograd's 36 matrices, present exactly when `method` is Winograd.
     transformed: Option<&'a [f32]>,
     bias: Option<&'a [f32]>,
     filters: usize,
@@ -422,12 +422,15 @@ const NO_SOURCE: f32 = f32::from_bits(u32::MAX);
 /// ReLU in one pass while `y` is in cache (or all of that by Winograd's method, which
 /// keeps its transformed matrices in `cols`).
 fn convolve_block(x: &[f32], p: &Product, w: &Window, cols: &mut Vec<f32>, y: &mut [f32]) {
-    if let Some(u) = p.transformed {
-        let epilogue = (p.filters, p.bias, p.relu);
-        return winograd::convolve_block(x, w, u, epilogue, cols, y);
-    }
-    if p.method == Method::Direct {
-        return direct_conv::convolve_block(x, w, p.kernel, p.bias, p.relu, y);
+    match p.method {
+        Method::Winograd => {
+            let u = p
+                .transformed
+                .expect("the kernel is transformed before the blocks");
+            return winograd::convolve_block(x, w, u, (p.filters, p.bias, p.relu), cols, y);
+        }
+        Method::Direct => return direct_conv::convolve_block(x, w, p.kernel, p.bias, p.relu, y),
+        Method::Im2col => {}
     }
     let depth = w.taps() * w.channels as usize;
     let rows = y.len() / p.filters;
@@ -609,7 +612,7 @@ pub(crate) fn backward(tape: &mut Tape, node: ConvNode, out: Var, g: &[f32]) {
     };
     let depth = kh * kw * c;
     // gemm is slow on a transposed right-hand side; the kernel is small, transpose it once
-    // (with Winograd, each of its 16 transformed matrices).
+    // (with Winograd, each of its 36 transformed matrices).
     let method = Method::of(&window, tape.shape(x).dims()[0]);
     let kernel_t = match method {
         Method::Winograd => {
@@ -629,8 +632,9 @@ pub(crate) fn backward(tape: &mut Tape, node: ConvNode, out: Var, g: &[f32]) {
     };
     // Each summation group's kernel and bias gradients, from the tape's buffers (with
     // Winograd they are 290 kB each, which fresh came from mmap every step).
-    let sums_len = kernel_gradient_len(&window, filters, method) + filters;
-    let mut partials: Vec<Vec<f32>> = (0..SUM_GROUPS).map(|_| tape.alloc_zeroed(sums_len)).collect();
+    let kernel_len = kernel_gradient_len(&window, filters, method);
+    let mut partials: [Vec<f32>; SUM_GROUPS] =
+        std::array::from_fn(|_| tape.alloc_zeroed(kernel_len + filters));
     if tape.requires_grad(x) {
         tape.accumulate_or_write(x, |t, dx, fresh| {
             let up = Upstream::of(t, &node, out, g);
@@ -644,7 +648,7 @@ pub(crate) fn backward(tape: &mut Tape, node: ConvNode, out: Var, g: &[f32]) {
         backward_blocks(tape.value(x), &kernel_t, &window, product, None, &mut partials);
     }
     tape.recycle(kernel_t);
-    let (dk_sum, db_sum) = partials[0].split_at(kernel_gradient_len(&window, filters, method));
+    let (dk_sum, db_sum) = partials[0].split_at(kernel_len);
     match method {
         Method::Winograd => tape.accumulate(kernel, |_, dk| winograd::kernel_gradient(dk_sum, dk)),
         Method::Direct | Method::Im2col => {
@@ -787,7 +791,10 @@ fn backward_blocks(
                 fresh_dx,
                 method,
             };
-            group.backward(kernel_t, w, (filters, per_block), upstream, dx, sums)
+            with_block_buffers(|cols, scratch| {
+                let buffers = (cols, scratch);
+                group.backward(kernel_t, w, (filters, per_block), upstream, dx, sums, buffers)
+            })
         });
     let (total, rest) = partials.split_first_mut().expect("SUM_GROUPS > 0");
     for partial in rest.iter().take(groups.saturating_sub(1)) {
@@ -809,32 +816,10 @@ struct Group<'a> {
 
 impl Group<'_> {
     /// Block by block in order: the kernel and bias gradients added to `sums` (zeroed by
-    /// the caller), and each block's input gradient when `dx` is given.
-    fn backward(
-        &self,
-        kernel_t: &[f32],
-        w: &Window,
-        (filters, per_block): (usize, usize),
-        upstream: &Upstream,
-        dx: Option<&mut [f32]>,
-        sums: &mut [f32],
-    ) {
-        with_block_buffers(|cols, scratch| {
-            self.blocks(
-                kernel_t,
-                w,
-                (filters, per_block),
-                upstream,
-                dx,
-                sums,
-                (cols, scratch),
-            )
-        })
-    }
-
-    /// [`Group::backward`] with the thread's block buffers.
+    /// the caller), and each block's input gradient when `dx` is given. `cols` and
+    /// `scratch` are the thread's block buffers.
     #[allow(clippy::too_many_arguments)]
-    fn blocks(
+    fn backward(
         &self,
         kernel_t: &[f32],
         w: &Window,

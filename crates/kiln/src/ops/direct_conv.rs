@@ -30,7 +30,7 @@ pub(super) fn applies(w: &Window) -> bool {
 
 /// One tap of a kernel row that lies in the image for the output row at hand: its index in
 /// the kernel's (tap, channel) rows, and its offset from the pixel's first column.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Tap {
     depth_index: usize,
     offset: usize,
@@ -58,27 +58,30 @@ impl<'w> Rows<'w> {
         }
     }
 
-    /// The taps of output row `oh` whose kernel row lies in the image.
+    /// The taps of output row `oh` whose kernel row lies in the image, written into
+    /// `taps` (a fixed array, so a block allocates nothing).
     #[inline(always)]
-    fn taps(&self, oh: usize, taps: &mut Vec<Tap>) {
+    fn taps<'t>(&self, oh: usize, taps: &'t mut [Tap; MAX_DEPTH]) -> &'t [Tap] {
         let w = self.w;
         let c = w.channels as usize;
         let line_len = w.width.input as usize * c;
-        taps.clear();
+        let mut count = 0;
         for i in 0..w.height.kernel as usize {
             let Some(ih) = w.height.source(oh, i) else {
                 continue;
             };
             for j in 0..w.width.kernel as usize {
                 for ch in 0..c {
-                    taps.push(Tap {
+                    taps[count] = Tap {
                         depth_index: (i * w.width.kernel as usize + j) * c + ch,
                         offset: ih * line_len + j * w.width.dilation as usize * c + ch,
                         column: j,
-                    });
+                    };
+                    count += 1;
                 }
             }
         }
+        &taps[..count]
     }
 
     /// Where interior pixel `ow`'s window starts in its image row (its taps' offsets are
@@ -89,14 +92,18 @@ impl<'w> Rows<'w> {
         (ow * a.stride as usize - a.pad_before as usize) * self.w.channels as usize
     }
 
-    /// [`Rows::start`] of interior pixels ow..ow+PIXELS.
+    /// Where the windows of pixels ow..ow+PIXELS start ([`Rows::start`]), if all of them
+    /// lie inside the image.
     #[inline(always)]
-    fn starts(&self, ow: usize) -> [usize; PIXELS] {
+    fn group_at(&self, ow: usize) -> Option<[usize; PIXELS]> {
+        if !self.interior.contains(&ow) || ow + PIXELS > self.interior.end {
+            return None;
+        }
         let mut starts = [0; PIXELS];
         for (p, start) in starts.iter_mut().enumerate() {
             *start = self.start(ow + p);
         }
-        starts
+        Some(starts)
     }
 
     /// The value tap `t` reads for pixel `ow`, which may lie at the image's edge (0 in
@@ -175,26 +182,25 @@ fn convolve_block_body(
     };
     let (image_len, ow_n) = (w.input_pixels() * c, w.width.output as usize);
     let rows = Rows::new(w);
-    let mut taps = Vec::with_capacity(MAX_DEPTH);
+    let mut tap_buffer = [Tap::default(); MAX_DEPTH];
     let row_len = ow_n * filters.count;
     for (image, out) in x
         .chunks_exact(image_len)
         .zip(y.chunks_exact_mut(w.output_pixels() * filters.count))
     {
         for (oh, out) in out.chunks_exact_mut(row_len).enumerate() {
-            rows.taps(oh, &mut taps);
+            let taps = rows.taps(oh, &mut tap_buffer);
             let mut ow = 0;
             while ow < ow_n {
                 let out = &mut out[ow * filters.count..];
-                if rows.interior.contains(&ow) && ow + PIXELS <= rows.interior.end {
-                    let starts = rows.starts(ow);
+                if let Some(starts) = rows.group_at(ow) {
                     let mut f = 0;
                     while filters.count - f >= 16 {
-                        four_pixels::<16>(image, &taps, starts, filters, out, f);
+                        four_pixels::<16>(image, taps, starts, filters, out, f);
                         f += 16;
                     }
                     while f < filters.count {
-                        four_pixels::<1>(image, &taps, starts, filters, out, f);
+                        four_pixels::<1>(image, taps, starts, filters, out, f);
                         f += 1;
                     }
                     ow += PIXELS;
@@ -203,16 +209,16 @@ fn convolve_block_body(
                 // A pixel left over from the groups, or whose window reaches into the
                 // padding: its receptive field gathered first, zeros in the padding.
                 let mut field = [0.0; MAX_DEPTH];
-                for (value, t) in field.iter_mut().zip(&taps) {
+                for (value, t) in field.iter_mut().zip(taps) {
                     *value = rows.value(image, t, ow);
                 }
                 let mut f = 0;
                 while filters.count - f >= 16 {
-                    one_pixel::<16>(&field, &taps, filters, out, f);
+                    one_pixel::<16>(&field, taps, filters, out, f);
                     f += 16;
                 }
                 while f < filters.count {
-                    one_pixel::<1>(&field, &taps, filters, out, f);
+                    one_pixel::<1>(&field, taps, filters, out, f);
                     f += 1;
                 }
                 ow += 1;
@@ -284,31 +290,30 @@ fn kernel_gradient_body(x: &[f32], w: &Window, dy: &[f32], dkernel: &mut [f32]) 
     let filters = dkernel.len() / (w.taps() * c);
     let (image_len, ow_n) = (w.input_pixels() * c, w.width.output as usize);
     let rows = Rows::new(w);
-    let mut taps = Vec::with_capacity(MAX_DEPTH);
+    let mut tap_buffer = [Tap::default(); MAX_DEPTH];
     let row_len = ow_n * filters;
     for (image, dy) in x
         .chunks_exact(image_len)
         .zip(dy.chunks_exact(w.output_pixels() * filters))
     {
         for (oh, dy) in dy.chunks_exact(row_len).enumerate() {
-            rows.taps(oh, &mut taps);
+            let taps = rows.taps(oh, &mut tap_buffer);
             let mut ow = 0;
             while ow < ow_n {
                 let dy = &dy[ow * filters..];
-                if rows.interior.contains(&ow) && ow + PIXELS <= rows.interior.end {
-                    let starts = rows.starts(ow);
+                if let Some(starts) = rows.group_at(ow) {
                     let mut f = 0;
                     while filters - f >= 16 {
-                        pixels_gradient::<PIXELS, 16>(image, &taps, starts, (dy, filters), dkernel, f);
+                        pixels_gradient::<PIXELS, 16>(image, taps, starts, (dy, filters), dkernel, f);
                         f += 16;
                     }
                     while f < filters {
-                        pixels_gradient::<PIXELS, 1>(image, &taps, starts, (dy, filters), dkernel, f);
+                        pixels_gradient::<PIXELS, 1>(image, taps, starts, (dy, filters), dkernel, f);
                         f += 1;
                     }
                     ow += PIXELS;
                 } else {
-                    for t in &taps {
+                    for t in taps {
                         let x = rows.value(image, t, ow);
                         let dk = &mut dkernel[t.depth_index * filters..][..filters];
                         for (d, g) in dk.iter_mut().zip(&dy[..filters]) {
