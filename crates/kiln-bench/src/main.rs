@@ -165,7 +165,8 @@ fn train_steps(steps: usize, width: usize, batch: usize, dropout: f32, optimizer
         kind: kiln::nn::LossKind::SparseCategoricalCrossentropy,
         from_logits: false,
     };
-    model.compile(spec, loss, 1);
+    let mut trainer = kiln::train::Trainer::new(spec, loss, 1);
+    let batch_of = |x, labels| kiln::nn::Batch::Samples { x, labels };
     let mut rng = kiln::rng::Rng::new(2);
     let x: Vec<f32> = (0..batch * 784).map(|_| rng.next_f32()).collect();
     let y: Vec<u32> = (0..batch as u32).map(|i| i % 10).collect();
@@ -174,11 +175,11 @@ fn train_steps(steps: usize, width: usize, batch: usize, dropout: f32, optimizer
         // As `fit` does: the other worker polls between steps instead of sleeping.
         let _awake = kiln::ops::keep_awake::KeepAwake::start();
         for _ in 0..20 {
-            model.train_step(&x, &y)?;
+            trainer.train_step(&mut model, batch_of(&x, &y))?;
         }
         let t = Instant::now();
         for _ in 0..steps {
-            model.train_step(&x, &y)?;
+            trainer.train_step(&mut model, batch_of(&x, &y))?;
         }
         let per_step = t.elapsed().as_secs_f64() / steps as f64;
 

@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use kiln::metrics::argmax;
 use kiln::pipeline::{self, RunOptions};
-use kiln::spec::TrainSpec;
-use kiln::train::{argmax, Callback, Collective};
+use kiln::spec::{Spec, TrainSpec};
+use kiln::train::{Callback, Collective};
 use kiln::{artifact, metrics};
 
 use crate::progress::EpochProgressBar;
@@ -17,6 +18,8 @@ pub struct TrainArgs<'a> {
     pub out: Option<&'a Path>,
     pub data_dir: Option<&'a Path>,
     pub epochs: Option<usize>,
+    /// A language model's optimizer steps (the total when resuming).
+    pub steps: Option<usize>,
     pub quiet: bool,
     pub report: Option<&'a Path>,
     pub run_dir: Option<&'a Path>,
@@ -28,10 +31,53 @@ pub struct TrainArgs<'a> {
 }
 
 /// The model file every run folder gets.
-const RUN_MODEL: &str = "model.safetensors";
+pub(crate) const RUN_MODEL: &str = "model.safetensors";
 
 pub fn train(args: &TrainArgs) -> Result<()> {
     train_in(args, None, Vec::new())
+}
+
+/// The spec to train: the file given, the resumed run's own, or the built-in digits MLP;
+/// with the command line's epoch or step count.
+fn spec_to_train(args: &TrainArgs, is_root: bool) -> Result<Spec> {
+    let mut spec = match (args.spec, args.resume) {
+        (Some(p), _) => Spec::from_file(p)?,
+        (None, Some(dir)) => pipeline::spec_of_run(dir)?,
+        (None, None) => {
+            if is_root {
+                println!(
+                    "No spec given: training the built-in MLP on the embedded UCI digits set (offline)."
+                );
+            }
+            Spec::Sequential(TrainSpec::default_digits())
+        }
+    };
+    match &mut spec {
+        Spec::Sequential(s) => {
+            anyhow::ensure!(
+                args.steps.is_none(),
+                "--steps is for language-model specs; use --epochs"
+            );
+            if let Some(e) = args.epochs {
+                anyhow::ensure!(e > 0, "--epochs must be at least 1");
+                s.training.epochs = e;
+            }
+        }
+        Spec::Gpt(s) => {
+            crate::lm::refuse_unsupported(args)?;
+            if let Some(steps) = args.steps {
+                anyhow::ensure!(steps > 0, "--steps must be at least 1");
+                s.training.steps = steps;
+            }
+        }
+    }
+    Ok(spec)
+}
+
+/// What a finished run gives, by kind of model.
+enum Trained {
+    Sequential(Box<pipeline::TrainOutcome>),
+    Gpt(Box<pipeline::LmOutcome>),
 }
 
 /// `kiln train`, alone or as one rank of a data-parallel group. Every rank trains; only
@@ -43,22 +89,7 @@ pub fn train_in(
 ) -> Result<()> {
     let start = Instant::now();
     let is_root = group.is_none_or(|g| g.rank() == 0);
-    let mut spec = match (args.spec, args.resume) {
-        (Some(p), _) => TrainSpec::from_file(p)?,
-        (None, Some(dir)) => pipeline::spec_of_run(dir)?,
-        (None, None) => {
-            if is_root {
-                println!(
-                    "No spec given: training the built-in MLP on the embedded UCI digits set (offline)."
-                );
-            }
-            TrainSpec::default_digits()
-        }
-    };
-    if let Some(e) = args.epochs {
-        anyhow::ensure!(e > 0, "--epochs must be at least 1");
-        spec.training.epochs = e;
-    }
+    let spec = spec_to_train(args, is_root)?;
     if let Some(group) = group.filter(|_| !is_root) {
         let run_dir = run_dir_of_root(group, None);
         crate::distributed::on_run_dir(group, &run_dir, !args.no_checkpoint);
@@ -74,18 +105,24 @@ pub fn train_in(
         }
         (Some(dir), None) => (dir.to_path_buf(), false),
         (None, Some(dir)) => (claim_run_dir(dir)?, true),
-        (None, None) => (fresh_run_dir(spec.name.as_deref().unwrap_or("model"))?, true),
+        (None, None) => (fresh_run_dir(spec.name().unwrap_or("model"))?, true),
     };
     if let Some(group) = group {
         run_dir_of_root(group, Some(&run_dir));
         crate::distributed::on_run_dir(group, &run_dir, !args.no_checkpoint);
     }
     if let Some(dir) = args.resume {
-        let done = kiln::train::Checkpoint::load(&dir.join(pipeline::CHECKPOINT_FILE))
-            .map(|c| c.progress.epochs_done)
-            .unwrap_or(0); // an unreadable checkpoint is reported by train below
-        if done > 0 {
-            println!("resuming after epoch {done}");
+        // An unreadable checkpoint is reported by the training below.
+        if let Ok(c) = kiln::train::Checkpoint::load(&dir.join(pipeline::CHECKPOINT_FILE)) {
+            match &spec {
+                Spec::Gpt(_) if c.progress.steps_done > 0 => {
+                    println!("resuming after step {}", c.progress.steps_done)
+                }
+                Spec::Sequential(_) if c.progress.epochs_done > 0 => {
+                    println!("resuming after epoch {}", c.progress.epochs_done)
+                }
+                _ => {}
+            }
         }
     }
     let interactive = !args.quiet && std::io::stdout().is_terminal();
@@ -105,8 +142,17 @@ pub fn train_in(
     };
     if !args.quiet {
         println!("run folder: {}", run_dir.display());
+        if let Spec::Gpt(s) = &spec {
+            crate::lm::describe_run(s);
+        }
     }
-    let outcome = pipeline::train_with(&spec, &options, extra).map_err(|e| {
+    let trained = match &spec {
+        Spec::Sequential(s) => {
+            pipeline::train_with(s, &options, extra).map(|o| Trained::Sequential(Box::new(o)))
+        }
+        Spec::Gpt(s) => pipeline::train_language_model(s, &options, extra).map(|o| Trained::Gpt(Box::new(o))),
+    };
+    let trained = trained.map_err(|e| {
         if created {
             // A run that failed before writing anything leaves no empty folder behind
             // (remove_dir only removes an empty one).
@@ -114,6 +160,27 @@ pub fn train_in(
         }
         explain_failure(e, &run_dir, !args.no_checkpoint)
     })?;
+    let ranks = group.map_or(1, |g| g.size());
+    match (&spec, trained) {
+        (Spec::Sequential(s), Trained::Sequential(outcome)) => {
+            report_sequential(args, s, &outcome, &run_dir, start, ranks)
+        }
+        (Spec::Gpt(s), Trained::Gpt(outcome)) => {
+            crate::lm::report_training(args, s, &outcome, &run_dir, ranks)
+        }
+        _ => unreachable!("each kind of spec trains its kind of model"),
+    }
+}
+
+/// Prints a layer-stack run's summary and saves its model (in the run folder and `--out`).
+fn report_sequential(
+    args: &TrainArgs,
+    spec: &TrainSpec,
+    outcome: &pipeline::TrainOutcome,
+    run_dir: &Path,
+    start: Instant,
+    ranks: usize,
+) -> Result<()> {
     if !args.quiet && !outcome.initialized.is_empty() {
         let frozen: Vec<String> = spec
             .model
@@ -142,17 +209,15 @@ pub fn train_in(
     let val = outcome.validation.map_or(String::new(), |v| {
         format!(" - val_loss: {:.4} - val_accuracy: {:.4}", v.loss, v.accuracy)
     });
-    let ranks = group.map_or(String::new(), |g| {
-        let share = new_epochs.iter().map(|e| e.communication_seconds).sum::<f64>()
-            / new_epochs.iter().map(|e| e.train_seconds).sum::<f64>().max(1e-9);
-        format!(
-            " - {} ranks, {:.1}% of training in all-reduce",
-            g.size(),
-            100.0 * share
-        )
-    });
+    let ranks_text = match ranks {
+        1 => String::new(),
+        n => format!(
+            " - {n} ranks, {:.1}% of training in all-reduce",
+            100.0 * allreduce_share(new_epochs)
+        ),
+    };
     println!(
-        "test_loss: {:.4} - test_accuracy: {:.4}{val} - {:.3} s/epoch (median of {}){ranks} - data {:.2}s - total {:.1}s",
+        "test_loss: {:.4} - test_accuracy: {:.4}{val} - {:.3} s/epoch (median of {}){ranks_text} - data {:.2}s - total {:.1}s",
         outcome.test.loss,
         outcome.test.accuracy,
         median_seconds(new_epochs),
@@ -161,7 +226,7 @@ pub fn train_in(
         start.elapsed().as_secs_f64()
     );
     if let Some(report) = args.report {
-        write_report(report, &outcome, &spec, group.map_or(1, |g| g.size()))?;
+        write_report(report, outcome, spec, ranks)?;
     }
     let run_model = run_dir.join(RUN_MODEL);
     artifact::save(&outcome.model, &outcome.info, &run_model)?;
@@ -173,11 +238,17 @@ pub fn train_in(
     Ok(())
 }
 
+/// The share of training time spent in all-reduce over these epochs.
+pub(crate) fn allreduce_share(epochs: &[kiln::train::EpochLog]) -> f64 {
+    epochs.iter().map(|e| e.communication_seconds).sum::<f64>()
+        / epochs.iter().map(|e| e.train_seconds).sum::<f64>().max(1e-9)
+}
+
 /// A rank other than 0: trains its share in step with the others, keeps no run folder
 /// (rank 0 sends it the checkpoint to resume from), prints and saves nothing.
 fn train_as_follower(
     args: &TrainArgs,
-    spec: &TrainSpec,
+    spec: &Spec,
     group: &dyn Collective,
     run_dir: &Path,
     extra: Vec<Box<dyn Callback>>,
@@ -192,7 +263,10 @@ fn train_as_follower(
         init: args.init,
         ..Default::default()
     };
-    pipeline::train_with(spec, &options, extra)?;
+    match spec {
+        Spec::Sequential(s) => pipeline::train_with(s, &options, extra).map(drop)?,
+        Spec::Gpt(s) => pipeline::train_language_model(s, &options, extra).map(drop)?,
+    }
     Ok(())
 }
 
@@ -359,9 +433,8 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     }
     let mut a = artifact::load(args.model)?;
     let test = pipeline::load_test_split(&a.info, args.data_dir)?;
-    let t = &a.info.training;
-    a.model.compile(t.optimizer.clone(), t.loss(), t.seed);
-    let e = a.model.evaluate(&test, 1024)?;
+    let e = a.evaluate(&test)?;
+    let from_logits = a.info.training()?.from_logits;
     let scores = a.model.predict(&test.features, test.len())?;
     let width = scores.dims()[1];
     anyhow::ensure!(
@@ -372,7 +445,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     let threshold = args.threshold.unwrap_or(0.5);
     let (predicted, num_classes) = if width == 1 {
         // Probabilities, or logits when the model ends without its sigmoid.
-        let p: Vec<f32> = match t.from_logits {
+        let p: Vec<f32> = match from_logits {
             true => scores.data().iter().map(|&z| 1.0 / (1.0 + (-z).exp())).collect(),
             false => scores.data().to_vec(),
         };
@@ -502,10 +575,10 @@ pub fn predict(model_path: &Path, input: &Path, json: bool) -> Result<()> {
 }
 
 pub fn inspect(model_path: &Path) -> Result<()> {
-    if kiln::lm::artifact::is_language_model(model_path) {
-        return crate::lm::inspect(model_path);
-    }
-    let a = artifact::load(model_path)?;
+    let a = match artifact::load_any(model_path)? {
+        artifact::SavedModel::Sequential(a) => a,
+        artifact::SavedModel::LanguageModel(lm) => return crate::lm::inspect(model_path, &lm),
+    };
     let info = &a.info;
     println!(
         "model: {} ({}, {} bytes)",
@@ -582,8 +655,13 @@ pub fn inspect(model_path: &Path) -> Result<()> {
         }
     }
     println!("classes: {}", info.classes.join(", "));
-    println!("training: {}", serde_json::to_string(&info.training)?);
-    println!("lineage: {}", serde_json::to_string_pretty(&info.lineage)?);
+    match (&info.training, &info.lineage) {
+        (Some(training), Some(lineage)) => {
+            println!("training: {}", serde_json::to_string(training)?);
+            println!("lineage: {}", serde_json::to_string_pretty(lineage)?);
+        }
+        _ => println!("training: not recorded (built in memory through the library)"),
+    }
     Ok(())
 }
 

@@ -10,6 +10,7 @@ use kiln::nn::Sequential;
 use kiln::pipeline;
 use kiln::prune::{self, PruningSchedule};
 use kiln::quant::{Calibration, HalfFloat, QuantMode, QuantizedNetwork};
+use kiln::train::EvalData;
 
 /// What `--quantize` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,13 +90,13 @@ pub fn compress(args: &CompressArgs) -> Result<()> {
         steps.push(describe_quantization(args, mode));
     }
     info.architecture.layers = model.specs().to_vec();
-    info.lineage.compressed.extend(steps.iter().cloned());
     // The recorded test figures become the compressed model's own.
-    let t = &info.training;
-    model.compile(t.optimizer.clone(), t.loss(), t.seed);
-    let evaluation = model.evaluate(&test, 1024)?;
-    info.lineage.metrics.test_loss = Some(evaluation.loss);
-    info.lineage.metrics.test_accuracy = Some(evaluation.accuracy);
+    let loss = info.training()?.loss();
+    let evaluation = kiln::train::evaluate(&mut model, &loss, EvalData::Samples(&test), None)?;
+    let lineage = info.lineage_mut()?;
+    lineage.compressed.extend(steps.iter().cloned());
+    lineage.metrics.test_loss = Some(evaluation.loss);
+    lineage.metrics.test_accuracy = Some(evaluation.accuracy);
     artifact::save(&model, &info, args.out)?;
     let after = measure(args.out, &test)?;
     print_table(args, &steps, &before, &after);
@@ -185,7 +186,7 @@ fn prune(
         let (structured, global) = (args.structured, args.global);
         pipeline::fine_tune(&mut model, info, args.data_dir, epochs, |m, steps_per_epoch| {
             if structured {
-                return Ok(());
+                return Ok(None);
             }
             // Reach the target a whole epoch before the end, so the last epoch recovers
             // accuracy at full sparsity (TFMOT's advice); masks refresh every 100 steps,
@@ -202,7 +203,7 @@ fn prune(
             };
             let mut pruning = prune::Pruning::new(m, schedule)?;
             pruning.global = global;
-            m.set_pruning(Some(pruning))
+            Ok(Some(pruning))
         })?;
         if !structured {
             // The schedule ends at the target; this makes sure of it whatever the step count.
@@ -242,9 +243,7 @@ fn measure(path: &Path, test: &kiln::data::Dataset) -> Result<Figures> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&bytes)?;
     let gzip_bytes = gz.finish()?.len() as u64;
-    let t = &a.info.training;
-    a.model.compile(t.optimizer.clone(), t.loss(), t.seed);
-    let test_accuracy = a.model.evaluate(test, 1024)?.accuracy;
+    let test_accuracy = a.evaluate(test)?.accuracy;
     let nonzero_parameters = a
         .model
         .params

@@ -1,33 +1,31 @@
-//! `kiln train` for language-model specs, `kiln generate`, and `kiln eval` on a language
-//! model (validation loss and perplexity).
+//! Language models on the command line: what `kiln train` prints and saves for a GPT spec
+//! (trained by the same trainer as every model), `kiln generate`, and `kiln eval` and
+//! `kiln inspect` on a language model (validation loss and perplexity).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use kiln::lm::artifact::{load_language_model, save_language_model};
+use kiln::artifact::{load_language_model, save_language_model, LanguageModel};
 use kiln::lm::generate::{check_request, generate as generate_tokens, Sampling};
 use kiln::lm::tokenizer::StreamDecoder;
-use kiln::lm::train::{prepare_text, train_language_model, validation_loss, LmEvent};
-use kiln::lm::LmSpec;
+use kiln::pipeline::language_model::{prepare_text, validation_windows};
+use kiln::pipeline::LmOutcome;
+use kiln::spec::LmSpec;
+use kiln::train::{EvalData, ValidationWindows};
 
-use crate::commands::{check_writable, claim_run_dir, fresh_run_dir, rayon_threads, TrainArgs};
+use crate::commands::{allreduce_share, rayon_threads, TrainArgs, RUN_MODEL};
 
-/// The model file every run folder gets.
-const MODEL_FILE: &str = "model.safetensors";
-
-/// Options of `kiln train` that layer-stack models have and language models do not (yet).
-fn refuse_unsupported(args: &TrainArgs) -> Result<()> {
+/// Options of `kiln train` that layer-stack models have and language models do not.
+pub fn refuse_unsupported(args: &TrainArgs) -> Result<()> {
     let unsupported = [
-        ("--resume", args.resume.is_some()),
         ("--init", args.init.is_some()),
         ("--epochs (use --steps)", args.epochs.is_some()),
         (
             "--data-dir (the spec's `data.path` or $KILN_DATA)",
             args.data_dir.is_some(),
         ),
-        ("--skip-nonfinite-batches", args.skip_nonfinite_batches),
     ];
     if let Some((flag, _)) = unsupported.iter().find(|(_, given)| *given) {
         anyhow::bail!("{flag} is not supported for language-model specs");
@@ -35,98 +33,77 @@ fn refuse_unsupported(args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// `kiln train SPEC` where the spec's model is a GPT.
-pub fn train(args: &TrainArgs, spec_path: &Path, steps: Option<usize>) -> Result<()> {
-    refuse_unsupported(args)?;
-    let mut spec = LmSpec::from_file(spec_path)?;
-    if let Some(steps) = steps {
-        anyhow::ensure!(steps > 0, "--steps must be at least 1");
-        spec.training.steps = steps;
-    }
-    for path in [args.out, args.report].into_iter().flatten() {
-        check_writable(path)?;
-    }
-    let run_dir: PathBuf = match args.run_dir {
-        Some(dir) => claim_run_dir(dir)?,
-        None => fresh_run_dir(spec.name.as_deref().unwrap_or("language-model"))?,
-    };
+/// The architecture and run length, printed before training.
+pub fn describe_run(spec: &LmSpec) {
     let config = spec.model.gpt();
-    if !args.quiet {
-        println!("run folder: {}", run_dir.display());
-        println!(
-            "GPT: {} layers, {} heads, width {}, context {}; {} steps of {} windows",
-            config.layers,
-            config.heads,
-            config.width,
-            config.context,
-            spec.training.steps,
-            spec.training.batch_size
-        );
-    }
-    let quiet = args.quiet;
-    let mut log = |event: LmEvent| {
-        let LmEvent::Evaluated {
-            step,
-            steps,
-            train_loss,
-            validation_loss,
-            learning_rate,
-            elapsed,
-        } = event;
-        if !quiet {
-            println!(
-                "step {step:>6}/{steps}: train loss {train_loss:.4}, val loss {validation_loss:.4}, lr {learning_rate:.2e}, {:.1} s",
-                elapsed.as_secs_f64()
-            );
-        }
-    };
-    let in_run = run_dir.join(MODEL_FILE);
-    // The model is saved into the run folder at every evaluation; a failed run keeps the
-    // last one (and an empty folder is removed).
-    let outcome = train_language_model(&spec, Some(&in_run), &mut log).inspect_err(|_| {
-        let _ = std::fs::remove_dir(&run_dir);
-    })?;
+    println!(
+        "GPT: {} layers, {} heads, width {}, context {}; {} steps of {} windows",
+        config.layers,
+        config.heads,
+        config.width,
+        config.context,
+        spec.training.steps,
+        spec.training.batch_size
+    );
+}
+
+/// Prints a language-model run's summary, writes `--report`, and saves the model (in the
+/// run folder and `--out`).
+pub fn report_training(
+    args: &TrainArgs,
+    spec: &LmSpec,
+    outcome: &LmOutcome,
+    run_dir: &Path,
+    ranks: usize,
+) -> Result<()> {
     let model = &outcome.model;
+    let config = spec.model.gpt();
     let tokens_per_step = spec.training.batch_size * config.context;
     let ms = outcome.ms_per_step();
+    let parameters = config.parameter_count(model.gpt.vocab_size());
+    let new = &outcome.history.epochs[outcome.resumed_evaluations.min(outcome.history.epochs.len())..];
+    let ranks_text = match ranks {
+        1 => String::new(),
+        n => format!(
+            "; {n} ranks, {:.1}% of training in all-reduce",
+            100.0 * allreduce_share(new)
+        ),
+    };
     println!(
-        "{} parameters, vocabulary {} ({}); {:.2} ms/step, {:.0} tokens/s; final val loss {:.4}",
-        model.gpt.config().parameter_count(model.gpt.vocab_size()),
+        "{parameters} parameters, vocabulary {} ({}); {:.2} ms/step, {:.0} tokens/s{ranks_text}; final val loss {:.4}",
         model.tokenizer.vocab_size(),
         model.tokenizer.kind(),
         ms,
         tokens_per_step as f64 * 1000.0 / ms,
         model.info.final_validation_loss.unwrap_or(f32::NAN)
     );
-    let history: Vec<_> = outcome
-        .history
-        .iter()
-        .map(|(step, train, val)| serde_json::json!({"step": step, "train_loss": train, "val_loss": val}))
-        .collect();
-    let summary = serde_json::json!({
-        "name": model.info.name,
-        "parameters": model.gpt.config().parameter_count(model.gpt.vocab_size()),
-        "vocab_size": model.tokenizer.vocab_size(),
-        "steps": model.info.steps,
-        "batch_size": spec.training.batch_size,
-        "context": config.context,
-        "train_seconds": outcome.train_time.as_secs_f64(),
-        "ms_per_step": ms,
-        "tokens_per_s": tokens_per_step as f64 * 1000.0 / ms,
-        "val_loss": model.info.final_validation_loss,
-        "threads": rayon_threads(),
-        "history": history,
-    });
-    let text = serde_json::to_string_pretty(&summary)? + "\n";
-    kiln::artifact::write_atomically(&run_dir.join("history.json"), text.as_bytes())?;
     if let Some(report) = args.report {
-        kiln::artifact::write_atomically(report, text.as_bytes())?;
+        let summary = serde_json::json!({
+            "name": model.info.name,
+            "parameters": parameters,
+            "vocab_size": model.tokenizer.vocab_size(),
+            "steps": model.info.steps,
+            "steps_run": outcome.steps_run,
+            "batch_size": spec.training.batch_size,
+            "context": config.context,
+            "train_seconds": outcome.train_seconds,
+            "ms_per_step": ms,
+            "tokens_per_s": tokens_per_step as f64 * 1000.0 / ms,
+            "val_loss": model.info.final_validation_loss,
+            "threads": rayon_threads(),
+            "ranks": ranks,
+            "history": outcome.history.epochs,
+        });
+        let text = serde_json::to_string_pretty(&summary)? + "\n";
+        kiln::io::write_atomically(report, text.as_bytes())?;
     }
+    let run_model = run_dir.join(RUN_MODEL);
+    save_language_model(model, &run_model)?;
     if let Some(out) = args.out {
         save_language_model(model, out)?;
         println!("saved {}", out.display());
     } else if !args.quiet {
-        println!("saved {}", in_run.display());
+        println!("saved {}", run_model.display());
     }
     Ok(())
 }
@@ -135,6 +112,7 @@ pub fn train(args: &TrainArgs, spec_path: &Path, steps: Option<usize>) -> Result
 /// the text it was trained on (or on another UTF-8 file).
 pub fn eval(model_path: &Path, text: Option<&Path>, batches: Option<usize>, json: bool) -> Result<()> {
     let mut model = load_language_model(model_path)?;
+    let spec = model.info.spec.clone();
     let tokens = match text {
         Some(path) => {
             let corpus = kiln::lm::text::read_text(path)?;
@@ -144,7 +122,7 @@ pub fn eval(model_path: &Path, text: Option<&Path>, batches: Option<usize>, json
                 .with_context(|| format!("{}", path.display()))?
         }
         None => {
-            let data = prepare_text(&model.info.spec)?;
+            let data = prepare_text(&spec)?;
             anyhow::ensure!(
                 data.corpus.sha256 == model.info.corpus_sha256 && data.tokenizer == model.tokenizer,
                 "{}: the text this model was trained on has changed (SHA-256 {}, the model recorded {}); \
@@ -156,17 +134,21 @@ pub fn eval(model_path: &Path, text: Option<&Path>, batches: Option<usize>, json
             data.validation
         }
     };
-    let batches = batches.unwrap_or(model.info.spec.training.eval_batches);
+    let batches = batches.unwrap_or(spec.training.eval_batches);
     anyhow::ensure!(batches > 0, "--batches must be at least 1");
-    let batch = model.info.spec.training.batch_size;
-    let loss = validation_loss(
-        &mut model.gpt,
-        &tokens,
+    let windows = ValidationWindows {
         batches,
-        batch,
-        model.info.spec.training.seed,
-    )?;
+        ..validation_windows(&spec, &tokens)
+    };
+    let loss = kiln::train::evaluate(
+        &mut model.gpt,
+        &kiln::nn::Loss::next_token(),
+        EvalData::Windows(windows),
+        None,
+    )?
+    .loss;
     let perplexity = (loss as f64).exp();
+    let batch = spec.training.batch_size;
     if json {
         println!(
             "{}",
@@ -237,8 +219,7 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
 }
 
 /// `kiln inspect MODEL` for a language model: architecture, sizes, tokenizer, training.
-pub fn inspect(model_path: &Path) -> Result<()> {
-    let model = load_language_model(model_path)?;
+pub fn inspect(model_path: &Path, model: &LanguageModel) -> Result<()> {
     let (c, info) = (model.gpt.config(), &model.info);
     let vocab = model.gpt.vocab_size();
     println!("language model: {} ({})", info.name, model_path.display());

@@ -37,10 +37,11 @@ enum Command {
         /// Folder holding the MNIST files (overrides the spec and $KILN_DATA).
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Override the spec's number of epochs.
+        /// Override the spec's number of epochs (with --resume, the total to reach).
         #[arg(long)]
         epochs: Option<usize>,
-        /// Override a language-model spec's number of optimizer steps.
+        /// Override a language-model spec's number of optimizer steps (with --resume, the
+        /// total to reach).
         #[arg(long)]
         steps: Option<usize>,
         /// Print only the summary, not one line per epoch.
@@ -72,8 +73,6 @@ enum Command {
         #[arg(long, value_name = "MODEL", conflicts_with = "resume")]
         init: Option<PathBuf>,
     },
-    /// Print a saved model's loss and accuracy on its test split; with --report, per-class
-    /// precision, recall, F1 and the confusion matrix.
     /// Generate text with a trained language model, streaming it as it comes.
     Generate {
         model: PathBuf,
@@ -99,6 +98,8 @@ enum Command {
         #[arg(long)]
         no_cache: bool,
     },
+    /// Print a saved model's loss and accuracy on its test split; with --report, per-class
+    /// precision, recall, F1 and the confusion matrix. A language model: loss and perplexity.
     Eval {
         model: PathBuf,
         #[arg(long)]
@@ -261,10 +262,10 @@ fn restore_default_sigpipe() {
     }
 }
 
-/// Whether the spec at `path` describes a language model (an unreadable file is left for
-/// the usual loader to report).
-fn is_language_model_spec(path: &std::path::Path) -> bool {
-    std::fs::read_to_string(path).is_ok_and(|text| kiln::lm::LmSpec::is_language_model(&text))
+/// Whether the file at `path` is a language model (an unreadable file, or one that is
+/// not a kiln model, is left for the command's own loader to report).
+fn is_language_model(path: &std::path::Path) -> bool {
+    matches!(kiln::artifact::kind_of(path), Ok(kiln::artifact::ModelKind::Gpt))
 }
 
 fn main() -> ExitCode {
@@ -291,6 +292,7 @@ fn main() -> ExitCode {
                 out: out.as_deref(),
                 data_dir: data_dir.as_deref(),
                 epochs,
+                steps,
                 quiet,
                 report: report.as_deref(),
                 run_dir: run_dir.as_deref(),
@@ -299,16 +301,9 @@ fn main() -> ExitCode {
                 no_checkpoint,
                 init: init.as_deref(),
             };
-            match spec.as_deref().filter(|p| is_language_model_spec(p)) {
-                Some(path) if !distributed => lm::train(&args, path, steps),
-                Some(_) => Err(anyhow::anyhow!(
-                    "--distributed is not supported for language-model specs"
-                )),
-                None if steps.is_some() => Err(anyhow::anyhow!(
-                    "--steps is for language-model specs; use --epochs"
-                )),
-                None if distributed => distributed::train(&args),
-                None => commands::train(&args),
+            match distributed {
+                true => distributed::train(&args),
+                false => commands::train(&args),
             }
         }
         Command::Generate {
@@ -336,9 +331,7 @@ fn main() -> ExitCode {
             text,
             batches,
             ..
-        } if kiln::lm::artifact::is_language_model(&model) => {
-            lm::eval(&model, text.as_deref(), batches, json)
-        }
+        } if is_language_model(&model) => lm::eval(&model, text.as_deref(), batches, json),
         Command::Eval {
             model,
             data_dir,

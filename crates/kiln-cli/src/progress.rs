@@ -2,8 +2,7 @@
 //! ending each epoch with the same line `kiln train` prints when output is not a terminal.
 
 use indicatif::{ProgressBar, ProgressStyle};
-use kiln::nn::Sequential;
-use kiln::train::{BatchProgress, Callback, Control, EpochLog};
+use kiln::train::{BatchProgress, Callback, Control, EpochLog, FitState};
 
 /// Redraw the running figures every this many steps: formatting them every step would
 /// cost more than the step itself on small models.
@@ -45,7 +44,7 @@ impl Callback for EpochProgressBar {
         }
     }
 
-    fn on_epoch_end(&mut self, log: &EpochLog, _model: &mut Sequential) -> kiln::Result<Control> {
+    fn on_epoch_end(&mut self, log: &EpochLog, _state: &mut FitState) -> kiln::Result<Control> {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use kiln::pipeline::RunOptions;
 use kiln::select::{self, Scoring, SearchSpace, Strategy, TrialOutcome};
-use kiln::spec::TrainSpec;
+use kiln::spec::{Spec, TrainSpec};
 
 use crate::commands::check_writable;
 
@@ -66,8 +66,22 @@ pub struct TuneArgs<'a> {
     pub data_dir: Option<&'a Path>,
 }
 
+/// The spec to tune: a layer-stack spec as [`load_spec`] reads it, or a language model's.
+fn load_any_spec(path: Option<&Path>, epochs: Option<usize>) -> Result<Spec> {
+    match path.map(Spec::from_file).transpose()? {
+        Some(Spec::Gpt(s)) => {
+            anyhow::ensure!(
+                epochs.is_none(),
+                "--epochs is for layer-stack specs; a language model trains the spec's `steps`"
+            );
+            Ok(Spec::Gpt(s))
+        }
+        _ => load_spec(path, epochs).map(Spec::Sequential),
+    }
+}
+
 pub fn tune(args: &TuneArgs) -> Result<()> {
-    let spec = load_spec(args.spec, args.epochs)?;
+    let spec = load_any_spec(args.spec, args.epochs)?;
     let space = SearchSpace::from_file(args.space)?;
     space.check_against(&spec)?;
     let strategy = match args.random || space.grid_size().is_none() {
@@ -77,12 +91,18 @@ pub fn tune(args: &TuneArgs) -> Result<()> {
     if let Some(0) = args.trials {
         anyhow::bail!("--trials must be at least 1");
     }
-    let trials = space.trials(strategy, args.trials, spec.training.seed)?;
+    let trials = space.trials(strategy, args.trials, spec.seed())?;
     let scoring = match args.folds {
         Some(k) => Scoring::CrossValidation(k),
         None => Scoring::Validation,
     };
-    let name = spec.name.clone().unwrap_or_else(|| "model".into());
+    let name = spec.name().unwrap_or("model").to_string();
+    let by_loss = matches!(spec, Spec::Gpt(_));
+    let measure = match (by_loss, scoring) {
+        (true, _) => "validation loss".to_string(),
+        (false, Scoring::Validation) => "validation accuracy".to_string(),
+        (false, Scoring::CrossValidation(k)) => format!("{k}-fold cross-validated accuracy"),
+    };
     let out_dir = args
         .out_dir
         .map_or_else(|| PathBuf::from(format!("tune-{name}")), Path::to_path_buf);
@@ -100,10 +120,7 @@ pub fn tune(args: &TuneArgs) -> Result<()> {
             Strategy::Random => "random".to_string(),
         },
         trials.len(),
-        match scoring {
-            Scoring::Validation => "validation accuracy".to_string(),
-            Scoring::CrossValidation(k) => format!("{k}-fold cross-validated accuracy"),
-        }
+        measure
     );
     let options = RunOptions {
         data_dir: args.data_dir,
@@ -119,25 +136,21 @@ pub fn tune(args: &TuneArgs) -> Result<()> {
     let baseline = results.iter().find(|r| r.index == 0).expect("the baseline ran");
     // Data paths made absolute, so the spec trains from wherever it is written.
     let mut best_spec = best.spec.clone();
-    best_spec.data.make_paths_absolute()?;
-    best_spec.name = Some(format!("{name}-tuned"));
+    best_spec.make_paths_absolute()?;
+    best_spec.set_name(format!("{name}-tuned"));
+    let (figure, best_score, baseline_score) = match by_loss {
+        true => ("loss", best.loss, baseline.loss),
+        false => ("accuracy", best.accuracy, baseline.accuracy),
+    };
     let header = format!(
-        "# Written by `kiln tune`: the best of {} trials by {}.\n# accuracy {:.4} (the spec as given: {:.4})\n",
+        "# Written by `kiln tune`: the best of {} trials by {measure}.\n# {figure} {best_score:.4} (the spec as given: {baseline_score:.4})\n",
         results.len(),
-        match scoring {
-            Scoring::Validation => "validation accuracy".to_string(),
-            Scoring::CrossValidation(k) => format!("{k}-fold cross-validation"),
-        },
-        best.accuracy,
-        baseline.accuracy
     );
     let toml = best_spec.to_toml()?;
     std::fs::write(&best_path, header + &toml).with_context(|| best_path.display().to_string())?;
     println!(
-        "best: {} accuracy {:.4} vs {:.4} for the spec as given\nwrote {} and {}",
+        "best: {} {figure} {best_score:.4} vs {baseline_score:.4} for the spec as given\nwrote {} and {}",
         trial_name(best),
-        best.accuracy,
-        baseline.accuracy,
         csv_path.display(),
         best_path.display()
     );

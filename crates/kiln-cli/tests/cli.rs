@@ -1093,7 +1093,7 @@ fn a_spec_with_tensorboard_and_model_checkpoint_writes_both() {
     let ckpts = s.arg("ckpts");
     let base = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../kiln/src/default_spec.toml"
+        "/../kiln/src/spec/default_spec.toml"
     ))
     .unwrap();
     let spec = s.write(

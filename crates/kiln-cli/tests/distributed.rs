@@ -24,7 +24,7 @@ fn temp_dir(name: &str) -> PathBuf {
 fn write_spec(dir: &Path) -> PathBuf {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../kiln/src/default_spec.toml"
+        "/../kiln/src/spec/default_spec.toml"
     ))
     .unwrap()
     .replace("epochs = 30", "epochs = 3")

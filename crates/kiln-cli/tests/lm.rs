@@ -189,3 +189,82 @@ fn bad_input_is_one_clear_line() {
     // Nothing already saved is lost by a failed run.
     assert!(std::path::Path::new(&model).exists());
 }
+
+/// The tensors of a model file (its bytes after the header), to compare runs bit for bit.
+fn tensor_bytes(path: &std::path::Path) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap();
+    let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    bytes[8 + header..].to_vec()
+}
+
+#[test]
+fn a_gpt_run_resumes_bit_identically_and_plots_its_curves() {
+    let s = Sandbox::new("lm-resume");
+    s.write("play.txt", play());
+    let spec = s.write(
+        "spec.toml",
+        SPEC.replace("eval_interval = 75", "eval_interval = 40").replace(
+            "[training.optimizer]",
+            "callbacks = [{ type = \"csv_logger\", filename = \"log.csv\" }]\n[training.optimizer]",
+        ),
+    );
+    let one = s.arg("one.safetensors");
+    let out = s.kiln(&[
+        "train",
+        &spec,
+        "--steps",
+        "100",
+        "--run-dir",
+        &s.arg("one"),
+        "--out",
+        &one,
+    ]);
+    assert_success(&out);
+    let out = s.kiln(&["train", &spec, "--steps", "60", "--run-dir", &s.arg("split")]);
+    assert_success(&out);
+    assert!(out.1.contains("step     60/60"), "{}", out.1);
+    let resumed = s.arg("resumed.safetensors");
+    let out = s.kiln(&[
+        "train",
+        "--resume",
+        &s.arg("split"),
+        "--steps",
+        "100",
+        "--out",
+        &resumed,
+    ]);
+    assert_success(&out);
+    assert!(out.1.contains("resuming after step 60"), "{}", out.1);
+    assert!(
+        out.1.contains("step    100/100") && out.1.contains("ms/step"),
+        "{}",
+        out.1
+    );
+    assert_eq!(
+        tensor_bytes(s.path("one.safetensors").as_path()),
+        tensor_bytes(s.path("resumed.safetensors").as_path())
+    );
+    // The CSV log of the resumed run: evaluations at 40 and 60, then 80 and 100.
+    let csv = std::fs::read_to_string(s.path("split/log.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+
+    let out = s.kiln(&["plot", &s.arg("split")]);
+    assert_success(&out);
+    assert!(s.path("split/curves.png").exists() && s.path("split/curves.svg").exists());
+
+    // Asking for no more steps, or epochs of a language model, is refused by name.
+    assert_one_line_error(
+        &s.kiln(&["train", "--resume", &s.arg("split"), "--steps", "100"]),
+        &["already holds 100 trained steps of the 100"],
+    );
+    assert_one_line_error(
+        &s.kiln(&["train", "--resume", &s.arg("split"), "--epochs", "3"]),
+        &["--epochs", "--steps"],
+    );
+    assert_one_line_error(&s.kiln(&["train", "--steps", "5"]), &["--steps", "--epochs"]);
+    let bad = s.write("bad-type.toml", SPEC.replace("type = \"gpt\"", "type = \"bert\""));
+    assert_one_line_error(
+        &s.kiln(&["train", &bad]),
+        &["bad-type.toml", "\"bert\"", "sequential"],
+    );
+}

@@ -289,7 +289,7 @@ pub fn tf_response(model: &Model, probs: &[f32]) -> PredictResponse {
     let predictions = probs
         .chunks_exact(model.outputs.max(1))
         .map(|p| Prediction {
-            class: model.class_name(kiln::train::argmax(p)),
+            class: model.class_name(kiln::metrics::argmax(p)),
             probabilities: p.to_vec(),
         })
         .collect();
@@ -299,7 +299,7 @@ pub fn tf_response(model: &Model, probs: &[f32]) -> PredictResponse {
 fn classes(model: &Model, probs: &[f32]) -> Vec<String> {
     probs
         .chunks_exact(model.outputs.max(1))
-        .map(|p| model.class_name(kiln::train::argmax(p)))
+        .map(|p| model.class_name(kiln::metrics::argmax(p)))
         .collect()
 }
 

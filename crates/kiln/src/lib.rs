@@ -7,8 +7,10 @@
 
 pub mod artifact;
 pub mod autograd;
+pub mod compress;
 pub mod data;
 pub mod error;
+pub mod io;
 pub mod lm;
 pub mod metrics;
 pub mod nn;
@@ -16,8 +18,6 @@ pub mod ops;
 pub mod optim;
 pub mod params;
 pub mod pipeline;
-pub mod prune;
-pub mod quant;
 pub mod rng;
 pub mod select;
 pub mod spec;
@@ -25,6 +25,12 @@ pub mod tensor;
 pub mod train;
 
 pub use autograd::{Tape, Var, Workspace};
+/// Compression's two halves, also at the top level where they always were.
+pub use compress::{prune, quant};
 pub use error::{Error, Result};
 pub use params::{ParamId, ParamStore};
 pub use tensor::{Shape, Tensor};
+
+/// The project README, whose library example runs as this crate's doc-test.
+#[doc = include_str!("../../../README.md")]
+pub mod readme {}

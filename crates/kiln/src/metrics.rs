@@ -103,6 +103,36 @@ pub enum Average {
 }
 
 /// Precision of each class: true positives / samples predicted as that class.
+/// Index of the largest value (the first on ties).
+pub fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Correct predictions in a batch: argmax per row, or a threshold for one output unit
+/// (0 on logits, 0.5 on probabilities).
+pub fn count_correct(output: &[f32], labels: &[u32], logits: bool) -> usize {
+    let width = output.len() / labels.len().max(1);
+    if width == 1 {
+        let threshold = if logits { 0.0 } else { 0.5 };
+        return output
+            .iter()
+            .zip(labels)
+            .filter(|(&o, &l)| (o > threshold) as u32 == l)
+            .count();
+    }
+    output
+        .chunks_exact(width.max(1))
+        .zip(labels)
+        .filter(|(row, &label)| argmax(row) == label as usize)
+        .count()
+}
+
 pub fn precision_per_class(cm: &ConfusionMatrix) -> Vec<f64> {
     per_class(cm, |c| ratio(cm.true_positives(c), cm.predicted(c)))
 }
@@ -377,6 +407,14 @@ fn check_labels(name: &str, labels: &[u32], num_classes: usize) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn counts_argmax_and_threshold_hits() {
+        assert_eq!(count_correct(&[0.1, 0.9, 0.8, 0.2], &[1, 1], false), 1);
+        assert_eq!(count_correct(&[0.7, 0.2], &[1, 1], false), 1);
+        assert_eq!(count_correct(&[-0.5, 0.3], &[0, 1], true), 2);
+        assert_eq!(argmax(&[1.0, 3.0, 3.0]), 1);
+    }
+
     use super::*;
 
     /// y_true = [0,0,1,1,1,2], y_pred = [0,1,1,1,0,1]: rows [1,1,0], [1,2,0], [0,1,0].

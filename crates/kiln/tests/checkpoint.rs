@@ -22,7 +22,7 @@ fn temp_dir(name: &str) -> PathBuf {
 /// schedule (so the step count matters) and stateful callbacks.
 fn resumable_spec(epochs: usize, csv: &std::path::Path) -> TrainSpec {
     let base =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/default_spec.toml")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/spec/default_spec.toml")).unwrap();
     let text = base.replace("epochs = 30", &format!("epochs = {epochs}")).replace(
         "[training]\n",
         &format!(

@@ -3,7 +3,7 @@
 //! process reaches with batch B, every rank ends with identical weights, and shares that
 //! come out empty (a last batch smaller than the group) are handled.
 
-use kiln::nn::{Loss, LossKind, Sequential};
+use kiln::nn::{Loss, LossKind, Model, Sequential};
 
 mod common;
 use common::{blobs, small_model};
@@ -11,13 +11,13 @@ use kiln::optim::OptimizerSpec;
 use kiln::pipeline::{self, RunOptions, TrainOutcome};
 use kiln::spec::TrainSpec;
 use kiln::tensor::Tensor;
-use kiln::train::{Collective, FitOptions, History, InProcessGroup};
+use kiln::train::{Collective, FitOptions, History, InProcessGroup, TrainData, Trainer};
 
 /// The offline digits MLP without dropout (so the runs draw no random masks), 2 epochs of
 /// 41 steps each.
 fn digits_spec() -> TrainSpec {
     let base =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/default_spec.toml")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/spec/default_spec.toml")).unwrap();
     let text = base
         .replace("epochs = 30", "epochs = 2")
         .replace("rate = 0.1", "rate = 0.0");
@@ -151,19 +151,17 @@ fn ranks_that_start_from_different_weights_train_rank_0s() {
     let results = on_ranks(2, |g| {
         let layers = serde_json::from_str(r#"[{"type": "dense", "units": 2}]"#).unwrap();
         let mut m = Sequential::new(&[4], layers, 100 + g.rank() as u64).unwrap();
-        m.compile(
-            OptimizerSpec::default(),
-            Loss {
-                kind: LossKind::SparseCategoricalCrossentropy,
-                from_logits: true,
-            },
-            1,
-        );
+        let loss = Loss {
+            kind: LossKind::SparseCategoricalCrossentropy,
+            from_logits: true,
+        };
         let options = FitOptions {
             distributed: Some(g),
             ..Default::default()
         };
-        m.fit(&data, &options).unwrap();
+        Trainer::new(OptimizerSpec::default(), loss, 1)
+            .fit(&mut m, TrainData::Samples(&data), &options)
+            .unwrap();
         m.weights()
     });
     assert_eq!(results[0], results[1]);

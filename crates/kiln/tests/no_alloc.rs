@@ -69,13 +69,14 @@ fn training_steps_allocate_nothing_after_the_first() {
             kind: LossKind::SparseCategoricalCrossentropy,
             from_logits: false,
         };
-        model.compile(spec, loss, 3);
+        let mut trainer = kiln::train::Trainer::new(spec, loss, 3);
+        let batch = |x, labels| kiln::nn::Batch::Samples { x, labels };
         let mut rng = Rng::new(5);
         let x: Vec<f32> = (0..64 * 784).map(|_| rng.next_f32()).collect();
         let y: Vec<u32> = (0..64).map(|i| i % 10).collect();
         let _flush = kiln::train::FlushDenormals::enable();
         kiln::ops::matmul::COUNT_GEMM_CALLS.store(true, Ordering::SeqCst);
-        kiln::ops::parallel::on_pool(|| model.train_step(&x, &y).unwrap());
+        kiln::ops::parallel::on_pool(|| trainer.train_step(&mut model, batch(&x, &y)).unwrap());
         let before = ALLOCATIONS.load(Ordering::SeqCst);
         let gemm_before = GEMM_ALLOCATIONS.load(Ordering::SeqCst);
         let mut last_loss = f32::INFINITY;
@@ -85,7 +86,7 @@ fn training_steps_allocate_nothing_after_the_first() {
         // allocates a block every 63 jobs.)
         kiln::ops::parallel::on_pool(|| {
             for _ in 0..STEPS {
-                last_loss = model.train_step(&x, &y).unwrap().loss;
+                last_loss = trainer.train_step(&mut model, batch(&x, &y)).unwrap().loss;
             }
         });
         let during = ALLOCATIONS.load(Ordering::SeqCst) - before;

@@ -3,6 +3,7 @@
 //! loaded); removing hidden units gives a smaller dense model that still classifies.
 
 use kiln::artifact;
+use kiln::nn::Model;
 use kiln::pipeline::{self, RunOptions, TrainOutcome};
 use kiln::prune::{self, Pruning, PruningSchedule};
 use kiln::spec::TrainSpec;
@@ -40,7 +41,7 @@ fn magnitude_pruning_while_fine_tuning_reaches_the_target_and_is_stored_sparsely
             power: 3.0,
             frequency: 20,
         };
-        m.set_pruning(Some(Pruning::new(m, schedule)?))
+        Ok(Some(Pruning::new(m, schedule)?))
     })
     .unwrap();
     for k in kernels(&outcome.model) {
@@ -80,7 +81,7 @@ fn removing_half_the_hidden_units_keeps_a_working_smaller_model() {
     let (mut pruned, removed) = prune::remove_units(&outcome.model, 0.5).unwrap();
     assert_eq!((removed[0].before, removed[0].after), (128, 64));
     assert_eq!(pruned.params.count(), 64 * 64 + 64 + 64 * 10 + 10);
-    let test = pipeline::fine_tune(&mut pruned, &outcome.info, None, 3, |_, _| Ok(())).unwrap();
+    let test = pipeline::fine_tune(&mut pruned, &outcome.info, None, 3, |_, _| Ok(None)).unwrap();
     assert!(
         test.accuracy > outcome.test.accuracy - 0.02,
         "{} vs {}",

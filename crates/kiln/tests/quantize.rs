@@ -5,6 +5,7 @@
 //! the MNIST figures are in the README, from `kiln compress`.)
 
 use kiln::artifact;
+use kiln::nn::Model;
 use kiln::pipeline::{self, RunOptions, TrainOutcome};
 use kiln::quant::{Calibration, QuantMode, QuantizedNetwork};
 use kiln::spec::TrainSpec;
@@ -40,7 +41,7 @@ fn int8_keeps_the_accuracy_shrinks_the_file_and_loads_back_bit_for_bit() {
         let samples = calibration_rows(&outcome, 500);
         let q = QuantizedNetwork::quantize(&outcome.model, mode, calibration, &samples, "float").unwrap();
         outcome.model.set_quantized(Some(q));
-        let accuracy = outcome.model.evaluate(&test, 1024).unwrap().accuracy;
+        let accuracy = outcome.evaluate(&test).unwrap().accuracy;
         // 360 test digits: one sample is 0.28 points.
         assert!(
             (accuracy - float_accuracy).abs() <= 0.0085,
@@ -94,7 +95,7 @@ fn int8_keeps_the_accuracy_shrinks_the_file_and_loads_back_bit_for_bit() {
 /// codes the padding), batch normalization, pooling, then Dense layers.
 fn trained_digits_cnn() -> TrainOutcome {
     let base =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/default_spec.toml")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/spec/default_spec.toml")).unwrap();
     let start = base.find("layers = [").unwrap();
     let end = start + base[start..].find("]\n").unwrap() + 2;
     let layers = r#"layers = [
@@ -130,7 +131,7 @@ fn a_cnn_quantizes_its_convolutions_too() {
             "both convolutions and both Dense layers in int8"
         );
         outcome.model.set_quantized(Some(q));
-        let accuracy = outcome.model.evaluate(&test, 1024).unwrap().accuracy;
+        let accuracy = outcome.evaluate(&test).unwrap().accuracy;
         assert!(
             (accuracy - float_accuracy).abs() <= 0.015,
             "{mode:?}: accuracy {accuracy} vs float {float_accuracy}"
@@ -213,7 +214,7 @@ fn the_image_chain_agrees_with_the_layer_by_layer_path() {
         &chained.data()[10..20],
         "one sample alone, the same bits"
     );
-    let chained_accuracy = outcome.model.evaluate(&test, 1024).unwrap().accuracy;
+    let chained_accuracy = outcome.evaluate(&test).unwrap().accuracy;
     q.set_image_chain(&outcome.model, false);
     assert!(!q.runs_image_chain());
     outcome.model.set_quantized(Some(q));
@@ -240,7 +241,7 @@ fn the_image_chain_agrees_with_the_layer_by_layer_path() {
         test.len()
     );
     outcome.model.set_quantized(None);
-    let float_accuracy = outcome.model.evaluate(&test, 1024).unwrap().accuracy;
+    let float_accuracy = outcome.evaluate(&test).unwrap().accuracy;
     assert!(
         (chained_accuracy - float_accuracy).abs() <= 0.015,
         "int8 {chained_accuracy} vs float {float_accuracy}"
@@ -325,9 +326,9 @@ epochs = 1
     let test = pipeline::load_test_split(&outcome.info, None).unwrap();
     let probs = outcome.model.predict(&test.features, test.len()).unwrap();
     assert_eq!(probs.dims(), &[test.len(), 10]);
-    let int8 = outcome.model.evaluate(&test, 1024).unwrap().accuracy;
+    let int8 = outcome.evaluate(&test).unwrap().accuracy;
     outcome.model.set_quantized(None);
-    let float = outcome.model.evaluate(&test, 1024).unwrap().accuracy;
+    let float = outcome.evaluate(&test).unwrap().accuracy;
     assert!((int8 - float).abs() <= 0.03, "int8 {int8} vs float {float}");
 }
 
@@ -366,10 +367,8 @@ fn sixteen_bit_storage_halves_the_file_and_loads_back_the_rounded_weights() {
         let (full, half) = (std::fs::metadata(&float_path).unwrap().len(), loaded.file_bytes);
         // The kernels and biases halve; the JSON metadata stays.
         assert!(half + 9610 * 2 <= full, "{h:?}: {half} vs {full}");
-        let mut m = loaded.model;
-        let t = &outcome.info.training;
-        m.compile(t.optimizer.clone(), t.loss(), t.seed);
-        let accuracy = m.evaluate(&test, 1024).unwrap().accuracy;
+        let mut loaded = loaded;
+        let accuracy = loaded.evaluate(&test).unwrap().accuracy;
         assert!(
             (accuracy - outcome.test.accuracy).abs() <= 0.0056,
             "{h:?}: {accuracy}"

@@ -1,29 +1,34 @@
 //! Layer regularizers join the reported loss and the gradients with Keras's formulas.
 
 use kiln::data::Dataset;
-use kiln::nn::{LayerSpec, Loss, LossKind, Sequential};
+use kiln::nn::{Batch, LayerSpec, Loss, LossKind, Model, Sequential};
 use kiln::optim::{OptimizerSpec, Sgd};
+use kiln::train::{EvalData, Trainer};
 
-fn model(regularizer: &str) -> Sequential {
+fn model(regularizer: &str) -> (Sequential, Trainer) {
     let layers: Vec<LayerSpec> = serde_json::from_str(&format!(
         r#"[{{"type": "dense", "units": 4, "activation": "tanh" {regularizer}}},
             {{"type": "dense", "units": 3, "activation": "softmax"}}]"#
     ))
     .unwrap();
-    let mut m = Sequential::new(&[5], layers, 3).unwrap();
+    let m = Sequential::new(&[5], layers, 3).unwrap();
     let sgd = OptimizerSpec::Sgd(Sgd {
         learning_rate: 0.1,
         ..Sgd::default()
     });
-    m.compile(
-        sgd,
-        Loss {
-            kind: LossKind::SparseCategoricalCrossentropy,
-            from_logits: false,
-        },
-        3,
-    );
-    m
+    let loss = Loss {
+        kind: LossKind::SparseCategoricalCrossentropy,
+        from_logits: false,
+    };
+    (m, Trainer::new(sgd, loss, 3))
+}
+
+fn step(m: &mut (Sequential, Trainer), d: &Dataset) {
+    let batch = Batch::Samples {
+        x: &d.features,
+        labels: &d.labels,
+    };
+    m.1.train_step(&mut m.0, batch).unwrap();
 }
 
 fn data() -> Dataset {
@@ -38,8 +43,12 @@ const L2: f32 = 0.05;
 fn the_penalty_joins_the_loss_and_the_gradient() {
     let regularized = r#", "kernel_regularizer": {"l1": 0.01, "l2": 0.05}"#;
     let (mut plain, mut reg) = (model(""), model(regularized));
-    assert_eq!(plain.weights(), reg.weights(), "same seed, same initial weights");
-    let kernel = reg.weights()[0].clone();
+    assert_eq!(
+        plain.0.weights(),
+        reg.0.weights(),
+        "same seed, same initial weights"
+    );
+    let kernel = reg.0.weights()[0].clone();
     let penalty: f64 = kernel
         .data()
         .iter()
@@ -48,7 +57,8 @@ fn the_penalty_joins_the_loss_and_the_gradient() {
 
     // Reported loss: data loss + l1·Σ|w| + l2·Σw² (not ½·l2).
     let d = data();
-    let (e_plain, e_reg) = (plain.evaluate(&d, 64).unwrap(), reg.evaluate(&d, 64).unwrap());
+    let evaluate = |m: &mut (Sequential, Trainer)| m.1.evaluate(&mut m.0, EvalData::Samples(&d)).unwrap();
+    let (e_plain, e_reg) = (evaluate(&mut plain), evaluate(&mut reg));
     assert!(
         ((e_reg.loss - e_plain.loss) as f64 - penalty).abs() < 1e-5,
         "{} vs {penalty}",
@@ -56,9 +66,9 @@ fn the_penalty_joins_the_loss_and_the_gradient() {
     );
 
     // One SGD step: the regularized kernel moves further by lr·(l1·sign(w) + 2·l2·w).
-    plain.train_step(&d.features, &d.labels).unwrap();
-    reg.train_step(&d.features, &d.labels).unwrap();
-    let (wp, wr) = (plain.weights(), reg.weights());
+    step(&mut plain, &d);
+    step(&mut reg, &d);
+    let (wp, wr) = (plain.0.weights(), reg.0.weights());
     for ((a, b), w0) in wp[0].data().iter().zip(wr[0].data()).zip(kernel.data()) {
         let extra = 0.1 * (L1 * w0.signum() + 2.0 * L2 * w0);
         assert!((a - b - extra).abs() < 1e-6, "kernel: {a} − {b} ≠ {extra}");
@@ -87,15 +97,16 @@ fn clipping_bounds_every_update() {
     use kiln::optim::GradientClipping;
     // SGD with lr 0.1 and clipvalue 1e-4: no weight may move by more than 1e-5 a step.
     let (mut clipped, mut free) = (model(""), model(""));
-    clipped
-        .set_gradient_clipping(Some(GradientClipping::Clipvalue(1e-4)))
+    clipped.1 = clipped
+        .1
+        .with_clipping(Some(GradientClipping::Clipvalue(1e-4)))
         .unwrap();
-    let before = clipped.weights();
+    let before = clipped.0.weights();
     let d = data();
-    clipped.train_step(&d.features, &d.labels).unwrap();
-    free.train_step(&d.features, &d.labels).unwrap();
-    let moved = |m: &Sequential| {
-        m.weights()
+    step(&mut clipped, &d);
+    step(&mut free, &d);
+    let moved = |m: &(Sequential, Trainer)| {
+        m.0.weights()
             .iter()
             .zip(&before)
             .flat_map(|(a, b)| {
@@ -115,6 +126,7 @@ fn clipping_bounds_every_update() {
         moved(&free)
     );
     assert!(clipped
-        .set_gradient_clipping(Some(GradientClipping::Clipnorm(-1.0)))
+        .1
+        .with_clipping(Some(GradientClipping::Clipnorm(-1.0)))
         .is_err());
 }

@@ -117,11 +117,9 @@ fn check_round_trip(outcome: &mut TrainOutcome, dir: &TempDir, data_dir: Option<
 
     // Evaluating the loaded model on the whole test split reproduces the recorded metrics.
     if max_samples >= test.len() {
-        let t = &loaded.info.training;
-        loaded.model.compile(t.optimizer.clone(), t.loss(), t.seed);
-        let evaluation = loaded.model.evaluate(&test, 1024).unwrap();
+        let evaluation = loaded.evaluate(&test).unwrap();
         assert_eq!(evaluation, outcome.test);
-        let metrics = &loaded.info.lineage.metrics;
+        let metrics = &loaded.info.lineage.as_ref().unwrap().metrics;
         assert_eq!(metrics.test_accuracy, Some(outcome.test.accuracy));
         assert_eq!(metrics.test_loss, Some(outcome.test.loss));
     }
@@ -154,7 +152,7 @@ fn the_default_digits_model_round_trips_bit_for_bit() {
     let mut spec = TrainSpec::default_digits();
     spec.training.epochs = 3;
     let mut outcome = train(&spec, None);
-    assert_eq!(outcome.info.lineage.epochs_trained, 3);
+    assert_eq!(outcome.info.lineage.as_ref().unwrap().epochs_trained, 3);
     let dir = TempDir::new("digits");
     check_round_trip(&mut outcome, &dir, None, usize::MAX);
     let info: &ModelInfo = &outcome.info;

@@ -61,7 +61,7 @@ fn history_records_the_scheduled_rate_at_each_epoch_end() {
 #[test]
 fn a_spec_selects_a_schedule_and_rejects_bad_settings() {
     let base =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/default_spec.toml")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/spec/default_spec.toml")).unwrap();
     let with = |extra: &str| base.replace("[training]\n", &format!("[training]\n{extra}\n"));
     let spec = TrainSpec::parse(
         &with("learning_rate_schedule = { type = \"cosine_decay\", initial_learning_rate = 0.0, warmup_target = 0.002, warmup_steps = 40, decay_steps = 1000 }"),

@@ -6,7 +6,7 @@ use std::path::Path;
 use kiln::data::Stage;
 use kiln::pipeline::{prepare_for_model, RunOptions};
 use kiln::select::{self, SearchSpace, Strategy};
-use kiln::spec::TrainSpec;
+use kiln::spec::{Spec, TrainSpec};
 
 fn digits_spec(epochs: usize) -> TrainSpec {
     let mut spec = TrainSpec::default_digits();
@@ -97,7 +97,7 @@ fn grid_search(
     let space = SearchSpace::parse(space, Path::new("space.toml")).unwrap();
     let trials = space.trials(Strategy::Grid, None, 0).unwrap();
     select::tune(
-        spec,
+        &Spec::Sequential(spec.clone()),
         &space,
         &trials,
         select::Scoring::Validation,
@@ -121,7 +121,10 @@ fn a_search_runs_the_baseline_and_each_trial_best_first() {
     // Two epochs at 1e-4 learn far less than at 1e-2.
     let by_index = |i: usize| results.iter().find(|r| r.index == i).unwrap();
     assert!(by_index(2).accuracy > by_index(1).accuracy + 0.1);
-    assert_eq!(by_index(2).spec.training.optimizer.learning_rate(), 0.01);
+    let Spec::Sequential(best) = &by_index(2).spec else {
+        panic!("a layer-stack trial")
+    };
+    assert_eq!(best.training.optimizer.learning_rate(), 0.01);
 }
 
 #[test]
@@ -138,4 +141,81 @@ fn a_trial_that_fails_is_recorded_and_ranked_last_not_fatal() {
     );
     assert!(last.accuracy.is_nan());
     assert!(results[0].error.is_none() && results[0].accuracy > 0.5);
+}
+
+/// A language model's learning rate searched, each trial scored by its validation loss
+/// (lowest first).
+#[test]
+fn a_language_model_is_tuned_by_validation_loss() {
+    let dir = std::env::temp_dir().join(format!("kiln-tune-lm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("text.txt"),
+        "to be or not to be, that is the question.\n".repeat(40),
+    )
+    .unwrap();
+    let spec_path = dir.join("lm.toml");
+    std::fs::write(
+        &spec_path,
+        r#"
+[data]
+path = "text.txt"
+[model]
+type = "gpt"
+layers = 1
+heads = 2
+width = 16
+context = 16
+[training]
+steps = 40
+batch_size = 8
+eval_interval = 40
+eval_batches = 4
+optimizer = { type = "adam", learning_rate = 0.01 }
+"#,
+    )
+    .unwrap();
+    let spec = Spec::from_file(&spec_path).unwrap();
+    let space = SearchSpace::parse(
+        r#""training.optimizer.learning_rate" = [0.00001, 0.003]
+"model.dropout" = [0.0]"#,
+        Path::new("space.toml"),
+    )
+    .unwrap();
+    let trials = space.trials(Strategy::Grid, None, 0).unwrap();
+    let results = select::tune(
+        &spec,
+        &space,
+        &trials,
+        select::Scoring::Validation,
+        &RunOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(results.len(), 3);
+    assert!(
+        results.windows(2).all(|w| w[0].loss <= w[1].loss),
+        "lowest loss first"
+    );
+    let learning_rate = |t: &select::TrialOutcome| match &t.spec {
+        Spec::Gpt(s) => s.training.optimizer.learning_rate(),
+        Spec::Sequential(_) => panic!("a language-model trial"),
+    };
+    assert_eq!(
+        learning_rate(results.last().unwrap()),
+        0.00001,
+        "barely trains in 40 steps"
+    );
+    let err = select::tune(
+        &spec,
+        &space,
+        &trials,
+        select::Scoring::CrossValidation(3),
+        &RunOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("--folds"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

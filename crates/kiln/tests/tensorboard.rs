@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use kiln::nn::Sequential;
-use kiln::train::{Callback, EpochLog, EventWriter, TensorBoard};
+use kiln::train::{Callback, EpochLog, EventWriter, FitState, TensorBoard};
 
 /// run → tag → [(step, value)], as the script prints it.
 type Scalars = BTreeMap<String, BTreeMap<String, Vec<(i64, f32)>>>;
@@ -74,7 +74,8 @@ fn write_logs(dir: &Path) -> Scalars {
 
     let mut tb: TensorBoard = toml::from_str(&format!("log_dir = {:?}", dir)).unwrap();
     let mut model = tiny_model();
-    tb.on_train_begin(&mut model).unwrap();
+    tb.on_train_begin(&mut FitState::with_learning_rate(&mut model, 0.001))
+        .unwrap();
     for epoch in 1..=3 {
         let log = EpochLog {
             epoch,
@@ -87,8 +88,10 @@ fn write_logs(dir: &Path) -> Scalars {
             learning_rate: 0.001 / epoch as f32,
             skipped_batches: 0,
             communication_seconds: 0.0,
+            step: None,
         };
-        tb.on_epoch_end(&log, &mut model).unwrap();
+        tb.on_epoch_end(&log, &mut FitState::with_learning_rate(&mut model, 0.001))
+            .unwrap();
         let step = epoch as i64 - 1;
         push("train", "epoch_loss", step, log.loss);
         push("train", "epoch_accuracy", step, log.accuracy);
@@ -96,7 +99,8 @@ fn write_logs(dir: &Path) -> Scalars {
         push("validation", "epoch_loss", step, log.val_loss.unwrap());
         push("validation", "epoch_accuracy", step, log.val_accuracy.unwrap());
     }
-    tb.on_train_end(&mut model).unwrap();
+    tb.on_train_end(&mut FitState::with_learning_rate(&mut model, 0.001))
+        .unwrap();
 
     for points in expected.values_mut().flat_map(|run| run.values_mut()) {
         points.sort_by_key(|p| p.0);

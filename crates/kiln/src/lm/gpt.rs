@@ -250,6 +250,19 @@ impl Gpt {
         dropout: Option<&mut Rng>,
         backward: bool,
     ) -> Result<f32> {
+        self.loss_and_hits(inputs, targets, batch, dropout, backward)
+            .map(|(loss, _)| loss)
+    }
+
+    /// [`Gpt::loss`] and how many targets the logits rank first (next-token accuracy).
+    pub fn loss_and_hits(
+        &mut self,
+        inputs: &[u32],
+        targets: &[u32],
+        batch: usize,
+        dropout: Option<&mut Rng>,
+        backward: bool,
+    ) -> Result<(f32, usize)> {
         let seq = self.prepare(inputs, batch)?;
         if targets.len() != inputs.len() {
             return Err(Error::Shape(format!(
@@ -275,7 +288,8 @@ impl Gpt {
         if backward {
             tape.backward(loss);
         }
-        Ok(tape.value(loss)[0])
+        let hits = crate::metrics::count_correct(tape.value(logits), targets, true);
+        Ok((tape.value(loss)[0], hits))
     }
 
     /// Logits (batch·seq × vocab) for every position, computed on an inference tape.

@@ -1,15 +1,12 @@
-//! Language models: text tokenizers, a GPT-style decoder-only transformer, its training
-//! loop and text generation.
+//! Language models: text tokenizers, a GPT-style decoder-only transformer and text
+//! generation. Training is the one trainer's (`crate::train`), on token windows.
 
-pub mod artifact;
 pub mod bpe;
 pub mod generate;
 pub mod gpt;
-pub mod spec;
+mod model;
 pub mod text;
 pub mod tokenizer;
-pub mod train;
 
 pub use gpt::{Gpt, GptConfig};
-pub use spec::LmSpec;
 pub use tokenizer::Tokenizer;

@@ -21,6 +21,8 @@ const SHAKESPEARE_URL: &str =
 #[serde(rename_all = "snake_case")]
 pub enum TextSource {
     TinyShakespeare,
+    /// The UTF-8 file a spec's `path` names.
+    Text,
 }
 
 /// A corpus read into memory, with where it came from and its checksum (kept in the model).
@@ -66,7 +68,11 @@ pub fn read_text(path: &Path) -> Result<Corpus> {
 /// `~/.cache/kiln/shakespeare/input.txt`, then (feature `download`, unless `KILN_OFFLINE`)
 /// a download into the cache. The content must match the pinned SHA-256.
 pub fn load_source(source: TextSource) -> Result<Corpus> {
-    let TextSource::TinyShakespeare = source;
+    if source == TextSource::Text {
+        return Err(Error::Value(
+            "data: `source = \"text\"` needs `path = \"FILE\"`".into(),
+        ));
+    }
     let mut searched = Vec::new();
     let data = std::env::var_os("KILN_DATA")
         .filter(|d| !d.is_empty())

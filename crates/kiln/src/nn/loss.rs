@@ -28,6 +28,48 @@ pub struct Loss {
 }
 
 impl Loss {
+    /// Cross-entropy against integer class labels (Keras `SparseCategoricalCrossentropy`),
+    /// on probabilities.
+    pub fn sparse_categorical_crossentropy() -> Loss {
+        Loss::of(LossKind::SparseCategoricalCrossentropy)
+    }
+
+    /// Cross-entropy against one-hot rows (Keras `CategoricalCrossentropy`).
+    pub fn categorical_crossentropy() -> Loss {
+        Loss::of(LossKind::CategoricalCrossentropy)
+    }
+
+    /// Keras `BinaryCrossentropy`.
+    pub fn binary_crossentropy() -> Loss {
+        Loss::of(LossKind::BinaryCrossentropy)
+    }
+
+    /// Keras `MeanSquaredError`.
+    pub fn mean_squared_error() -> Loss {
+        Loss::of(LossKind::MeanSquaredError)
+    }
+
+    /// The same loss on logits (Keras `from_logits=True`): the model ends without its
+    /// softmax or sigmoid.
+    pub fn on_logits(self) -> Loss {
+        Loss {
+            from_logits: true,
+            ..self
+        }
+    }
+
+    fn of(kind: LossKind) -> Loss {
+        Loss {
+            kind,
+            from_logits: false,
+        }
+    }
+
+    /// A language model's loss: next-token cross-entropy on its logits.
+    pub fn next_token() -> Loss {
+        Loss::sparse_categorical_crossentropy().on_logits()
+    }
+
     /// True when the model should stop before its final activation and let this loss
     /// apply it in fused, numerically stable form.
     pub fn fuses(&self, final_activation: Activation) -> bool {

@@ -5,19 +5,29 @@
 //! [`Layer`] holding parameter ids.
 
 mod activation;
+mod architecture;
+mod builders;
 mod fold;
 mod initializer;
 mod layer;
 mod loss;
+mod model;
 mod regularizer;
 mod sequential;
+mod sequential_passes;
 mod spatial;
 mod transfer;
 
 pub use activation::Activation;
+pub use architecture::ModelSpec;
+pub use builders::{
+    ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
+    GlobalAveragePooling2D, MaxPooling2D, Reshape, SequentialBuilder,
+};
 pub use initializer::Initializer;
 pub use layer::{ActivationSpec, DenseSpec, DropoutSpec, FlattenSpec, Layer, LayerSpec};
 pub use loss::{Loss, LossKind};
+pub use model::{Batch, BatchLoss, Model};
 pub use regularizer::Regularizer;
 pub use sequential::{Mode, Network, Sequential};
 pub use spatial::{

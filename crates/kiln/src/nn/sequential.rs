@@ -171,10 +171,10 @@ pub struct Sequential {
     input_shape: Shape,
     output_shape: Shape,
     specs: Vec<LayerSpec>,
+    /// Per layer, the name it was given (None: the default name).
+    names: Vec<Option<String>>,
     network: Network,
     pub params: ParamStore,
-    /// Optimizer, loss and buffers, once compiled for training.
-    pub(crate) compiled: Option<crate::train::Compiled>,
     /// Buffers reused by every forward pass (training, evaluation, prediction).
     workspace: Workspace,
     /// Set on a compressed model: predict and evaluate run these int8 layers instead.
@@ -211,10 +211,10 @@ impl Sequential {
         Ok(Sequential {
             input_shape: input,
             output_shape: output,
+            names: vec![None; specs.len()],
             specs,
             network,
             params: source.store,
-            compiled: None,
             workspace: Workspace::new(),
             quantized: None,
             half_storage: None,
@@ -290,6 +290,36 @@ impl Sequential {
 
     pub fn specs(&self) -> &[LayerSpec] {
         &self.specs
+    }
+
+    /// The architecture as data: input shape, layers, their names and which are frozen.
+    pub fn architecture(&self) -> super::ModelSpec {
+        let frozen = (0..self.specs.len())
+            .filter(|i| {
+                let prefix = format!("layers.{i}.");
+                let mut params = self.params.iter().filter(|p| p.name.starts_with(&prefix));
+                params.next().is_some_and(|p| p.frozen) && params.all(|p| p.frozen)
+            })
+            .collect();
+        super::ModelSpec {
+            input_shape: Some(self.input_shape.dims().to_vec()),
+            layers: self.specs.clone(),
+            names: self.names.clone(),
+            frozen,
+        }
+    }
+
+    /// Names the layers (None: the default name), as a spec's `name = "…"` does.
+    pub fn set_layer_names(&mut self, names: Vec<Option<String>>) -> Result<()> {
+        if names.len() != self.specs.len() {
+            return Err(Error::Value(format!(
+                "{} layer names for {} layers",
+                names.len(),
+                self.specs.len()
+            )));
+        }
+        self.names = names;
+        Ok(())
     }
 
     /// Names the first Dense layer that receives more than a vector (Dense maps only the

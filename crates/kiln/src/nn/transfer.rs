@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
+use super::ModelSpec;
 use crate::error::{Error, Result};
-use crate::spec::ModelSpec;
 
 use super::Sequential;
 

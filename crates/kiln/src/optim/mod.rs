@@ -34,6 +34,59 @@ impl Default for OptimizerSpec {
     }
 }
 
+impl From<Sgd> for OptimizerSpec {
+    fn from(sgd: Sgd) -> Self {
+        OptimizerSpec::Sgd(sgd)
+    }
+}
+
+impl From<Adam> for OptimizerSpec {
+    fn from(adam: Adam) -> Self {
+        OptimizerSpec::Adam(adam)
+    }
+}
+
+impl From<RmsProp> for OptimizerSpec {
+    fn from(rmsprop: RmsProp) -> Self {
+        OptimizerSpec::Rmsprop(rmsprop)
+    }
+}
+
+impl Sgd {
+    /// Keras's `SGD(learning_rate=…)`, no momentum.
+    pub fn new(learning_rate: f32) -> Sgd {
+        Sgd {
+            learning_rate,
+            ..Sgd::default()
+        }
+    }
+}
+
+impl Adam {
+    /// Keras's `Adam(learning_rate=…)`, the other settings at their defaults.
+    pub fn new(learning_rate: f32) -> Adam {
+        Adam {
+            learning_rate,
+            ..Adam::default()
+        }
+    }
+
+    /// The same settings as AdamW (decoupled weight decay, Keras's 0.004 unless set).
+    pub fn decoupled(self) -> OptimizerSpec {
+        OptimizerSpec::AdamW(self)
+    }
+}
+
+impl RmsProp {
+    /// Keras's `RMSprop(learning_rate=…)`.
+    pub fn new(learning_rate: f32) -> RmsProp {
+        RmsProp {
+            learning_rate,
+            ..RmsProp::default()
+        }
+    }
+}
+
 impl OptimizerSpec {
     pub fn build(&self) -> Optimizer {
         let rule = match self {

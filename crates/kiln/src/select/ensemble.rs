@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::nn::Sequential;
 use crate::pipeline::{prepare_for_model, train_on, RunOptions, TrainOutcome};
 use crate::spec::TrainSpec;
-use crate::train::Evaluation;
+use crate::train::{EvalData, Evaluation};
 
 /// How an ensemble was made, recorded in its lineage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,16 +83,16 @@ pub fn train_ensemble(
     let mut model = first.model;
     model.set_members(runs.map(|r| r.model).collect())?;
     let mut info = first.info;
-    info.training.seed = spec.training.seed;
+    info.training = Some(spec.training.clone());
     let test = prepare_for_model(&info, raw_test, Stage::Evaluate)?;
-    let t = &info.training;
-    model.compile(t.optimizer.clone(), t.loss(), t.seed);
-    let evaluation = model.evaluate(&test, 1024)?;
-    info.lineage.metrics.test_loss = Some(evaluation.loss);
-    info.lineage.metrics.test_accuracy = Some(evaluation.accuracy);
-    info.lineage.metrics.val_loss = None;
-    info.lineage.metrics.val_accuracy = None;
-    info.lineage.ensemble = Some(EnsembleInfo {
+    let loss = spec.training.loss();
+    let evaluation = crate::train::evaluate(&mut model, &loss, EvalData::Samples(&test), None)?;
+    let lineage = info.lineage_mut()?;
+    lineage.metrics.test_loss = Some(evaluation.loss);
+    lineage.metrics.test_accuracy = Some(evaluation.accuracy);
+    lineage.metrics.val_loss = None;
+    lineage.metrics.val_accuracy = None;
+    lineage.ensemble = Some(EnsembleInfo {
         members: count,
         sampling: "bootstrap".into(),
         combine: "average".into(),

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::rng::Rng;
-use crate::spec::TrainSpec;
+use crate::spec::Spec;
 
 /// Stream label for sampling trials.
 const SEARCH_STREAM: u64 = 0x6b69_6c6e_5345_4152; // "kilnSEAR"
@@ -91,7 +91,7 @@ impl SearchSpace {
 
     /// Checks every key against `spec`: each must name a setting the spec has (or may
     /// have) and accept the key's first value.
-    pub fn check_against(&self, spec: &TrainSpec) -> Result<()> {
+    pub fn check_against(&self, spec: &Spec) -> Result<()> {
         for (i, (key, _, dimension)) in self.dimensions.iter().enumerate() {
             let mut values: Vec<Value> = self.current_values(spec);
             values[i] = first_value(dimension);
@@ -106,7 +106,7 @@ impl SearchSpace {
     }
 
     /// The spec's own value at each key (null where it has none): the baseline trial.
-    pub fn current_values(&self, spec: &TrainSpec) -> Vec<Value> {
+    pub fn current_values(&self, spec: &Spec) -> Vec<Value> {
         let mut root = serde_json::to_value(spec).expect("a spec serializes");
         crate::spec::tidy_json(&mut root);
         self.dimensions
@@ -116,7 +116,7 @@ impl SearchSpace {
     }
 
     /// `spec` with the trial's values set; a null value leaves the setting as it is.
-    pub fn apply(&self, spec: &TrainSpec, trial: &Trial) -> Result<TrainSpec> {
+    pub fn apply(&self, spec: &Spec, trial: &Trial) -> Result<Spec> {
         let mut root = serde_json::to_value(spec).expect("a spec serializes");
         for ((key, path, _), value) in self.dimensions.iter().zip(&trial.values) {
             if !value.is_null() {
@@ -124,12 +124,7 @@ impl SearchSpace {
                     .map_err(|m| Error::data(&self.source, format!("key `{key}`: {m}")))?;
             }
         }
-        let changed: TrainSpec = serde_json::from_value(root).map_err(|e| {
-            Error::data(
-                &self.source,
-                format!("the spec does not accept these values: {e}"),
-            )
-        })?;
+        let changed = spec.same_kind_from(root, &self.source)?;
         changed.check(&self.source)?;
         Ok(changed)
     }
@@ -369,6 +364,7 @@ fn strip_source(text: &str, source: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::TrainSpec;
 
     const SPEC: &str = r#"
 [data]
@@ -386,8 +382,8 @@ epochs = 3
 validation_split = 0.2
 "#;
 
-    fn spec() -> TrainSpec {
-        TrainSpec::parse(SPEC, Path::new("s.toml")).unwrap()
+    fn spec() -> Spec {
+        Spec::Sequential(TrainSpec::parse(SPEC, Path::new("s.toml")).unwrap())
     }
 
     fn space(text: &str) -> Result<SearchSpace> {
@@ -408,11 +404,14 @@ validation_split = 0.2
         s.check_against(&spec()).unwrap();
         let trial = &s.trials(Strategy::Grid, None, 0).unwrap()[0];
         let changed = s.apply(&spec(), trial).unwrap();
-        assert_eq!(changed.training.batch_size, 16);
+        let Spec::Sequential(c) = &changed else {
+            panic!("the same kind of spec")
+        };
+        assert_eq!(c.training.batch_size, 16);
         let json = serde_json::to_value(&changed).unwrap();
         assert_eq!(json["model"]["layers"][0]["units"], 64);
         assert_eq!(json["model"]["layers"][1]["rate"], 0.5);
-        assert_eq!(changed.training.optimizer.learning_rate(), 0.01);
+        assert_eq!(c.training.optimizer.learning_rate(), 0.01);
         let baseline = s.current_values(&spec());
         assert_eq!(baseline[1], Value::from(32));
         assert_eq!(s.apply(&spec(), &Trial { values: baseline }).unwrap(), spec());

@@ -1,6 +1,7 @@
 //! Hyper-parameter search: the spec as written (the baseline) and each trial of a search
-//! space, every one scored the same way — final validation accuracy, or the mean accuracy
-//! of a k-fold cross-validation — and returned best first.
+//! space, every one scored the same way and returned best first. A layer-stack model is
+//! scored by its final validation accuracy (or the mean accuracy of a k-fold
+//! cross-validation); a language model by its validation loss.
 
 use std::time::Instant;
 
@@ -8,8 +9,8 @@ use serde_json::Value;
 
 use crate::data::Splits;
 use crate::error::{Error, Result};
-use crate::pipeline::{train_on, RunOptions};
-use crate::spec::TrainSpec;
+use crate::pipeline::{train_language_model, train_on, RunOptions};
+use crate::spec::{LmSpec, Spec, TrainSpec};
 
 use super::cv::cross_validate_splits;
 use super::search::{SearchSpace, Segment, Trial};
@@ -28,22 +29,25 @@ pub struct TrialOutcome {
     /// 0 for the baseline (the spec as written), then the trials in the order run.
     pub index: usize,
     pub values: Vec<Value>,
-    /// Validation (or mean cross-validation) accuracy: the score, higher is better.
+    /// Validation (or mean cross-validation) accuracy: a layer-stack model's score, higher
+    /// is better (a language model's next-token accuracy).
     pub accuracy: f64,
     /// Across folds, with cross-validation.
     pub accuracy_std: Option<f64>,
+    /// Validation loss: a language model's score, lower is better.
     pub loss: f64,
     pub seconds: f64,
-    pub spec: TrainSpec,
+    pub spec: Spec,
     /// Why the trial failed (it diverged, say); its scores are then NaN and it ranks last.
     pub error: Option<String>,
 }
 
 /// Runs the baseline and every trial; `on_trial` sees each as it finishes. The result is
-/// sorted best first (highest accuracy, then lowest loss, then earliest; failed trials
-/// last). Only when every trial fails is it an error.
+/// sorted best first (highest accuracy, then lowest loss, then earliest; for a language
+/// model lowest loss, then earliest; failed trials last). Only when every trial fails is it
+/// an error.
 pub fn tune(
-    spec: &TrainSpec,
+    spec: &Spec,
     space: &SearchSpace,
     trials: &[Trial],
     scoring: Scoring,
@@ -54,12 +58,22 @@ pub fn tune(
     let baseline = Trial {
         values: space.current_values(spec),
     };
-    let candidates: Vec<TrainSpec> = std::iter::once(&baseline)
+    let candidates: Vec<Spec> = std::iter::once(&baseline)
         .chain(trials)
         .map(|t| space.apply(spec, t))
         .collect::<Result<_>>()?;
+    let by_loss = matches!(spec, Spec::Gpt(_));
+    if let (true, Scoring::CrossValidation(_)) = (by_loss, scoring) {
+        return Err(Error::Value(
+            "a language model is scored by the loss on its validation windows; cross-validation (--folds) is for layer-stack models".into(),
+        ));
+    }
+    let split_of = |c: &Spec| match c {
+        Spec::Sequential(s) => s.training.validation_split,
+        Spec::Gpt(_) => 1.0,
+    };
     if scoring == Scoring::Validation {
-        if let Some(i) = candidates.iter().position(|c| c.training.validation_split <= 0.0) {
+        if let Some(i) = candidates.iter().position(|c| split_of(c) <= 0.0) {
             return Err(Error::Value(format!(
                 "scoring by validation needs training.validation_split above 0 ({}); set it, or cross-validate with --folds K",
                 if i == 0 { "the spec has none".to_string() } else { format!("trial {i} sets it to 0") }
@@ -68,9 +82,9 @@ pub fn tune(
     }
     // Data is loaded once unless the space changes what or how it loads.
     let reload = space.dimensions.iter().any(|(_, path, _)| touches_data(path));
-    let shared = match reload {
-        true => None,
-        false => Some(spec.data.load(spec.training.seed, options.data_dir)?),
+    let shared = match (spec, reload) {
+        (Spec::Sequential(s), false) => Some(s.data.load(s.training.seed, options.data_dir)?),
+        _ => None,
     };
     let mut outcomes = Vec::with_capacity(candidates.len());
     for (index, (candidate, trial)) in candidates
@@ -79,12 +93,18 @@ pub fn tune(
         .enumerate()
     {
         let start = Instant::now();
-        let splits = match &shared {
-            Some(s) => s.clone(),
-            None => candidate.data.load(candidate.training.seed, options.data_dir)?,
-        };
         // A trial that fails (a learning rate that diverges, say) is recorded, not fatal.
-        let (scores, error) = match score(&candidate, splits, scoring, options) {
+        let scored = match &candidate {
+            Spec::Sequential(c) => {
+                let splits = match &shared {
+                    Some(s) => s.clone(),
+                    None => c.data.load(c.training.seed, options.data_dir)?,
+                };
+                score(c, splits, scoring, options)
+            }
+            Spec::Gpt(c) => score_language_model(c),
+        };
+        let (scores, error) = match scored {
             Ok(scores) => (scores, None),
             Err(e) => ((f64::NAN, None, f64::NAN), Some(e.to_string())),
         };
@@ -114,7 +134,10 @@ pub fn tune(
         a.error
             .is_some()
             .cmp(&b.error.is_some())
-            .then(b.accuracy.total_cmp(&a.accuracy))
+            .then(match by_loss {
+                true => a.loss.total_cmp(&b.loss),
+                false => b.accuracy.total_cmp(&a.accuracy),
+            })
             .then(a.loss.total_cmp(&b.loss))
             .then(a.index.cmp(&b.index))
     });
@@ -143,6 +166,18 @@ fn score(
             Ok((cv.accuracy.0, Some(cv.accuracy.1), cv.loss.0))
         }
     }
+}
+
+/// (next-token accuracy, none, validation loss) of a language model trained from `spec`.
+fn score_language_model(spec: &LmSpec) -> Result<(f64, Option<f64>, f64)> {
+    let run = train_language_model(spec, &RunOptions::default(), Vec::new())?;
+    let accuracy = run
+        .history
+        .last()
+        .and_then(|l| l.val_accuracy)
+        .unwrap_or(f32::NAN);
+    let loss = run.model.info.final_validation_loss.unwrap_or(f32::NAN);
+    Ok((f64::from(accuracy), None, f64::from(loss)))
 }
 
 /// Whether a key changes the data loaded or its split (so it cannot be loaded once).

@@ -6,10 +6,12 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{CallbackState, EpochLog, ModelCheckpoint, TensorBoard};
-use crate::artifact::ModelInfo;
+use super::{CallbackState, EpochLog, ModelCheckpoint, TensorBoard, Trainer};
+use std::sync::Arc;
+
+use super::ModelWriter;
 use crate::error::{Error, Result};
-use crate::nn::Sequential;
+use crate::nn::Model;
 use crate::tensor::Tensor;
 
 /// Whether training goes on after an epoch.
@@ -29,8 +31,67 @@ pub struct BatchProgress {
     pub accuracy: f32,
 }
 
+/// What a callback sees of training: the model, and the learning rate it may change
+/// (Keras's `self.model` and `self.model.optimizer.learning_rate`).
+pub struct FitState<'a> {
+    pub model: &'a mut dyn Model,
+    learning_rate: f32,
+    scheduled: bool,
+    new_learning_rate: Option<f32>,
+}
+
+impl<'a> FitState<'a> {
+    pub(crate) fn new(model: &'a mut dyn Model, trainer: &Trainer) -> FitState<'a> {
+        FitState {
+            model,
+            learning_rate: trainer.learning_rate(),
+            scheduled: trainer.schedule.is_some(),
+            new_learning_rate: None,
+        }
+    }
+
+    /// A view for calling a callback by hand, outside a trainer: `model` training at a
+    /// constant `learning_rate`.
+    pub fn with_learning_rate(model: &'a mut dyn Model, learning_rate: f32) -> FitState<'a> {
+        FitState {
+            model,
+            learning_rate,
+            scheduled: false,
+            new_learning_rate: None,
+        }
+    }
+
+    /// The learning rate the next update will use.
+    pub fn learning_rate(&self) -> f32 {
+        self.new_learning_rate.unwrap_or(self.learning_rate)
+    }
+
+    /// Whether a schedule sets the learning rate (then it cannot be set by hand).
+    pub fn is_scheduled(&self) -> bool {
+        self.scheduled
+    }
+
+    /// Sets the learning rate for the following updates (what ReduceLROnPlateau does).
+    pub fn set_learning_rate(&mut self, lr: f32) -> Result<()> {
+        if self.scheduled {
+            return Err(Error::Value(
+                "a learning_rate_schedule sets the learning rate; it cannot also be set by a callback".into(),
+            ));
+        }
+        self.new_learning_rate = Some(lr);
+        Ok(())
+    }
+
+    /// Hands a learning rate a callback set to the trainer.
+    pub(crate) fn apply(self, trainer: &mut Trainer) {
+        if let Some(lr) = self.new_learning_rate {
+            trainer.override_learning_rate(lr);
+        }
+    }
+}
+
 pub trait Callback: Send {
-    fn on_train_begin(&mut self, _model: &mut Sequential) -> Result<()> {
+    fn on_train_begin(&mut self, _state: &mut FitState) -> Result<()> {
         Ok(())
     }
     /// Called before each epoch (`epoch` is 1-based) of `steps` batches.
@@ -38,10 +99,10 @@ pub trait Callback: Send {
     /// Called after every batch; keep it cheap, it runs hundreds of times an epoch.
     fn on_batch_end(&mut self, _progress: &BatchProgress) {}
     /// Called after each epoch (validation included); may change the model or stop.
-    fn on_epoch_end(&mut self, _log: &EpochLog, _model: &mut Sequential) -> Result<Control> {
+    fn on_epoch_end(&mut self, _log: &EpochLog, _state: &mut FitState) -> Result<Control> {
         Ok(Control::Continue)
     }
-    fn on_train_end(&mut self, _model: &mut Sequential) -> Result<()> {
+    fn on_train_end(&mut self, _state: &mut FitState) -> Result<()> {
         Ok(())
     }
     /// What this callback must remember for training to resume exactly from a checkpoint;
@@ -161,15 +222,15 @@ impl CallbackSpec {
         }
     }
 
-    /// The callback, ready to run; `model_info` is what a saved model carries (needed by
+    /// The callback, ready to run; `writer` saves the model being trained (needed by
     /// model_checkpoint, which writes whole models).
-    pub fn build(&self, model_info: Option<&ModelInfo>) -> Result<Box<dyn Callback>> {
+    pub fn build(&self, writer: Option<Arc<dyn ModelWriter>>) -> Result<Box<dyn Callback>> {
         self.validate()?;
         Ok(match self {
             CallbackSpec::EarlyStopping(c) => Box::new(c.clone()),
             CallbackSpec::ReduceLrOnPlateau(c) => Box::new(c.clone()),
             CallbackSpec::CsvLogger(c) => Box::new(c.clone()),
-            CallbackSpec::ModelCheckpoint(c) => Box::new(c.with_info(model_info)?),
+            CallbackSpec::ModelCheckpoint(c) => Box::new(c.with_writer(writer)?),
             CallbackSpec::TensorBoard(c) => Box::new(c.clone()),
         })
     }
@@ -311,12 +372,12 @@ impl EarlyStopping {
 }
 
 impl Callback for EarlyStopping {
-    fn on_train_begin(&mut self, _model: &mut Sequential) -> Result<()> {
+    fn on_train_begin(&mut self, _state: &mut FitState) -> Result<()> {
         self.state = StopState::default();
         Ok(())
     }
 
-    fn on_epoch_end(&mut self, log: &EpochLog, model: &mut Sequential) -> Result<Control> {
+    fn on_epoch_end(&mut self, log: &EpochLog, state: &mut FitState) -> Result<Control> {
         let watch = Monitor {
             monitor: &self.monitor,
             mode: &self.mode,
@@ -327,7 +388,7 @@ impl Callback for EarlyStopping {
         }
         let s = &mut self.state;
         if self.restore_best_weights && s.best_weights.is_none() {
-            s.best_weights = Some(model.weights());
+            s.best_weights = Some(state.model.weights());
         }
         s.wait += 1;
         let best = s.best.unwrap_or(watch.worst());
@@ -335,7 +396,7 @@ impl Callback for EarlyStopping {
             s.best = Some(current);
             s.best_epoch = log.epoch;
             if self.restore_best_weights {
-                s.best_weights = Some(model.weights());
+                s.best_weights = Some(state.model.weights());
             }
             s.wait = 0;
             return Ok(Control::Continue);
@@ -348,9 +409,9 @@ impl Callback for EarlyStopping {
     }
 
     /// Keras 3: the best weights come back at the end of training, stopped early or not.
-    fn on_train_end(&mut self, model: &mut Sequential) -> Result<()> {
+    fn on_train_end(&mut self, state: &mut FitState) -> Result<()> {
         if let (true, Some(w)) = (self.restore_best_weights, &self.state.best_weights) {
-            model.set_weights(w)?;
+            state.model.set_weights(w)?;
         }
         Ok(())
     }
@@ -424,9 +485,9 @@ impl ReduceLrOnPlateau {
 }
 
 impl Callback for ReduceLrOnPlateau {
-    fn on_train_begin(&mut self, model: &mut Sequential) -> Result<()> {
+    fn on_train_begin(&mut self, state: &mut FitState) -> Result<()> {
         self.state = PlateauState::default();
-        if model.compiled().is_some_and(|c| c.schedule.is_some()) {
+        if state.is_scheduled() {
             return Err(Error::Value(
                 "reduce_lr_on_plateau cannot change a learning rate that a learning_rate_schedule sets"
                     .into(),
@@ -435,7 +496,7 @@ impl Callback for ReduceLrOnPlateau {
         Ok(())
     }
 
-    fn on_epoch_end(&mut self, log: &EpochLog, model: &mut Sequential) -> Result<Control> {
+    fn on_epoch_end(&mut self, log: &EpochLog, state: &mut FitState) -> Result<Control> {
         let watch = Monitor {
             monitor: &self.monitor,
             mode: &self.mode,
@@ -453,9 +514,9 @@ impl Callback for ReduceLrOnPlateau {
         } else if s.cooldown_left == 0 {
             s.wait += 1;
             if s.wait >= self.patience {
-                let lr = model.current_learning_rate().unwrap_or(0.0);
+                let lr = state.learning_rate();
                 if lr > self.min_lr {
-                    model.override_learning_rate((lr * self.factor).max(self.min_lr))?;
+                    state.set_learning_rate((lr * self.factor).max(self.min_lr))?;
                     s.cooldown_left = self.cooldown;
                     s.wait = 0;
                 }
@@ -510,7 +571,7 @@ impl CsvLogger {
 }
 
 impl Callback for CsvLogger {
-    fn on_train_begin(&mut self, _model: &mut Sequential) -> Result<()> {
+    fn on_train_begin(&mut self, _state: &mut FitState) -> Result<()> {
         let exists = self.filename.exists();
         if !self.append || !exists {
             std::fs::write(&self.filename, CSV_HEADER).map_err(|e| Error::io(&self.filename, e))?;
@@ -525,7 +586,7 @@ impl Callback for CsvLogger {
         Ok(())
     }
 
-    fn on_epoch_end(&mut self, log: &EpochLog, _model: &mut Sequential) -> Result<Control> {
+    fn on_epoch_end(&mut self, log: &EpochLog, _state: &mut FitState) -> Result<Control> {
         let opt = |v: Option<f32>| v.map_or(String::new(), |v| v.to_string());
         let row = format!(
             "{},{},{},{},{},{}\n",

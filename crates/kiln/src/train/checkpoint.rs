@@ -12,11 +12,10 @@ use std::path::Path;
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
-use super::{Callback, History};
-use crate::artifact::{encode_safetensors, read_f32_tensor, write_atomically, NamedTensor};
+use super::{Callback, History, Trainer};
 use crate::error::{Error, Result};
-use crate::nn::Sequential;
-use crate::rng::Rng;
+use crate::io::{encode_safetensors, read_f32_tensor, write_atomically, NamedTensor};
+use crate::nn::Model;
 use crate::tensor::Tensor;
 
 pub const CHECKPOINT_FORMAT: &str = "kiln-checkpoint";
@@ -43,8 +42,12 @@ pub struct Checkpoint {
 /// The JSON part of a checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
-    /// Epochs completed; training resumes with the next one.
+    /// Epochs (or a token stream's evaluation periods) completed; training resumes with
+    /// the next one.
     pub epochs_done: usize,
+    /// Steps of a token stream completed (0 for epochs of samples).
+    #[serde(default)]
+    pub steps_done: usize,
     /// Whether a callback stopped training (resuming it then trains nothing more).
     pub stopped: bool,
     pub history: History,
@@ -69,20 +72,21 @@ struct CallbackRecord {
 }
 
 impl Checkpoint {
-    /// Captures the model's training state after `history.epochs.len()` epochs.
+    /// Captures the training state after `history.epochs.len()` epochs (and `steps_done`
+    /// steps of a token stream).
+    #[allow(clippy::too_many_arguments)]
     pub fn capture(
-        model: &Sequential,
+        model: &dyn Model,
+        trainer: &Trainer,
         history: &History,
+        steps_done: usize,
         callbacks: &[Box<dyn Callback>],
         stopped: bool,
         context: serde_json::Value,
         settings: serde_json::Value,
     ) -> Result<Checkpoint> {
-        let compiled = model
-            .compiled()
-            .ok_or_else(|| Error::Value("only a compiled model can be checkpointed".into()))?;
-        let (iterations, optimizer_state) = compiled.optimizer_snapshot();
-        let dims: Vec<Vec<usize>> = model.params.iter().map(|p| p.value.dims().to_vec()).collect();
+        let (iterations, optimizer_state) = trainer.optimizer_snapshot();
+        let dims: Vec<Vec<usize>> = model.params().iter().map(|p| p.value.dims().to_vec()).collect();
         let optimizer_state = optimizer_state
             .iter()
             .zip(&dims)
@@ -93,15 +97,16 @@ impl Checkpoint {
         let states: Vec<CallbackState> = callbacks.iter().filter_map(|c| c.state()).collect();
         let progress = Progress {
             epochs_done: history.epochs.len(),
+            steps_done,
             stopped,
             history: history.clone(),
             context,
             settings,
             iterations,
-            learning_rate_override: compiled.learning_rate_override(),
-            dropout_rng: compiled.dropout_rng_state(),
+            learning_rate_override: trainer.learning_rate_override(),
+            dropout_rng: trainer.dropout_rng_state(),
             parameters: model
-                .params
+                .params()
                 .iter()
                 .map(|p| (p.name.clone(), p.value.dims().to_vec()))
                 .collect(),
@@ -126,13 +131,13 @@ impl Checkpoint {
     /// settings (naming the first that differs) and as many stateful callbacks.
     pub fn check_fits(
         &self,
-        model: &Sequential,
+        model: &dyn Model,
         settings: &serde_json::Value,
         callbacks: &[Box<dyn Callback>],
     ) -> Result<()> {
         let p = &self.progress;
         let ours: Vec<(String, Vec<usize>)> = model
-            .params
+            .params()
             .iter()
             .map(|p| (p.name.clone(), p.value.dims().to_vec()))
             .collect();
@@ -159,7 +164,12 @@ impl Checkpoint {
 
     /// Puts the model, its optimizer and the callbacks back in the captured state (after
     /// [`Checkpoint::check_fits`] and the callbacks' `on_train_begin`).
-    pub fn restore(&self, model: &mut Sequential, callbacks: &mut [Box<dyn Callback>]) -> Result<()> {
+    pub fn restore(
+        &self,
+        model: &mut dyn Model,
+        trainer: &mut Trainer,
+        callbacks: &mut [Box<dyn Callback>],
+    ) -> Result<()> {
         let p = &self.progress;
         let mut stateful: Vec<&mut Box<dyn Callback>> =
             callbacks.iter_mut().filter(|c| c.state().is_some()).collect();
@@ -176,7 +186,8 @@ impl Checkpoint {
             .iter()
             .map(|slots| slots.iter().map(|t| t.data().to_vec()).collect())
             .collect();
-        model.restore_training_state(
+        trainer.restore_state(
+            self.weights.len(),
             p.iterations,
             optimizer_state,
             p.learning_rate_override,
@@ -338,35 +349,24 @@ impl Progress {
     }
 }
 
-impl Sequential {
-    /// Continues training from a checkpoint's saved optimizer step count and buffers,
-    /// learning-rate override and dropout generator.
-    pub(crate) fn restore_training_state(
-        &mut self,
-        iterations: u64,
-        optimizer_state: Vec<Vec<Vec<f32>>>,
-        learning_rate_override: Option<f32>,
-        dropout_rng: [u64; 4],
-    ) -> Result<()> {
-        let params = self.params.len();
-        let compiled = self
-            .compiled
-            .as_mut()
-            .ok_or_else(|| Error::Value("the model must be compiled before resuming".into()))?;
-        let slots = compiled.optimizer_slots();
-        let stored = optimizer_state.first().map_or(slots, Vec::len);
-        if !optimizer_state.is_empty() && (optimizer_state.len() != params || stored != slots) {
-            return Err(Error::Value(format!(
-                "the checkpoint's optimizer keeps {stored} buffers per parameter, the spec's optimizer {slots}: \
-                 resume with the optimizer the run started with"
-            )));
-        }
-        compiled.restore_state(
-            iterations,
-            optimizer_state,
-            learning_rate_override,
-            Rng::from_state(dropout_rng),
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn names_the_first_differing_field() {
+        let a = json!({"spec": {"training": {"batch_size": 64, "lr": [1, 2]}}, "data_sha256": "x"});
+        let b = json!({"spec": {"training": {"batch_size": 32, "lr": [1, 2]}}, "data_sha256": "x"});
+        assert_eq!(
+            first_difference(&a, &b, "").as_deref(),
+            Some("spec.training.batch_size")
         );
-        Ok(())
+        let c = json!({"spec": {"training": {"batch_size": 64, "lr": [1, 3]}}, "data_sha256": "x"});
+        assert_eq!(
+            first_difference(&a, &c, "").as_deref(),
+            Some("spec.training.lr[1]")
+        );
+        assert_eq!(first_difference(&a, &a, ""), None);
     }
 }

@@ -22,6 +22,9 @@ pub struct EpochLog {
     /// Seconds of the training steps spent in all-reduce (0 unless distributed).
     #[serde(default)]
     pub communication_seconds: f64,
+    /// A token stream's steps done by the end of this period (None for epochs of samples).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -47,8 +50,31 @@ impl History {
 }
 
 impl EpochLog {
+    fn step_line(&self, step: usize, steps: usize) -> String {
+        let mut line = format!(
+            "step {step:>6}/{steps}: train loss {:.4}, accuracy {:.4}",
+            self.loss, self.accuracy
+        );
+        if let (Some(l), Some(a)) = (self.val_loss, self.val_accuracy) {
+            line += &format!(", val loss {l:.4}, val accuracy {a:.4}");
+        }
+        line += &format!(", lr {:.2e}, {:.1} s", self.learning_rate, self.seconds);
+        if self.communication_seconds > 0.0 {
+            line += &format!(
+                ", allreduce {:.0}%",
+                100.0 * self.communication_seconds / self.train_seconds.max(1e-9)
+            );
+        }
+        line
+    }
+
     /// One line in the style of Keras `verbose=2`.
+    /// A token stream's evaluation gives `step 500/2000: train loss …, val loss …, lr …`,
+    /// with `steps` the run's total.
     pub fn progress_line(&self, epochs: usize, steps: usize) -> String {
+        if let Some(step) = self.step {
+            return self.step_line(step, steps);
+        }
         let mut line = format!(
             "Epoch {}/{epochs} - {steps}/{steps} - {:.1}s - loss: {:.4} - accuracy: {:.4}",
             self.epoch, self.seconds, self.loss, self.accuracy
@@ -86,6 +112,7 @@ mod tests {
             learning_rate: 0.001,
             skipped_batches: 0,
             communication_seconds: 0.0,
+            step: None,
         };
         assert_eq!(
             log.progress_line(10, 750),

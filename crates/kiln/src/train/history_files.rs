@@ -3,10 +3,9 @@
 
 use std::path::PathBuf;
 
-use super::{Callback, CallbackState, Control, EpochLog, History};
+use super::{Callback, CallbackState, Control, EpochLog, FitState, History};
 use crate::artifact::write_atomically;
 use crate::error::{Error, Result};
-use crate::nn::Sequential;
 
 pub const HISTORY_JSON: &str = "history.json";
 pub const HISTORY_CSV: &str = "history.csv";
@@ -54,13 +53,13 @@ pub fn history_csv(history: &History) -> String {
 }
 
 impl Callback for HistoryFiles {
-    fn on_train_begin(&mut self, _model: &mut Sequential) -> Result<()> {
+    fn on_train_begin(&mut self, _state: &mut FitState) -> Result<()> {
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         self.history = History::default();
         Ok(())
     }
 
-    fn on_epoch_end(&mut self, log: &EpochLog, _model: &mut Sequential) -> Result<Control> {
+    fn on_epoch_end(&mut self, log: &EpochLog, _state: &mut FitState) -> Result<Control> {
         self.history.epochs.push(log.clone());
         self.write()?;
         Ok(Control::Continue)

@@ -2,22 +2,65 @@
 //! a template such as `ckpt-{epoch:02}-{val_loss:.3}.safetensors`, each file written
 //! atomically so a crash never leaves half a model.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use super::callbacks::{auto, val_loss, Monitor};
-use super::{Callback, CallbackState, Control, EpochLog};
+use super::{Callback, CallbackState, Control, EpochLog, FitState};
 use crate::artifact::{FinalMetrics, ModelInfo};
 use crate::error::{Error, Result};
-use crate::nn::Sequential;
+use crate::nn::{Model, Sequential};
+
+/// Writes the model being trained as a whole model file, its metadata brought up to the
+/// epoch of `log`: what ModelCheckpoint needs of the model's kind.
+pub trait ModelWriter: Send + Sync + std::fmt::Debug {
+    fn write(&self, model: &dyn Model, log: &EpochLog, path: &Path) -> Result<()>;
+}
+
+/// A shared [`ModelWriter`]; equal when it is the same writer.
+#[derive(Debug, Clone)]
+pub struct SharedWriter(pub Arc<dyn ModelWriter>);
+
+impl PartialEq for SharedWriter {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl ModelWriter for ModelInfo {
+    fn write(&self, model: &dyn Model, log: &EpochLog, path: &Path) -> Result<()> {
+        let model = model
+            .as_any()
+            .downcast_ref::<Sequential>()
+            .ok_or_else(|| Error::Value("this model's metadata is for a Sequential model".into()))?;
+        let mut info = self.clone();
+        if let Some(lineage) = info.lineage.as_mut() {
+            lineage.epochs_trained = log.epoch;
+            lineage.created_unix_seconds = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            lineage.metrics = FinalMetrics {
+                loss: log.loss,
+                accuracy: log.accuracy,
+                val_loss: log.val_loss,
+                val_accuracy: log.val_accuracy,
+                test_loss: None,
+                test_accuracy: None,
+            };
+        }
+        crate::artifact::save(model, &info, path)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelCheckpoint {
     /// Template of the file to write. `{name}` or `{name:spec}` is replaced by the epoch's
-    /// value: epoch (1-based), loss, accuracy, val_loss, val_accuracy, learning_rate; spec
+    /// value: epoch (1-based; a language model's evaluation), step (a language model's
+    /// steps done), loss, accuracy, val_loss, val_accuracy, learning_rate; spec
     /// is `[0][width][.precision]`, optionally ending in Python's `d` or `f`.
     pub filepath: String,
     /// Only write when the monitored value improves on the best so far.
@@ -28,21 +71,20 @@ pub struct ModelCheckpoint {
     /// "min", "max" or "auto" (max for accuracies, min otherwise).
     #[serde(default = "auto")]
     pub mode: String,
-    /// Boxed: a spec holds many callbacks and this is large.
     #[serde(skip)]
-    info: Option<Box<ModelInfo>>,
+    writer: Option<SharedWriter>,
     #[serde(skip)]
     best: Option<f32>,
 }
 
 impl ModelCheckpoint {
-    pub fn new(filepath: impl Into<String>, save_best_only: bool, info: ModelInfo) -> Self {
+    pub fn new(filepath: impl Into<String>, save_best_only: bool, writer: Arc<dyn ModelWriter>) -> Self {
         ModelCheckpoint {
             filepath: filepath.into(),
             save_best_only,
             monitor: val_loss(),
             mode: auto(),
-            info: Some(Box::new(info)),
+            writer: Some(SharedWriter(writer)),
             best: None,
         }
     }
@@ -54,11 +96,11 @@ impl ModelCheckpoint {
         fill_template(&self.filepath, &sample_log()).map(drop)
     }
 
-    /// A copy that saves models with `info`.
-    pub(crate) fn with_info(&self, info: Option<&ModelInfo>) -> Result<ModelCheckpoint> {
-        let info = info.cloned().map(Box::new).ok_or_else(missing_metadata)?;
+    /// A copy that saves models with `writer`.
+    pub(crate) fn with_writer(&self, writer: Option<Arc<dyn ModelWriter>>) -> Result<ModelCheckpoint> {
+        let writer = writer.map(SharedWriter).ok_or_else(missing_metadata)?;
         Ok(ModelCheckpoint {
-            info: Some(info),
+            writer: Some(writer),
             best: None,
             ..self.clone()
         })
@@ -71,38 +113,26 @@ impl ModelCheckpoint {
         }
     }
 
-    fn save(&self, log: &EpochLog, model: &Sequential) -> Result<()> {
+    fn save(&self, log: &EpochLog, model: &dyn Model) -> Result<()> {
         let path = PathBuf::from(fill_template(&self.filepath, log)?);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        let mut info = *self.info.clone().expect("prepared with metadata");
-        info.lineage.epochs_trained = log.epoch;
-        info.lineage.created_unix_seconds = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        info.lineage.metrics = FinalMetrics {
-            loss: log.loss,
-            accuracy: log.accuracy,
-            val_loss: log.val_loss,
-            val_accuracy: log.val_accuracy,
-            test_loss: None,
-            test_accuracy: None,
-        };
-        crate::artifact::save(model, &info, &path)
+        let writer = self.writer.as_ref().ok_or_else(missing_metadata)?;
+        writer.0.write(model, log, &path)
     }
 }
 
 impl Callback for ModelCheckpoint {
-    fn on_train_begin(&mut self, _model: &mut Sequential) -> Result<()> {
-        if self.info.is_none() {
+    fn on_train_begin(&mut self, _state: &mut FitState) -> Result<()> {
+        if self.writer.is_none() {
             return Err(missing_metadata());
         }
         self.best = None;
         Ok(())
     }
 
-    fn on_epoch_end(&mut self, log: &EpochLog, model: &mut Sequential) -> Result<Control> {
+    fn on_epoch_end(&mut self, log: &EpochLog, state: &mut FitState) -> Result<Control> {
         if self.save_best_only {
             let watch = self.watch();
             let current = watch.value(log)?;
@@ -111,7 +141,7 @@ impl Callback for ModelCheckpoint {
             }
             self.best = Some(current);
         }
-        self.save(log, model)?;
+        self.save(log, state.model)?;
         Ok(Control::Continue)
     }
 
@@ -150,6 +180,7 @@ fn sample_log() -> EpochLog {
         learning_rate: 0.0,
         skipped_batches: 0,
         communication_seconds: 0.0,
+        step: Some(1),
     }
 }
 
@@ -177,6 +208,10 @@ fn format_value(name: &str, spec: &str, log: &EpochLog) -> std::result::Result<S
         |v: Option<f32>| v.ok_or_else(|| format!("`{name}` has no value this epoch (no validation data?)"));
     let text = match name {
         "epoch" => log.epoch.to_string(),
+        "step" => log
+            .step
+            .ok_or_else(|| "`step` is for language models, which train in steps; use `epoch`".to_string())?
+            .to_string(),
         "loss" | "accuracy" | "val_loss" | "val_accuracy" | "learning_rate" => {
             let v = float(match name {
                 "loss" => Some(log.loss),
@@ -192,7 +227,7 @@ fn format_value(name: &str, spec: &str, log: &EpochLog) -> std::result::Result<S
         }
         other => {
             return Err(format!(
-                "unknown value `{{{other}}}`; expected epoch, loss, accuracy, val_loss, val_accuracy or learning_rate"
+                "unknown value `{{{other}}}`; expected epoch, step, loss, accuracy, val_loss, val_accuracy or learning_rate"
             ))
         }
     };

@@ -13,10 +13,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::callbacks::{Callback, Control};
+use super::callbacks::{Callback, Control, FitState};
 use super::EpochLog;
 use crate::error::{Error, Result};
-use crate::nn::Sequential;
 
 /// CRC-32C (Castagnoli) lookup table for the reflected polynomial 0x82F63B78.
 const CRC32C_TABLE: [u32; 256] = {
@@ -269,14 +268,15 @@ impl PartialEq for TensorBoard {
 }
 
 impl Callback for TensorBoard {
-    fn on_train_begin(&mut self, _model: &mut Sequential) -> Result<()> {
+    fn on_train_begin(&mut self, _state: &mut FitState) -> Result<()> {
         self.validation = None;
         self.train = Some(EventWriter::create(&self.log_dir.join("train"))?);
         Ok(())
     }
 
-    fn on_epoch_end(&mut self, log: &EpochLog, _model: &mut Sequential) -> Result<Control> {
-        let step = log.epoch.saturating_sub(1) as i64;
+    fn on_epoch_end(&mut self, log: &EpochLog, _state: &mut FitState) -> Result<Control> {
+        // Keras counts epochs from 0; a token stream's evaluations are placed at their step.
+        let step = log.step.map_or(log.epoch.saturating_sub(1), |s| s) as i64;
         if self.train.is_none() {
             self.train = Some(EventWriter::create(&self.log_dir.join("train"))?);
         }
@@ -301,7 +301,7 @@ impl Callback for TensorBoard {
         Ok(Control::Continue)
     }
 
-    fn on_train_end(&mut self, _model: &mut Sequential) -> Result<()> {
+    fn on_train_end(&mut self, _state: &mut FitState) -> Result<()> {
         self.train = None;
         self.validation = None;
         Ok(())
@@ -502,9 +502,9 @@ mod tests {
         (wall, step, version, values)
     }
 
-    fn tiny_model() -> Sequential {
+    fn tiny_model() -> crate::nn::Sequential {
         let layers = serde_json::from_str(r#"[{"type": "dense", "units": 2}]"#).unwrap();
-        Sequential::new(&[3], layers, 0).unwrap()
+        crate::nn::Sequential::new(&[3], layers, 0).unwrap()
     }
 
     #[test]
@@ -571,7 +571,8 @@ mod tests {
         let mut tb: TensorBoard = toml::from_str(&format!("log_dir = {:?}", dir.0)).unwrap();
         assert_eq!(tb, TensorBoard::new(&dir.0));
         let mut model = tiny_model();
-        tb.on_train_begin(&mut model).unwrap();
+        tb.on_train_begin(&mut FitState::with_learning_rate(&mut model, 0.001))
+            .unwrap();
         assert!(tb.validation_path().is_none());
         let log = |epoch, val: Option<f32>| EpochLog {
             epoch,
@@ -584,14 +585,24 @@ mod tests {
             learning_rate: 0.01,
             skipped_batches: 0,
             communication_seconds: 0.0,
+            step: None,
         };
-        tb.on_epoch_end(&log(1, Some(0.75)), &mut model).unwrap();
-        tb.on_epoch_end(&log(2, Some(0.5)), &mut model).unwrap();
+        tb.on_epoch_end(
+            &log(1, Some(0.75)),
+            &mut FitState::with_learning_rate(&mut model, 0.001),
+        )
+        .unwrap();
+        tb.on_epoch_end(
+            &log(2, Some(0.5)),
+            &mut FitState::with_learning_rate(&mut model, 0.001),
+        )
+        .unwrap();
         let train = tb.train_path().unwrap().to_path_buf();
         let val = tb.validation_path().unwrap().to_path_buf();
         assert_eq!(train.parent().unwrap(), dir.0.join("train"));
         assert_eq!(val.parent().unwrap(), dir.0.join("validation"));
-        tb.on_train_end(&mut model).unwrap();
+        tb.on_train_end(&mut FitState::with_learning_rate(&mut model, 0.001))
+            .unwrap();
 
         let read = |path: &Path| -> Vec<(i64, String, f32)> {
             let bytes = std::fs::read(path).unwrap();
@@ -639,7 +650,8 @@ mod tests {
         let dir = TempDir::new("noval");
         let mut tb = TensorBoard::new(&dir.0);
         let mut model = tiny_model();
-        tb.on_train_begin(&mut model).unwrap();
+        tb.on_train_begin(&mut FitState::with_learning_rate(&mut model, 0.001))
+            .unwrap();
         let log = EpochLog {
             epoch: 1,
             loss: 1.0,
@@ -651,9 +663,12 @@ mod tests {
             learning_rate: 0.01,
             skipped_batches: 0,
             communication_seconds: 0.0,
+            step: None,
         };
-        tb.on_epoch_end(&log, &mut model).unwrap();
-        tb.on_train_end(&mut model).unwrap();
+        tb.on_epoch_end(&log, &mut FitState::with_learning_rate(&mut model, 0.001))
+            .unwrap();
+        tb.on_train_end(&mut FitState::with_learning_rate(&mut model, 0.001))
+            .unwrap();
         assert!(dir.0.join("train").is_dir());
         assert!(!dir.0.join("validation").exists());
     }

@@ -12,11 +12,10 @@
 //! latter); other models run layer by layer, with f32 between layers.
 
 pub mod gemm_i8;
-mod half;
 mod image_chain;
 mod network;
 mod params;
 
-pub use half::HalfFloat;
+pub use crate::io::HalfFloat;
 pub use network::{Calibration, QuantizedNetwork, QUANTIZATION_KEY};
 pub use params::{ActivationRange, AffineU8, Compression, QuantMode};

@@ -1,4 +1,5 @@
-//! The training spec (TOML): data, preprocessing, model and training settings.
+//! The spec of a layer-stack (Sequential) model (TOML): data, preprocessing, model and
+//! training settings.
 //! Every section denies unknown fields, so a typo is an error, never silently ignored.
 
 use std::path::{Path, PathBuf};
@@ -7,9 +8,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{Augmentation, Cleaning, DataSpec, MissingValues, Normalization, Outliers};
 use crate::error::{Error, Result};
-use crate::nn::{LayerSpec, Loss, LossKind};
+pub use crate::nn::ModelSpec;
+use crate::nn::{Loss, LossKind};
 use crate::optim::{GradientClipping, OptimizerSpec, Schedule};
 use crate::train::CallbackSpec;
+
+use super::{bare_message, one_line_toml_error};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,168 +72,6 @@ impl Preprocessing {
 
 fn no_normalization() -> Normalization {
     Normalization::None
-}
-
-/// The architecture: the same type is saved in a model's metadata. Each layer may also
-/// carry `name = "…"` (default: Keras-style `dense`, `dense_1`, …; used to match layers
-/// when starting from another model) and `trainable = false` (its weights stay as they
-/// are while training).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "ModelSpecRepr", into = "ModelSpecRepr")]
-pub struct ModelSpec {
-    /// Shape of one sample; default: the data's sample shape. Must match the data if given.
-    pub input_shape: Option<Vec<usize>>,
-    pub layers: Vec<LayerSpec>,
-    /// Per layer, the name the spec gave it (None: the default name).
-    pub names: Vec<Option<String>>,
-    /// Indices of the layers whose weights training leaves as they are.
-    pub frozen: Vec<usize>,
-}
-
-impl ModelSpec {
-    /// A spec of these layers, unnamed and all trainable.
-    pub fn new(input_shape: Option<Vec<usize>>, layers: Vec<LayerSpec>) -> ModelSpec {
-        let names = vec![None; layers.len()];
-        ModelSpec {
-            input_shape,
-            layers,
-            names,
-            frozen: Vec::new(),
-        }
-    }
-
-    /// Every layer's name: the given one, or its type with a count (`dense`, `dense_1`, …).
-    pub fn layer_names(&self) -> Vec<String> {
-        let mut seen: std::collections::HashMap<&'static str, usize> = Default::default();
-        self.layers
-            .iter()
-            .zip(&self.names)
-            .map(|(layer, given)| {
-                let kind = layer.type_name();
-                let n = seen.entry(kind).or_insert(0);
-                let default = if *n == 0 {
-                    kind.to_string()
-                } else {
-                    format!("{kind}_{n}")
-                };
-                *n += 1;
-                given.clone().unwrap_or(default)
-            })
-            .collect()
-    }
-}
-
-/// The TOML/JSON form of [`ModelSpec`]: `name` and `trainable` written inside each layer.
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ModelSpecRepr {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    input_shape: Option<Vec<usize>>,
-    layers: Vec<LayerEntry>,
-}
-
-/// One layer as written: its spec plus `name` and `trainable`. A layer that does not parse
-/// is kept as its error until the list is read, so the error can name its index.
-struct LayerEntry {
-    layer: std::result::Result<LayerSpec, String>,
-    name: Option<String>,
-    trainable: bool,
-}
-
-impl<'de> Deserialize<'de> for LayerEntry {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        use serde::de::Error as _;
-        use serde_json::Value;
-        let mut value = Value::deserialize(deserializer)?;
-        let fields = value
-            .as_object_mut()
-            .ok_or_else(|| D::Error::custom("a layer must be a table"))?;
-        let name = match fields.remove("name") {
-            None => None,
-            Some(Value::String(n)) if !n.is_empty() => Some(n),
-            Some(other) => {
-                return Err(D::Error::custom(format!(
-                    "layer name = {other} must be a non-empty string"
-                )))
-            }
-        };
-        let trainable = match fields.remove("trainable") {
-            None => true,
-            Some(Value::Bool(b)) => b,
-            Some(other) => {
-                return Err(D::Error::custom(format!(
-                    "trainable = {other} must be true or false"
-                )))
-            }
-        };
-        let layer = serde_json::from_value(value).map_err(|e| e.to_string());
-        Ok(LayerEntry {
-            layer,
-            name,
-            trainable,
-        })
-    }
-}
-
-impl Serialize for LayerEntry {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        let layer = self.layer.as_ref().map_err(serde::ser::Error::custom)?;
-        let mut value = serde_json::to_value(layer).map_err(serde::ser::Error::custom)?;
-        if let Some(fields) = value.as_object_mut() {
-            if let Some(name) = &self.name {
-                fields.insert("name".into(), name.clone().into());
-            }
-            if !self.trainable {
-                fields.insert("trainable".into(), false.into());
-            }
-        }
-        value.serialize(serializer)
-    }
-}
-
-impl TryFrom<ModelSpecRepr> for ModelSpec {
-    type Error = String;
-
-    fn try_from(repr: ModelSpecRepr) -> std::result::Result<Self, String> {
-        let mut spec = ModelSpec::new(repr.input_shape, Vec::new());
-        spec.names.clear();
-        for (i, entry) in repr.layers.into_iter().enumerate() {
-            if !entry.trainable {
-                spec.frozen.push(i);
-            }
-            spec.layers
-                .push(entry.layer.map_err(|e| format!("model.layers[{i}]: {e}"))?);
-            spec.names.push(entry.name);
-        }
-        let names = spec.layer_names();
-        if let Some((i, name)) = names.iter().enumerate().find(|(i, n)| names[..*i].contains(n)) {
-            return Err(format!(
-                "model.layers[{i}]: the name {name:?} is already another layer's"
-            ));
-        }
-        Ok(spec)
-    }
-}
-
-impl From<ModelSpec> for ModelSpecRepr {
-    fn from(spec: ModelSpec) -> Self {
-        let frozen = spec.frozen;
-        let layers = spec
-            .layers
-            .into_iter()
-            .zip(spec.names)
-            .enumerate()
-            .map(|(i, (layer, name))| LayerEntry {
-                layer: Ok(layer),
-                name,
-                trainable: !frozen.contains(&i),
-            })
-            .collect();
-        ModelSpecRepr {
-            input_shape: spec.input_shape,
-            layers,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -296,9 +138,7 @@ impl TrainSpec {
 
     /// The spec as TOML text that [`TrainSpec::parse`] reads back to the same spec.
     pub fn to_toml(&self) -> Result<String> {
-        let mut value = serde_json::to_value(self).map_err(|e| Error::Value(e.to_string()))?;
-        tidy_json(&mut value);
-        toml::to_string(&value).map_err(|e| Error::Value(format!("the spec cannot be written as TOML: {e}")))
+        super::Spec::Sequential(self.clone()).to_toml()
     }
 
     /// Parses TOML text; `path` only names the source in errors.
@@ -353,6 +193,13 @@ impl TrainSpec {
                 return fail(format!("{field}{}", bare_message(e)));
             }
         }
+        let counts_steps =
+            |c: &CallbackSpec| matches!(c, CallbackSpec::ModelCheckpoint(m) if m.filepath.contains("{step"));
+        if let Some(i) = t.callbacks.iter().position(counts_steps) {
+            return fail(format!(
+                "training.callbacks[{i}]: `{{step}}` is for language models, which train in steps; use `{{epoch}}`"
+            ));
+        }
         if self.model.layers.is_empty() {
             return fail("model.layers is empty: a model needs at least one layer".into());
         }
@@ -394,30 +241,6 @@ pub fn tidy_json(value: &mut serde_json::Value) {
             map.values_mut().for_each(tidy_json);
         }
         _ => {}
-    }
-}
-
-/// An error's own message, without the "invalid value: " its Display adds, for re-reporting
-/// it as a spec error.
-pub(crate) fn bare_message(e: Error) -> String {
-    match e {
-        Error::Value(message) => message,
-        other => other.to_string(),
-    }
-}
-
-/// toml's errors span several lines (a source excerpt); kiln prints errors on one line:
-/// `line L, column C: message`.
-pub(crate) fn one_line_toml_error(e: &toml::de::Error, text: &str) -> String {
-    let message = e.message().trim().replace('\n', " ");
-    match e.span() {
-        Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-            format!("line {line}, column {column}: {message}")
-        }
-        None => message,
     }
 }
 

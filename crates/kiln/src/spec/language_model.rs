@@ -1,18 +1,19 @@
 //! The spec of a language model (TOML): where the text comes from and how it is tokenized,
-//! the transformer's sizes, and the training run in optimizer steps rather than epochs.
-//! A spec is one when its `[model]` says `type = "gpt"`; see
-//! `examples/shakespeare-char-gpt.toml`.
+//! the transformer's sizes, and the training run in optimizer steps rather than epochs
+//! (validation, callbacks and a checkpoint every `eval_interval` steps). A spec is one when
+//! its `[model]` says `type = "gpt"`; see `examples/shakespeare-char-gpt.toml`.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::gpt::GptConfig;
-use super::text::TextSource;
-use super::tokenizer::TokenizerSpec;
+use super::{bare_message, one_line_toml_error};
 use crate::error::{Error, Result};
+use crate::lm::text::TextSource;
+use crate::lm::tokenizer::TokenizerSpec;
+use crate::lm::GptConfig;
 use crate::optim::{GradientClipping, OptimizerSpec, Schedule};
-use crate::spec::{bare_message, one_line_toml_error};
+use crate::train::CallbackSpec;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,7 +28,8 @@ pub struct LmSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TextDataSpec {
-    /// A built-in corpus (`"tiny_shakespeare"`), or give `path`.
+    /// A built-in corpus (`"tiny_shakespeare"`), or `"text"` with `path` (a `path` alone
+    /// also means a text file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<TextSource>,
     /// A UTF-8 text file; relative to the spec's folder.
@@ -81,6 +83,11 @@ pub struct LmTrainingSpec {
     /// (the same windows each time, so successive figures compare).
     #[serde(default = "default_eval_batches")]
     pub eval_batches: usize,
+    /// Keras callbacks, run at every evaluation (EarlyStopping's patience counts
+    /// evaluations); they monitor `val_loss`, `loss`, `val_accuracy` or `accuracy`
+    /// (next-token accuracy).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub callbacks: Vec<CallbackSpec>,
 }
 
 fn default_eval_interval() -> usize {
@@ -92,19 +99,6 @@ fn default_eval_batches() -> usize {
 }
 
 impl LmSpec {
-    /// Whether a spec's TOML describes a language model (`[model] type = "gpt"`), so the
-    /// command line can pick the right trainer before parsing it fully.
-    pub fn is_language_model(text: &str) -> bool {
-        let Ok(value) = text.parse::<toml::Table>() else {
-            return false;
-        };
-        let kind = value
-            .get("model")
-            .and_then(|m| m.get("type"))
-            .and_then(|t| t.as_str());
-        kind == Some("gpt")
-    }
-
     /// Reads and checks a spec; a relative `path` is taken from the spec's folder.
     pub fn from_file(path: &Path) -> Result<LmSpec> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -118,6 +112,15 @@ impl LmSpec {
             spec.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
         }
         Ok(spec)
+    }
+
+    /// Makes the text's path absolute (against the current folder).
+    pub fn make_paths_absolute(&mut self) -> Result<()> {
+        if let Some(path) = self.data.path.as_mut().filter(|p| p.is_relative()) {
+            let here = std::env::current_dir().map_err(|e| Error::io(".", e))?;
+            *path = here.join(&*path);
+        }
+        Ok(())
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<LmSpec> {
@@ -139,10 +142,12 @@ impl LmSpec {
         };
         let d = &self.data;
         match (&d.source, &d.path) {
-            (None, None) => {
+            (None | Some(TextSource::Text), None) => {
                 return fail("data: give `source = \"tiny_shakespeare\"` or `path = \"text.txt\"`".into())
             }
-            (Some(_), Some(_)) => return fail("data: give either `source` or `path`, not both".into()),
+            (Some(TextSource::TinyShakespeare), Some(_)) => {
+                return fail("data: give either `source = \"tiny_shakespeare\"` or `path`, not both".into())
+            }
             _ => {}
         }
         if !(d.validation_fraction > 0.0 && d.validation_fraction < 1.0) {
@@ -152,6 +157,11 @@ impl LmSpec {
             ));
         }
         let t = &self.training;
+        for (i, c) in t.callbacks.iter().enumerate() {
+            if let Err(e) = c.validate() {
+                return fail(format!("training.callbacks[{i}]: {}", bare_message(e)));
+            }
+        }
         for (name, v) in [
             ("steps", t.steps),
             ("batch_size", t.batch_size),
@@ -201,9 +211,7 @@ mod tests {
     "#;
 
     #[test]
-    fn parses_with_defaults_and_is_recognized() {
-        assert!(LmSpec::is_language_model(SPEC));
-        assert!(!LmSpec::is_language_model("[model]\nlayers = []"));
+    fn parses_with_defaults() {
         let spec = LmSpec::parse(SPEC, Path::new("s.toml")).unwrap();
         assert_eq!(spec.data.validation_fraction, 0.1);
         assert_eq!(spec.model.gpt().mlp_ratio, 4);

@@ -3,11 +3,17 @@
 //! `__metadata__` holding the architecture (the spec's own serde types, as JSON), the fitted
 //! preprocessing, class names, training settings, data source and lineage.
 //!
+//! Every kiln model file is this format, with its `kind` in the metadata (`kiln.kind`:
+//! `sequential` or `gpt`; a file from before the key existed is a language model when it
+//! carries `kiln.lm`). [`load_any`] reads either kind; [`language_model`] has the GPT's
+//! half.
+//!
 //! Files are written to a temporary sibling and renamed into place, so a crash or a full
 //! disk never leaves a half-written model where a good one was.
 
+pub mod language_model;
+
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, SafeTensors};
@@ -15,15 +21,104 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::data::{DataSpec, FittedNormalization, TablePreprocessing};
 use crate::error::{Error, Result};
+pub use crate::io::{encode_safetensors, write_atomically};
+use crate::io::{encode_safetensors_with_int8, read_f32_tensor, NamedBytes, NamedTensor};
 use crate::nn::Sequential;
 use crate::quant::{Compression, HalfFloat, QuantizedNetwork, QUANTIZATION_KEY};
 use crate::select::EnsembleInfo;
 use crate::spec::{ModelSpec, TrainingSpec};
 use crate::tensor::Tensor;
 
+pub use language_model::{load_language_model, save_language_model, LanguageModel, LmInfo};
+
 /// Identifies kiln artifacts among other safetensors files.
 pub const FORMAT: &str = "kiln";
 pub const FORMAT_VERSION: &str = "1";
+/// The metadata key naming the kind of model a file holds.
+pub const KIND_KEY: &str = "kiln.kind";
+
+/// The kinds of model a file can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// A layer stack (also its int8, pruned and ensemble forms).
+    Sequential,
+    /// A GPT language model with its tokenizer.
+    Gpt,
+}
+
+impl ModelKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Sequential => "sequential",
+            ModelKind::Gpt => "gpt",
+        }
+    }
+
+    /// The kind a file's metadata names; files written before `kiln.kind` existed are
+    /// told apart by the language model's own key.
+    pub(crate) fn of(
+        metadata: &std::collections::HashMap<String, String>,
+    ) -> std::result::Result<ModelKind, String> {
+        match metadata.get(KIND_KEY).map(String::as_str) {
+            Some("sequential") => Ok(ModelKind::Sequential),
+            Some("gpt") => Ok(ModelKind::Gpt),
+            Some(other) => Err(format!(
+                "metadata `{KIND_KEY}` is `{other}`, a kind of model this kiln does not know (it reads sequential and gpt)"
+            )),
+            None if metadata.contains_key(language_model::INFO_KEY) => Ok(ModelKind::Gpt),
+            None => Ok(ModelKind::Sequential),
+        }
+    }
+}
+
+/// A model file of either kind.
+#[derive(Debug)]
+pub enum SavedModel {
+    Sequential(Box<Artifact>),
+    LanguageModel(Box<LanguageModel>),
+}
+
+/// The kind of model the kiln file at `path` holds, from its header alone (only the length
+/// prefix and the JSON header are read).
+pub fn kind_of(path: &Path) -> Result<ModelKind> {
+    use std::io::Read;
+    let fail = |message: String| Error::Artifact {
+        path: path.into(),
+        message,
+    };
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut length = [0u8; 8];
+    file.read_exact(&mut length)
+        .map_err(|_| fail("not a safetensors file (shorter than its header length)".into()))?;
+    let length = usize::try_from(u64::from_le_bytes(length)).unwrap_or(usize::MAX);
+    // safetensors caps its header at 100 MB; anything larger is not one.
+    if length > 100 << 20 {
+        return Err(fail(format!(
+            "not a safetensors file (a header of {length} bytes)"
+        )));
+    }
+    let mut json = vec![0u8; length];
+    file.read_exact(&mut json)
+        .map_err(|_| fail("not a safetensors file (its header is cut short)".into()))?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&json).map_err(|e| fail(format!("not a safetensors file ({e})")))?;
+    let metadata: std::collections::HashMap<String, String> =
+        serde_json::from_value(header["__metadata__"].clone()).unwrap_or_default();
+    if metadata.get("format").map(String::as_str) != Some(FORMAT) {
+        return Err(fail(
+            "a safetensors file, but not a kiln model (no `format: kiln` in its metadata)".into(),
+        ));
+    }
+    ModelKind::of(&metadata).map_err(fail)
+}
+
+/// Reads a kiln model file of either kind.
+pub fn load_any(path: &Path) -> Result<SavedModel> {
+    Ok(match kind_of(path)? {
+        ModelKind::Sequential => SavedModel::Sequential(Box::new(load(path)?)),
+        ModelKind::Gpt => SavedModel::LanguageModel(Box::new(load_language_model(path)?)),
+    })
+}
 
 /// Everything saved next to the weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,9 +129,12 @@ pub struct ModelInfo {
     pub preprocessing: FittedNormalization,
     /// Class names by label index.
     pub classes: Vec<String>,
-    pub training: TrainingSpec,
-    pub data: DataSpec,
-    pub lineage: Lineage,
+    /// How it was trained, where its data came from and what came of it: recorded by
+    /// `kiln train` and the pipeline; none for a model built and trained in memory through
+    /// the library (nothing is made up for it).
+    pub training: Option<TrainingSpec>,
+    pub data: Option<DataSpec>,
+    pub lineage: Option<Lineage>,
     /// For tabular data: column types, categories and cleaning statistics, applied to raw
     /// rows before `preprocessing`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -99,20 +197,25 @@ pub fn save(model: &Sequential, info: &ModelInfo, path: &Path) -> Result<()> {
 /// the header's keys come out sorted and the same model always gives the same bytes.
 fn to_bytes(model: &Sequential, info: &ModelInfo) -> std::result::Result<Vec<u8>, String> {
     let values = [
-        json(&info.name),
-        json(&info.architecture),
-        json(&info.preprocessing),
-        json(&info.classes),
-        json(&info.training),
-        json(&info.data),
-        json(&info.lineage),
+        Some(json(&info.name)),
+        Some(json(&info.architecture)),
+        Some(json(&info.preprocessing)),
+        Some(json(&info.classes)),
+        info.training.as_ref().map(json),
+        info.data.as_ref().map(json),
+        info.lineage.as_ref().map(json),
     ];
-    let mut metadata: BTreeMap<String, String> = KEYS.iter().map(|k| k.to_string()).zip(values).collect();
+    let mut metadata: BTreeMap<String, String> = KEYS
+        .iter()
+        .zip(values)
+        .filter_map(|(k, v)| Some((k.to_string(), v?)))
+        .collect();
     if let Some(table) = &info.table {
         metadata.insert(TABLE_KEY.into(), json(table));
     }
     metadata.insert("format".into(), FORMAT.into());
     metadata.insert("format_version".into(), FORMAT_VERSION.into());
+    metadata.insert(KIND_KEY.into(), ModelKind::Sequential.name().into());
     let quantized = model.quantized();
     // A compressed model stores its quantized kernels as I8 (plus a scale per column)
     // in place of the float ones.
@@ -203,12 +306,6 @@ fn to_bytes(model: &Sequential, info: &ModelInfo) -> std::result::Result<Vec<u8>
     encode_safetensors_with_int8(&metadata, &tensors, &int8)
 }
 
-/// A tensor to store: name, dimensions, values.
-pub(crate) type NamedTensor<'a> = (String, &'a [usize], &'a [f32]);
-
-/// A tensor of bytes to store: name, dimensions, dtype ("I8", "U8", "F16", "BF16"), bytes.
-pub(crate) type NamedBytes = (String, Vec<usize>, &'static str, Vec<u8>);
-
 /// Metadata key listing the float kernels stored sparsely.
 const SPARSE_KEY: &str = "kiln.sparse";
 /// Metadata key listing the int8 kernels stored sparsely (a pruned, then quantized model).
@@ -273,93 +370,6 @@ impl<T: Copy + Default + PartialEq> SparseKernel<T> {
     }
 }
 
-/// f32 tensors and string metadata in the safetensors layout, keys sorted, data 8-byte
-/// aligned. Shared by model artifacts and training checkpoints.
-pub(crate) fn encode_safetensors(
-    metadata: &BTreeMap<String, String>,
-    tensors: &[NamedTensor],
-) -> std::result::Result<Vec<u8>, String> {
-    encode_safetensors_with_int8(metadata, tensors, &[])
-}
-
-/// [`encode_safetensors`] with I8 tensors too (after the f32 ones in the data).
-pub(crate) fn encode_safetensors_with_int8(
-    metadata: &BTreeMap<String, String>,
-    tensors: &[NamedTensor],
-    int8: &[NamedBytes],
-) -> std::result::Result<Vec<u8>, String> {
-    // serde_json's map keeps keys sorted, so the header is deterministic.
-    let mut header = serde_json::Map::new();
-    header.insert(
-        "__metadata__".into(),
-        serde_json::to_value(metadata).map_err(|e| e.to_string())?,
-    );
-    let mut offset = 0usize;
-    for (name, dims, data) in tensors {
-        let end = offset + data.len() * 4;
-        let entry = serde_json::json!({ "dtype": "F32", "shape": dims, "data_offsets": [offset, end] });
-        if header.insert(name.clone(), entry).is_some() {
-            return Err(format!("two tensors are named `{name}`"));
-        }
-        offset = end;
-    }
-    for (name, dims, dtype, data) in int8 {
-        let end = offset + data.len();
-        let entry = serde_json::json!({ "dtype": dtype, "shape": dims, "data_offsets": [offset, end] });
-        if header.insert(name.clone(), entry).is_some() {
-            return Err(format!("two tensors are named `{name}`"));
-        }
-        offset = end;
-    }
-    let mut header_bytes = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
-    // Pad with spaces so the tensor data starts 8-byte aligned, as the format recommends.
-    while header_bytes.len() % 8 != 0 {
-        header_bytes.push(b' ');
-    }
-    let mut bytes = Vec::with_capacity(8 + header_bytes.len() + offset);
-    bytes.extend_from_slice(&(header_bytes.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&header_bytes);
-    for (_, _, data) in tensors {
-        bytes.extend(data.iter().flat_map(|v| v.to_le_bytes()));
-    }
-    for (_, _, _, data) in int8 {
-        bytes.extend_from_slice(data);
-    }
-    Ok(bytes)
-}
-
-/// An F32 tensor of `tensors` by name, checked against the expected dimensions; F16 and
-/// BF16 tensors (a model saved with half storage) are widened to f32.
-pub(crate) fn read_f32_tensor(
-    tensors: &SafeTensors,
-    name: &str,
-    dims: &[usize],
-) -> std::result::Result<Tensor, String> {
-    let view = tensors
-        .tensor(name)
-        .map_err(|_| format!("tensor `{name}` is missing"))?;
-    if view.shape() != dims {
-        return Err(format!(
-            "tensor `{name}` has shape {:?}, expected {dims:?}",
-            view.shape()
-        ));
-    }
-    let values = match (view.dtype(), HalfFloat::of(view.dtype())) {
-        (Dtype::F32, _) => view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        (_, Some(h)) => h.decode(view.data()),
-        (other, None) => {
-            return Err(format!(
-                "tensor `{name}` is {other:?}, expected F32 (or F16, BF16)"
-            ))
-        }
-    };
-    Tensor::new(dims, values).map_err(|e| e.to_string())
-}
-
 /// The bytes of a one-byte-per-value tensor of `tensors` by name and dtype.
 fn read_bytes(tensors: &SafeTensors, name: &str, dtype: Dtype) -> std::result::Result<Vec<u8>, String> {
     let view = tensors
@@ -393,58 +403,6 @@ fn json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("metadata types serialise to JSON")
 }
 
-/// Writes to `path.tmp-PID`, syncs, then renames over `path`.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let file_name = path.file_name().ok_or_else(|| Error::Artifact {
-        path: path.into(),
-        message: "is not a file path".into(),
-    })?;
-    let mut tmp_name = file_name.to_os_string();
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let pause = fault_injection_pause();
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        let (head, tail) = bytes.split_at(if pause.is_some() { bytes.len() / 2 } else { 0 });
-        f.write_all(head)?;
-        if let Some(pause) = pause {
-            f.sync_all()?;
-            std::thread::sleep(pause);
-        }
-        f.write_all(tail)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        sync_folder(path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
-}
-
-/// Makes the rename itself durable: on Unix a new directory entry survives a power cut only
-/// once the folder is synced. (Elsewhere folders cannot be opened for syncing; skip it.)
-fn sync_folder(path: &Path) -> std::io::Result<()> {
-    if cfg!(unix) {
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
-/// `KILN_FAULT_PAUSE_MID_WRITE_MS`: a test hook that stops every atomic write halfway for
-/// that long, so a test can kill the process mid-write and check nothing saved was lost.
-fn fault_injection_pause() -> Option<std::time::Duration> {
-    let ms: u64 = std::env::var("KILN_FAULT_PAUSE_MID_WRITE_MS")
-        .ok()?
-        .parse()
-        .ok()?;
-    Some(std::time::Duration::from_millis(ms))
-}
-
 /// A loaded model with its metadata.
 #[derive(Debug)]
 pub struct Artifact {
@@ -452,6 +410,62 @@ pub struct Artifact {
     pub info: ModelInfo,
     pub path: PathBuf,
     pub file_bytes: u64,
+}
+
+impl ModelInfo {
+    /// What a model built in memory records: its architecture and class indices, no
+    /// preprocessing, and no training settings, data source or lineage.
+    pub fn for_model(name: &str, model: &Sequential) -> ModelInfo {
+        let classes = model.output_shape().numel();
+        ModelInfo {
+            name: name.to_string(),
+            architecture: model.architecture(),
+            preprocessing: FittedNormalization::None,
+            classes: (0..classes).map(|c| c.to_string()).collect(),
+            training: None,
+            data: None,
+            lineage: None,
+            table: None,
+        }
+    }
+
+    /// The training settings, or an error saying the model records none.
+    pub fn training(&self) -> Result<&TrainingSpec> {
+        self.training
+            .as_ref()
+            .ok_or_else(|| self.unrecorded("training settings"))
+    }
+
+    /// The data source, or an error saying the model records none.
+    pub fn data(&self) -> Result<&DataSpec> {
+        self.data.as_ref().ok_or_else(|| self.unrecorded("data source"))
+    }
+
+    /// The lineage to add to, or an error saying the model records none.
+    pub fn lineage_mut(&mut self) -> Result<&mut Lineage> {
+        let missing = self.unrecorded("lineage");
+        self.lineage.as_mut().ok_or(missing)
+    }
+
+    fn unrecorded(&self, what: &str) -> Error {
+        Error::Value(format!(
+            "model `{}` was built in memory and records no {what}; train it with `kiln train` (or the pipeline) to keep them",
+            self.name
+        ))
+    }
+}
+
+impl Artifact {
+    /// The model's loss (the one it was trained with) and accuracy on `data`.
+    pub fn evaluate(&mut self, data: &crate::data::Dataset) -> Result<crate::train::Evaluation> {
+        let loss = self.info.training()?.loss();
+        crate::train::evaluate(
+            &mut self.model,
+            &loss,
+            crate::train::EvalData::Samples(data),
+            None,
+        )
+    }
 }
 
 /// Reads a kiln model; every way a file can fail to be one is a named error.
@@ -471,9 +485,9 @@ pub fn load(path: &Path) -> Result<Artifact> {
             "a safetensors file, but not a kiln model (no `format: kiln` in its metadata)".into(),
         ));
     }
-    if metadata.contains_key(crate::lm::artifact::INFO_KEY) {
+    if ModelKind::of(&metadata).map_err(fail)? != ModelKind::Sequential {
         return Err(fail(
-            "is a language model: use `kiln generate`, `kiln eval` or `kiln inspect` with it".into(),
+            "is a language model, not a layer-stack model: use `kiln generate`, `kiln eval` or `kiln inspect` with it".into(),
         ));
     }
     let field = |key: &str| -> Result<&String> {
@@ -484,14 +498,22 @@ pub fn load(path: &Path) -> Result<Artifact> {
     fn parse<T: DeserializeOwned>(key: &str, text: &str, fail: &dyn Fn(String) -> Error) -> Result<T> {
         serde_json::from_str(text).map_err(|e| fail(format!("metadata `{key}` is invalid: {e}")))
     }
+    // Absent from a model built in memory through the library.
+    fn optional_field<T: DeserializeOwned>(
+        metadata: &std::collections::HashMap<String, String>,
+        key: &str,
+        fail: &dyn Fn(String) -> Error,
+    ) -> Result<Option<T>> {
+        metadata.get(key).map(|text| parse(key, text, fail)).transpose()
+    }
     let info = ModelInfo {
         name: parse(KEYS[0], field(KEYS[0])?, &fail)?,
         architecture: parse(KEYS[1], field(KEYS[1])?, &fail)?,
         preprocessing: parse(KEYS[2], field(KEYS[2])?, &fail)?,
         classes: parse(KEYS[3], field(KEYS[3])?, &fail)?,
-        training: parse(KEYS[4], field(KEYS[4])?, &fail)?,
-        data: parse(KEYS[5], field(KEYS[5])?, &fail)?,
-        lineage: parse(KEYS[6], field(KEYS[6])?, &fail)?,
+        training: optional_field(&metadata, KEYS[4], &fail)?,
+        data: optional_field(&metadata, KEYS[5], &fail)?,
+        lineage: optional_field(&metadata, KEYS[6], &fail)?,
         table: metadata
             .get(TABLE_KEY)
             .map(|text| parse(TABLE_KEY, text, &fail))
@@ -582,7 +604,7 @@ pub fn load(path: &Path) -> Result<Artifact> {
             QuantizedNetwork::from_saved(&model, compression, codes).map_err(|e| fail(e.to_string()))?;
         model.set_quantized(Some(network));
     }
-    if let Some(ensemble) = &info.lineage.ensemble {
+    if let Some(ensemble) = info.lineage.as_ref().and_then(|l| l.ensemble.as_ref()) {
         let members = (1..ensemble.members)
             .map(|m| {
                 let mut take = |name: &str, dims: &[usize]| {

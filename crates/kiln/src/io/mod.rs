@@ -1,0 +1,160 @@
+//! Files: safetensors encoding and decoding of f32 (and f16/bf16) tensors, and writes
+//! that are atomic (a temporary file, synced, renamed), so a crash never leaves half a file.
+//! Shared by model artifacts, training checkpoints and language models.
+
+pub mod half;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, SafeTensors};
+
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+pub use half::HalfFloat;
+
+/// A tensor to store: name, dimensions, values.
+pub type NamedTensor<'a> = (String, &'a [usize], &'a [f32]);
+
+/// A tensor of bytes to store: name, dimensions, dtype ("I8", "U8", "F16", "BF16"), bytes.
+pub type NamedBytes = (String, Vec<usize>, &'static str, Vec<u8>);
+
+/// f32 tensors and string metadata in the safetensors layout, keys sorted, data 8-byte
+/// aligned. Shared by model artifacts and training checkpoints.
+pub fn encode_safetensors(
+    metadata: &BTreeMap<String, String>,
+    tensors: &[NamedTensor],
+) -> std::result::Result<Vec<u8>, String> {
+    encode_safetensors_with_int8(metadata, tensors, &[])
+}
+
+/// [`encode_safetensors`] with I8 tensors too (after the f32 ones in the data).
+pub fn encode_safetensors_with_int8(
+    metadata: &BTreeMap<String, String>,
+    tensors: &[NamedTensor],
+    int8: &[NamedBytes],
+) -> std::result::Result<Vec<u8>, String> {
+    // serde_json's map keeps keys sorted, so the header is deterministic.
+    let mut header = serde_json::Map::new();
+    header.insert(
+        "__metadata__".into(),
+        serde_json::to_value(metadata).map_err(|e| e.to_string())?,
+    );
+    let mut offset = 0usize;
+    for (name, dims, data) in tensors {
+        let end = offset + data.len() * 4;
+        let entry = serde_json::json!({ "dtype": "F32", "shape": dims, "data_offsets": [offset, end] });
+        if header.insert(name.clone(), entry).is_some() {
+            return Err(format!("two tensors are named `{name}`"));
+        }
+        offset = end;
+    }
+    for (name, dims, dtype, data) in int8 {
+        let end = offset + data.len();
+        let entry = serde_json::json!({ "dtype": dtype, "shape": dims, "data_offsets": [offset, end] });
+        if header.insert(name.clone(), entry).is_some() {
+            return Err(format!("two tensors are named `{name}`"));
+        }
+        offset = end;
+    }
+    let mut header_bytes = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
+    // Pad with spaces so the tensor data starts 8-byte aligned, as the format recommends.
+    while header_bytes.len() % 8 != 0 {
+        header_bytes.push(b' ');
+    }
+    let mut bytes = Vec::with_capacity(8 + header_bytes.len() + offset);
+    bytes.extend_from_slice(&(header_bytes.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&header_bytes);
+    for (_, _, data) in tensors {
+        bytes.extend(data.iter().flat_map(|v| v.to_le_bytes()));
+    }
+    for (_, _, _, data) in int8 {
+        bytes.extend_from_slice(data);
+    }
+    Ok(bytes)
+}
+
+/// An F32 tensor of `tensors` by name, checked against the expected dimensions; F16 and
+/// BF16 tensors (a model saved with half storage) are widened to f32.
+pub fn read_f32_tensor(
+    tensors: &SafeTensors,
+    name: &str,
+    dims: &[usize],
+) -> std::result::Result<Tensor, String> {
+    let view = tensors
+        .tensor(name)
+        .map_err(|_| format!("tensor `{name}` is missing"))?;
+    if view.shape() != dims {
+        return Err(format!(
+            "tensor `{name}` has shape {:?}, expected {dims:?}",
+            view.shape()
+        ));
+    }
+    let values = match (view.dtype(), HalfFloat::of(view.dtype())) {
+        (Dtype::F32, _) => view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        (_, Some(h)) => h.decode(view.data()),
+        (other, None) => {
+            return Err(format!(
+                "tensor `{name}` is {other:?}, expected F32 (or F16, BF16)"
+            ))
+        }
+    };
+    Tensor::new(dims, values).map_err(|e| e.to_string())
+}
+
+/// Writes to `path.tmp-PID`, syncs, then renames over `path`.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let file_name = path.file_name().ok_or_else(|| Error::Artifact {
+        path: path.into(),
+        message: "is not a file path".into(),
+    })?;
+    let mut tmp_name = file_name.to_os_string();
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let pause = fault_injection_pause();
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        let (head, tail) = bytes.split_at(if pause.is_some() { bytes.len() / 2 } else { 0 });
+        f.write_all(head)?;
+        if let Some(pause) = pause {
+            f.sync_all()?;
+            std::thread::sleep(pause);
+        }
+        f.write_all(tail)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        sync_folder(path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
+/// Makes the rename itself durable: on Unix a new directory entry survives a power cut only
+/// once the folder is synced. (Elsewhere folders cannot be opened for syncing; skip it.)
+fn sync_folder(path: &Path) -> std::io::Result<()> {
+    if cfg!(unix) {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// `KILN_FAULT_PAUSE_MID_WRITE_MS`: a test hook that stops every atomic write halfway for
+/// that long, so a test can kill the process mid-write and check nothing saved was lost.
+fn fault_injection_pause() -> Option<std::time::Duration> {
+    let ms: u64 = std::env::var("KILN_FAULT_PAUSE_MID_WRITE_MS")
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(std::time::Duration::from_millis(ms))
+}

@@ -1,0 +1,73 @@
+//! The GPT as the trainer sees it: batches of token windows in, next-token cross-entropy
+//! and accuracy out.
+
+use std::any::Any;
+
+use crate::error::{Error, Result};
+use crate::nn::{Batch, BatchLoss, Loss, Model};
+use crate::params::ParamStore;
+use crate::rng::Rng;
+
+use super::Gpt;
+
+impl Model for Gpt {
+    fn params(&self) -> &ParamStore {
+        &self.params
+    }
+
+    fn params_mut(&mut self) -> &mut ParamStore {
+        &mut self.params
+    }
+
+    fn train_batch(&mut self, batch: Batch, _loss: &Loss, dropout: &mut Rng) -> Result<BatchLoss> {
+        let (inputs, targets, rows) = windows(batch)?;
+        let dropout = (self.config().dropout > 0.0).then_some(dropout);
+        let recorded = self.loss_and_hits(inputs, targets, rows, dropout, true);
+        if recorded.is_err() {
+            self.params.zero_grads();
+        }
+        let (loss, correct) = recorded?;
+        Ok(BatchLoss { loss, correct })
+    }
+
+    fn evaluate_batch(&mut self, batch: Batch, _loss: &Loss) -> Result<BatchLoss> {
+        let (inputs, targets, rows) = windows(batch)?;
+        let (loss, correct) = self.loss_and_hits(inputs, targets, rows, None, false)?;
+        Ok(BatchLoss { loss, correct })
+    }
+
+    fn check_windows(&self, context: usize, vocab: usize) -> Result<()> {
+        if context > self.config().context {
+            return Err(Error::Value(format!(
+                "windows of {context} tokens are longer than the model's context of {}",
+                self.config().context
+            )));
+        }
+        if vocab > self.vocab_size() {
+            return Err(Error::Value(format!(
+                "the data hold token {} but the model's vocabulary has {} tokens",
+                vocab - 1,
+                self.vocab_size()
+            )));
+        }
+        Ok(())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// A batch of token windows, or an error naming what a GPT reads instead.
+fn windows<'a>(batch: Batch<'a>) -> Result<(&'a [u32], &'a [u32], usize)> {
+    match batch {
+        Batch::Tokens {
+            inputs,
+            targets,
+            rows,
+        } => Ok((inputs, targets, rows)),
+        Batch::Samples { .. } => Err(Error::Value(
+            "a GPT reads token windows, not samples with labels".into(),
+        )),
+    }
+}

@@ -1,0 +1,193 @@
+//! A Sequential model's passes: the training forward and backward of a batch, its loss at
+//! inference (through the int8 layers of a compressed model, or averaged over an
+//! ensemble's members), and `predict`.
+
+use std::any::Any;
+
+use crate::autograd::{Tape, Var};
+use crate::error::{Error, Result};
+use crate::metrics::count_correct;
+use crate::params::ParamStore;
+use crate::rng::Rng;
+use crate::tensor::{Shape, Tensor};
+
+use super::model::{Batch, BatchLoss, Model};
+use super::{Loss, Mode, Network, Sequential};
+
+impl Model for Sequential {
+    fn params(&self) -> &ParamStore {
+        &self.params
+    }
+
+    fn params_mut(&mut self) -> &mut ParamStore {
+        &mut self.params
+    }
+
+    fn train_batch(&mut self, batch: Batch, loss: &Loss, dropout: &mut Rng) -> Result<BatchLoss> {
+        let (x, labels) = samples(batch)?;
+        self.check_input(x, labels.len())?;
+        let shape = self.input_shape().with_batch(labels.len());
+        let (network, params, workspace) = self.parts();
+        let fused = loss.fuses(network.final_activation());
+        // Gradients are zero here: fresh, or cleared by the previous step's update (or by
+        // the error path below).
+        let recorded = (|| {
+            let mut tape = Tape::new(params, workspace);
+            let input = tape.input(x, shape);
+            let output = network.forward(&mut tape, input, &mut Mode::Train(dropout), fused)?;
+            let data_loss = loss.compute(&mut tape, output, fused, labels)?;
+            let total = with_penalties(network, &mut tape, data_loss)?;
+            tape.backward(total);
+            let correct = count_correct(tape.value(output), labels, fused || loss.from_logits);
+            Ok(BatchLoss {
+                loss: tape.value(total)[0],
+                correct,
+            })
+        })();
+        if recorded.is_err() {
+            params.zero_grads();
+        }
+        recorded
+    }
+
+    fn evaluate_batch(&mut self, batch: Batch, loss: &Loss) -> Result<BatchLoss> {
+        let (x, labels) = samples(batch)?;
+        let rows = labels.len();
+        if !self.members.is_empty() {
+            let averaged = self.predict(x, rows)?;
+            return self.loss_of_outputs(averaged.data(), labels, loss);
+        }
+        self.check_input(x, rows)?;
+        let (input_shape, output_shape) = (self.input_shape(), self.output_shape());
+        let quantized = self.quantized.take();
+        let (network, params, workspace) = self.parts();
+        // A compressed model's outputs come from its int8 layers, already activated.
+        let fused = quantized.is_none() && loss.fuses(network.final_activation());
+        let result = (|| {
+            let int8_outputs = match &quantized {
+                Some(q) => Some(q.run(network, params, workspace, x, rows)?),
+                None => None,
+            };
+            let mut tape = Tape::inference(params, workspace);
+            let output = match int8_outputs {
+                Some(y) => tape.input(&y, output_shape.with_batch(rows)),
+                None => {
+                    let input = tape.input(x, input_shape.with_batch(rows));
+                    network.forward(&mut tape, input, &mut Mode::Infer, fused)?
+                }
+            };
+            let data_loss = loss.compute(&mut tape, output, fused, labels)?;
+            let total = with_penalties(network, &mut tape, data_loss)?;
+            Ok(BatchLoss {
+                loss: tape.value(total)[0],
+                correct: count_correct(tape.value(output), labels, fused || loss.from_logits),
+            })
+        })();
+        self.quantized = quantized;
+        result
+    }
+
+    fn check_samples(&self, sample_shape: &[usize], classes: usize, what: &str) -> Result<()> {
+        if sample_shape != self.input_shape().dims() {
+            return Err(Error::Shape(format!(
+                "{what} samples have shape {sample_shape:?}, the model's input is {}",
+                self.input_shape()
+            )));
+        }
+        self.check_classifier_output(classes)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// A batch of samples, or an error naming what the model reads instead.
+fn samples<'a>(batch: Batch<'a>) -> Result<(&'a [f32], &'a [u32])> {
+    match batch {
+        Batch::Samples { x, labels } => Ok((x, labels)),
+        Batch::Tokens { .. } => Err(Error::Value(
+            "a Sequential model reads samples with labels, not token windows".into(),
+        )),
+    }
+}
+
+impl Sequential {
+    /// Checks that `x` holds `count` samples of the model's input shape.
+    fn check_input(&self, x: &[f32], count: usize) -> Result<()> {
+        let input_shape = self.input_shape();
+        if x.len() != count * input_shape.numel() {
+            return Err(Error::Shape(format!(
+                "{} input values do not make {count} samples of shape {input_shape}",
+                x.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The loss and correct count of outputs already computed (an ensemble's average):
+    /// no weight penalties, nothing fused.
+    fn loss_of_outputs(&mut self, outputs: &[f32], labels: &[u32], loss: &Loss) -> Result<BatchLoss> {
+        let output_shape = self.output_shape();
+        let (_, params, workspace) = self.parts();
+        let mut tape = Tape::inference(params, workspace);
+        let output = tape.input(outputs, output_shape.with_batch(labels.len()));
+        let value = loss.compute(&mut tape, output, false, labels)?;
+        Ok(BatchLoss {
+            loss: tape.value(value)[0],
+            correct: count_correct(tape.value(output), labels, loss.from_logits),
+        })
+    }
+
+    /// The model's outputs (class probabilities for a softmax model) for `count` samples
+    /// stored back to back in `x`, as a (count, outputs) tensor (Keras `predict`); for an
+    /// ensemble, the mean of its members' outputs (soft voting).
+    pub fn predict(&mut self, x: &[f32], count: usize) -> Result<Tensor> {
+        if !self.members.is_empty() {
+            let mut members = std::mem::take(&mut self.members);
+            let result = self.average_with(&mut members, x, count);
+            self.members = members;
+            return result;
+        }
+        self.check_input(x, count)?;
+        let input_shape = self.input_shape();
+        let outputs = self.output_shape().numel();
+        if let Some(q) = self.quantized.take() {
+            let (network, params, workspace) = self.parts();
+            let y = q.run(network, params, workspace, x, count);
+            self.quantized = Some(q);
+            return Ok(Tensor::from_shape(Shape::new(&[count, outputs]), y?));
+        }
+        let mut result = Vec::with_capacity(count * outputs);
+        const BATCH: usize = 1024;
+        let (network, params, workspace) = self.parts();
+        for chunk in x.chunks(BATCH * input_shape.numel().max(1)) {
+            let rows = chunk.len() / input_shape.numel().max(1);
+            let mut tape = Tape::inference(params, workspace);
+            let input = tape.input(chunk, input_shape.with_batch(rows));
+            let output = network.forward(&mut tape, input, &mut Mode::Infer, false)?;
+            result.extend_from_slice(tape.value(output));
+        }
+        Ok(Tensor::from_shape(Shape::new(&[count, outputs]), result))
+    }
+
+    /// The mean of this model's outputs and `members'`.
+    fn average_with(&mut self, members: &mut [Sequential], x: &[f32], count: usize) -> Result<Tensor> {
+        let mut sum = self.predict(x, count)?;
+        for m in members.iter_mut() {
+            let y = m.predict(x, count)?;
+            sum.data_mut().iter_mut().zip(y.data()).for_each(|(s, v)| *s += v);
+        }
+        let n = (members.len() + 1) as f32;
+        sum.data_mut().iter_mut().for_each(|s| *s /= n);
+        Ok(sum)
+    }
+}
+
+/// The data loss plus the layers' weight penalties, as Keras reports and differentiates it.
+fn with_penalties(network: &Network, tape: &mut Tape, loss: Var) -> Result<Var> {
+    match network.regularization(tape)? {
+        Some(p) => tape.add(loss, p),
+        None => Ok(loss),
+    }
+}
