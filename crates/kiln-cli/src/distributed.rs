@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use crate::commands::TrainArgs;
+use crate::train_command::TrainArgs;
 
 #[cfg(feature = "distributed")]
 pub fn train(args: &TrainArgs) -> Result<()> {
@@ -21,7 +21,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         );
     }
     let extra = fault_injection::from_env(rank);
-    match crate::commands::train_in(args, Some(&group), extra) {
+    match crate::train_command::train_in(args, Some(&group), extra) {
         Ok(()) => Ok(()),
         Err(e) => {
             eprintln!(

@@ -15,7 +15,8 @@ use kiln::pipeline::LmOutcome;
 use kiln::spec::LmSpec;
 use kiln::train::{EvalData, ValidationWindows};
 
-use crate::commands::{allreduce_share, rayon_threads, TrainArgs, RUN_MODEL};
+use crate::run_dirs::rayon_threads;
+use crate::train_command::{allreduce_share, TrainArgs, RUN_MODEL};
 
 /// Options of `kiln train` that layer-stack models have and language models do not.
 pub fn refuse_unsupported(args: &TrainArgs) -> Result<()> {

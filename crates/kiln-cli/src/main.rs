@@ -1,13 +1,16 @@
 //! The `kiln` command: train, evaluate, predict with and inspect models.
 
-mod commands;
 mod compress;
 mod distributed;
+mod evaluate;
+mod inspect;
 mod lm;
 mod plot;
 mod progress;
+mod run_dirs;
 mod select;
 mod serve_command;
+mod train_command;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -125,8 +128,8 @@ enum Command {
         #[arg(long)]
         batches: Option<usize>,
     },
-    /// Draw a run folder's training curves (loss, accuracy, learning rate against epoch)
-    /// to RUN_DIR/curves.png and RUN_DIR/curves.svg.
+    /// Draw a run folder's training curves (loss, accuracy, learning rate against epoch, or
+    /// a language model's step) to RUN_DIR/curves.png and RUN_DIR/curves.svg.
     Plot {
         run_dir: PathBuf,
         /// Write the charts here instead of the run folder.
@@ -195,7 +198,8 @@ enum Command {
         data_dir: Option<PathBuf>,
     },
     /// Search hyper-parameters: the spec as given and each trial of a search space, scored by
-    /// validation (or cross-validated) accuracy; prints a sorted table and writes
+    /// validation (or cross-validated) accuracy, a language model by validation loss; prints
+    /// a sorted table and writes
     /// OUT_DIR/trials.csv and OUT_DIR/best.toml.
     Tune {
         spec: Option<PathBuf>,
@@ -287,7 +291,7 @@ fn main() -> ExitCode {
             init,
             steps,
         } => {
-            let args = commands::TrainArgs {
+            let args = train_command::TrainArgs {
                 spec: spec.as_deref(),
                 out: out.as_deref(),
                 data_dir: data_dir.as_deref(),
@@ -303,7 +307,7 @@ fn main() -> ExitCode {
             };
             match distributed {
                 true => distributed::train(&args),
-                false => commands::train(&args),
+                false => train_command::train(&args),
             }
         }
         Command::Generate {
@@ -340,7 +344,7 @@ fn main() -> ExitCode {
             heatmap,
             threshold,
             ..
-        } => commands::eval(&commands::EvalArgs {
+        } => evaluate::eval(&evaluate::EvalArgs {
             model: &model,
             data_dir: data_dir.as_deref(),
             report,
@@ -348,11 +352,11 @@ fn main() -> ExitCode {
             heatmap: heatmap.as_deref(),
             threshold,
         }),
-        Command::Plot { run_dir, out_dir } => commands::plot(&run_dir, out_dir.as_deref()),
+        Command::Plot { run_dir, out_dir } => inspect::plot(&run_dir, out_dir.as_deref()),
         Command::Predict { model, input, format } => {
-            commands::predict(&model, &input, matches!(format, Format::Json))
+            evaluate::predict(&model, &input, matches!(format, Format::Json))
         }
-        Command::Inspect { model } => commands::inspect(&model),
+        Command::Inspect { model } => inspect::inspect(&model),
         Command::Compress {
             model,
             out,

@@ -172,15 +172,23 @@ struct Curves {
     panels: Vec<Panel>,
     epochs: (f64, f64),
     has_validation: bool,
+    /// What the x axis counts: epochs, or a language model's steps.
+    x_desc: &'static str,
 }
 
 impl Curves {
     fn from_history(history: &History) -> Self {
+        // A language model's evaluations are placed at their step.
+        let by_step = history.epochs.iter().all(|e| e.step.is_some());
+        let x = |e: &kiln::train::EpochLog| match (by_step, e.step) {
+            (true, Some(step)) => step as f64,
+            _ => e.epoch as f64,
+        };
         let points = |f: &dyn Fn(&kiln::train::EpochLog) -> Option<f32>| -> Vec<(f64, f64)> {
             history
                 .epochs
                 .iter()
-                .filter_map(|e| f(e).map(|v| (e.epoch as f64, v as f64)))
+                .filter_map(|e| f(e).map(|v| (x(e), v as f64)))
                 .filter(|&(_, v)| v.is_finite())
                 .collect()
         };
@@ -207,8 +215,8 @@ impl Curves {
             color: LEARNING_RATE,
             points: points(&|e| Some(e.learning_rate)),
         }];
-        let first = history.epochs.iter().map(|e| e.epoch).min().unwrap_or(1) as f64;
-        let last = history.epochs.iter().map(|e| e.epoch).max().unwrap_or(1) as f64;
+        let first = history.epochs.iter().map(x).fold(f64::INFINITY, f64::min);
+        let last = history.epochs.iter().map(x).fold(f64::NEG_INFINITY, f64::max);
         Curves {
             panels: vec![
                 Panel {
@@ -229,6 +237,7 @@ impl Curves {
             ],
             epochs: (first, last),
             has_validation,
+            x_desc: if by_step { "step" } else { "epoch" },
         }
     }
 }
@@ -325,6 +334,7 @@ fn draw_curves<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, curves: &Curve
     let body = body.margin(0, 8, 8, 8);
     let x_range = epoch_range(curves.epochs);
     let n_epochs = (curves.epochs.1 - curves.epochs.0) as usize + 1;
+    let x_desc = curves.x_desc;
     for (area, panel) in body
         .split_evenly((1, curves.panels.len()))
         .iter()
@@ -350,7 +360,7 @@ fn draw_curves<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, curves: &Curve
             .y_label_formatter(&|v| y_ticks.label(*v))
             .label_style((FONT, 15).into_font().color(&AXIS_TEXT))
             .axis_desc_style((FONT, 17).into_font().color(&AXIS_TEXT))
-            .x_desc("epoch")
+            .x_desc(x_desc)
             .y_desc(panel.y_desc)
             .draw()?;
         for series in &panel.series {

@@ -12,6 +12,8 @@ pub struct EpochProgressBar {
     bar: Option<ProgressBar>,
     epochs: usize,
     steps: usize,
+    /// A language model's steps in the whole run (its lines say `step 500/2000`).
+    total_steps: Option<usize>,
 }
 
 impl EpochProgressBar {
@@ -20,11 +22,17 @@ impl EpochProgressBar {
             bar: None,
             epochs: 0,
             steps: 0,
+            total_steps: None,
         }
     }
 }
 
 impl Callback for EpochProgressBar {
+    fn on_train_begin(&mut self, state: &mut FitState) -> kiln::Result<()> {
+        self.total_steps = state.total_steps();
+        Ok(())
+    }
+
     fn on_epoch_begin(&mut self, epoch: usize, epochs: usize, steps: usize) {
         (self.epochs, self.steps) = (epochs, steps);
         let style = ProgressStyle::with_template(&format!(
@@ -48,7 +56,10 @@ impl Callback for EpochProgressBar {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
-        println!("{}", log.progress_line(self.epochs, self.steps));
+        println!(
+            "{}",
+            log.progress_line(self.epochs, self.total_steps.unwrap_or(self.steps))
+        );
         Ok(Control::Continue)
     }
 }

@@ -8,7 +8,7 @@ use kiln::pipeline::RunOptions;
 use kiln::select::{self, Scoring, SearchSpace, Strategy, TrialOutcome};
 use kiln::spec::{Spec, TrainSpec};
 
-use crate::commands::check_writable;
+use crate::run_dirs::check_writable;
 
 /// The spec at `path`, or the built-in digits spec, with `--epochs` applied.
 fn load_spec(path: Option<&Path>, epochs: Option<usize>) -> Result<TrainSpec> {

@@ -1250,3 +1250,20 @@ fn regex_like_ckpt_name(name: &str) -> bool {
     let decimals = loss.split_once('.').map(|(_, d)| d.len());
     epoch.len() == 2 && epoch.parse::<u32>().is_ok() && loss.parse::<f64>().is_ok() && decimals == Some(3)
 }
+
+/// Each command's help line is its own (generate once showed eval's, and eval none).
+#[test]
+fn help_describes_each_command_once() {
+    let (status, stdout, _) = run(&["--help"], &[]);
+    assert!(status.success());
+    let line = |command: &str| {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{command} ")))
+            .unwrap_or_else(|| panic!("no line for {command}: {stdout}"))
+            .to_string()
+    };
+    assert!(line("generate").contains("Generate text"), "{stdout}");
+    assert!(line("eval").contains("loss and accuracy"), "{stdout}");
+    assert!(!line("generate").contains("test split"), "{stdout}");
+}

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use kiln::nn::Model;
 use kiln::tensor::Tensor;
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -227,5 +228,81 @@ fn an_error_on_one_rank_ends_every_rank_with_its_message() {
         stderr.contains("rank 0 of 2") || stderr.contains("rank 1 of 2"),
         "{stderr}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A tiny character-level GPT spec (no dropout) on a repeating text in `dir`.
+fn write_gpt_spec(dir: &Path) -> PathBuf {
+    let text =
+        "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n".repeat(30);
+    std::fs::write(dir.join("play.txt"), text).unwrap();
+    let spec = r#"
+name = "tiny-gpt"
+[data]
+path = "play.txt"
+[model]
+type = "gpt"
+layers = 1
+heads = 2
+width = 32
+context = 16
+[training]
+steps = 48
+batch_size = 8
+seed = 3
+eval_interval = 16
+eval_batches = 4
+gradient_clipping = { global_clipnorm = 1.0 }
+optimizer = { type = "adamw", learning_rate = 0.005 }
+"#;
+    let path = dir.join("gpt.toml");
+    std::fs::write(&path, spec).unwrap();
+    path
+}
+
+fn gpt_weights(path: &Path) -> Vec<Tensor> {
+    kiln::artifact::load_language_model(path).unwrap().gpt.weights()
+}
+
+#[test]
+fn two_ranks_train_a_language_model_to_the_weights_of_one_process() {
+    let dir = temp_dir("gpt");
+    let spec = write_gpt_spec(&dir);
+    let spec = spec.to_str().unwrap();
+    let (single, pair) = (dir.join("single.safetensors"), dir.join("pair.safetensors"));
+    let run = |d: &str| dir.join(d).to_string_lossy().into_owned();
+    succeed(kiln(&[
+        "train",
+        spec,
+        "--quiet",
+        "--run-dir",
+        &run("r1"),
+        "--out",
+        single.to_str().unwrap(),
+    ]));
+    let stdout = succeed(mpirun(
+        2,
+        &[],
+        &[
+            "train",
+            spec,
+            "--run-dir",
+            &run("r2"),
+            "--out",
+            pair.to_str().unwrap(),
+        ],
+    ));
+    assert!(
+        stdout.contains("distributed: 2 ranks") && stdout.contains("2 ranks,"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("step     16/48").count(),
+        1,
+        "only rank 0 prints: {stdout}"
+    );
+    // 48 AdamW steps; each rank's half of the windows is summed in another order.
+    let difference = max_difference(&gpt_weights(&pair), &gpt_weights(&single));
+    assert!(difference < 1e-4, "weights differ by up to {difference}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -159,7 +159,7 @@ impl BufferPool {
 
     pub fn take_zeroed(&mut self, len: usize) -> Vec<f32> {
         let mut buf = self.take(len);
-        crate::ops::parallel::fill(&mut buf, 0.0);
+        crate::kernels::parallel::fill(&mut buf, 0.0);
         buf
     }
 
@@ -351,7 +351,7 @@ impl<'a> Tape<'a> {
     pub(crate) fn accumulate(&mut self, v: Var, f: impl FnOnce(&Tape, &mut [f32])) {
         self.accumulate_or_write(v, |tape, grad, fresh| {
             if fresh {
-                crate::ops::parallel::fill(grad, 0.0);
+                crate::kernels::parallel::fill(grad, 0.0);
             }
             f(tape, grad)
         });
@@ -451,6 +451,6 @@ impl<'a> Tape<'a> {
 fn saved_grad_backward(tape: &mut Tape, x: Var, out: Var, g: &[f32]) {
     let scale = g[0];
     tape.accumulate(x, |t, dx| {
-        crate::ops::parallel::axpy(dx, scale, t.saved(out));
+        crate::kernels::parallel::axpy(dx, scale, t.saved(out));
     });
 }

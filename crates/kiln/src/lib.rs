@@ -11,6 +11,7 @@ pub mod compress;
 pub mod data;
 pub mod error;
 pub mod io;
+pub mod kernels;
 pub mod lm;
 pub mod metrics;
 pub mod nn;

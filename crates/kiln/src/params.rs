@@ -98,7 +98,7 @@ impl ParamStore {
 
     pub fn zero_grads(&mut self) {
         for p in &mut self.params {
-            crate::ops::parallel::fill(&mut p.grad, 0.0);
+            crate::kernels::parallel::fill(&mut p.grad, 0.0);
         }
     }
 

@@ -15,6 +15,7 @@ pub mod language_model;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use safetensors::tensor::{Dtype, SafeTensors};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -23,11 +24,11 @@ use crate::data::{DataSpec, FittedNormalization, TablePreprocessing};
 use crate::error::{Error, Result};
 pub use crate::io::{encode_safetensors, write_atomically};
 use crate::io::{encode_safetensors_with_int8, read_f32_tensor, NamedBytes, NamedTensor};
-use crate::nn::Sequential;
+use crate::nn::{Model, Sequential};
 use crate::quant::{Compression, HalfFloat, QuantizedNetwork, QUANTIZATION_KEY};
-use crate::select::EnsembleInfo;
 use crate::spec::{ModelSpec, TrainingSpec};
 use crate::tensor::Tensor;
+use crate::train::{EpochLog, ModelWriter};
 
 pub use language_model::{load_language_model, save_language_model, LanguageModel, LmInfo};
 
@@ -118,6 +119,20 @@ pub fn load_any(path: &Path) -> Result<SavedModel> {
         ModelKind::Sequential => SavedModel::Sequential(Box::new(load(path)?)),
         ModelKind::Gpt => SavedModel::LanguageModel(Box::new(load_language_model(path)?)),
     })
+}
+
+/// How an ensemble was made, recorded in its lineage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnsembleInfo {
+    pub members: usize,
+    /// "bootstrap": each member trained on n samples drawn with replacement.
+    pub sampling: String,
+    /// "average": the members' outputs averaged (soft voting).
+    pub combine: String,
+    /// Each member's own test accuracy, and loss.
+    pub member_test_accuracy: Vec<f32>,
+    pub member_test_loss: Vec<f32>,
 }
 
 /// Everything saved next to the weights.
@@ -410,6 +425,32 @@ pub struct Artifact {
     pub info: ModelInfo,
     pub path: PathBuf,
     pub file_bytes: u64,
+}
+
+/// ModelCheckpoint saving a Sequential under training: its metadata brought up to the epoch.
+impl ModelWriter for ModelInfo {
+    fn write(&self, model: &dyn Model, log: &EpochLog, path: &Path) -> Result<()> {
+        let model = model
+            .as_any()
+            .downcast_ref::<Sequential>()
+            .ok_or_else(|| Error::Value("this model's metadata is for a Sequential model".into()))?;
+        let mut info = self.clone();
+        if let Some(lineage) = info.lineage.as_mut() {
+            lineage.epochs_trained = log.epoch;
+            lineage.created_unix_seconds = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            lineage.metrics = FinalMetrics {
+                loss: log.loss,
+                accuracy: log.accuracy,
+                val_loss: log.val_loss,
+                val_accuracy: log.val_accuracy,
+                test_loss: None,
+                test_accuracy: None,
+            };
+        }
+        save(model, &info, path)
+    }
 }
 
 impl ModelInfo {

@@ -13,7 +13,7 @@
 
 use super::gpt::{BlockParams, Gpt};
 use crate::error::{Error, Result};
-use crate::ops::lanes::{axpy, dot};
+use crate::kernels::lanes::{axpy, dot};
 use crate::ops::layer_norm::{normalize_row, row_moments};
 use crate::ops::softmax::softmax_in_place;
 use crate::ops::unary::UnaryOp;
@@ -164,7 +164,7 @@ fn norm_rows(x: &mut [f32], width: usize, gamma: &[f32], beta: &[f32], eps: f32)
     }
 }
 
-crate::ops::simd::widest_simd! {
+crate::kernels::simd::widest_simd! {
     /// `out = x · kernel + bias` row by row (x: rows × inputs, kernel: inputs × outputs).
     /// Each output element is the bias plus its products added in input order, the same
     /// whether its row comes alone or with others; four rows share each kernel row's loads.

@@ -51,6 +51,30 @@ fn default_epsilon() -> f32 {
 }
 
 impl GptConfig {
+    /// `layers` blocks of `heads` heads over a residual stream of `width`, reading up to
+    /// `context` tokens; no dropout, untied head, MLP 4× wide, LayerNorm ε 1e-5.
+    pub fn new(layers: usize, heads: usize, width: usize, context: usize) -> GptConfig {
+        GptConfig {
+            layers,
+            heads,
+            width,
+            context,
+            dropout: 0.0,
+            tie_weights: false,
+            mlp_ratio: default_mlp_ratio(),
+            layer_norm_epsilon: default_epsilon(),
+        }
+    }
+
+    pub fn dropout(self, dropout: f32) -> Self {
+        GptConfig { dropout, ..self }
+    }
+
+    /// Shares the token embedding with the output layer (Press & Wolf, 2017).
+    pub fn tie_weights(self, tie_weights: bool) -> Self {
+        GptConfig { tie_weights, ..self }
+    }
+
     /// Rejects sizes the model cannot be built with, naming the field.
     pub fn validate(&self) -> Result<()> {
         let fail = |m: String| Err(Error::Value(format!("model: {m}")));

@@ -12,21 +12,21 @@ pub mod dropout;
 pub mod elementwise;
 pub mod embedding;
 pub mod gelu;
-pub mod keep_awake;
-pub mod lanes;
 pub mod layer_norm;
 pub mod matmul;
 pub mod mse;
-pub mod parallel;
 pub mod penalty;
 pub mod pool;
 pub mod reduce;
 pub mod reshape;
-pub(crate) mod simd;
 pub mod softmax;
 pub mod stable_matmul;
 pub mod unary;
 pub(crate) mod winograd;
+
+// The shared helpers, at their old paths too.
+pub(crate) use crate::kernels::simd;
+pub use crate::kernels::{keep_awake, lanes, parallel};
 
 #[cfg(test)]
 pub(crate) mod gradcheck;

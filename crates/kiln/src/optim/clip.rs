@@ -40,7 +40,7 @@ impl GradientClipping {
         // Σg² in f32 blocks of 4096 (vectorized), the blocks added in f64 for range.
         let norm = |g: &[f32]| {
             g.chunks(4096)
-                .map(|c| crate::ops::lanes::dot(c, c) as f64)
+                .map(|c| crate::kernels::lanes::dot(c, c) as f64)
                 .sum::<f64>()
         };
         match *self {

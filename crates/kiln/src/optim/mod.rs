@@ -231,7 +231,7 @@ mod wide {
         }
     }
 
-    crate::ops::simd::widest_simd! {
+    crate::kernels::simd::widest_simd! {
         pub(super) fn update2<F: Fn(&mut f32, f32, &mut f32, &mut f32)>(
             w: &mut [f32],
             g: &mut [f32],
@@ -266,7 +266,7 @@ pub(crate) fn zip1(w: &mut [f32], g: Grad, a: &mut [f32], f: impl Fn(&mut f32, f
             }
         }
     };
-    if w.len() < crate::ops::parallel::PAR_THRESHOLD {
+    if w.len() < crate::kernels::parallel::PAR_THRESHOLD {
         run(w, g.values, a);
     } else {
         w.par_chunks_mut(CHUNK)
@@ -289,7 +289,7 @@ pub(crate) fn zip2(
     let run = |w: &mut [f32], g: &mut [f32], a: &mut [f32], b: &mut [f32]| {
         wide::update2(w, g, a, b, clear, &f);
     };
-    if w.len() < crate::ops::parallel::PAR_THRESHOLD {
+    if w.len() < crate::kernels::parallel::PAR_THRESHOLD {
         run(w, g.values, a, b);
     } else {
         w.par_chunks_mut(CHUNK)

@@ -44,7 +44,7 @@ impl RmsProp {
             let increment = lr * g / (denominator + eps).sqrt();
             *m = if mu > 0.0 { mu * *m + increment } else { increment };
         });
-        crate::ops::parallel::axpy(w, -1.0, momentum);
+        crate::kernels::parallel::axpy(w, -1.0, momentum);
     }
 }
 

@@ -26,9 +26,9 @@ impl Sgd {
         let (mu, nesterov) = (self.momentum, self.nesterov);
         match state {
             [] => {
-                crate::ops::parallel::axpy(w, -lr, g.values);
+                crate::kernels::parallel::axpy(w, -lr, g.values);
                 if g.clear {
-                    crate::ops::parallel::fill(g.values, 0.0);
+                    crate::kernels::parallel::fill(g.values, 0.0);
                 }
             }
             [velocity, ..] => super::zip1(w, g, velocity, |w, g, v| {

@@ -83,7 +83,7 @@ pub fn train_on(
         cleaning,
     } = prepare_splits(spec, splits)?;
     let train = match options.bootstrap {
-        Some((seed, member)) => train.subset(&crate::select::bootstrap_indices(train.len(), seed, member)),
+        Some((seed, member)) => train.subset(&crate::data::bootstrap_indices(train.len(), seed, member)),
         None => train,
     };
     let load_seconds = load_start.elapsed().as_secs_f64();

@@ -5,29 +5,13 @@
 
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-
-use crate::artifact::ModelInfo;
+use crate::artifact::{EnsembleInfo, ModelInfo};
 use crate::data::Stage;
 use crate::error::{Error, Result};
 use crate::nn::Sequential;
 use crate::pipeline::{prepare_for_model, train_on, RunOptions, TrainOutcome};
 use crate::spec::TrainSpec;
 use crate::train::{EvalData, Evaluation};
-
-/// How an ensemble was made, recorded in its lineage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnsembleInfo {
-    pub members: usize,
-    /// "bootstrap": each member trained on n samples drawn with replacement.
-    pub sampling: String,
-    /// "average": the members' outputs averaged (soft voting).
-    pub combine: String,
-    /// Each member's own test accuracy, and loss.
-    pub member_test_accuracy: Vec<f32>,
-    pub member_test_loss: Vec<f32>,
-}
 
 pub struct EnsembleOutcome {
     /// The first member, holding the others.

@@ -4,13 +4,13 @@
 
 mod cv;
 mod ensemble;
-mod folds;
 mod search;
 mod tune;
 
+pub use crate::artifact::EnsembleInfo;
+pub use crate::data::{bootstrap_indices, stratified_folds};
 pub use cv::{cross_validate, cross_validate_splits, CvOutcome, FoldOutcome};
-pub use ensemble::{train_ensemble, EnsembleInfo, EnsembleOutcome};
-pub use folds::{bootstrap_indices, stratified_folds};
+pub use ensemble::{train_ensemble, EnsembleOutcome};
 pub use search::{Dimension, SearchSpace, Segment, Strategy, Trial};
 pub use tune::{tune, Scoring, TrialOutcome};
 

@@ -38,16 +38,27 @@ pub struct FitState<'a> {
     learning_rate: f32,
     scheduled: bool,
     new_learning_rate: Option<f32>,
+    total_steps: Option<usize>,
 }
 
 impl<'a> FitState<'a> {
-    pub(crate) fn new(model: &'a mut dyn Model, trainer: &Trainer) -> FitState<'a> {
+    pub(crate) fn new(
+        model: &'a mut dyn Model,
+        trainer: &Trainer,
+        total_steps: Option<usize>,
+    ) -> FitState<'a> {
         FitState {
             model,
             learning_rate: trainer.learning_rate(),
             scheduled: trainer.schedule.is_some(),
             new_learning_rate: None,
+            total_steps,
         }
+    }
+
+    /// A token stream's steps in the whole run (None for epochs of samples).
+    pub fn total_steps(&self) -> Option<usize> {
+        self.total_steps
     }
 
     /// A view for calling a callback by hand, outside a trainer: `model` training at a
@@ -58,6 +69,7 @@ impl<'a> FitState<'a> {
             learning_rate,
             scheduled: false,
             new_learning_rate: None,
+            total_steps: None,
         }
     }
 
@@ -625,6 +637,6 @@ impl Callback for CsvLogger {
         };
         bytes.truncate(self.written.prefix_bytes as usize);
         bytes.extend(self.written.rows.concat().into_bytes());
-        crate::artifact::write_atomically(&self.filename, &bytes)
+        crate::io::write_atomically(&self.filename, &bytes)
     }
 }

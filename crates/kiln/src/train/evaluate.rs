@@ -147,7 +147,7 @@ fn sums_over<'b>(
     let mut sums = [0.0f64; 3];
     for batch in batches {
         let n = batch.predictions();
-        let b = crate::ops::parallel::on_pool(|| model.evaluate_batch(batch, loss))?;
+        let b = crate::kernels::parallel::on_pool(|| model.evaluate_batch(batch, loss))?;
         sums[0] += b.loss as f64 * n as f64;
         sums[1] += b.correct as f64;
         sums[2] += n as f64;

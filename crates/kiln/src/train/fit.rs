@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use crate::data::{epoch_order, gather_batch, prefetch_batch, Augmentation, Dataset};
 use crate::error::{Error, Result};
+use crate::kernels::keep_awake::KeepAwake;
 use crate::nn::{Batch, Model};
-use crate::ops::keep_awake::KeepAwake;
 use crate::rng::Rng;
 
 use super::distributed::{self, Collective};
@@ -148,6 +148,14 @@ impl TrainData<'_> {
         }
     }
 
+    /// A token stream's steps in the whole run.
+    fn total_steps(&self) -> Option<usize> {
+        match self {
+            TrainData::Samples(_) => None,
+            TrainData::Windows(w) => Some(w.steps),
+        }
+    }
+
     /// Periods a fresh run has in all (shown as "Epoch k/N").
     fn periods(&self, epochs: usize) -> usize {
         match self {
@@ -229,7 +237,7 @@ impl Trainer {
             }
         };
         check_data(model, data, validation)?;
-        crate::ops::parallel::on_pool(|| {
+        crate::kernels::parallel::on_pool(|| {
             self.fit_on_pool(model, data, validation, options, callbacks, resume)
         })
     }
@@ -252,7 +260,7 @@ impl Trainer {
             // that does not fit changes nothing.
             checkpoint.check_fits(model, &settings, callbacks)?;
         }
-        self.each_callback(model, callbacks, |c, state| c.on_train_begin(state))?;
+        self.each_callback(model, data, callbacks, |c, state| c.on_train_begin(state))?;
         let mut history = History::default();
         let (mut done, mut steps_done) = (0, 0);
         let mut stopped = false;
@@ -295,15 +303,12 @@ impl Trainer {
                 step: matches!(data, TrainData::Windows(_)).then_some(steps_done),
             };
             if options.verbose && is_root {
-                let steps = match data {
-                    TrainData::Windows(w) => w.steps,
-                    TrainData::Samples(_) => period.steps,
-                };
+                let steps = data.total_steps().unwrap_or(period.steps);
                 println!("{}", log.progress_line(periods, steps));
             }
             let mut stop = false;
             for c in callbacks.iter_mut() {
-                let mut state = FitState::new(model, self);
+                let mut state = FitState::new(model, self, data.total_steps());
                 stop |= c.on_epoch_end(&log, &mut state)? == Control::Stop;
                 state.apply(self);
             }
@@ -331,7 +336,7 @@ impl Trainer {
             }
             stopped = stop;
         }
-        self.each_callback(model, callbacks, |c, state| c.on_train_end(state))?;
+        self.each_callback(model, data, callbacks, |c, state| c.on_train_end(state))?;
         Ok(history)
     }
 
@@ -340,11 +345,12 @@ impl Trainer {
     fn each_callback(
         &mut self,
         model: &mut dyn Model,
+        data: TrainData,
         callbacks: &mut [Box<dyn Callback>],
         mut f: impl FnMut(&mut Box<dyn Callback>, &mut FitState) -> Result<()>,
     ) -> Result<()> {
         for c in callbacks.iter_mut() {
-            let mut state = FitState::new(model, self);
+            let mut state = FitState::new(model, self, data.total_steps());
             f(c, &mut state)?;
             state.apply(self);
         }

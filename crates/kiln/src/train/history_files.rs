@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use super::{Callback, CallbackState, Control, EpochLog, FitState, History};
-use crate::artifact::write_atomically;
 use crate::error::{Error, Result};
+use crate::io::write_atomically;
 
 pub const HISTORY_JSON: &str = "history.json";
 pub const HISTORY_CSV: &str = "history.csv";

@@ -4,15 +4,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use super::callbacks::{auto, val_loss, Monitor};
 use super::{Callback, CallbackState, Control, EpochLog, FitState};
-use crate::artifact::{FinalMetrics, ModelInfo};
 use crate::error::{Error, Result};
-use crate::nn::{Model, Sequential};
+use crate::nn::Model;
 
 /// Writes the model being trained as a whole model file, its metadata brought up to the
 /// epoch of `log`: what ModelCheckpoint needs of the model's kind.
@@ -27,31 +25,6 @@ pub struct SharedWriter(pub Arc<dyn ModelWriter>);
 impl PartialEq for SharedWriter {
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
-impl ModelWriter for ModelInfo {
-    fn write(&self, model: &dyn Model, log: &EpochLog, path: &Path) -> Result<()> {
-        let model = model
-            .as_any()
-            .downcast_ref::<Sequential>()
-            .ok_or_else(|| Error::Value("this model's metadata is for a Sequential model".into()))?;
-        let mut info = self.clone();
-        if let Some(lineage) = info.lineage.as_mut() {
-            lineage.epochs_trained = log.epoch;
-            lineage.created_unix_seconds = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            lineage.metrics = FinalMetrics {
-                loss: log.loss,
-                accuracy: log.accuracy,
-                val_loss: log.val_loss,
-                val_accuracy: log.val_accuracy,
-                test_loss: None,
-                test_accuracy: None,
-            };
-        }
-        crate::artifact::save(model, &info, path)
     }
 }
 

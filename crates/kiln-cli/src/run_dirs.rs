@@ -1,0 +1,83 @@
+//! Where a run's files go: fresh run folders that never overwrite an earlier run, and
+//! output paths checked before minutes of training.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+/// `runs/NAME`, or `runs/NAME-2`, `-3`… if taken, created here so that two runs started
+/// together never share a folder.
+pub(crate) fn fresh_run_dir(name: &str) -> Result<PathBuf> {
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let base = Path::new("runs");
+    std::fs::create_dir_all(base).with_context(|| format!("creating {}", base.display()))?;
+    for n in 1.. {
+        let dir = match n {
+            1 => base.join(&safe),
+            n => base.join(format!("{safe}-{n}")),
+        };
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+        }
+    }
+    unreachable!("some suffix is free")
+}
+
+/// A run folder named with --run-dir for a fresh run: created if missing, refused if it
+/// already holds files, so an earlier run's results are never overwritten.
+pub(crate) fn claim_run_dir(dir: &Path) -> Result<PathBuf> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => anyhow::ensure!(
+            entries.next().is_none(),
+            "--run-dir {}: already holds files from an earlier run; choose another folder \
+             (or `--resume {}` to continue it)",
+            dir.display(),
+            dir.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?
+        }
+        Err(e) => return Err(e).with_context(|| format!("--run-dir {}", dir.display())),
+    }
+    Ok(dir.to_path_buf())
+}
+
+/// Threads kiln computes with (RAYON_NUM_THREADS, or one per core).
+pub(crate) fn rayon_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Errors early if `path`'s folder does not exist or `path` names a folder.
+pub fn check_writable(path: &Path) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    anyhow::ensure!(
+        dir.is_dir(),
+        "--out {}: folder {} does not exist",
+        path.display(),
+        dir.display()
+    );
+    anyhow::ensure!(
+        !path.is_dir(),
+        "--out {}: is a folder, expected a file name",
+        path.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! Every example spec's model, written again through the builders, has exactly the
+//! architecture that parsing the spec gives (what a trained model records as its
+//! `kiln.architecture`), and builds to the same weights from the same seed.
+
+use std::path::Path;
+
+use kiln::lm::GptConfig;
+use kiln::nn::{
+    Activation, Conv2D, Dense, Dropout, Flatten, MaxPooling2D, Model, ModelSpec, Reshape, Sequential,
+    SequentialBuilder,
+};
+use kiln::spec::Spec;
+
+fn example(name: &str) -> Spec {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name);
+    Spec::from_file(&path).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// The reference MLP's body and head, shared by four examples.
+fn reference_mlp(input: &[usize], hidden: usize, dropout: f32, classes: usize) -> SequentialBuilder {
+    Sequential::builder(input)
+        .add(Flatten::new())
+        .add(Dense::new(hidden).activation(Activation::Relu))
+        .add(Dropout::new(dropout))
+        .add(Dense::new(classes).activation(Activation::Softmax))
+}
+
+fn assert_same_architecture(name: &str, input: &[usize], built: SequentialBuilder) {
+    let Spec::Sequential(spec) = example(name) else {
+        panic!("{name} is a layer-stack spec")
+    };
+    let parsed = ModelSpec {
+        input_shape: Some(input.to_vec()),
+        ..spec.model.clone()
+    };
+    assert_eq!(built.architecture(), &parsed, "{name}");
+    let from_builder = built.build(spec.training.seed).unwrap();
+    let from_spec = Sequential::new(input, spec.model.layers.clone(), spec.training.seed).unwrap();
+    assert_eq!(
+        from_builder.weights(),
+        from_spec.weights(),
+        "{name}: same initial weights"
+    );
+    assert_eq!(
+        from_builder.architecture(),
+        parsed,
+        "{name}: what a saved model records"
+    );
+}
+
+#[test]
+fn layer_stack_examples_built_by_hand_match_their_specs() {
+    let mnist = [28, 28];
+    for name in [
+        "mnist-mlp.toml",
+        "mnist-mlp-augmented.toml",
+        "mnist-mlp-early-stopping.toml",
+    ] {
+        assert_same_architecture(name, &mnist, reference_mlp(&mnist, 512, 0.2, 10));
+    }
+    assert_same_architecture(
+        "digits-mlp-reference.toml",
+        &[8, 8],
+        reference_mlp(&[8, 8], 512, 0.2, 10),
+    );
+    let cnn = Sequential::builder(&mnist)
+        .add(Reshape::new(&[28, 28, 1]))
+        .add(Conv2D::new(32, 3).activation(Activation::Relu))
+        .add(MaxPooling2D::new(2))
+        .add(Conv2D::new(64, 3).activation(Activation::Relu))
+        .add(MaxPooling2D::new(2))
+        .add(Flatten::new())
+        .add(Dropout::new(0.25))
+        .add(Dense::new(128).activation(Activation::Relu))
+        .add(Dropout::new(0.5))
+        .add(Dense::new(10).activation(Activation::Softmax));
+    assert_same_architecture("mnist-cnn.toml", &mnist, cnn);
+    let classic = Sequential::builder(&mnist)
+        .add(Reshape::new(&[28, 28, 1]))
+        .add(Conv2D::new(32, 3).activation(Activation::Relu))
+        .add(Conv2D::new(64, 3).activation(Activation::Relu))
+        .add(MaxPooling2D::new(2))
+        .add(Dropout::new(0.25))
+        .add(Flatten::new())
+        .add(Dense::new(128).activation(Activation::Relu))
+        .add(Dropout::new(0.5))
+        .add(Dense::new(10).activation(Activation::Softmax));
+    assert_same_architecture("mnist-cnn-classic.toml", &mnist, classic);
+    // 13 measurements, one-hot encoded columns included.
+    let wine = Sequential::builder(&[13])
+        .add(Dense::new(32).activation(Activation::Relu))
+        .add(Dropout::new(0.2))
+        .add(Dense::new(3).activation(Activation::Softmax));
+    assert_same_architecture("wine.toml", &[13], wine);
+}
+
+#[test]
+fn language_model_examples_built_by_hand_match_their_specs() {
+    let char_gpt = GptConfig::new(4, 4, 128, 64);
+    for name in ["shakespeare-char-gpt.toml", "shakespeare-bpe-gpt.toml"] {
+        let Spec::Gpt(spec) = example(name) else {
+            panic!("{name} is a language-model spec")
+        };
+        assert_eq!(spec.model.gpt(), &char_gpt, "{name}");
+    }
+}
