@@ -6,6 +6,7 @@ pub mod batch_matmul;
 pub mod batch_norm;
 pub mod bias;
 pub mod conv2d;
+pub mod conv_geometry;
 pub mod cross_entropy;
 pub(crate) mod direct_conv;
 pub mod dropout;
