@@ -106,3 +106,36 @@ fn language_model_examples_built_by_hand_match_their_specs() {
         assert_eq!(spec.model.gpt(), &char_gpt, "{name}");
     }
 }
+
+/// A model built in memory saves and loads, predicts the same, and the commands that need
+/// the training data it does not record say so instead of guessing.
+#[test]
+fn a_model_built_in_memory_saves_loads_and_names_what_it_lacks() {
+    let mut model = Sequential::builder(&[4])
+        .add(Dense::new(3).activation(Activation::Relu))
+        .add(Dense::new(2).activation(Activation::Softmax))
+        .build(5)
+        .unwrap();
+    let path = std::env::temp_dir().join(format!("kiln-in-memory-{}.safetensors", std::process::id()));
+    let info = kiln::artifact::ModelInfo::for_model("tiny", &model);
+    kiln::artifact::save(&model, &info, &path).unwrap();
+    let mut loaded = kiln::artifact::load(&path).unwrap();
+    let x = [0.5, -1.0, 2.0, 0.25];
+    assert_eq!(
+        loaded.model.predict(&x, 1).unwrap(),
+        model.predict(&x, 1).unwrap()
+    );
+    assert_eq!(loaded.info.classes, ["0", "1"]);
+    assert_eq!(loaded.model.architecture(), model.architecture());
+    let data = kiln::data::Dataset::new(x.to_vec(), vec![4], vec![1]).unwrap();
+    let err = loaded.evaluate(&data).unwrap_err().to_string();
+    assert!(
+        err.contains("`tiny` was built in memory") && err.contains("training settings"),
+        "{err}"
+    );
+    let err = kiln::pipeline::load_test_split(&loaded.info, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("data source"), "{err}");
+    std::fs::remove_file(&path).unwrap();
+}
