@@ -5,8 +5,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use safetensors::SafeTensors;
-
 use super::{ModelKind, FORMAT, FORMAT_VERSION, KIND_KEY};
 use crate::error::{Error, Result};
 use crate::io::{encode_safetensors, read_f32_tensor, write_atomically, NamedTensor};
@@ -78,11 +76,7 @@ pub fn load_language_model(path: &Path) -> Result<LanguageModel> {
         path: path.into(),
         message,
     };
-    let (_, header) =
-        SafeTensors::read_metadata(&bytes).map_err(|e| fail(format!("not a safetensors file ({e:?})")))?;
-    let tensors =
-        SafeTensors::deserialize(&bytes).map_err(|e| fail(format!("not a safetensors file ({e:?})")))?;
-    let metadata = header.metadata().clone().unwrap_or_default();
+    let (tensors, metadata) = crate::io::read_safetensors(&bytes, fail)?;
     if ModelKind::of(&metadata).map_err(fail)? != ModelKind::Gpt {
         return Err(fail("is a layer-stack model, not a language model".into()));
     }

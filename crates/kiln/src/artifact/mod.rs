@@ -454,11 +454,7 @@ pub fn load(path: &Path) -> Result<Artifact> {
         path: path.into(),
         message,
     };
-    let (_, header) =
-        SafeTensors::read_metadata(&bytes).map_err(|e| fail(format!("not a safetensors file ({e:?})")))?;
-    let tensors =
-        SafeTensors::deserialize(&bytes).map_err(|e| fail(format!("not a safetensors file ({e:?})")))?;
-    let metadata = header.metadata().clone().unwrap_or_default();
+    let (tensors, metadata) = crate::io::read_safetensors(&bytes, fail)?;
     if metadata.get("format").map(String::as_str) != Some(FORMAT) {
         return Err(fail(
             "a safetensors file, but not a kiln model (no `format: kiln` in its metadata)".into(),

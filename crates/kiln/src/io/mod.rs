@@ -107,6 +107,19 @@ pub fn read_f32_tensor(
     Tensor::new(dims, values).map_err(|e| e.to_string())
 }
 
+/// The tensors and string metadata of a safetensors file's bytes; `fail` words the error
+/// (the caller's file name and kind of error).
+pub fn read_safetensors<'a, E>(
+    bytes: &'a [u8],
+    fail: impl Fn(String) -> E,
+) -> std::result::Result<(SafeTensors<'a>, std::collections::HashMap<String, String>), E> {
+    let (_, header) =
+        SafeTensors::read_metadata(bytes).map_err(|e| fail(format!("not a safetensors file ({e:?})")))?;
+    let tensors =
+        SafeTensors::deserialize(bytes).map_err(|e| fail(format!("not a safetensors file ({e:?})")))?;
+    Ok((tensors, header.metadata().clone().unwrap_or_default()))
+}
+
 /// Writes to `path.tmp-PID`, syncs, then renames over `path`.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let file_name = path.file_name().ok_or_else(|| Error::Artifact {
