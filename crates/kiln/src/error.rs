@@ -35,6 +35,56 @@ pub enum Error {
         steps: usize,
         loss: f32,
     },
+    /// A setting (a spec field, an option, a flag or an argument) whose value it does not
+    /// accept. `field` is the name the user wrote (`dropout`, `--top-p`,
+    /// `learning_rate_schedule.boundaries`).
+    #[error("{field} = {value}: expected {expected}")]
+    InvalidSetting {
+        field: String,
+        value: String,
+        expected: String,
+    },
+    /// A tensor, sample or layer whose shape does not fit where it goes.
+    #[error("{context}: expected {expected}, got {found}")]
+    ShapeMismatch {
+        context: String,
+        expected: String,
+        found: String,
+    },
+    /// A label (class index) the model's output or the metric cannot represent.
+    #[error("label {label} is out of range for {classes} classes (labels must be 0..{})", classes.saturating_sub(1))]
+    LabelOutOfRange { label: i64, classes: usize },
+    /// A token id outside the model's or tokenizer's vocabulary.
+    #[error("token id {token} is outside the vocabulary of {vocab}")]
+    TokenOutOfRange { token: usize, vocab: usize },
+    /// Fewer items (samples, tokens, batches, folds) than the operation needs.
+    #[error("{what}: {found} is fewer than the {needed} needed")]
+    TooFew {
+        what: String,
+        found: usize,
+        needed: usize,
+    },
+    /// A missing value in a data row that the model or the cleaning settings cannot fill.
+    #[error("row {row} has a missing value in {column}; {hint}")]
+    MissingValue {
+        row: usize,
+        column: String,
+        hint: String,
+    },
+    /// Two things that must agree and do not: a checkpoint and the run resuming it, a model
+    /// and the kind of data it is given, ensemble members, the weights and the parameters.
+    #[error("{what}: expected {expected}, found {found}")]
+    Mismatch {
+        what: String,
+        expected: String,
+        found: String,
+    },
+    /// An operation this model, data set or setting combination does not support.
+    #[error("{operation} is not supported: {reason}")]
+    Unsupported { operation: String, reason: String },
+    /// Stored state (a checkpoint's history or callback state) that does not decode.
+    #[error("{what} is invalid: {message}")]
+    Corrupt { what: String, message: String },
     /// A model file that is not a kiln safetensors artifact.
     #[error("model {path}: {message}")]
     Artifact { path: PathBuf, message: String },
@@ -54,6 +104,57 @@ impl Error {
         Error::Data {
             path: path.into(),
             message: message.into(),
+        }
+    }
+
+    pub fn setting(
+        field: impl Into<String>,
+        value: impl std::fmt::Display,
+        expected: impl Into<String>,
+    ) -> Self {
+        Error::InvalidSetting {
+            field: field.into(),
+            value: value.to_string(),
+            expected: expected.into(),
+        }
+    }
+
+    pub fn shape(
+        context: impl Into<String>,
+        expected: impl std::fmt::Display,
+        found: impl std::fmt::Display,
+    ) -> Self {
+        Error::ShapeMismatch {
+            context: context.into(),
+            expected: expected.to_string(),
+            found: found.to_string(),
+        }
+    }
+
+    pub fn mismatch(
+        what: impl Into<String>,
+        expected: impl std::fmt::Display,
+        found: impl std::fmt::Display,
+    ) -> Self {
+        Error::Mismatch {
+            what: what.into(),
+            expected: expected.to_string(),
+            found: found.to_string(),
+        }
+    }
+
+    pub fn too_few(what: impl Into<String>, found: usize, needed: usize) -> Self {
+        Error::TooFew {
+            what: what.into(),
+            found,
+            needed,
+        }
+    }
+
+    pub fn unsupported(operation: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Unsupported {
+            operation: operation.into(),
+            reason: reason.into(),
         }
     }
 }
