@@ -5,11 +5,11 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use kiln::artifact;
+use kiln::artifact::{self, Classifier};
 use kiln::nn::Sequential;
 use kiln::pipeline;
 use kiln::prune::{self, PruningSchedule};
-use kiln::quant::{Calibration, HalfFloat, QuantMode, QuantizedNetwork};
+use kiln::quant::{Calibration, HalfFloat, QuantMode, QuantizedModel};
 use kiln::train::EvalData;
 
 /// What `--quantize` asks for.
@@ -54,28 +54,32 @@ pub fn compress(args: &CompressArgs) -> Result<()> {
         "{}: is already compressed; compress its float source instead",
         args.model.display()
     );
-    anyhow::ensure!(
-        original.model.members().is_empty(),
-        "{}: is an ensemble of {} models, which compress does not handle yet; compress a single model",
-        args.model.display(),
-        original.model.members().len() + 1
-    );
+    if let Some(e) = original.model.ensemble() {
+        anyhow::bail!(
+            "{}: is an ensemble of {} models, which compress does not handle yet; compress a single model",
+            args.model.display(),
+            e.members().len()
+        );
+    }
     // The test split the original and the compressed model are both judged on, loaded once.
     let test = pipeline::load_test_split(&original.info, args.data_dir)?;
     let before = measure(args.model, &test)?;
     let mut info = original.info;
-    let mut model = original.model;
+    let mut model = original.model.into_float("compress")?;
     let mut steps = Vec::new();
     if let Some(fraction) = args.prune {
         model = prune(model, &info, fraction, args, &mut steps)?;
     }
     if let Some(Quantize::Half(h)) = args.quantize {
-        model.set_half_storage(Some(h));
+        kiln::quant::round_to_half(&mut model.params, h);
+        info.storage = Some(h);
         steps.push(format!(
             "weights stored as {} (float inference)",
             h.dtype().to_lowercase()
         ));
     }
+    info.architecture.layers = model.specs().to_vec();
+    let mut model = Classifier::from(model);
     if let Some(Quantize::Int8(mode)) = args.quantize {
         let samples = match mode {
             QuantMode::Static => {
@@ -84,12 +88,12 @@ pub fn compress(args: &CompressArgs) -> Result<()> {
             QuantMode::Dynamic => Vec::new(),
         };
         let source = args.model.display().to_string();
-        let network = QuantizedNetwork::quantize(&model, mode, args.calibration, &samples, &source)
-            .with_context(|| format!("{}", args.model.display()))?;
-        model.set_quantized(Some(network));
+        let float = model.into_float("quantize")?;
+        model = QuantizedModel::quantize(float, mode, args.calibration, &samples, &source)
+            .with_context(|| format!("{}", args.model.display()))?
+            .into();
         steps.push(describe_quantization(args, mode));
     }
-    info.architecture.layers = model.specs().to_vec();
     // The recorded test figures become the compressed model's own.
     let loss = info.training()?.loss();
     let evaluation = kiln::train::evaluate(&mut model, &loss, EvalData::Samples(&test), None)?;
@@ -246,6 +250,7 @@ fn measure(path: &Path, test: &kiln::data::Dataset) -> Result<Figures> {
     let test_accuracy = a.evaluate(test)?.accuracy;
     let nonzero_parameters = a
         .model
+        .float()
         .params
         .iter()
         .map(|p| p.value.data().iter().filter(|v| **v != 0.0).count())
@@ -262,7 +267,7 @@ fn measure(path: &Path, test: &kiln::data::Dataset) -> Result<Figures> {
 }
 
 /// Median batch-1 latency (µs) and batch-1024 throughput (samples/s) on test samples.
-fn speed(model: &mut kiln::nn::Sequential, features: &[f32]) -> Result<(f64, f64)> {
+fn speed(model: &mut Classifier, features: &[f32]) -> Result<(f64, f64)> {
     let size = model.input_shape().numel();
     let rows = features.len() / size;
     anyhow::ensure!(rows > 0, "the test split is empty; nothing to time the model on");

@@ -25,7 +25,7 @@ pub fn inspect(model_path: &Path) -> Result<()> {
     );
     let mut shape = a.model.input_shape().dims().to_vec();
     for (i, spec) in info.architecture.layers.iter().enumerate() {
-        let (params, details, out) = describe(spec, &shape, &a.model, i);
+        let (params, details, out) = describe(spec, &shape, a.model.float(), i);
         shape = out;
         println!(
             "{i:<4} {:<24} {:<14} {params:>10}  {details}",
@@ -33,14 +33,19 @@ pub fn inspect(model_path: &Path) -> Result<()> {
             format!("{shape:?}")
         );
     }
-    println!("parameters: {}", a.model.params.count());
+    println!("parameters: {}", a.model.float().params.count());
     let int8: Vec<String> = a
         .model
         .quantized()
-        .map(|q| q.kernels().map(|(i, ..)| format!("layers.{i}.kernel")).collect())
+        .map(|q| {
+            q.network()
+                .kernels()
+                .map(|(i, ..)| format!("layers.{i}.kernel"))
+                .collect()
+        })
         .unwrap_or_default();
     println!("tensors:");
-    for p in a.model.params.iter() {
+    for p in a.model.float().params.iter() {
         let dtype = match int8.contains(&p.name) {
             true => "i8 (a scale per column)",
             false => "f32",
@@ -48,7 +53,7 @@ pub fn inspect(model_path: &Path) -> Result<()> {
         println!("  {:<20} {:?} {dtype}", p.name, p.value.dims());
     }
     if let Some(q) = a.model.quantized() {
-        let c = &q.compression;
+        let c = &q.network().compression;
         let how = match &c.calibration {
             Some(rule) => format!(
                 "int8 weights and activations, calibrated ({rule}) on {} samples",

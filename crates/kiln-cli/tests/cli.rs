@@ -925,6 +925,7 @@ fn a_closed_output_pipe_ends_kiln_quietly_not_with_a_panic() {
 fn weight_bits(path: &str) -> Vec<(String, Vec<u32>)> {
     let a = kiln::artifact::load(Path::new(path)).unwrap();
     a.model
+        .float()
         .params
         .iter()
         .map(|p| {

@@ -126,7 +126,7 @@ fn a_model_built_in_memory_saves_loads_and_names_what_it_lacks() {
         model.predict(&x, 1).unwrap()
     );
     assert_eq!(loaded.info.classes, ["0", "1"]);
-    assert_eq!(loaded.model.architecture(), model.architecture());
+    assert_eq!(loaded.model.float().architecture(), model.architecture());
     let data = kiln::data::Dataset::new(x.to_vec(), vec![4], vec![1]).unwrap();
     let err = loaded.evaluate(&data).unwrap_err().to_string();
     assert!(

@@ -32,11 +32,7 @@ const LAYERS: &[(&str, usize)] = &[
 ];
 
 /// Imports that still run the wrong way, each with why; the list may only shrink.
-const KNOWN: &[(&str, &str, &str)] = &[(
-    "nn/sequential.rs",
-    "quant",
-    "a compressed Sequential carries its int8 network; it goes when the quantized model is a type of its own",
-)];
+const KNOWN: &[(&str, &str, &str)] = &[];
 
 fn layer(module: &str) -> Option<usize> {
     LAYERS.iter().find(|(m, _)| *m == module).map(|(_, l)| *l)

@@ -66,7 +66,7 @@ fn magnitude_pruning_while_fine_tuning_reaches_the_target_and_is_stored_sparsely
     );
     let loaded = artifact::load(&path).unwrap();
     assert_eq!(
-        loaded.model.weights(),
+        loaded.model.float().weights(),
         outcome.model.weights(),
         "the same weights, bit for bit"
     );

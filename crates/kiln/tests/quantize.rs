@@ -4,11 +4,13 @@
 //! cover. (The int8 kernel itself is tested against its definition in quant/gemm_i8.rs;
 //! the MNIST figures are in the README, from `kiln compress`.)
 
-use kiln::artifact;
-use kiln::nn::Model;
+use kiln::artifact::{self, ModelInfo};
+use kiln::data::Dataset;
+use kiln::nn::{Evaluate, Model, Predict, Sequential};
 use kiln::pipeline::{self, RunOptions, TrainOutcome};
-use kiln::quant::{Calibration, QuantMode, QuantizedNetwork};
+use kiln::quant::{Calibration, QuantMode, QuantizedModel};
 use kiln::spec::TrainSpec;
+use kiln::train::EvalData;
 
 fn trained_digits() -> TrainOutcome {
     pipeline::train(&TrainSpec::default_digits(), &RunOptions::default()).unwrap()
@@ -16,6 +18,18 @@ fn trained_digits() -> TrainOutcome {
 
 fn temp_file(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("kiln-quant-{name}-{}.safetensors", std::process::id()))
+}
+
+/// Accuracy on `test` with the loss the model was trained with, whatever the model is.
+fn accuracy(model: &mut dyn Evaluate, info: &ModelInfo, test: &Dataset) -> f32 {
+    let loss = info.training().unwrap().loss();
+    kiln::train::evaluate(model, &loss, EvalData::Samples(test), None)
+        .unwrap()
+        .accuracy
+}
+
+fn quantize(model: Sequential, mode: QuantMode, calibration: Calibration, samples: &[f32]) -> QuantizedModel {
+    QuantizedModel::quantize(model, mode, calibration, samples, "float").unwrap()
 }
 
 fn calibration_rows(outcome: &TrainOutcome, rows: usize) -> Vec<f32> {
@@ -39,15 +53,14 @@ fn int8_keeps_the_accuracy_shrinks_the_file_and_loads_back_bit_for_bit() {
         (QuantMode::Dynamic, Calibration::MinMax),
     ] {
         let samples = calibration_rows(&outcome, 500);
-        let q = QuantizedNetwork::quantize(&outcome.model, mode, calibration, &samples, "float").unwrap();
-        outcome.model.set_quantized(Some(q));
-        let accuracy = outcome.evaluate(&test).unwrap().accuracy;
+        let mut q = quantize(outcome.model, mode, calibration, &samples);
+        let accuracy = accuracy(&mut q, &outcome.info, &test);
         // 360 test digits: one sample is 0.28 points.
         assert!(
             (accuracy - float_accuracy).abs() <= 0.0085,
             "{mode:?} {calibration:?}: accuracy {accuracy} vs float {float_accuracy}"
         );
-        let probs = outcome.model.predict(&test.features, test.len()).unwrap();
+        let probs = q.predict(&test.features, test.len()).unwrap();
         let largest_gap = probs
             .data()
             .iter()
@@ -62,10 +75,7 @@ fn int8_keeps_the_accuracy_shrinks_the_file_and_loads_back_bit_for_bit() {
         // One at a time or all together: the same bits.
         let size = test.sample_size();
         for i in [0, 17, test.len() - 1] {
-            let one = outcome
-                .model
-                .predict(&test.features[i * size..(i + 1) * size], 1)
-                .unwrap();
+            let one = q.predict(&test.features[i * size..(i + 1) * size], 1).unwrap();
             assert_eq!(
                 one.data(),
                 &probs.data()[i * 10..(i + 1) * 10],
@@ -74,7 +84,7 @@ fn int8_keeps_the_accuracy_shrinks_the_file_and_loads_back_bit_for_bit() {
         }
 
         let path = temp_file("int8");
-        artifact::save(&outcome.model, &outcome.info, &path).unwrap();
+        artifact::save(&q, &outcome.info, &path).unwrap();
         let mut loaded = artifact::load(&path).unwrap();
         let float_bytes = std::fs::metadata(&float_path).unwrap().len();
         assert!(
@@ -86,7 +96,7 @@ fn int8_keeps_the_accuracy_shrinks_the_file_and_loads_back_bit_for_bit() {
         assert_eq!(again.data(), probs.data(), "{mode:?}: saved and loaded");
         assert_eq!(loaded.model.quantized().unwrap().mode(), mode);
         std::fs::remove_file(path).unwrap();
-        outcome.model.set_quantized(None);
+        outcome.model = q.into_float();
     }
     std::fs::remove_file(float_path).unwrap();
 }
@@ -122,29 +132,27 @@ fn a_cnn_quantizes_its_convolutions_too() {
     assert!(float_accuracy > 0.9, "the float CNN trained: {float_accuracy}");
     for mode in [QuantMode::Static, QuantMode::Dynamic] {
         let samples = calibration_rows(&outcome, 300);
-        let q =
-            QuantizedNetwork::quantize(&outcome.model, mode, Calibration::MinMax, &samples, "cnn").unwrap();
-        let kernels: Vec<usize> = q.kernels().map(|(i, ..)| i).collect();
+        let mut q = quantize(outcome.model, mode, Calibration::MinMax, &samples);
+        let kernels: Vec<usize> = q.network().kernels().map(|(i, ..)| i).collect();
         assert_eq!(
             kernels,
             [1, 4, 6, 7],
             "both convolutions and both Dense layers in int8"
         );
-        outcome.model.set_quantized(Some(q));
-        let accuracy = outcome.evaluate(&test).unwrap().accuracy;
+        let accuracy = accuracy(&mut q, &outcome.info, &test);
         assert!(
             (accuracy - float_accuracy).abs() <= 0.015,
             "{mode:?}: accuracy {accuracy} vs float {float_accuracy}"
         );
-        let probs = outcome.model.predict(&test.features, test.len()).unwrap();
-        let one = outcome.model.predict(&test.features[64..128], 1).unwrap();
+        let probs = q.predict(&test.features, test.len()).unwrap();
+        let one = q.predict(&test.features[64..128], 1).unwrap();
         assert_eq!(
             one.data(),
             &probs.data()[10..20],
             "{mode:?}: one sample alone, the same bits"
         );
         let path = temp_file("cnn");
-        artifact::save(&outcome.model, &outcome.info, &path).unwrap();
+        artifact::save(&q, &outcome.info, &path).unwrap();
         let mut loaded = artifact::load(&path).unwrap();
         assert_eq!(
             loaded.model.predict(&test.features, test.len()).unwrap().data(),
@@ -152,7 +160,7 @@ fn a_cnn_quantizes_its_convolutions_too() {
             "{mode:?}: saved and loaded"
         );
         std::fs::remove_file(path).unwrap();
-        outcome.model.set_quantized(None);
+        outcome.model = q.into_float();
     }
 }
 
@@ -191,34 +199,25 @@ seed = 3
 
 #[test]
 fn the_image_chain_agrees_with_the_layer_by_layer_path() {
-    let mut outcome = trained_plain_cnn();
+    let outcome = trained_plain_cnn();
     let test = pipeline::load_test_split(&outcome.info, None).unwrap();
     let samples = calibration_rows(&outcome, 300);
-    let mut q = QuantizedNetwork::quantize(
-        &outcome.model,
-        QuantMode::Static,
-        Calibration::MinMax,
-        &samples,
-        "cnn",
-    )
-    .unwrap();
+    let mut q = quantize(outcome.model, QuantMode::Static, Calibration::MinMax, &samples);
     assert!(
-        q.runs_image_chain(),
+        q.network().runs_image_chain(),
         "convolutions, pooling and Dense layers only: the chain"
     );
-    outcome.model.set_quantized(Some(q.clone()));
-    let chained = outcome.model.predict(&test.features, test.len()).unwrap();
-    let one = outcome.model.predict(&test.features[64..128], 1).unwrap();
+    let chained = q.predict(&test.features, test.len()).unwrap();
+    let one = q.predict(&test.features[64..128], 1).unwrap();
     assert_eq!(
         one.data(),
         &chained.data()[10..20],
         "one sample alone, the same bits"
     );
-    let chained_accuracy = outcome.evaluate(&test).unwrap().accuracy;
-    q.set_image_chain(&outcome.model, false);
-    assert!(!q.runs_image_chain());
-    outcome.model.set_quantized(Some(q));
-    let layerwise = outcome.model.predict(&test.features, test.len()).unwrap();
+    let chained_accuracy = accuracy(&mut q, &outcome.info, &test);
+    q.set_image_chain(false);
+    assert!(!q.network().runs_image_chain());
+    let layerwise = q.predict(&test.features, test.len()).unwrap();
     // The same codes up to the rounding of a requantization done in one step rather than
     // two: probabilities within a few codes' worth, the same class almost everywhere.
     let largest = chained
@@ -240,8 +239,8 @@ fn the_image_chain_agrees_with_the_layer_by_layer_path() {
         "{same} of {} classes agree",
         test.len()
     );
-    outcome.model.set_quantized(None);
-    let float_accuracy = outcome.evaluate(&test).unwrap().accuracy;
+    let mut float = q.into_float();
+    let float_accuracy = accuracy(&mut float, &outcome.info, &test);
     assert!(
         (chained_accuracy - float_accuracy).abs() <= 0.015,
         "int8 {chained_accuracy} vs float {float_accuracy}"
@@ -250,38 +249,28 @@ fn the_image_chain_agrees_with_the_layer_by_layer_path() {
 
 #[test]
 fn a_pruned_int8_model_stores_its_codes_sparsely_and_loads_back_bit_for_bit() {
-    let mut outcome = trained_digits();
+    let outcome = trained_digits();
     let test = pipeline::load_test_split(&outcome.info, None).unwrap();
     let samples = calibration_rows(&outcome, 300);
-    let dense_int8 = |model: &mut kiln::nn::Sequential, name: &str| {
-        let q =
-            QuantizedNetwork::quantize(model, QuantMode::Static, Calibration::MinMax, &samples, "x").unwrap();
-        model.set_quantized(Some(q));
+    let info = &outcome.info;
+    let dense_int8 = |model: Sequential, name: &str| {
+        let q = quantize(model, QuantMode::Static, Calibration::MinMax, &samples);
         let path = temp_file(name);
-        artifact::save(model, &outcome.info, &path).unwrap();
+        artifact::save(&q, info, &path).unwrap();
         let bytes = std::fs::metadata(&path).unwrap().len();
-        model.set_quantized(None);
-        (path, bytes)
+        (q.into_float(), path, bytes)
     };
-    let (plain, plain_bytes) = dense_int8(&mut outcome.model, "sparse-test-dense");
-    kiln::prune::prune_weights(&mut outcome.model, 0.8, false).unwrap();
-    let (pruned, pruned_bytes) = dense_int8(&mut outcome.model, "sparse-test-pruned");
+    let (mut model, plain, plain_bytes) = dense_int8(outcome.model, "sparse-test-dense");
+    kiln::prune::prune_weights(&mut model, 0.8, false).unwrap();
+    let (model, pruned, pruned_bytes) = dense_int8(model, "sparse-test-pruned");
     // 80% zero codes: a bitmap (1/8 byte) and one byte per nonzero instead of one per code
     // (the metadata, a few KB, is the same in both files).
     assert!(
         (pruned_bytes as f64) < 0.6 * plain_bytes as f64,
         "pruned int8 {pruned_bytes} bytes vs dense int8 {plain_bytes}"
     );
-    let q = QuantizedNetwork::quantize(
-        &outcome.model,
-        QuantMode::Static,
-        Calibration::MinMax,
-        &samples,
-        "x",
-    )
-    .unwrap();
-    outcome.model.set_quantized(Some(q));
-    let before = outcome.model.predict(&test.features, test.len()).unwrap();
+    let mut q = quantize(model, QuantMode::Static, Calibration::MinMax, &samples);
+    let before = q.predict(&test.features, test.len()).unwrap();
     let mut loaded = artifact::load(&pruned).unwrap();
     assert_eq!(
         loaded.model.predict(&test.features, test.len()).unwrap().data(),
@@ -311,31 +300,22 @@ layers = [
 loss = "sparse_categorical_crossentropy"
 epochs = 1
 "#;
-    let mut outcome = train_text(text);
+    let outcome = train_text(text);
     let samples = calibration_rows(&outcome, 100);
-    let q = QuantizedNetwork::quantize(
-        &outcome.model,
-        QuantMode::Static,
-        Calibration::MinMax,
-        &samples,
-        "x",
-    )
-    .unwrap();
-    assert!(!q.runs_image_chain());
-    outcome.model.set_quantized(Some(q));
+    let mut q = quantize(outcome.model, QuantMode::Static, Calibration::MinMax, &samples);
+    assert!(!q.network().runs_image_chain());
     let test = pipeline::load_test_split(&outcome.info, None).unwrap();
-    let probs = outcome.model.predict(&test.features, test.len()).unwrap();
+    let probs = q.predict(&test.features, test.len()).unwrap();
     assert_eq!(probs.dims(), &[test.len(), 10]);
-    let int8 = outcome.evaluate(&test).unwrap().accuracy;
-    outcome.model.set_quantized(None);
-    let float = outcome.evaluate(&test).unwrap().accuracy;
+    let int8 = accuracy(&mut q, &outcome.info, &test);
+    let float = accuracy(&mut q.into_float(), &outcome.info, &test);
     assert!((int8 - float).abs() <= 0.03, "int8 {int8} vs float {float}");
 }
 
 #[test]
 fn static_quantization_without_calibration_samples_says_so() {
     let outcome = trained_digits();
-    let err = QuantizedNetwork::quantize(&outcome.model, QuantMode::Static, Calibration::MinMax, &[], "x")
+    let err = QuantizedModel::quantize(outcome.model, QuantMode::Static, Calibration::MinMax, &[], "x")
         .unwrap_err()
         .to_string();
     assert!(err.contains("calibration samples"), "{err}");
@@ -349,18 +329,26 @@ fn sixteen_bit_storage_halves_the_file_and_loads_back_the_rounded_weights() {
     artifact::save(&outcome.model, &outcome.info, &float_path).unwrap();
     let test = pipeline::load_test_split(&outcome.info, None).unwrap();
     for h in [HalfFloat::F16, HalfFloat::Bf16] {
-        let mut model = artifact::load(&float_path).unwrap().model;
-        model.set_half_storage(Some(h));
+        let mut model = artifact::load(&float_path)
+            .unwrap()
+            .model
+            .into_float("test")
+            .unwrap();
+        kiln::quant::round_to_half(&mut model.params, h);
+        let info = ModelInfo {
+            storage: Some(h),
+            ..outcome.info.clone()
+        };
         let path = temp_file("half");
-        artifact::save(&model, &outcome.info, &path).unwrap();
+        artifact::save(&model, &info, &path).unwrap();
         let loaded = artifact::load(&path).unwrap();
         assert_eq!(
-            loaded.model.weights(),
+            loaded.model.float().weights(),
             model.weights(),
             "{h:?}: what was saved is loaded"
         );
         assert_eq!(
-            loaded.model.half_storage(),
+            loaded.info.storage,
             Some(h),
             "and would be saved in 16 bits again"
         );

@@ -93,8 +93,8 @@ fn check_round_trip(outcome: &mut TrainOutcome, dir: &TempDir, data_dir: Option<
     assert_eq!(loaded.file_bytes, std::fs::metadata(&first).unwrap().len());
     assert_eq!(loaded.model.input_shape(), outcome.model.input_shape());
     assert_eq!(loaded.model.output_shape(), outcome.model.output_shape());
-    assert_eq!(loaded.model.specs(), outcome.model.specs());
-    assert_same_params(&loaded.model, &outcome.model);
+    assert_eq!(loaded.model.float().specs(), outcome.model.specs());
+    assert_same_params(loaded.model.float(), &outcome.model);
 
     // Predictions on the (preprocessed) test split, bit for bit.
     let test = pipeline::load_test_split(&loaded.info, data_dir).unwrap();
@@ -136,7 +136,7 @@ fn check_round_trip(outcome: &mut TrainOutcome, dir: &TempDir, data_dir: Option<
     assert_eq!(header_a["__metadata__"]["format"], "kiln");
     let again = artifact::load(&second).unwrap();
     assert_eq!(again.info, outcome.info);
-    assert_same_params(&again.model, &outcome.model);
+    assert_same_params(again.model.float(), &outcome.model);
 
     // Overwriting a model replaces it atomically, leaving no temporary file.
     artifact::save(&loaded.model, &loaded.info, &first).unwrap();
@@ -194,7 +194,13 @@ fn a_z_score_model_with_logit_outputs_round_trips_bit_for_bit() {
     let dir = TempDir::new("z-score");
     check_round_trip(&mut outcome, &dir, None, usize::MAX);
     let loaded = artifact::load(&dir.path("model.safetensors")).unwrap();
-    let names: Vec<&str> = loaded.model.params.iter().map(|p| p.name.as_str()).collect();
+    let names: Vec<&str> = loaded
+        .model
+        .float()
+        .params
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
     assert_eq!(names, ["layers.1.kernel", "layers.1.bias", "layers.2.kernel"]);
 }
 

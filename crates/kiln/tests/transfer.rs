@@ -77,11 +77,11 @@ fn a_new_head_trains_on_a_frozen_body_that_does_not_move() {
     // The frozen body is bit-identical to the base model's; the new head has learned.
     assert_eq!(
         weights(&outcome.model, "layers.1.kernel"),
-        weights(&base.model, "layers.1.kernel")
+        weights(base.model.float(), "layers.1.kernel")
     );
     assert_eq!(
         weights(&outcome.model, "layers.1.bias"),
-        weights(&base.model, "layers.1.bias")
+        weights(base.model.float(), "layers.1.bias")
     );
     let fresh = kiln::nn::Sequential::new(&[8, 8], fine.model.layers.clone(), fine.training.seed).unwrap();
     assert_ne!(
@@ -109,7 +109,7 @@ fn a_new_head_trains_on_a_frozen_body_that_does_not_move() {
     let moved = train(&unfrozen, &options).unwrap();
     assert_ne!(
         weights(&moved.model, "layers.1.kernel"),
-        weights(&base.model, "layers.1.kernel")
+        weights(base.model.float(), "layers.1.kernel")
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -11,6 +11,7 @@
 //! Files are written to a temporary sibling and renamed into place, so a crash or a full
 //! disk never leaves a half-written model where a good one was.
 
+mod classifier;
 pub mod language_model;
 mod sparse;
 
@@ -25,12 +26,13 @@ use crate::data::{DataSpec, FittedNormalization, TablePreprocessing};
 use crate::error::{Error, Result};
 pub use crate::io::{encode_safetensors, write_atomically};
 use crate::io::{encode_safetensors_with_int8, read_f32_tensor, NamedBytes, NamedTensor};
-use crate::nn::{Model, Sequential};
-use crate::quant::{Compression, HalfFloat, QuantizedNetwork, QUANTIZATION_KEY};
+use crate::nn::{Ensemble, Model, Sequential};
+use crate::quant::{Compression, HalfFloat, QuantizedModel, QuantizedNetwork, QUANTIZATION_KEY};
 use crate::spec::{ModelSpec, TrainingSpec};
 use crate::tensor::Tensor;
 use crate::train::{EpochLog, ModelWriter};
 
+pub use classifier::{Classifier, ClassifierRef};
 pub use language_model::{load_language_model, save_language_model, LanguageModel, LmInfo};
 use sparse::{SparseKernel, SPARSE_INT8_KEY, SPARSE_KEY};
 
@@ -156,6 +158,10 @@ pub struct ModelInfo {
     /// rows before `preprocessing`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table: Option<TablePreprocessing>,
+    /// The float weights' precision in the file: f32 (None), or f16/bf16 after `kiln
+    /// compress --quantize f16|bf16`. Read from the tensors' dtype, not the metadata.
+    #[serde(skip)]
+    pub storage: Option<HalfFloat>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -200,9 +206,10 @@ const KEYS: [&str; 7] = [
     "kiln.lineage",
 ];
 
-/// Writes `model` and `info` to `path` atomically.
-pub fn save(model: &Sequential, info: &ModelInfo, path: &Path) -> Result<()> {
-    let bytes = to_bytes(model, info).map_err(|message| Error::Artifact {
+/// Writes `model` (a Sequential, a quantized model, an ensemble or a loaded
+/// [`Classifier`]) and `info` to `path` atomically.
+pub fn save<'a>(model: impl Into<ClassifierRef<'a>>, info: &ModelInfo, path: &Path) -> Result<()> {
+    let bytes = to_bytes(model.into(), info).map_err(|message| Error::Artifact {
         path: path.into(),
         message,
     })?;
@@ -212,7 +219,8 @@ pub fn save(model: &Sequential, info: &ModelInfo, path: &Path) -> Result<()> {
 /// The safetensors layout: an 8-byte little-endian header length, a JSON header, the
 /// tensor bytes. kiln writes it itself (and reads it with the `safetensors` crate) so that
 /// the header's keys come out sorted and the same model always gives the same bytes.
-fn to_bytes(model: &Sequential, info: &ModelInfo) -> std::result::Result<Vec<u8>, String> {
+fn to_bytes(classifier: ClassifierRef, info: &ModelInfo) -> std::result::Result<Vec<u8>, String> {
+    let model = classifier.float();
     let values = [
         Some(json(&info.name)),
         Some(json(&info.architecture)),
@@ -233,7 +241,10 @@ fn to_bytes(model: &Sequential, info: &ModelInfo) -> std::result::Result<Vec<u8>
     metadata.insert("format".into(), FORMAT.into());
     metadata.insert("format_version".into(), FORMAT_VERSION.into());
     metadata.insert(KIND_KEY.into(), ModelKind::Sequential.name().into());
-    let quantized = model.quantized();
+    let quantized = match classifier {
+        ClassifierRef::Quantized(q) => Some(q.network()),
+        _ => None,
+    };
     // A compressed model stores its quantized kernels as I8 (plus a scale per column)
     // in place of the float ones.
     let int8_names: Vec<String> = quantized
@@ -257,7 +268,7 @@ fn to_bytes(model: &Sequential, info: &ModelInfo) -> std::result::Result<Vec<u8>
     let mut tensors: Vec<NamedTensor> = Vec::new();
     let mut int8: Vec<NamedBytes> = Vec::new();
     for p in dense {
-        match model.half_storage() {
+        match info.storage {
             Some(h) => int8.push((
                 p.name.clone(),
                 p.value.dims().to_vec(),
@@ -303,8 +314,11 @@ fn to_bytes(model: &Sequential, info: &ModelInfo) -> std::result::Result<Vec<u8>
         }
     }
     // An ensemble's other members, in full precision, under `members.M.`.
-    let member_names: Vec<Vec<String>> = model
-        .members()
+    let others = match classifier {
+        ClassifierRef::Ensemble(e) => &e.members()[1..],
+        _ => &[],
+    };
+    let member_names: Vec<Vec<String>> = others
         .iter()
         .enumerate()
         .map(|(m, member)| {
@@ -315,7 +329,7 @@ fn to_bytes(model: &Sequential, info: &ModelInfo) -> std::result::Result<Vec<u8>
                 .collect()
         })
         .collect();
-    for (member, names) in model.members().iter().zip(&member_names) {
+    for (member, names) in others.iter().zip(&member_names) {
         for (p, name) in member.params.iter().zip(names) {
             tensors.push((name.clone(), p.value.dims(), p.value.data()));
         }
@@ -359,7 +373,7 @@ fn json<T: Serialize>(value: &T) -> String {
 /// A loaded model with its metadata.
 #[derive(Debug)]
 pub struct Artifact {
-    pub model: Sequential,
+    pub model: Classifier,
     pub info: ModelInfo,
     pub path: PathBuf,
     pub file_bytes: u64,
@@ -405,6 +419,7 @@ impl ModelInfo {
             data: None,
             lineage: None,
             table: None,
+            storage: None,
         }
     }
 
@@ -493,6 +508,11 @@ pub fn load(path: &Path) -> Result<Artifact> {
             .get(TABLE_KEY)
             .map(|text| parse(TABLE_KEY, text, &fail))
             .transpose()?,
+        // A model stored in 16 bits is saved in 16 bits again.
+        storage: tensors
+            .tensors()
+            .iter()
+            .find_map(|(_, view)| HalfFloat::of(view.dtype())),
     };
     let input_shape = info
         .architecture
@@ -566,21 +586,22 @@ pub fn load(path: &Path) -> Result<Artifact> {
         codes.push((layer, q, scales.data().to_vec()));
         Tensor::new(dims, values)
     };
-    let mut model = Sequential::with_params(&input_shape, info.architecture.layers.clone(), &mut take)
+    let float = Sequential::with_params(&input_shape, info.architecture.layers.clone(), &mut take)
         .map_err(|e| fail(e.to_string()))?;
-    // A model stored in 16 bits is saved in 16 bits again.
-    let half = tensors
-        .tensors()
-        .iter()
-        .find_map(|(_, view)| HalfFloat::of(view.dtype()));
-    model.set_half_storage(half);
-    if let Some(compression) = compression {
-        let network =
-            QuantizedNetwork::from_saved(&model, compression, codes).map_err(|e| fail(e.to_string()))?;
-        model.set_quantized(Some(network));
+    let mut model = Classifier::Float(float);
+    let ensemble = info.lineage.as_ref().and_then(|l| l.ensemble.as_ref());
+    if compression.is_some() && ensemble.is_some() {
+        return Err(fail(format!(
+            "metadata has both `{QUANTIZATION_KEY}` and an ensemble in `kiln.lineage`; kiln quantizes single models only"
+        )));
     }
-    if let Some(ensemble) = info.lineage.as_ref().and_then(|l| l.ensemble.as_ref()) {
-        let members = (1..ensemble.members)
+    if let Some(compression) = compression {
+        let network = QuantizedNetwork::from_saved(model.float(), compression, codes)
+            .map_err(|e| fail(e.to_string()))?;
+        let float = model.into_float("loading").expect("a float model");
+        model = QuantizedModel::from_parts(float, network).into();
+    } else if let Some(ensemble) = ensemble {
+        let others = (1..ensemble.members)
             .map(|m| {
                 let mut take = |name: &str, dims: &[usize]| {
                     read_f32_tensor(&tensors, &format!("members.{m}.{name}"), dims).map_err(&fail)
@@ -588,7 +609,9 @@ pub fn load(path: &Path) -> Result<Artifact> {
                 Sequential::with_params(&input_shape, info.architecture.layers.clone(), &mut take)
             })
             .collect::<Result<Vec<_>>>()?;
-        model.set_members(members).map_err(|e| fail(e.to_string()))?;
+        let first = model.into_float("loading").expect("a float model");
+        let members = std::iter::once(first).chain(others).collect();
+        model = Classifier::Ensemble(Ensemble::new(members).map_err(|e| fail(e.to_string()))?);
     }
     Ok(Artifact {
         model,

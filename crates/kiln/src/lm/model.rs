@@ -4,7 +4,7 @@
 use std::any::Any;
 
 use crate::error::{Error, Result};
-use crate::nn::{Batch, BatchLoss, Loss, Model};
+use crate::nn::{Batch, BatchLoss, Evaluate, Loss, Model};
 use crate::params::ParamStore;
 use crate::rng::Rng;
 
@@ -30,6 +30,12 @@ impl Model for Gpt {
         Ok(BatchLoss { loss, correct })
     }
 
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl Evaluate for Gpt {
     fn evaluate_batch(&mut self, batch: Batch, _loss: &Loss) -> Result<BatchLoss> {
         let (inputs, targets, rows) = windows(batch)?;
         let (loss, correct) = self.loss_and_hits(inputs, targets, rows, None, false)?;
@@ -51,10 +57,6 @@ impl Model for Gpt {
             )));
         }
         Ok(())
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

@@ -7,11 +7,13 @@
 mod activation;
 mod architecture;
 mod builders;
+mod ensemble;
 mod fold;
 mod initializer;
 mod layer;
 mod loss;
 mod model;
+mod predict;
 mod regularizer;
 mod sequential;
 mod sequential_passes;
@@ -24,10 +26,12 @@ pub use builders::{
     ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
     GlobalAveragePooling2D, MaxPooling2D, Reshape, SequentialBuilder,
 };
+pub use ensemble::Ensemble;
 pub use initializer::Initializer;
 pub use layer::{ActivationSpec, DenseSpec, DropoutSpec, FlattenSpec, Layer, LayerSpec};
 pub use loss::{Loss, LossKind};
-pub use model::{Batch, BatchLoss, Model};
+pub use model::{Batch, BatchLoss, Evaluate, Model};
+pub use predict::Predict;
 pub use regularizer::Regularizer;
 pub use sequential::{Mode, Network, Sequential};
 pub use spatial::{

@@ -43,15 +43,9 @@ pub struct BatchLoss {
     pub correct: usize,
 }
 
-/// A model the trainer can fit, evaluate, checkpoint and hand to callbacks.
-pub trait Model: Send + Any {
-    fn params(&self) -> &ParamStore;
-    fn params_mut(&mut self) -> &mut ParamStore;
-
-    /// Records the forward pass of `batch` with dropout drawn from `dropout`, runs backward,
-    /// and leaves the gradients in the parameters (cleared again if it fails).
-    fn train_batch(&mut self, batch: Batch, loss: &Loss, dropout: &mut Rng) -> Result<BatchLoss>;
-
+/// What evaluation sees of a model: the loss of a batch at inference, and whether data fit
+/// it. Every model implements it, trainable or not (a quantized model, an ensemble).
+pub trait Evaluate: Send {
     /// The batch's loss and correct count at inference (no dropout, no gradients).
     fn evaluate_batch(&mut self, batch: Batch, loss: &Loss) -> Result<BatchLoss>;
 
@@ -59,18 +53,32 @@ pub trait Model: Send + Any {
     /// `what` names the data in the error ("training", "validation").
     fn check_samples(&self, sample_shape: &[usize], classes: usize, what: &str) -> Result<()> {
         let _ = (sample_shape, classes);
-        Err(Error::Value(format!(
-            "{what} data are samples with labels, but this model reads token windows"
-        )))
+        Err(Error::mismatch(
+            format!("{what} data"),
+            "token windows (this model reads text)",
+            "samples with labels",
+        ))
     }
 
     /// Checks that windows of `context` tokens below `vocab` fit the model.
     fn check_windows(&self, context: usize, vocab: usize) -> Result<()> {
         let _ = (context, vocab);
-        Err(Error::Value(
-            "the data are token windows, but this model reads samples with labels".into(),
+        Err(Error::mismatch(
+            "the data",
+            "samples with labels (this model classifies samples)",
+            "token windows",
         ))
     }
+}
+
+/// A model the trainer can fit, evaluate, checkpoint and hand to callbacks.
+pub trait Model: Evaluate + Send + Any {
+    fn params(&self) -> &ParamStore;
+    fn params_mut(&mut self) -> &mut ParamStore;
+
+    /// Records the forward pass of `batch` with dropout drawn from `dropout`, runs backward,
+    /// and leaves the gradients in the parameters (cleared again if it fails).
+    fn train_batch(&mut self, batch: Batch, loss: &Loss, dropout: &mut Rng) -> Result<BatchLoss>;
 
     /// The concrete model, for code that saves it (a callback writing model files).
     fn as_any(&self) -> &dyn Any;

@@ -177,13 +177,6 @@ pub struct Sequential {
     pub params: ParamStore,
     /// Buffers reused by every forward pass (training, evaluation, prediction).
     workspace: Workspace,
-    /// Set on a compressed model: predict and evaluate run these int8 layers instead.
-    pub(crate) quantized: Option<crate::quant::QuantizedNetwork>,
-    /// Store the float weights in 16 bits when saved (None: f32).
-    pub(crate) half_storage: Option<crate::quant::HalfFloat>,
-    /// A bagged ensemble's other members (same architecture): predict and evaluate
-    /// average this model's outputs with theirs.
-    pub(crate) members: Vec<Sequential>,
 }
 
 impl Sequential {
@@ -216,67 +209,7 @@ impl Sequential {
             network,
             params: source.store,
             workspace: Workspace::new(),
-            quantized: None,
-            half_storage: None,
-            members: Vec::new(),
         })
-    }
-
-    /// Makes this model the first member of an ensemble with `others`, which must have its
-    /// architecture; predictions become the members' average.
-    pub fn set_members(&mut self, others: Vec<Sequential>) -> Result<()> {
-        if let Some((i, m)) = others
-            .iter()
-            .enumerate()
-            .find(|(_, m)| m.specs != self.specs || m.input_shape != self.input_shape)
-        {
-            return Err(crate::error::Error::Shape(format!(
-                "ensemble member {} has another architecture ({} layers, input {}) than the first ({} layers, input {})",
-                i + 2,
-                m.specs.len(),
-                m.input_shape,
-                self.specs.len(),
-                self.input_shape
-            )));
-        }
-        self.members = others;
-        Ok(())
-    }
-
-    /// The ensemble's other members (empty for a single model).
-    pub fn members(&self) -> &[Sequential] {
-        &self.members
-    }
-
-    /// Removes and returns the other members, leaving this model alone.
-    pub fn take_members(&mut self) -> Vec<Sequential> {
-        std::mem::take(&mut self.members)
-    }
-
-    /// Makes predict and evaluate run `quantized` (a compressed model), or the float
-    /// layers again with `None`.
-    pub fn set_quantized(&mut self, quantized: Option<crate::quant::QuantizedNetwork>) {
-        self.quantized = quantized;
-    }
-
-    pub fn quantized(&self) -> Option<&crate::quant::QuantizedNetwork> {
-        self.quantized.as_ref()
-    }
-
-    /// Saves the float weights as f16 or bf16 (half the file; loading widens them back).
-    /// The weights are rounded now, so the model in memory is the one that will be saved.
-    pub fn set_half_storage(&mut self, storage: Option<crate::quant::HalfFloat>) {
-        if let Some(h) = storage {
-            for p in self.params.iter_mut() {
-                let rounded = h.decode(&h.encode(p.value.data()));
-                p.value.data_mut().copy_from_slice(&rounded);
-            }
-        }
-        self.half_storage = storage;
-    }
-
-    pub fn half_storage(&self) -> Option<crate::quant::HalfFloat> {
-        self.half_storage
     }
 
     pub fn input_shape(&self) -> Shape {

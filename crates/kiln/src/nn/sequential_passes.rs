@@ -1,6 +1,5 @@
 //! A Sequential model's passes: the training forward and backward of a batch, its loss at
-//! inference (through the int8 layers of a compressed model, or averaged over an
-//! ensemble's members), and `predict`.
+//! inference, and `predict`.
 
 use std::any::Any;
 
@@ -11,8 +10,8 @@ use crate::params::ParamStore;
 use crate::rng::Rng;
 use crate::tensor::{Shape, Tensor};
 
-use super::model::{Batch, BatchLoss, Model};
-use super::{Loss, Mode, Network, Sequential};
+use super::model::{Batch, BatchLoss, Evaluate, Model};
+use super::{Loss, Mode, Network, Predict, Sequential};
 
 impl Model for Sequential {
     fn params(&self) -> &ParamStore {
@@ -50,41 +49,28 @@ impl Model for Sequential {
         recorded
     }
 
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl Evaluate for Sequential {
     fn evaluate_batch(&mut self, batch: Batch, loss: &Loss) -> Result<BatchLoss> {
         let (x, labels) = samples(batch)?;
         let rows = labels.len();
-        if !self.members.is_empty() {
-            let averaged = self.predict(x, rows)?;
-            return self.loss_of_outputs(averaged.data(), labels, loss);
-        }
         self.check_input(x, rows)?;
-        let (input_shape, output_shape) = (self.input_shape(), self.output_shape());
-        let quantized = self.quantized.take();
+        let input_shape = self.input_shape();
         let (network, params, workspace) = self.parts();
-        // A compressed model's outputs come from its int8 layers, already activated.
-        let fused = quantized.is_none() && loss.fuses(network.final_activation());
-        let result = (|| {
-            let int8_outputs = match &quantized {
-                Some(q) => Some(q.run(network, params, workspace, x, rows)?),
-                None => None,
-            };
-            let mut tape = Tape::inference(params, workspace);
-            let output = match int8_outputs {
-                Some(y) => tape.input(&y, output_shape.with_batch(rows)),
-                None => {
-                    let input = tape.input(x, input_shape.with_batch(rows));
-                    network.forward(&mut tape, input, &mut Mode::Infer, fused)?
-                }
-            };
-            let data_loss = loss.compute(&mut tape, output, fused, labels)?;
-            let total = with_penalties(network, &mut tape, data_loss)?;
-            Ok(BatchLoss {
-                loss: tape.value(total)[0],
-                correct: count_correct(tape.value(output), labels, fused || loss.from_logits),
-            })
-        })();
-        self.quantized = quantized;
-        result
+        let fused = loss.fuses(network.final_activation());
+        let mut tape = Tape::inference(params, workspace);
+        let input = tape.input(x, input_shape.with_batch(rows));
+        let output = network.forward(&mut tape, input, &mut Mode::Infer, fused)?;
+        let data_loss = loss.compute(&mut tape, output, fused, labels)?;
+        let total = with_penalties(network, &mut tape, data_loss)?;
+        Ok(BatchLoss {
+            loss: tape.value(total)[0],
+            correct: count_correct(tape.value(output), labels, fused || loss.from_logits),
+        })
     }
 
     fn check_samples(&self, sample_shape: &[usize], classes: usize, what: &str) -> Result<()> {
@@ -95,10 +81,6 @@ impl Model for Sequential {
             )));
         }
         self.check_classifier_output(classes)
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 
@@ -114,7 +96,7 @@ fn samples<'a>(batch: Batch<'a>) -> Result<(&'a [f32], &'a [u32])> {
 
 impl Sequential {
     /// Checks that `x` holds `count` samples of the model's input shape.
-    fn check_input(&self, x: &[f32], count: usize) -> Result<()> {
+    pub(crate) fn check_input(&self, x: &[f32], count: usize) -> Result<()> {
         let input_shape = self.input_shape();
         if x.len() != count * input_shape.numel() {
             return Err(Error::Shape(format!(
@@ -125,39 +107,37 @@ impl Sequential {
         Ok(())
     }
 
-    /// The loss and correct count of outputs already computed (an ensemble's average):
-    /// no weight penalties, nothing fused.
-    fn loss_of_outputs(&mut self, outputs: &[f32], labels: &[u32], loss: &Loss) -> Result<BatchLoss> {
+    /// The loss and correct count of outputs computed elsewhere (an int8 network's, an
+    /// ensemble's average), already activated: nothing fused. `penalties` adds this
+    /// model's weight penalties, as its own evaluation would.
+    pub fn loss_of_outputs(
+        &mut self,
+        outputs: &[f32],
+        labels: &[u32],
+        loss: &Loss,
+        penalties: bool,
+    ) -> Result<BatchLoss> {
         let output_shape = self.output_shape();
-        let (_, params, workspace) = self.parts();
+        let (network, params, workspace) = self.parts();
         let mut tape = Tape::inference(params, workspace);
         let output = tape.input(outputs, output_shape.with_batch(labels.len()));
-        let value = loss.compute(&mut tape, output, false, labels)?;
+        let data_loss = loss.compute(&mut tape, output, false, labels)?;
+        let total = match penalties {
+            true => with_penalties(network, &mut tape, data_loss)?,
+            false => data_loss,
+        };
         Ok(BatchLoss {
-            loss: tape.value(value)[0],
+            loss: tape.value(total)[0],
             correct: count_correct(tape.value(output), labels, loss.from_logits),
         })
     }
 
     /// The model's outputs (class probabilities for a softmax model) for `count` samples
-    /// stored back to back in `x`, as a (count, outputs) tensor (Keras `predict`); for an
-    /// ensemble, the mean of its members' outputs (soft voting).
+    /// stored back to back in `x`, as a (count, outputs) tensor (Keras `predict`).
     pub fn predict(&mut self, x: &[f32], count: usize) -> Result<Tensor> {
-        if !self.members.is_empty() {
-            let mut members = std::mem::take(&mut self.members);
-            let result = self.average_with(&mut members, x, count);
-            self.members = members;
-            return result;
-        }
         self.check_input(x, count)?;
         let input_shape = self.input_shape();
         let outputs = self.output_shape().numel();
-        if let Some(q) = self.quantized.take() {
-            let (network, params, workspace) = self.parts();
-            let y = q.run(network, params, workspace, x, count);
-            self.quantized = Some(q);
-            return Ok(Tensor::from_shape(Shape::new(&[count, outputs]), y?));
-        }
         let mut result = Vec::with_capacity(count * outputs);
         const BATCH: usize = 1024;
         let (network, params, workspace) = self.parts();
@@ -170,17 +150,19 @@ impl Sequential {
         }
         Ok(Tensor::from_shape(Shape::new(&[count, outputs]), result))
     }
+}
 
-    /// The mean of this model's outputs and `members'`.
-    fn average_with(&mut self, members: &mut [Sequential], x: &[f32], count: usize) -> Result<Tensor> {
-        let mut sum = self.predict(x, count)?;
-        for m in members.iter_mut() {
-            let y = m.predict(x, count)?;
-            sum.data_mut().iter_mut().zip(y.data()).for_each(|(s, v)| *s += v);
-        }
-        let n = (members.len() + 1) as f32;
-        sum.data_mut().iter_mut().for_each(|s| *s /= n);
-        Ok(sum)
+impl Predict for Sequential {
+    fn input_shape(&self) -> Shape {
+        Sequential::input_shape(self)
+    }
+
+    fn output_shape(&self) -> Shape {
+        Sequential::output_shape(self)
+    }
+
+    fn predict(&mut self, x: &[f32], count: usize) -> Result<Tensor> {
+        Sequential::predict(self, x, count)
     }
 }
 

@@ -97,7 +97,7 @@ pub fn train_on(
     let initialized = match options.init {
         Some(path) => {
             let source = crate::artifact::load(path)?;
-            model.init_from(&spec.model, &source.model, &source.info.architecture, path)?
+            model.init_from(&spec.model, source.model.float(), &source.info.architecture, path)?
         }
         None => Vec::new(),
     };
@@ -152,6 +152,7 @@ pub fn train_on(
             ensemble: None,
         }),
         table,
+        storage: None,
     };
     // A callback watching val_* needs validation data: say so now, not after an epoch.
     if validation.is_none() {

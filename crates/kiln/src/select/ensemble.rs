@@ -8,14 +8,13 @@ use std::time::Instant;
 use crate::artifact::{EnsembleInfo, ModelInfo};
 use crate::data::Stage;
 use crate::error::{Error, Result};
-use crate::nn::Sequential;
+use crate::nn::Ensemble;
 use crate::pipeline::{prepare_for_model, train_on, RunOptions, TrainOutcome};
 use crate::spec::TrainSpec;
 use crate::train::{EvalData, Evaluation};
 
 pub struct EnsembleOutcome {
-    /// The first member, holding the others.
-    pub model: Sequential,
+    pub model: Ensemble,
     pub info: ModelInfo,
     pub members: Vec<Evaluation>,
     pub test: Evaluation,
@@ -64,9 +63,12 @@ pub fn train_ensemble(
     let members: Vec<Evaluation> = runs.iter().map(|r| r.test).collect();
     let mut runs = runs.into_iter();
     let first = runs.next().expect("at least 2 members");
-    let mut model = first.model;
-    model.set_members(runs.map(|r| r.model).collect())?;
     let mut info = first.info;
+    let mut model = Ensemble::new(
+        std::iter::once(first.model)
+            .chain(runs.map(|r| r.model))
+            .collect(),
+    )?;
     info.training = Some(spec.training.clone());
     let test = prepare_for_model(&info, raw_test, Stage::Evaluate)?;
     let loss = spec.training.loss();

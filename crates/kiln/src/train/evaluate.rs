@@ -4,7 +4,7 @@
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::nn::{Batch, Loss, Model};
+use crate::nn::{Batch, Evaluate, Loss, Model};
 use crate::rng::Rng;
 
 use super::distributed::{self, Collective};
@@ -42,7 +42,7 @@ pub struct ValidationWindows<'a> {
 }
 
 impl ValidationWindows<'_> {
-    pub(super) fn check(&self, model: &dyn Model) -> Result<()> {
+    pub(super) fn check(&self, model: &dyn Evaluate) -> Result<()> {
         if self.tokens.len() <= self.context {
             return Err(Error::Value(format!(
                 "{} validation tokens are fewer than one window of context + 1 = {}",
@@ -81,7 +81,7 @@ impl Trainer {
 /// Mean loss (by `loss`) and accuracy of `model` over `data`, split across `group`'s ranks
 /// when given.
 pub fn evaluate(
-    model: &mut dyn Model,
+    model: &mut dyn Evaluate,
     loss: &Loss,
     data: EvalData,
     group: Option<&dyn Collective>,
@@ -140,7 +140,7 @@ pub fn evaluate(
 
 /// The loss summed over predictions, the correct count and the number of predictions.
 fn sums_over<'b>(
-    model: &mut dyn Model,
+    model: &mut dyn Evaluate,
     loss: &Loss,
     batches: impl Iterator<Item = Batch<'b>>,
 ) -> Result<[f64; 3]> {
