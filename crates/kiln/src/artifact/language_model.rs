@@ -36,6 +36,15 @@ pub struct LmInfo {
 }
 
 pub(crate) const INFO_KEY: &str = "kiln.lm";
+
+/// The record of a model file, written before text sources joined `[data]` or after.
+fn parse_info(text: &str) -> serde_json::Result<LmInfo> {
+    let mut value: serde_json::Value = serde_json::from_str(text)?;
+    if let Some(data) = value.pointer_mut("/spec/data") {
+        crate::data::add_implied_text_source(data);
+    }
+    serde_json::from_value(value)
+}
 const TOKENIZER_KEY: &str = "kiln.tokenizer";
 const VOCAB_KEY: &str = "kiln.vocab_size";
 
@@ -85,8 +94,8 @@ pub fn load_language_model(path: &Path) -> Result<LanguageModel> {
             .get(key)
             .ok_or_else(|| fail(format!("metadata has no `{key}`: not a kiln language model")))
     };
-    let info: LmInfo = serde_json::from_str(field(INFO_KEY)?)
-        .map_err(|e| fail(format!("metadata `{INFO_KEY}` is invalid: {e}")))?;
+    let info =
+        parse_info(field(INFO_KEY)?).map_err(|e| fail(format!("metadata `{INFO_KEY}` is invalid: {e}")))?;
     let tokenizer = Tokenizer::from_json(field(TOKENIZER_KEY)?).map_err(|e| fail(e.to_string()))?;
     let vocab: usize = field(VOCAB_KEY)?
         .parse()

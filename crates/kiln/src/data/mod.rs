@@ -25,6 +25,7 @@ mod table;
 mod tabular;
 #[cfg(test)]
 mod test_support;
+mod text_source;
 
 pub use augment::{Augmentation, Factor, FillMode, FlipMode, Interpolation, Transform};
 pub use batches::{epoch_order, gather_batch, prefetch_batch};
@@ -43,6 +44,9 @@ pub use sampling::{bootstrap_indices, stratified_folds};
 pub use source::DataSpec;
 pub use table::{ColumnRef, RawTable};
 pub use tabular::{load_table, ColumnChoice, ColumnKind, FeatureColumn, TableSchema, TableSplits};
+pub use text_source::{
+    add_implied_text_source, BpeSpec, BpeTag, Corpus, TextData, TokenizerName, TokenizerSpec,
+};
 
 use std::collections::BTreeMap;
 

@@ -1,14 +1,17 @@
-//! The `data` section of a training spec: which data set to train on, and how to split it.
+//! The `data` section of a spec: which data set to train on, and how to split it. Samples
+//! with labels (MNIST, the digits, CSV) for layer stacks; text (a file, or tiny
+//! Shakespeare) for language models.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 use super::digits::check_test_fraction;
 use super::table::ColumnRef;
 use super::tabular::{load_table, ColumnChoice, ColumnKind, TableSplits};
+use super::text_source::{default_validation_fraction, Corpus, TextData, TokenizerSpec};
 use super::{load_digits, load_mnist, Splits};
 
 fn default_test_fraction() -> f32 {
@@ -52,6 +55,21 @@ pub enum DataSpec {
         #[serde(default = "default_test_fraction")]
         test_fraction: f32,
     },
+    /// A UTF-8 text file, for a language model; relative to the spec's folder.
+    Text {
+        path: PathBuf,
+        #[serde(default = "default_validation_fraction")]
+        validation_fraction: f32,
+        #[serde(default)]
+        tokenizer: TokenizerSpec,
+    },
+    /// The tiny Shakespeare corpus, for a language model.
+    TinyShakespeare {
+        #[serde(default = "default_validation_fraction")]
+        validation_fraction: f32,
+        #[serde(default)]
+        tokenizer: TokenizerSpec,
+    },
 }
 
 impl DataSpec {
@@ -61,6 +79,32 @@ impl DataSpec {
             DataSpec::Mnist { .. } => "mnist",
             DataSpec::Digits { .. } => "digits",
             DataSpec::Csv { .. } => "csv",
+            DataSpec::Text { .. } => "text",
+            DataSpec::TinyShakespeare { .. } => "tiny_shakespeare",
+        }
+    }
+
+    /// A text source's corpus, split and tokenizer; None for samples with labels.
+    pub fn text(&self) -> Option<TextData<'_>> {
+        match self {
+            DataSpec::Text {
+                path,
+                validation_fraction,
+                tokenizer,
+            } => Some(TextData {
+                corpus: Corpus::File(path),
+                validation_fraction: *validation_fraction,
+                tokenizer,
+            }),
+            DataSpec::TinyShakespeare {
+                validation_fraction,
+                tokenizer,
+            } => Some(TextData {
+                corpus: Corpus::TinyShakespeare,
+                validation_fraction: *validation_fraction,
+                tokenizer,
+            }),
+            _ => None,
         }
     }
 
@@ -89,6 +133,13 @@ impl DataSpec {
                 };
                 load_csv_splits(train, test.as_deref(), &choice, *test_fraction, seed)
             }
+            DataSpec::Text { .. } | DataSpec::TinyShakespeare { .. } => Err(Error::unsupported(
+                format!(
+                    "loading samples with labels from data.source = {:?}",
+                    self.source_name()
+                ),
+                "it is a text corpus, which a language model reads; set [model] type = \"gpt\"",
+            )),
         }
     }
 }

@@ -4,8 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use crate::data::sha256_hex;
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -15,15 +13,6 @@ const SHAKESPEARE_SHA256: &str = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e
 #[cfg_attr(not(feature = "download"), allow(dead_code))]
 const SHAKESPEARE_URL: &str =
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare";
-
-/// Built-in corpora a spec can name instead of a path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TextSource {
-    TinyShakespeare,
-    /// The UTF-8 file a spec's `path` names.
-    Text,
-}
 
 /// A corpus read into memory, with where it came from and its checksum (kept in the model).
 #[derive(Debug, Clone)]
@@ -67,12 +56,7 @@ pub fn read_text(path: &Path) -> Result<Corpus> {
 /// Finds a built-in corpus: `$KILN_DATA/shakespeare/input.txt`, then
 /// `~/.cache/kiln/shakespeare/input.txt`, then (feature `download`, unless `KILN_OFFLINE`)
 /// a download into the cache. The content must match the pinned SHA-256.
-pub fn load_source(source: TextSource) -> Result<Corpus> {
-    if source == TextSource::Text {
-        return Err(Error::Value(
-            "data: `source = \"text\"` needs `path = \"FILE\"`".into(),
-        ));
-    }
+pub fn load_tiny_shakespeare() -> Result<Corpus> {
     let mut searched = Vec::new();
     let data = std::env::var_os("KILN_DATA")
         .filter(|d| !d.is_empty())

@@ -6,44 +6,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::bpe::BytePairEncoding;
+pub use crate::data::{BpeSpec, BpeTag, TokenizerName, TokenizerSpec};
 use crate::error::{Error, Result};
-
-/// How a spec asks for its tokenizer: `tokenizer = "char"` or
-/// `tokenizer = { type = "bpe", vocab_size = 512 }`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum TokenizerSpec {
-    Named(TokenizerName),
-    Bpe(BpeSpec),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TokenizerName {
-    Char,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BpeSpec {
-    #[serde(rename = "type")]
-    pub kind: BpeTag,
-    /// 256 byte tokens plus learned merges.
-    pub vocab_size: usize,
-}
-
-/// The `type = "bpe"` of a [`BpeSpec`].
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BpeTag {
-    Bpe,
-}
-
-impl Default for TokenizerSpec {
-    fn default() -> Self {
-        TokenizerSpec::Named(TokenizerName::Char)
-    }
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Tokenizer {

@@ -6,8 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::artifact::{LanguageModel, LmInfo};
+use crate::data::Corpus as TextCorpus;
 use crate::error::{Error, Result};
-use crate::lm::text::{load_source, read_text, split_by_position, Corpus};
+use crate::lm::text::{load_tiny_shakespeare, read_text, split_by_position, Corpus};
 use crate::lm::{Gpt, Tokenizer};
 use crate::nn::Model;
 use crate::spec::LmSpec;
@@ -31,13 +32,21 @@ pub struct TokenizedCorpus {
 /// Reads the spec's text, fits its tokenizer and encodes both parts. Each part must hold
 /// at least one window of context + 1 tokens.
 pub fn prepare_text(spec: &LmSpec) -> Result<TokenizedCorpus> {
-    let corpus = match (&spec.data.path, &spec.data.source) {
-        (Some(path), _) => read_text(path)?,
-        (None, Some(source)) => load_source(*source)?,
-        (None, None) => return Err(Error::Value("data: no `source` or `path`".into())),
+    let text = spec.data.text().ok_or_else(|| {
+        Error::unsupported(
+            format!(
+                "training a language model on data.source = {:?}",
+                spec.data.source_name()
+            ),
+            "a language model reads text: source = \"text\" with path, or \"tiny_shakespeare\"",
+        )
+    })?;
+    let corpus = match text.corpus {
+        TextCorpus::File(path) => read_text(path)?,
+        TextCorpus::TinyShakespeare => load_tiny_shakespeare()?,
     };
-    let (train_text, validation_text) = split_by_position(&corpus.text, spec.data.validation_fraction);
-    let tokenizer = Tokenizer::fit(&spec.data.tokenizer, &corpus.text, train_text)?;
+    let (train_text, validation_text) = split_by_position(&corpus.text, text.validation_fraction);
+    let tokenizer = Tokenizer::fit(text.tokenizer, &corpus.text, train_text)?;
     let train = tokenizer.encode(train_text)?;
     let validation = tokenizer.encode(validation_text)?;
     let needed = spec.model.gpt().context + 1;

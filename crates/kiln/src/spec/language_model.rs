@@ -3,14 +3,13 @@
 //! (validation, callbacks and a checkpoint every `eval_interval` steps). A spec is one when
 //! its `[model]` says `type = "gpt"`; see `examples/shakespeare-char-gpt.toml`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::{bare_message, one_line_toml_error};
+use crate::data::{add_implied_text_source, DataSpec};
 use crate::error::{Error, Result};
-use crate::lm::text::TextSource;
-use crate::lm::tokenizer::TokenizerSpec;
 use crate::lm::GptConfig;
 use crate::optim::{GradientClipping, OptimizerSpec, Schedule};
 use crate::train::CallbackSpec;
@@ -20,30 +19,10 @@ use crate::train::CallbackSpec;
 pub struct LmSpec {
     #[serde(default)]
     pub name: Option<String>,
-    pub data: TextDataSpec,
+    /// A text source: `source = "text"` with `path`, or `source = "tiny_shakespeare"`.
+    pub data: DataSpec,
     pub model: LmModelSpec,
     pub training: LmTrainingSpec,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TextDataSpec {
-    /// A built-in corpus (`"tiny_shakespeare"`), or `"text"` with `path` (a `path` alone
-    /// also means a text file).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<TextSource>,
-    /// A UTF-8 text file; relative to the spec's folder.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<PathBuf>,
-    /// The last part of the text, by position, held out for validation loss.
-    #[serde(default = "default_validation_fraction")]
-    pub validation_fraction: f32,
-    #[serde(default)]
-    pub tokenizer: TokenizerSpec,
-}
-
-fn default_validation_fraction() -> f32 {
-    0.1
 }
 
 /// The architecture, tagged by `type` so other kinds of language model can join it.
@@ -103,10 +82,8 @@ impl LmSpec {
     pub fn from_file(path: &Path) -> Result<LmSpec> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let mut spec = LmSpec::parse(&text, path)?;
-        if let (Some(data_path), Some(dir)) = (&spec.data.path, path.parent()) {
-            if data_path.is_relative() {
-                spec.data.path = Some(dir.join(data_path));
-            }
+        if let Some(dir) = path.parent() {
+            spec.data.resolve_paths(dir);
         }
         if spec.name.is_none() {
             spec.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
@@ -114,22 +91,38 @@ impl LmSpec {
         Ok(spec)
     }
 
-    /// Makes the text's path absolute (against the current folder).
-    pub fn make_paths_absolute(&mut self) -> Result<()> {
-        if let Some(path) = self.data.path.as_mut().filter(|p| p.is_relative()) {
-            let here = std::env::current_dir().map_err(|e| Error::io(".", e))?;
-            *path = here.join(&*path);
-        }
-        Ok(())
-    }
-
     pub fn parse(text: &str, path: &Path) -> Result<LmSpec> {
-        let spec: LmSpec = toml::from_str(text).map_err(|e| Error::Spec {
+        let spec_error = |message: String| Error::Spec {
             path: path.to_path_buf(),
-            message: one_line_toml_error(&e, text),
-        })?;
+            message,
+        };
+        let table: toml::Table =
+            toml::from_str(text).map_err(|e| spec_error(one_line_toml_error(&e, text)))?;
+        let implied_source = table
+            .get("data")
+            .and_then(toml::Value::as_table)
+            .is_some_and(|d| d.contains_key("path") && !d.contains_key("source"));
+        // A text `path` without `source` (as specs gave it before text joined `[data]`)
+        // is read through JSON with the source added; otherwise from the text, so errors
+        // keep their line and column.
+        let spec: LmSpec = match implied_source {
+            true => {
+                let value = serde_json::to_value(&table).map_err(|e| spec_error(e.to_string()))?;
+                LmSpec::from_json(value).map_err(|e| spec_error(e.to_string()))?
+            }
+            false => toml::from_str(text).map_err(|e| spec_error(one_line_toml_error(&e, text)))?,
+        };
         spec.check(path)?;
         Ok(spec)
+    }
+
+    /// A spec stored as JSON (in a checkpoint or a model file), from before text sources
+    /// joined `[data]` or after.
+    pub fn from_json(mut value: serde_json::Value) -> serde_json::Result<LmSpec> {
+        if let Some(data) = value.get_mut("data") {
+            add_implied_text_source(data);
+        }
+        serde_json::from_value(value)
     }
 
     /// The checks serde cannot express, each naming its field.
@@ -140,20 +133,17 @@ impl LmSpec {
                 message,
             })
         };
-        let d = &self.data;
-        match (&d.source, &d.path) {
-            (None | Some(TextSource::Text), None) => {
-                return fail("data: give `source = \"tiny_shakespeare\"` or `path = \"text.txt\"`".into())
-            }
-            (Some(TextSource::TinyShakespeare), Some(_)) => {
-                return fail("data: give either `source = \"tiny_shakespeare\"` or `path`, not both".into())
-            }
-            _ => {}
-        }
-        if !(d.validation_fraction > 0.0 && d.validation_fraction < 1.0) {
+        let Some(text) = self.data.text() else {
+            return fail(format!(
+                "data.source = {:?} gives samples with labels; a gpt model reads text: \
+                 use source = \"text\" with path = \"FILE\", or source = \"tiny_shakespeare\"",
+                self.data.source_name()
+            ));
+        };
+        if !(text.validation_fraction > 0.0 && text.validation_fraction < 1.0) {
             return fail(format!(
                 "data.validation_fraction = {} must be in (0, 1)",
-                d.validation_fraction
+                text.validation_fraction
             ));
         }
         let t = &self.training;
@@ -213,7 +203,11 @@ mod tests {
     #[test]
     fn parses_with_defaults() {
         let spec = LmSpec::parse(SPEC, Path::new("s.toml")).unwrap();
-        assert_eq!(spec.data.validation_fraction, 0.1);
+        // A `path` alone (as specs gave it before text joined `[data]`) is a text file.
+        assert_eq!(spec.data.source_name(), "text");
+        assert_eq!(spec.data.text().unwrap().validation_fraction, 0.1);
+        let explicit = SPEC.replace("path = ", "source = \"text\"\npath = ");
+        assert_eq!(LmSpec::parse(&explicit, Path::new("s.toml")).unwrap(), spec);
         assert_eq!(spec.model.gpt().mlp_ratio, 4);
         assert_eq!(spec.training.eval_batches, 200);
     }
@@ -226,7 +220,18 @@ mod tests {
                 "not divisible by `heads`",
             ),
             (SPEC.replace("steps = 10", "steps = 0"), "training.steps"),
-            (SPEC.replace("path = \"text.txt\"", ""), "give `source"),
+            (SPEC.replace("path = \"text.txt\"", ""), "missing field `source`"),
+            (
+                SPEC.replace("path = \"text.txt\"", "source = \"digits\""),
+                "data.source = \"digits\" gives samples with labels; a gpt model reads text",
+            ),
+            (
+                SPEC.replace(
+                    "path = \"text.txt\"",
+                    "source = \"tiny_shakespeare\"\npath = \"x.txt\"",
+                ),
+                "unknown field `path`",
+            ),
             (SPEC.replace("layers = 2", "layers = 2\nlayerz = 3"), "layerz"),
             (
                 SPEC.replace("[training]", "[training]\neval_batches = 0"),

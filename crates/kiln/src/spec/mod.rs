@@ -1,7 +1,8 @@
 //! Specs (TOML): what a run trains. `[model] type` says which kind of model: `"sequential"`
 //! (the default, so specs written before it existed still parse) is a layer stack trained
 //! in epochs on samples ([`TrainSpec`]); `"gpt"` a language model trained in steps on a
-//! text ([`LmSpec`]). Every section denies unknown fields, so a typo is an error.
+//! text ([`LmSpec`]). Both read one `[data]` vocabulary ([`crate::data::DataSpec`]): samples
+//! with labels (mnist, digits, csv) or text (a file, tiny_shakespeare). Every section denies unknown fields, so a typo is an error.
 
 mod language_model;
 mod sequential;
@@ -12,7 +13,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 
-pub use language_model::{LmModelSpec, LmSpec, LmTrainingSpec, TextDataSpec};
+pub use language_model::{LmModelSpec, LmSpec, LmTrainingSpec};
 pub use sequential::{tidy_json, ModelSpec, Preprocessing, TrainSpec, TrainingSpec};
 
 /// A spec of either kind of model.
@@ -40,7 +41,7 @@ impl Spec {
     pub fn from_json(value: serde_json::Value, origin: &Path) -> Result<Spec> {
         let is_gpt = value.pointer("/model/type").and_then(|t| t.as_str()) == Some("gpt");
         let parsed = match is_gpt {
-            true => serde_json::from_value(value).map(Spec::Gpt),
+            true => LmSpec::from_json(value).map(Spec::Gpt),
             false => serde_json::from_value(value).map(Spec::Sequential),
         };
         parsed.map_err(|e| Error::data(origin, format!("its stored spec is invalid: {e}")))
@@ -82,7 +83,7 @@ impl Spec {
     pub fn same_kind_from(&self, value: serde_json::Value, origin: &Path) -> Result<Spec> {
         let parsed = match self {
             Spec::Sequential(_) => serde_json::from_value(value).map(Spec::Sequential),
-            Spec::Gpt(_) => serde_json::from_value(value).map(Spec::Gpt),
+            Spec::Gpt(_) => LmSpec::from_json(value).map(Spec::Gpt),
         };
         parsed.map_err(|e| Error::data(origin, format!("the spec does not accept these values: {e}")))
     }
@@ -91,7 +92,7 @@ impl Spec {
     pub fn make_paths_absolute(&mut self) -> Result<()> {
         match self {
             Spec::Sequential(s) => s.data.make_paths_absolute(),
-            Spec::Gpt(s) => s.make_paths_absolute(),
+            Spec::Gpt(s) => s.data.make_paths_absolute(),
         }
     }
 

@@ -161,6 +161,13 @@ impl TrainSpec {
                 message,
             })
         };
+        if self.data.text().is_some() {
+            return fail(format!(
+                "data.source = {:?} is text, which a language model reads; set [model] type = \"gpt\" \
+                 (a layer stack reads samples with labels: mnist, digits or csv)",
+                self.data.source_name()
+            ));
+        }
         if t.epochs == 0 {
             return fail("training.epochs must be at least 1".into());
         }
@@ -245,25 +252,30 @@ pub fn tidy_json(value: &mut serde_json::Value) {
 }
 
 impl DataSpec {
-    /// Makes CSV paths absolute (against the current folder), for a spec written elsewhere.
+    /// Makes data paths absolute (against the current folder), for a spec written elsewhere.
     pub fn make_paths_absolute(&mut self) -> Result<()> {
         let here = std::env::current_dir().map_err(|e| Error::io(".", e))?;
         self.resolve_paths(&here);
         Ok(())
     }
 
-    /// Makes relative CSV paths relative to `dir` (the spec's folder).
+    /// Makes relative data paths (CSV files, a text file) relative to `dir` (the spec's
+    /// folder).
     pub fn resolve_paths(&mut self, dir: &Path) {
         let resolve = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = dir.join(&*p);
             }
         };
-        if let DataSpec::Csv { train, test, .. } = self {
-            resolve(train);
-            if let Some(t) = test {
-                resolve(t);
+        match self {
+            DataSpec::Csv { train, test, .. } => {
+                resolve(train);
+                if let Some(t) = test {
+                    resolve(t);
+                }
             }
+            DataSpec::Text { path, .. } => resolve(path),
+            _ => {}
         }
     }
 }
@@ -341,6 +353,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("training.epochs must be at least 1"), "{err}");
+        let text = MLP.replace("source = \"mnist\"", "source = \"text\"\npath = \"a.txt\"");
+        let err = TrainSpec::parse(&text, Path::new("mlp.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("data.source = \"text\" is text, which a language model reads"),
+            "{err}"
+        );
     }
 
     #[test]
