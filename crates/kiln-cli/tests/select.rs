@@ -43,7 +43,7 @@ fn cv_prints_each_fold_and_the_mean_and_std() {
     );
     assert_one_line_error(
         &s.kiln(&["cv", &spec, "--folds", "1"]),
-        &["between 2 and", "got 1"],
+        &["--folds = 1", "between 2 and"],
     );
 }
 

@@ -69,8 +69,10 @@ pub fn read_text(path: &Path) -> Result<Corpus> {
 /// a download into the cache. The content must match the pinned SHA-256.
 pub fn load_source(source: TextSource) -> Result<Corpus> {
     if source == TextSource::Text {
-        return Err(Error::Value(
-            "data: `source = \"text\"` needs `path = \"FILE\"`".into(),
+        return Err(Error::setting(
+            "data.source",
+            "\"text\"",
+            "`path = \"FILE\"` beside it",
         ));
     }
     let mut searched = Vec::new();

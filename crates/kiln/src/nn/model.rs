@@ -59,16 +59,20 @@ pub trait Model: Send + Any {
     /// `what` names the data in the error ("training", "validation").
     fn check_samples(&self, sample_shape: &[usize], classes: usize, what: &str) -> Result<()> {
         let _ = (sample_shape, classes);
-        Err(Error::Value(format!(
-            "{what} data are samples with labels, but this model reads token windows"
-        )))
+        Err(Error::mismatch(
+            format!("{what} data"),
+            "token windows, which this model reads",
+            "samples with labels",
+        ))
     }
 
     /// Checks that windows of `context` tokens below `vocab` fit the model.
     fn check_windows(&self, context: usize, vocab: usize) -> Result<()> {
         let _ = (context, vocab);
-        Err(Error::Value(
-            "the data are token windows, but this model reads samples with labels".into(),
+        Err(Error::mismatch(
+            "the data",
+            "samples with labels, which this model reads",
+            "token windows",
         ))
     }
 
@@ -84,23 +88,22 @@ pub trait Model: Send + Any {
     fn set_weights(&mut self, weights: &[Tensor]) -> Result<()> {
         let params = self.params_mut();
         if weights.len() != params.len() {
-            return Err(Error::Shape(format!(
-                "{} weights for {} parameters",
+            return Err(Error::mismatch(
+                "weights",
+                format!("{}, one per parameter", params.len()),
                 weights.len(),
-                params.len()
-            )));
+            ));
         }
         if let Some((p, w)) = params
             .iter()
             .zip(weights)
             .find(|(p, w)| p.value.dims() != w.dims())
         {
-            return Err(Error::Shape(format!(
-                "{}: weight {:?} for a parameter {:?}",
-                p.name,
-                w.dims(),
-                p.value.dims()
-            )));
+            return Err(Error::shape(
+                format!("weight for {}", p.name),
+                format!("{:?}", p.value.dims()),
+                format!("{:?}", w.dims()),
+            ));
         }
         for (p, w) in params.iter_mut().zip(weights) {
             p.value.data_mut().copy_from_slice(w.data());
