@@ -78,7 +78,7 @@ fn succeed(cmd: Command) -> String {
 }
 
 fn weights(path: &Path) -> Vec<Tensor> {
-    kiln::artifact::load(path).unwrap().model.weights()
+    kiln::artifact::load(path).unwrap().model.float().weights()
 }
 
 fn max_difference(a: &[Tensor], b: &[Tensor]) -> f32 {

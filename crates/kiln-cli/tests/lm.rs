@@ -170,7 +170,11 @@ fn bad_input_is_one_clear_line() {
     let spec = s.write("heads.toml", SPEC.replace("heads = 2", "heads = 3"));
     assert_one_line_error(
         &s.kiln(&["train", &spec]),
-        &["heads.toml", "`width` 32 is not divisible by `heads` 3"],
+        &[
+            "heads.toml",
+            "model.width = 32: expected a multiple of `heads` 3",
+            "not divisible by `heads` 3",
+        ],
     );
 
     // The model records its text's checksum: eval refuses a changed text.

@@ -43,7 +43,7 @@ fn cv_prints_each_fold_and_the_mean_and_std() {
     );
     assert_one_line_error(
         &s.kiln(&["cv", &spec, "--folds", "1"]),
-        &["between 2 and", "got 1"],
+        &["--folds = 1", "between 2 and"],
     );
 }
 
@@ -156,6 +156,6 @@ fn an_ensemble_file_works_with_eval_predict_and_inspect() {
     );
     assert_one_line_error(
         &s.kiln(&["ensemble", &spec, "--members", "1", "--out", &small]),
-        &["at least 2 members, got 1"],
+        &["--members = 1", "at least 2 members"],
     );
 }

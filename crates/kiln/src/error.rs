@@ -18,12 +18,6 @@ pub enum Error {
     /// A spec (TOML) that does not parse or describes an impossible model.
     #[error("spec {path}: {message}")]
     Spec { path: PathBuf, message: String },
-    /// Layers whose shapes do not chain, or inputs whose shape the model does not accept.
-    #[error("shape error: {0}")]
-    Shape(String),
-    /// Labels, classes or values outside what the model or loss accepts.
-    #[error("invalid value: {0}")]
-    Value(String),
     /// A loss that stopped being a finite number: training cannot meaningfully go on.
     #[error(
         "training diverged: the loss became {loss} at epoch {epoch}, step {step} of {steps}; \
@@ -78,6 +72,13 @@ pub enum Error {
         what: String,
         expected: String,
         found: String,
+    },
+    /// A layer that cannot be built as specified, or not on the input it receives.
+    #[error("layer {index} ({kind}): {message}")]
+    Layer {
+        index: usize,
+        kind: String,
+        message: String,
     },
     /// An operation this model, data set or setting combination does not support.
     #[error("{operation} is not supported: {reason}")]

@@ -33,8 +33,8 @@ impl ConfusionMatrix {
     pub fn new(y_true: &[u32], y_pred: &[u32], num_classes: usize) -> Result<Self> {
         check_same_len("y_true", y_true.len(), "y_pred", y_pred.len())?;
         check_non_empty("y_true", y_true.len())?;
-        check_labels("y_true", y_true, num_classes)?;
-        check_labels("y_pred", y_pred, num_classes)?;
+        check_labels(y_true, num_classes)?;
+        check_labels(y_pred, num_classes)?;
         let mut counts = vec![0u64; num_classes * num_classes];
         for (&t, &p) in y_true.iter().zip(y_pred) {
             counts[t as usize * num_classes + p as usize] += 1;
@@ -255,19 +255,19 @@ impl ClassificationReport {
 /// NaN scores are rejected because they have no rank.
 pub fn top_k_accuracy(scores: &[f32], num_classes: usize, y_true: &[u32], k: usize) -> Result<f64> {
     check_non_empty("y_true", y_true.len())?;
-    check_labels("y_true", y_true, num_classes)?;
+    check_labels(y_true, num_classes)?;
     if y_true.len().checked_mul(num_classes) != Some(scores.len()) {
-        return Err(Error::Value(format!(
-            "scores has {} values; expected {} samples × {num_classes} classes",
-            scores.len(),
-            y_true.len()
-        )));
+        return Err(Error::shape(
+            "scores",
+            format!("{} samples × {num_classes} classes", y_true.len()),
+            format!("{} values", scores.len()),
+        ));
     }
     if k == 0 {
-        return Err(Error::Value("top-k accuracy with k = 0; expected k ≥ 1".into()));
+        return Err(Error::setting("top-k accuracy k", k, "k ≥ 1"));
     }
     if let Some(i) = scores.iter().position(|s| s.is_nan()) {
-        return Err(Error::Value(format!("scores[{i}] is NaN; expected a number")));
+        return Err(Error::setting(format!("scores[{i}]"), "NaN", "a number"));
     }
     let hits = y_true
         .iter()
@@ -376,31 +376,31 @@ fn report_row(name: &str, m: &ClassMetrics, width: usize) -> String {
 
 fn check_same_len(a: &str, a_len: usize, b: &str, b_len: usize) -> Result<()> {
     if a_len != b_len {
-        return Err(Error::Value(format!(
-            "{a} has {a_len} values but {b} has {b_len}; expected the same length"
-        )));
+        return Err(Error::mismatch(
+            format!("{a} and {b}"),
+            "the same length",
+            format!("{a_len} and {b_len} values"),
+        ));
     }
     Ok(())
 }
 
 fn check_non_empty(name: &str, len: usize) -> Result<()> {
     if len == 0 {
-        return Err(Error::Value(format!(
-            "{name} is empty; expected at least one sample"
-        )));
+        return Err(Error::too_few(format!("samples in {name}"), 0, 1));
     }
     Ok(())
 }
 
-fn check_labels(name: &str, labels: &[u32], num_classes: usize) -> Result<()> {
+fn check_labels(labels: &[u32], num_classes: usize) -> Result<()> {
     if num_classes == 0 {
-        return Err(Error::Value("num_classes is 0; expected at least 1 class".into()));
+        return Err(Error::setting("num_classes", 0, "at least 1 class"));
     }
-    match labels.iter().position(|&l| l as usize >= num_classes) {
-        Some(i) => Err(Error::Value(format!(
-            "{name}[{i}] = {} is not a class index; expected a label below num_classes = {num_classes}",
-            labels[i]
-        ))),
+    match labels.iter().find(|&&l| l as usize >= num_classes) {
+        Some(&label) => Err(Error::LabelOutOfRange {
+            label: label.into(),
+            classes: num_classes,
+        }),
         None => Ok(()),
     }
 }
@@ -432,11 +432,8 @@ mod tests {
         a.iter().zip(b).for_each(|(&x, &y)| assert_close(x, y));
     }
 
-    fn value_error(r: Result<impl std::fmt::Debug>) -> String {
-        match r {
-            Err(Error::Value(m)) => m,
-            other => panic!("expected a value error, got {other:?}"),
-        }
+    fn error(r: Result<impl std::fmt::Debug>) -> Error {
+        r.expect_err("expected an error")
     }
 
     #[test]
@@ -549,45 +546,68 @@ mod tests {
     }
 
     #[test]
-    fn bad_classification_inputs_are_value_errors() {
-        let m = value_error(ConfusionMatrix::new(&[0, 1], &[0], 2));
-        assert!(m.contains("y_true has 2 values but y_pred has 1"), "{m}");
-        let m = value_error(ConfusionMatrix::new(&[], &[], 2));
-        assert!(m.contains("y_true is empty"), "{m}");
-        let m = value_error(ConfusionMatrix::new(&[0, 1], &[0, 3], 3));
+    fn bad_classification_inputs_are_errors() {
+        let e = error(ConfusionMatrix::new(&[0, 1], &[0], 2));
+        assert!(matches!(e, Error::Mismatch { .. }), "{e}");
         assert!(
-            m.contains("y_pred[1] = 3") && m.contains("num_classes = 3"),
-            "{m}"
+            e.to_string()
+                .contains("y_true and y_pred: expected the same length, found 2 and 1"),
+            "{e}"
         );
-        let m = value_error(ConfusionMatrix::new(&[0], &[0], 0));
-        assert!(m.contains("num_classes is 0"), "{m}");
-        let m = value_error(binary_precision(&[0, 2], &[0, 1]));
-        assert!(m.contains("y_true[1] = 2"), "{m}");
+        let e = error(ConfusionMatrix::new(&[], &[], 2));
+        assert!(
+            matches!(&e, Error::TooFew { what, found: 0, needed: 1 } if what.contains("y_true")),
+            "{e}"
+        );
+        let e = error(ConfusionMatrix::new(&[0, 1], &[0, 3], 3));
+        assert!(
+            matches!(e, Error::LabelOutOfRange { label: 3, classes: 3 }),
+            "{e}"
+        );
+        let e = error(ConfusionMatrix::new(&[0], &[0], 0));
+        assert!(
+            matches!(&e, Error::InvalidSetting { field, .. } if field == "num_classes"),
+            "{e}"
+        );
+        let e = error(binary_precision(&[0, 2], &[0, 1]));
+        assert!(
+            matches!(e, Error::LabelOutOfRange { label: 2, classes: 2 }),
+            "{e}"
+        );
     }
 
     #[test]
-    fn bad_top_k_inputs_are_value_errors() {
+    fn bad_top_k_inputs_are_errors() {
         let scores = [0.1, 0.9, 0.5, 0.5];
-        let m = value_error(top_k_accuracy(&scores, 2, &[0, 1], 0));
-        assert!(m.contains("k = 0"), "{m}");
-        let m = value_error(top_k_accuracy(&scores, 3, &[0, 1], 1));
+        let e = error(top_k_accuracy(&scores, 2, &[0, 1], 0));
+        assert!(e.to_string().contains("k = 0"), "{e}");
+        let e = error(top_k_accuracy(&scores, 3, &[0, 1], 1));
+        assert!(matches!(e, Error::ShapeMismatch { .. }), "{e}");
         assert!(
-            m.contains("scores has 4 values; expected 2 samples × 3 classes"),
-            "{m}"
+            e.to_string()
+                .contains("expected 2 samples × 3 classes, got 4 values"),
+            "{e}"
         );
-        let m = value_error(top_k_accuracy(&scores, 2, &[0, 2], 1));
-        assert!(m.contains("y_true[1] = 2"), "{m}");
-        let m = value_error(top_k_accuracy(&[], 2, &[], 1));
-        assert!(m.contains("y_true is empty"), "{m}");
-        let m = value_error(top_k_accuracy(&[0.1, f32::NAN], 2, &[0], 1));
-        assert!(m.contains("scores[1] is NaN"), "{m}");
+        let e = error(top_k_accuracy(&scores, 2, &[0, 2], 1));
+        assert!(
+            matches!(e, Error::LabelOutOfRange { label: 2, classes: 2 }),
+            "{e}"
+        );
+        let e = error(top_k_accuracy(&[], 2, &[], 1));
+        assert!(matches!(e, Error::TooFew { found: 0, .. }), "{e}");
+        let e = error(top_k_accuracy(&[0.1, f32::NAN], 2, &[0], 1));
+        assert!(e.to_string().contains("scores[1] = NaN"), "{e}");
     }
 
     #[test]
-    fn bad_regression_inputs_are_value_errors() {
-        let m = value_error(mean_squared_error(&[1.0], &[1.0, 2.0]));
-        assert!(m.contains("y_true has 1 values but y_pred has 2"), "{m}");
-        let m = value_error(mean_absolute_error(&[], &[]));
-        assert!(m.contains("y_true is empty"), "{m}");
+    fn bad_regression_inputs_are_errors() {
+        let e = error(mean_squared_error(&[1.0], &[1.0, 2.0]));
+        assert!(
+            e.to_string()
+                .contains("y_true and y_pred: expected the same length, found 1 and 2"),
+            "{e}"
+        );
+        let e = error(mean_absolute_error(&[], &[]));
+        assert!(e.to_string().contains("samples in y_true"), "{e}");
     }
 }

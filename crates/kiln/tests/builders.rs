@@ -130,7 +130,7 @@ fn a_model_built_in_memory_saves_loads_and_names_what_it_lacks() {
     let data = kiln::data::Dataset::new(x.to_vec(), vec![4], vec![1]).unwrap();
     let err = loaded.evaluate(&data).unwrap_err().to_string();
     assert!(
-        err.contains("`tiny` was built in memory") && err.contains("training settings"),
+        err.contains("model `tiny`") && err.contains("built in memory") && err.contains("training settings"),
         "{err}"
     );
     let err = kiln::pipeline::load_test_split(&loaded.info, None)
@@ -138,4 +138,33 @@ fn a_model_built_in_memory_saves_loads_and_names_what_it_lacks() {
         .to_string();
     assert!(err.contains("data source"), "{err}");
     std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn library_errors_carry_the_field_value_and_shape_to_match_on() {
+    let err = Sequential::builder(&[4])
+        .add(Dropout::new(1.5))
+        .add(Dense::new(2))
+        .build(0)
+        .unwrap_err();
+    match err {
+        kiln::Error::InvalidSetting { field, value, .. } => {
+            assert!(field.contains("dropout"), "{field}");
+            assert_eq!(value, "1.5");
+        }
+        other => panic!("expected InvalidSetting, got {other:?}"),
+    }
+    let mut model = Sequential::builder(&[4]).add(Dense::new(2)).build(0).unwrap();
+    match model.predict(&[1.0; 3], 1).unwrap_err() {
+        kiln::Error::ShapeMismatch { expected, found, .. } => {
+            assert!(expected.contains("[4]"), "{expected}");
+            assert_eq!(found, "3 values");
+        }
+        other => panic!("expected ShapeMismatch, got {other:?}"),
+    }
+    let err = Sequential::builder(&[4]).add(Dense::new(0)).build(0).unwrap_err();
+    assert!(
+        matches!(&err, kiln::Error::Layer { index: 0, kind, .. } if kind == "dense"),
+        "{err:?}"
+    );
 }

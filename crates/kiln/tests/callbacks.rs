@@ -226,7 +226,7 @@ fn a_spec_with_early_stopping_and_cosine_warmup_stops_and_keeps_the_best_epoch()
     .unwrap_err()
     .to_string();
     assert!(
-        err.contains("training.callbacks[0]: monitor `val_acc` is not logged"),
+        err.contains("training.callbacks[0]: monitor = `val_acc`: expected a logged value"),
         "{err}"
     );
 }

@@ -79,7 +79,7 @@ fn a_spec_selects_a_schedule_and_rejects_bad_settings() {
     .unwrap_err()
     .to_string();
     assert!(
-        err.contains("spec s.toml: training.learning_rate_schedule: decay_steps must be at least 1"),
+        err.contains("spec s.toml: training.learning_rate_schedule.decay_steps = 0: expected at least 1"),
         "{err}"
     );
     let err = TrainSpec::parse(

@@ -382,10 +382,13 @@ pub struct Artifact {
 /// ModelCheckpoint saving a Sequential under training: its metadata brought up to the epoch.
 impl ModelWriter for ModelInfo {
     fn write(&self, model: &dyn Model, log: &EpochLog, path: &Path) -> Result<()> {
-        let model = model
-            .as_any()
-            .downcast_ref::<Sequential>()
-            .ok_or_else(|| Error::Value("this model's metadata is for a Sequential model".into()))?;
+        let model = model.as_any().downcast_ref::<Sequential>().ok_or_else(|| {
+            Error::mismatch(
+                "the model saved with Sequential metadata",
+                "a Sequential model",
+                "another kind of model",
+            )
+        })?;
         let mut info = self.clone();
         if let Some(lineage) = info.lineage.as_mut() {
             lineage.epochs_trained = log.epoch;
@@ -442,10 +445,10 @@ impl ModelInfo {
     }
 
     fn unrecorded(&self, what: &str) -> Error {
-        Error::Value(format!(
-            "model `{}` was built in memory and records no {what}; train it with `kiln train` (or the pipeline) to keep them",
-            self.name
-        ))
+        Error::unsupported(
+            format!("reading the {what} of model `{}`", self.name),
+            format!("it was built in memory and records no {what}; train it with `kiln train` (or the pipeline) to keep them"),
+        )
     }
 }
 

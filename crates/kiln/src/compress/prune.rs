@@ -79,7 +79,11 @@ impl PruningSchedule {
             if (0.0..1.0).contains(&s) {
                 Ok(())
             } else {
-                Err(Error::Value(format!("pruning {name} {s} must be in [0, 1)")))
+                Err(Error::setting(
+                    format!("pruning {name}"),
+                    s,
+                    "a fraction in [0, 1)",
+                ))
             }
         };
         match *self {
@@ -128,8 +132,9 @@ impl Pruning {
             })
             .collect();
         if kernels.is_empty() {
-            return Err(Error::Value(
-                "the model has no Dense or Conv2D kernel to prune".into(),
+            return Err(Error::unsupported(
+                "pruning",
+                "the model has no Dense or Conv2D kernel to prune",
             ));
         }
         Ok(Pruning {
@@ -230,9 +235,11 @@ struct Consumer {
 /// a Dense layer, are pruned; the output layer keeps its units.
 pub fn remove_units(model: &Sequential, fraction: f32) -> Result<(Sequential, Vec<UnitsRemoved>)> {
     if !(0.0..1.0).contains(&fraction) {
-        return Err(Error::Value(format!(
-            "pruning fraction {fraction} must be in [0, 1)"
-        )));
+        return Err(Error::setting(
+            "pruning fraction",
+            fraction,
+            "a fraction in [0, 1)",
+        ));
     }
     let specs = model.specs().to_vec();
     let shapes: Vec<Vec<usize>> = model
@@ -269,8 +276,9 @@ pub fn remove_units(model: &Sequential, fraction: f32) -> Result<(Sequential, Ve
         consumers[i] = Some(consumer);
     }
     if kept.iter().all(Option::is_none) {
-        return Err(Error::Value(
-            "nothing to prune: no Dense or Conv2D layer feeds another one".into(),
+        return Err(Error::unsupported(
+            "structured pruning",
+            "nothing to prune: no Dense or Conv2D layer feeds another one",
         ));
     }
     let mut new_specs = specs.clone();
@@ -310,7 +318,7 @@ pub fn remove_units(model: &Sequential, fraction: f32) -> Result<(Sequential, Ve
             .strip_prefix("layers.")
             .and_then(|r| r.split('.').next())
             .and_then(|i| i.parse().ok())
-            .ok_or_else(|| Error::Value(format!("unexpected parameter name {name}")))?;
+            .ok_or_else(|| Error::mismatch("a parameter name", "layers.N.kernel or layers.N.bias", name))?;
         let is_kernel = name.ends_with(".kernel");
         let columns = kept[layer].as_ref().or(channels[layer]);
         let rows = if is_kernel {
@@ -368,7 +376,7 @@ fn param<'m>(model: &'m Sequential, name: &str) -> Result<&'m Tensor> {
         .iter()
         .find(|p| p.name == name)
         .map(|p| &p.value)
-        .ok_or_else(|| Error::Value(format!("the model has no parameter {name}")))
+        .ok_or_else(|| Error::mismatch("the parameter to prune", "one the model has", name))
 }
 
 /// The chosen rows and columns of a tensor seen as (all axes but the last, the last axis);

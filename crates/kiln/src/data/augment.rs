@@ -136,9 +136,11 @@ impl Augmentation {
     /// `[height, width, channels]` (channels last).
     pub fn check(&self, sample_shape: &[usize]) -> Result<()> {
         if !(2..=3).contains(&sample_shape.len()) {
-            return Err(Error::Value(format!(
-                "augmentation transforms images, shaped [height, width] or [height, width, channels]; these samples are shaped {sample_shape:?}"
-            )));
+            return Err(Error::shape(
+                "augmentation",
+                "images, shaped [height, width] or [height, width, channels]",
+                format!("samples shaped {sample_shape:?}"),
+            ));
         }
         for (i, t) in self.transforms.iter().enumerate() {
             let factors: Vec<Factor> = match t {
@@ -157,10 +159,11 @@ impl Augmentation {
                 let [lo, hi] = f.bounds();
                 let zoom = matches!(t, Transform::RandomZoom { .. });
                 if !(lo.is_finite() && hi.is_finite() && lo <= hi) || (zoom && lo <= -1.0) {
-                    return Err(Error::Value(format!(
-                        "preprocessing.augmentation.transforms[{i}]: factor range [{lo}, {hi}] must be low ≤ high{}",
-                        if zoom { ", above -1" } else { "" }
-                    )));
+                    return Err(Error::setting(
+                        format!("preprocessing.augmentation.transforms[{i}] factor"),
+                        format!("[{lo}, {hi}]"),
+                        format!("a range low ≤ high{}", if zoom { ", above -1" } else { "" }),
+                    ));
                 }
             }
         }
@@ -535,7 +538,9 @@ mod tests {
             }],
             FillMode::Reflect,
         );
-        assert!(ok.check(&[64]).unwrap_err().to_string().contains("shaped [64]"));
+        let err = ok.check(&[64]).unwrap_err();
+        assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
+        assert!(err.to_string().contains("shaped [64]"), "{err}");
         ok.check(&[28, 28, 1]).unwrap();
         let spec: Augmentation = toml::from_str(
             "transforms = [{ type = \"random_rotation\", factor = 0.1 }, { type = \"random_zoom\", height_factor = [-0.1, 0.2] }]\nfill_mode = \"constant\"",

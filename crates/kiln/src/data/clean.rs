@@ -125,12 +125,17 @@ impl Cleaning {
         first_missing: Option<&str>,
     ) -> Result<FittedCleaning> {
         let width = train.sample_size();
-        if self.missing.is_none() && train.features.iter().any(|v| v.is_nan()) {
+        let first_gap = || train.features.iter().position(|v| v.is_nan());
+        if let Some(at) = self.missing.is_none().then(first_gap).flatten() {
             let gaps = train.features.iter().filter(|v| v.is_nan()).count();
-            return Err(Error::Value(format!(
-                "the training data has {gaps} missing value(s) (first: {}); set preprocessing.missing to \"drop\", \"mean\", \"median\" or \"most_frequent\"",
-                first_missing.unwrap_or("unknown place")
-            )));
+            return Err(Error::MissingValue {
+                row: at / width + 1,
+                column: format!("feature column {}", at % width + 1),
+                hint: format!(
+                    "the training data has {gaps} missing value(s) (first: {}); set preprocessing.missing to \"drop\", \"mean\", \"median\" or \"most_frequent\"",
+                    first_missing.unwrap_or("unknown place")
+                ),
+            });
         }
         let column = |c: usize| -> Vec<f32> {
             (0..train.len())
@@ -174,10 +179,14 @@ impl Cleaning {
                         how
                     };
                     fill_value(values, how).ok_or_else(|| {
-                        Error::Value(format!(
-                            "feature column {} has no values in the training data to impute from",
-                            c + 1
-                        ))
+                        Error::too_few(
+                            format!(
+                                "values in feature column {} of the training data to impute from",
+                                c + 1
+                            ),
+                            0,
+                            1,
+                        )
                     })
                 })
                 .collect::<Result<_>>()?;
@@ -287,25 +296,27 @@ impl FittedCleaning {
         }
         match (self.missing, stage) {
             (Some(MissingValues::Drop), Stage::Predict) | (None, Stage::Predict) => {
-                Err(Error::Value(format!(
-                    "row {} has a missing value in {}; the model {}",
-                    index + 1,
-                    report.columns[gaps[0]].name,
-                    match self.missing {
-                        Some(_) => "was trained dropping such rows, so it cannot fill the gap",
-                        None => "was trained without missing values and has nothing to fill it with",
+                Err(Error::MissingValue {
+                    row: index + 1,
+                    column: report.columns[gaps[0]].name.clone(),
+                    hint: match self.missing {
+                        Some(_) => "the model was trained dropping such rows, so it cannot fill the gap",
+                        None => {
+                            "the model was trained without missing values and has nothing to fill it with"
+                        }
                     }
-                )))
+                    .into(),
+                })
             }
             (Some(MissingValues::Drop), _) => {
                 report.dropped_for_missing += 1;
                 Ok(false)
             }
-            (None, _) => Err(Error::Value(format!(
-                "row {} has a missing value in {}; set preprocessing.missing to handle gaps",
-                index + 1,
-                report.columns[gaps[0]].name
-            ))),
+            (None, _) => Err(Error::MissingValue {
+                row: index + 1,
+                column: report.columns[gaps[0]].name.clone(),
+                hint: "set preprocessing.missing to handle gaps".into(),
+            }),
             (Some(_), _) => {
                 for c in gaps {
                     row[c] = self.fill[c];
@@ -525,11 +536,11 @@ mod tests {
                 .rows_out,
             2
         );
-        let e = fitted
-            .apply(&train, Stage::Predict, &names())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("row 2 has a missing value in a"), "{e}");
+        let e = fitted.apply(&train, Stage::Predict, &names()).unwrap_err();
+        assert!(
+            matches!(&e, Error::MissingValue { row: 2, column, .. } if column == "a"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -538,6 +549,7 @@ mod tests {
         let e = Cleaning::default()
             .fit(&train, &[false, false], Some("t.csv line 2, column \"b\""))
             .unwrap_err();
+        assert!(matches!(e, Error::MissingValue { row: 1, .. }), "{e}");
         assert!(
             e.to_string().contains(
                 "1 missing value(s) (first: t.csv line 2, column \"b\"); set preprocessing.missing"

@@ -61,9 +61,11 @@ pub(crate) fn check_test_fraction(fraction: f32) -> Result<()> {
     if fraction > 0.0 && fraction < 1.0 {
         Ok(())
     } else {
-        Err(Error::Value(format!(
-            "test_fraction must be between 0 and 1 (exclusive), got {fraction}"
-        )))
+        Err(Error::setting(
+            "test_fraction",
+            fraction,
+            "a fraction between 0 and 1 (exclusive)",
+        ))
     }
 }
 
@@ -109,7 +111,10 @@ mod tests {
     #[test]
     fn a_test_fraction_outside_zero_one_is_rejected() {
         for bad in [0.0, 1.0, -0.5, 1.5, f32::NAN] {
-            assert!(matches!(load_digits(bad, 0), Err(Error::Value(_))), "{bad}");
+            assert!(
+                matches!(load_digits(bad, 0), Err(Error::InvalidSetting { field, .. }) if field == "test_fraction"),
+                "{bad}"
+            );
         }
     }
 

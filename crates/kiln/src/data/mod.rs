@@ -107,12 +107,15 @@ impl Dataset {
     pub fn new(features: Vec<f32>, sample_shape: Vec<usize>, labels: Vec<u32>) -> Result<Self> {
         let size: usize = sample_shape.iter().product();
         if features.len() != labels.len() * size {
-            return Err(Error::Shape(format!(
-                "{} feature values do not make {} samples of shape {:?}",
+            return Err(Error::shape(
+                "data set features",
+                format!(
+                    "{} values for {} samples of shape {sample_shape:?}",
+                    labels.len() * size,
+                    labels.len()
+                ),
                 features.len(),
-                labels.len(),
-                sample_shape
-            )));
+            ));
         }
         Ok(Dataset {
             features,
@@ -180,9 +183,11 @@ impl Dataset {
 
     fn tail_split_point(&self, fraction: f32) -> Result<usize> {
         if !(0.0..1.0).contains(&fraction) {
-            return Err(Error::Value(format!(
-                "validation fraction must be in [0, 1), got {fraction}"
-            )));
+            return Err(Error::setting(
+                "validation_split",
+                fraction,
+                "a fraction in [0, 1)",
+            ));
         }
         Ok(((self.len() as f64) * (1.0 - decimal_f64(fraction))).floor() as usize)
     }

@@ -111,10 +111,11 @@ impl FittedNormalization {
     /// Normalizes `features` (samples of `sample_size` values, back to back) in place.
     pub fn apply(&self, features: &mut [f32], sample_size: usize) -> Result<()> {
         if sample_size == 0 || !features.len().is_multiple_of(sample_size) {
-            return Err(Error::Shape(format!(
-                "{} feature values are not a whole number of samples of {sample_size} values",
-                features.len()
-            )));
+            return Err(Error::shape(
+                "normalization",
+                format!("a whole number of samples of {sample_size} values"),
+                format!("{} feature values", features.len()),
+            ));
         }
         match self {
             FittedNormalization::None => {}
@@ -143,11 +144,15 @@ fn shift_and_divide(
     what: &str,
 ) -> Result<()> {
     if shift.len() != sample_size || divisor.len() != sample_size {
-        return Err(Error::Shape(format!(
-            "{what} normalization fitted on {} features ({}) cannot apply to samples of {sample_size}",
-            shift.len(),
-            divisor.len()
-        )));
+        return Err(Error::shape(
+            format!("{what} normalization"),
+            format!(
+                "samples of the {} features ({}) it was fitted on",
+                shift.len(),
+                divisor.len()
+            ),
+            format!("samples of {sample_size}"),
+        ));
     }
     for_each_sample(features, sample_size, |s| {
         for ((v, m), d) in s.iter_mut().zip(shift).zip(divisor) {
@@ -160,8 +165,10 @@ fn shift_and_divide(
 /// Minimum and range per feature over the training split.
 fn fit_min_max(train: &Dataset) -> Result<FittedNormalization> {
     if train.is_empty() {
-        return Err(Error::Value(
-            "cannot fit a min-max normalization on an empty training set".into(),
+        return Err(Error::too_few(
+            "training samples to fit a min-max normalization on",
+            0,
+            1,
         ));
     }
     let d = train.sample_size();
@@ -188,9 +195,11 @@ fn check_max(max: f32) -> Result<()> {
     if max > 0.0 && max.is_finite() {
         Ok(())
     } else {
-        Err(Error::Value(format!(
-            "normalization scale max must be positive and finite, got {max}"
-        )))
+        Err(Error::setting(
+            "preprocessing.normalization.max",
+            max,
+            "a positive, finite number",
+        ))
     }
 }
 
@@ -198,8 +207,10 @@ fn check_max(max: f32) -> Result<()> {
 /// not lose precision. Two passes rather than sum-of-squares, which cancels badly.
 fn fit_z_score(train: &Dataset) -> Result<FittedNormalization> {
     if train.is_empty() {
-        return Err(Error::Value(
-            "cannot fit a z-score normalization on an empty training set".into(),
+        return Err(Error::too_few(
+            "training samples to fit a z-score normalization on",
+            0,
+            1,
         ));
     }
     let (d, n) = (train.sample_size(), train.len() as f64);
@@ -319,8 +330,14 @@ mod tests {
     #[test]
     fn mismatched_sizes_are_errors() {
         let fitted = Normalization::ZScore.fit(&three_by_two()).unwrap();
-        assert!(matches!(fitted.apply(&mut [0.0; 6], 3), Err(Error::Shape(_))));
-        assert!(matches!(fitted.apply(&mut [0.0; 5], 2), Err(Error::Shape(_))));
+        assert!(matches!(
+            fitted.apply(&mut [0.0; 6], 3),
+            Err(Error::ShapeMismatch { .. })
+        ));
+        assert!(matches!(
+            fitted.apply(&mut [0.0; 5], 2),
+            Err(Error::ShapeMismatch { .. })
+        ));
         assert!(Normalization::ZScore.fit(&three_by_two().subset(&[])).is_err());
     }
 

@@ -13,10 +13,14 @@ const BOOTSTRAP_STREAM: u64 = 0x6b69_6c6e_424f_4f54; // "kilnBOOT"
 /// sizes differ by at most one. Each fold's indices are sorted.
 pub fn stratified_folds(labels: &[u32], k: usize, seed: u64) -> Result<Vec<Vec<usize>>> {
     if k < 2 || k > labels.len() {
-        return Err(Error::Value(format!(
-            "cross-validation needs between 2 and {} folds (one sample each at least), got {k}",
-            labels.len()
-        )));
+        return Err(Error::setting(
+            "--folds",
+            k,
+            format!(
+                "between 2 and {} folds for cross-validation (one sample each at least)",
+                labels.len()
+            ),
+        ));
     }
     let mut by_class: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
     for (i, &label) in labels.iter().enumerate() {

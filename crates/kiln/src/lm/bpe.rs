@@ -33,9 +33,11 @@ impl BytePairEncoding {
     /// twice.
     pub fn train(text: &str, vocab_size: usize) -> Result<Self> {
         if vocab_size < BYTE_IDS {
-            return Err(Error::Value(format!(
-                "BPE vocab_size {vocab_size} is below {BYTE_IDS}, the number of byte ids"
-            )));
+            return Err(Error::setting(
+                "data.tokenizer.vocab_size",
+                vocab_size,
+                format!("at least {BYTE_IDS}, the number of byte ids"),
+            ));
         }
         let mut trainer = Trainer::new(text);
         let mut merges = Vec::with_capacity(vocab_size - BYTE_IDS);
@@ -59,9 +61,10 @@ impl BytePairEncoding {
             check_merge(index, left, right)?;
             // A repeated pair could never be produced by encoding: the file is corrupt.
             if let Some(first) = ranks.insert((left, right), index as u32) {
-                return Err(Error::Value(format!(
-                    "BPE merge {index} ({left}, {right}) repeats merge {first}"
-                )));
+                return Err(Error::Corrupt {
+                    what: "the BPE merges".into(),
+                    message: format!("merge {index} ({left}, {right}) repeats merge {first}"),
+                });
             }
             let bytes = [tokens[left as usize].as_slice(), &tokens[right as usize]].concat();
             tokens.push(bytes);
@@ -150,10 +153,13 @@ fn check_merge(index: usize, left: u32, right: u32) -> Result<()> {
     let defined = id_of_merge(index);
     for id in [left, right] {
         if id >= defined {
-            return Err(Error::Value(format!(
-                "BPE merge {index} ({left}, {right}) uses id {id}, \
-                 but only ids below {defined} are defined before it"
-            )));
+            return Err(Error::Corrupt {
+                what: "the BPE merges".into(),
+                message: format!(
+                    "merge {index} ({left}, {right}) uses id {id}, \
+                     but only ids below {defined} are defined before it"
+                ),
+            });
         }
     }
     Ok(())
@@ -482,8 +488,11 @@ mod tests {
     #[test]
     fn vocab_below_the_byte_ids_is_an_error() {
         let err = BytePairEncoding::train("abc", 255).unwrap_err();
-        assert!(matches!(err, Error::Value(_)));
-        assert!(err.to_string().contains("255"), "{err}");
+        assert!(
+            matches!(&err, Error::InvalidSetting { field, value, .. }
+                if field == "data.tokenizer.vocab_size" && value == "255"),
+            "{err}"
+        );
         let bytes_only = BytePairEncoding::train("abab", 256).unwrap();
         assert!(bytes_only.merges().is_empty());
         assert_eq!(bytes_only.encode("ab"), [97, 98]);
@@ -497,7 +506,7 @@ mod tests {
 
         let err = BytePairEncoding::from_merges(vec![(97, 98), (256, 257)]).unwrap_err();
         let message = err.to_string();
-        assert!(matches!(err, Error::Value(_)));
+        assert!(matches!(err, Error::Corrupt { .. }));
         assert!(
             message.contains("merge 1") && message.contains("257"),
             "{message}"

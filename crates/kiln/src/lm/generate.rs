@@ -60,20 +60,20 @@ impl Gpt {
         let c = &self.layout.config;
         let (start, rows, width) = (cache.len, tokens.len(), c.width);
         if rows == 0 {
-            return Err(Error::Value("nothing to feed: no tokens".into()));
+            return Err(Error::too_few("tokens to feed", 0, 1));
         }
         if start + rows > c.context {
-            return Err(Error::Value(format!(
-                "{} positions do not fit the model's context of {}",
-                start + rows,
-                c.context
-            )));
+            return Err(Error::shape(
+                "generation cache",
+                format!("at most the model's context of {} positions", c.context),
+                format!("{} positions", start + rows),
+            ));
         }
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.vocab) {
-            return Err(Error::Value(format!(
-                "token id {bad} is outside the vocabulary of {}",
-                self.vocab
-            )));
+            return Err(Error::TokenOutOfRange {
+                token: bad as usize,
+                vocab: self.vocab,
+            });
         }
         let value = |id: ParamId| self.params.get(id).value.data();
         let (tok, pos) = (value(self.layout.tokens), value(self.layout.positions));
@@ -202,17 +202,14 @@ pub struct Sampling {
 impl Sampling {
     pub fn validate(&self) -> Result<()> {
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return Err(Error::Value(format!(
-                "--temperature {} must be 0 or more",
-                self.temperature
-            )));
+            return Err(Error::setting("--temperature", self.temperature, "a number ≥ 0"));
         }
         if self.top_k == Some(0) {
-            return Err(Error::Value("--top-k must be at least 1".into()));
+            return Err(Error::setting("--top-k", 0, "at least 1"));
         }
         if let Some(p) = self.top_p {
             if !(p > 0.0 && p <= 1.0) {
-                return Err(Error::Value(format!("--top-p {p} must be in (0, 1]")));
+                return Err(Error::setting("--top-p", p, "a number in (0, 1]"));
             }
         }
         Ok(())
@@ -259,15 +256,17 @@ pub fn check_request(model: &Gpt, prompt: &[u32], sampling: &Sampling) -> Result
     sampling.validate()?;
     let context = model.config().context;
     if prompt.is_empty() {
-        return Err(Error::Value(
-            "the prompt is empty: give at least one character or token".into(),
+        return Err(Error::too_few(
+            "tokens in the prompt (give at least one character or token)",
+            0,
+            1,
         ));
     }
     if prompt.len() > context {
-        return Err(Error::Value(format!(
-            "the prompt is {} tokens long, longer than the model's context of {context}",
-            prompt.len()
-        )));
+        return Err(Error::unsupported(
+            format!("a prompt {} tokens long", prompt.len()),
+            format!("it is longer than the model's context of {context}"),
+        ));
     }
     Ok(())
 }
@@ -414,7 +413,7 @@ mod tests {
                 .to_string()
         };
         assert!(err(&[1; 7], &ok).contains("longer than the model's context of 6"));
-        assert!(err(&[], &ok).contains("prompt is empty"));
+        assert!(err(&[], &ok).contains("tokens in the prompt"));
         assert!(err(
             &[1],
             &Sampling {

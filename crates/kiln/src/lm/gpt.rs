@@ -77,7 +77,7 @@ impl GptConfig {
 
     /// Rejects sizes the model cannot be built with, naming the field.
     pub fn validate(&self) -> Result<()> {
-        let fail = |m: String| Err(Error::Value(format!("model: {m}")));
+        let field = |name: &str| format!("model.{name}");
         for (name, v) in [
             ("layers", self.layers),
             ("heads", self.heads),
@@ -86,25 +86,32 @@ impl GptConfig {
             ("mlp_ratio", self.mlp_ratio),
         ] {
             if v == 0 {
-                return fail(format!("`{name}` must be at least 1"));
+                return Err(Error::setting(field(name), v, "at least 1"));
             }
         }
         if !self.width.is_multiple_of(self.heads) {
-            return fail(format!(
-                "`width` {} is not divisible by `heads` {}: each head gets an equal slice",
-                self.width, self.heads
+            return Err(Error::setting(
+                field("width"),
+                self.width,
+                format!(
+                    "a multiple of `heads` {h}, so each head gets an equal slice \
+                     ({} is not divisible by `heads` {h})",
+                    self.width,
+                    h = self.heads
+                ),
             ));
         }
         if self.context < 2 {
-            return fail(format!("`context` {} must be at least 2", self.context));
+            return Err(Error::setting(field("context"), self.context, "at least 2"));
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return fail(format!("`dropout` {} must be in [0, 1)", self.dropout));
+            return Err(Error::setting(field("dropout"), self.dropout, "a rate in [0, 1)"));
         }
         if self.layer_norm_epsilon.is_nan() || self.layer_norm_epsilon <= 0.0 {
-            return fail(format!(
-                "`layer_norm_epsilon` {} must be positive",
-                self.layer_norm_epsilon
+            return Err(Error::setting(
+                field("layer_norm_epsilon"),
+                self.layer_norm_epsilon,
+                "a positive number",
             ));
         }
         Ok(())
@@ -176,9 +183,7 @@ impl Gpt {
     pub fn new(config: GptConfig, vocab: usize, seed: u64) -> Result<Gpt> {
         config.validate()?;
         if vocab == 0 {
-            return Err(Error::Value(
-                "a language model needs a vocabulary of at least 1 token".into(),
-            ));
+            return Err(Error::too_few("tokens in a language model's vocabulary", 0, 1));
         }
         let mut rng = Rng::derive(seed, 0x0067_7074);
         let mut params = ParamStore::new();
@@ -248,15 +253,14 @@ impl Gpt {
     /// Replaces every parameter's values with `values` (by name, as saved), checking shapes.
     pub fn load_values(&mut self, mut values: impl FnMut(&str) -> Option<Tensor>) -> Result<()> {
         for p in self.params.iter_mut() {
-            let t =
-                values(&p.name).ok_or_else(|| Error::Value(format!("parameter `{}` is missing", p.name)))?;
+            let what = format!("parameter `{}`", p.name);
+            let t = values(&p.name).ok_or_else(|| Error::mismatch(&what, "a saved value", "none"))?;
             if t.dims() != p.value.dims() {
-                return Err(Error::Shape(format!(
-                    "parameter `{}` is {:?}, the configuration needs {:?}",
-                    p.name,
-                    t.dims(),
-                    p.value.dims()
-                )));
+                return Err(Error::shape(
+                    what,
+                    format!("{:?}, as the configuration needs", p.value.dims()),
+                    format!("{:?}", t.dims()),
+                ));
             }
             p.value = t;
         }
@@ -289,17 +293,20 @@ impl Gpt {
     ) -> Result<(f32, usize)> {
         let seq = self.prepare(inputs, batch)?;
         if targets.len() != inputs.len() {
-            return Err(Error::Shape(format!(
-                "{} targets for {} inputs: each input token needs the token that follows it",
-                targets.len(),
-                inputs.len()
-            )));
+            return Err(Error::shape(
+                "gpt targets",
+                format!(
+                    "{} targets, one per input: each input token needs the token that follows it",
+                    inputs.len()
+                ),
+                format!("{} targets", targets.len()),
+            ));
         }
         if let Some(&bad) = targets.iter().find(|&&t| t as usize >= self.vocab) {
-            return Err(Error::Value(format!(
-                "target token {bad} is outside the vocabulary of {}",
-                self.vocab
-            )));
+            return Err(Error::TokenOutOfRange {
+                token: bad as usize,
+                vocab: self.vocab,
+            });
         }
         let layout = &self.layout;
         let mut tape = if backward {
@@ -337,23 +344,28 @@ impl Gpt {
 
     fn check_batch(&self, inputs: &[u32], batch: usize) -> Result<usize> {
         if batch == 0 || inputs.is_empty() || !inputs.len().is_multiple_of(batch) {
-            return Err(Error::Shape(format!(
-                "{} token ids do not split into {batch} equal sequences",
-                inputs.len()
-            )));
+            return Err(Error::shape(
+                "gpt input",
+                format!("token ids that split into {batch} equal sequences"),
+                format!("{} token ids", inputs.len()),
+            ));
         }
         let seq = inputs.len() / batch;
         if seq > self.layout.config.context {
-            return Err(Error::Value(format!(
-                "a sequence of {seq} tokens is longer than the model's context of {}",
-                self.layout.config.context
-            )));
+            return Err(Error::shape(
+                "gpt input",
+                format!(
+                    "sequences of at most the model's context of {}",
+                    self.layout.config.context
+                ),
+                format!("a sequence of {seq} tokens"),
+            ));
         }
         if let Some(&bad) = inputs.iter().find(|&&t| t as usize >= self.vocab) {
-            return Err(Error::Value(format!(
-                "token id {bad} is outside the vocabulary of {}",
-                self.vocab
-            )));
+            return Err(Error::TokenOutOfRange {
+                token: bad as usize,
+                vocab: self.vocab,
+            });
         }
         Ok(seq)
     }
@@ -542,10 +554,10 @@ pub(crate) mod tests {
                 .unwrap_err()
                 .to_string()
         };
-        assert!(err(&[1; 14], &[1; 14], 2).contains("longer than the model's context of 6"));
-        assert!(err(&[1; 5], &[1; 5], 2).contains("do not split into 2"));
+        assert!(err(&[1; 14], &[1; 14], 2).contains("at most the model's context of 6, got a sequence of 7"));
+        assert!(err(&[1; 5], &[1; 5], 2).contains("split into 2 equal sequences, got 5 token ids"));
         assert!(err(&[1, 9], &[1, 1], 1).contains("token id 9"));
-        assert!(err(&[1, 1], &[1], 1).contains("1 targets for 2 inputs"));
+        assert!(err(&[1, 1], &[1], 1).contains("got 1 targets"));
         assert!(Gpt::new(
             GptConfig {
                 heads: 3,

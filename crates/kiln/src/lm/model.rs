@@ -44,17 +44,17 @@ impl Evaluate for Gpt {
 
     fn check_windows(&self, context: usize, vocab: usize) -> Result<()> {
         if context > self.config().context {
-            return Err(Error::Value(format!(
-                "windows of {context} tokens are longer than the model's context of {}",
-                self.config().context
-            )));
+            return Err(Error::mismatch(
+                "the data's windows",
+                format!("at most the model's context of {} tokens", self.config().context),
+                format!("{context} tokens"),
+            ));
         }
         if vocab > self.vocab_size() {
-            return Err(Error::Value(format!(
-                "the data hold token {} but the model's vocabulary has {} tokens",
-                vocab - 1,
-                self.vocab_size()
-            )));
+            return Err(Error::TokenOutOfRange {
+                token: vocab - 1,
+                vocab: self.vocab_size(),
+            });
         }
         Ok(())
     }
@@ -68,8 +68,10 @@ fn windows<'a>(batch: Batch<'a>) -> Result<(&'a [u32], &'a [u32], usize)> {
             targets,
             rows,
         } => Ok((inputs, targets, rows)),
-        Batch::Samples { .. } => Err(Error::Value(
-            "a GPT reads token windows, not samples with labels".into(),
+        Batch::Samples { .. } => Err(Error::mismatch(
+            "the data",
+            "token windows, which a GPT reads",
+            "samples with labels",
         )),
     }
 }

@@ -67,12 +67,17 @@ impl Tokenizer {
                     match chars.binary_search(&ch) {
                         Ok(id) => ids.push(id as u32),
                         Err(_) => {
-                            return Err(Error::Value(format!(
-                                "character {ch:?} (U+{:04X}) at position {} is not in the model's vocabulary of {} characters",
-                                ch as u32,
-                                position + 1,
-                                chars.len()
-                            )))
+                            return Err(Error::unsupported(
+                                format!(
+                                    "character {ch:?} (U+{:04X}) at position {}",
+                                    ch as u32,
+                                    position + 1
+                                ),
+                                format!(
+                                    "it is not in the model's vocabulary of {} characters",
+                                    chars.len()
+                                ),
+                            ))
                         }
                     }
                 }
@@ -109,15 +114,18 @@ impl Tokenizer {
     }
 
     pub fn from_json(json: &str) -> Result<Tokenizer> {
-        let saved: Saved = serde_json::from_str(json)
-            .map_err(|e| Error::Value(format!("saved tokenizer does not parse: {e}")))?;
+        let saved: Saved = serde_json::from_str(json).map_err(|e| Error::Corrupt {
+            what: "the saved tokenizer".into(),
+            message: format!("it does not parse: {e}"),
+        })?;
         Ok(match saved {
             Saved::Char { chars } => {
                 let chars: Vec<char> = chars.chars().collect();
                 if chars.is_empty() || chars.windows(2).any(|w| w[0] >= w[1]) {
-                    return Err(Error::Value(
-                        "saved character vocabulary must be non-empty, sorted and without repeats".into(),
-                    ));
+                    return Err(Error::Corrupt {
+                        what: "the saved character vocabulary".into(),
+                        message: "it must be non-empty, sorted and without repeats".into(),
+                    });
                 }
                 Tokenizer::Chars(chars)
             }

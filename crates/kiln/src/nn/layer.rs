@@ -124,14 +124,19 @@ impl LayerSpec {
         input: Shape,
         params: &mut ParamSource,
     ) -> Result<(Layer, Shape)> {
-        let fail = |msg: String| Error::Shape(format!("layer {index} ({}): {msg}", self.type_name()));
+        let layer = || format!("layer {index} ({})", self.type_name());
+        let fail = |message: String| Error::Layer {
+            index,
+            kind: self.type_name().to_string(),
+            message,
+        };
         match self {
             LayerSpec::Dense(d) => {
                 if d.units == 0 {
                     return Err(fail("units must be at least 1".into()));
                 }
                 if input.rank() == 0 {
-                    return Err(fail("needs an input with at least one axis".into()));
+                    return Err(Error::shape(layer(), "an input with at least one axis", input));
                 }
                 let fan_in = input.last();
                 let kernel = params.get(
@@ -166,7 +171,11 @@ impl LayerSpec {
             }
             LayerSpec::Dropout(d) => {
                 if !(0.0..1.0).contains(&d.rate) {
-                    return Err(fail(format!("rate {} must be in [0, 1)", d.rate)));
+                    return Err(Error::setting(
+                        format!("{} rate", layer()),
+                        d.rate,
+                        "a rate in [0, 1)",
+                    ));
                 }
                 Ok((Layer::Dropout { rate: d.rate }, input))
             }

@@ -120,26 +120,32 @@ fn dense_targets(tape: &mut Tape, output: Var, labels: &[u32], binary: bool) -> 
     let shape = tape.shape(output);
     let (rows, width) = (shape.rows(), shape.last());
     if labels.len() != rows {
-        return Err(Error::Shape(format!(
-            "{} labels for {rows} predictions",
-            labels.len()
-        )));
+        return Err(Error::shape(
+            "loss labels",
+            format!("{rows}, one per prediction"),
+            labels.len(),
+        ));
     }
     let mut targets = tape.alloc(rows * width);
     if width == 1 {
         if let Some(&bad) = labels.iter().find(|&&l| binary && l > 1) {
-            return Err(Error::Value(format!("label {bad} is out of range for binary cross-entropy on one output unit (labels must be 0 or 1)")));
+            // Binary cross-entropy on one output unit: two classes, 0 and 1.
+            return Err(Error::LabelOutOfRange {
+                label: bad.into(),
+                classes: 2,
+            });
         }
         targets.iter_mut().zip(labels).for_each(|(t, &l)| *t = l as f32);
         return Ok(targets);
     }
     targets.fill(0.0);
     for (row, &label) in targets.chunks_exact_mut(width).zip(labels) {
-        let slot = row.get_mut(label as usize).ok_or_else(|| {
-            Error::Value(format!(
-                "label {label} is out of range for an output layer of {width} units"
-            ))
-        })?;
+        let slot = row
+            .get_mut(label as usize)
+            .ok_or_else(|| Error::LabelOutOfRange {
+                label: label.into(),
+                classes: width,
+            })?;
         *slot = 1.0;
     }
     Ok(targets)
@@ -183,7 +189,10 @@ mod tests {
         };
         let l = mse.compute(&mut t, y, false, &[0, 1]).unwrap();
         assert!((t.value(l)[0] - 0.125).abs() < 1e-7); // (0.25 + 0.25 + 0 + 0) / 4
-        let err = mse.compute(&mut t, y, false, &[0, 2]).unwrap_err().to_string();
-        assert!(err.contains("label 2 is out of range"), "{err}");
+        let err = mse.compute(&mut t, y, false, &[0, 2]).unwrap_err();
+        assert!(
+            matches!(err, Error::LabelOutOfRange { label: 2, classes: 2 }),
+            "{err}"
+        );
     }
 }

@@ -55,7 +55,7 @@ pub trait Evaluate: Send {
         let _ = (sample_shape, classes);
         Err(Error::mismatch(
             format!("{what} data"),
-            "token windows (this model reads text)",
+            "token windows, which this model reads",
             "samples with labels",
         ))
     }
@@ -65,7 +65,7 @@ pub trait Evaluate: Send {
         let _ = (context, vocab);
         Err(Error::mismatch(
             "the data",
-            "samples with labels (this model classifies samples)",
+            "samples with labels, which this model reads",
             "token windows",
         ))
     }
@@ -92,23 +92,22 @@ pub trait Model: Evaluate + Send + Any {
     fn set_weights(&mut self, weights: &[Tensor]) -> Result<()> {
         let params = self.params_mut();
         if weights.len() != params.len() {
-            return Err(Error::Shape(format!(
-                "{} weights for {} parameters",
+            return Err(Error::mismatch(
+                "weights",
+                format!("{}, one per parameter", params.len()),
                 weights.len(),
-                params.len()
-            )));
+            ));
         }
         if let Some((p, w)) = params
             .iter()
             .zip(weights)
             .find(|(p, w)| p.value.dims() != w.dims())
         {
-            return Err(Error::Shape(format!(
-                "{}: weight {:?} for a parameter {:?}",
-                p.name,
-                w.dims(),
-                p.value.dims()
-            )));
+            return Err(Error::shape(
+                format!("weight for {}", p.name),
+                format!("{:?}", p.value.dims()),
+                format!("{:?}", w.dims()),
+            ));
         }
         for (p, w) in params.iter_mut().zip(weights) {
             p.value.data_mut().copy_from_slice(w.data());

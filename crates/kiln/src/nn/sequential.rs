@@ -61,9 +61,15 @@ fn build_layers(
 ) -> Result<(Shape, Shape, Network)> {
     let input = Shape::try_new(input_shape)
         .filter(|s| s.rank() > 0 && s.numel() > 0 && s.rank() < crate::tensor::MAX_RANK)
-        .ok_or_else(|| Error::Shape(format!("input shape {input_shape:?} is not a valid sample shape")))?;
+        .ok_or_else(|| {
+            Error::setting(
+                "input_shape",
+                format!("{input_shape:?}"),
+                format!("1 to {} axes, none of them 0", crate::tensor::MAX_RANK - 1),
+            )
+        })?;
     if specs.is_empty() {
-        return Err(Error::Shape("a model needs at least one layer".into()));
+        return Err(Error::too_few("model layers", 0, 1));
     }
     let mut shape = input;
     let mut layers = Vec::with_capacity(specs.len());
@@ -245,11 +251,11 @@ impl Sequential {
     /// Names the layers (None: the default name), as a spec's `name = "…"` does.
     pub fn set_layer_names(&mut self, names: Vec<Option<String>>) -> Result<()> {
         if names.len() != self.specs.len() {
-            return Err(Error::Value(format!(
-                "{} layer names for {} layers",
+            return Err(Error::mismatch(
+                "layer names",
+                format!("one per layer ({})", self.specs.len()),
                 names.len(),
-                self.specs.len()
-            )));
+            ));
         }
         self.names = names;
         Ok(())
@@ -257,7 +263,7 @@ impl Sequential {
 
     /// Names the first Dense layer that receives more than a vector (Dense maps only the
     /// last axis, so the spatial axes reach the output), or says what the output is.
-    fn why_output_is_not_a_vector(&self) -> String {
+    fn why_output_is_not_a_vector(&self) -> Error {
         let inputs = std::iter::once(self.input_shape).chain(self.network.shapes.iter().copied());
         let culprit = self
             .specs
@@ -266,13 +272,18 @@ impl Sequential {
             .enumerate()
             .find(|(_, (spec, input))| matches!(spec, LayerSpec::Dense(_)) && input.rank() > 1);
         match culprit {
-            Some((i, (_, input))) => format!(
-                "layer {i} (dense) receives {input} per sample and maps only its last axis, so the model outputs {} instead of a vector of class scores; add {{ type = \"flatten\" }} before it",
-                self.output_shape
-            ),
-            None => format!(
-                "the model's output per sample is {}, expected a vector of class scores; add a `flatten` layer before the first dense layer",
-                self.output_shape
+            Some((i, (_, input))) => Error::Layer {
+                index: i,
+                kind: "dense".into(),
+                message: format!(
+                    "receives {input} per sample and maps only its last axis, so the model outputs {} instead of a vector of class scores; add {{ type = \"flatten\" }} before it",
+                    self.output_shape
+                ),
+            },
+            None => Error::shape(
+                "the model's output per sample",
+                "a vector of class scores (add a `flatten` layer before the first dense layer)",
+                self.output_shape,
             ),
         }
     }
@@ -297,16 +308,19 @@ impl Sequential {
     pub fn check_classifier_output(&self, num_classes: usize) -> Result<()> {
         let dims = self.output_shape.dims();
         if dims.len() != 1 {
-            return Err(Error::Shape(self.why_output_is_not_a_vector()));
+            return Err(self.why_output_is_not_a_vector());
         }
         let units = dims[0];
         let binary = units == 1 && num_classes <= 2;
         if units < num_classes && !binary {
-            return Err(Error::Value(format!(
-                "the data has labels up to {}, but the output layer has {units} units (labels must be 0..{})",
-                num_classes - 1,
-                units.saturating_sub(1)
-            )));
+            return Err(Error::mismatch(
+                "the output layer's units",
+                format!(
+                    "one per class: at least {num_classes} (the data has labels up to {})",
+                    num_classes - 1
+                ),
+                format!("{units} units"),
+            ));
         }
         Ok(())
     }

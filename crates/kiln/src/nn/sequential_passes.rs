@@ -75,10 +75,11 @@ impl Evaluate for Sequential {
 
     fn check_samples(&self, sample_shape: &[usize], classes: usize, what: &str) -> Result<()> {
         if sample_shape != self.input_shape().dims() {
-            return Err(Error::Shape(format!(
-                "{what} samples have shape {sample_shape:?}, the model's input is {}",
-                self.input_shape()
-            )));
+            return Err(Error::shape(
+                format!("{what} samples"),
+                format!("the model's input shape {}", self.input_shape()),
+                format!("{sample_shape:?}"),
+            ));
         }
         self.check_classifier_output(classes)
     }
@@ -88,8 +89,10 @@ impl Evaluate for Sequential {
 fn samples<'a>(batch: Batch<'a>) -> Result<(&'a [f32], &'a [u32])> {
     match batch {
         Batch::Samples { x, labels } => Ok((x, labels)),
-        Batch::Tokens { .. } => Err(Error::Value(
-            "a Sequential model reads samples with labels, not token windows".into(),
+        Batch::Tokens { .. } => Err(Error::mismatch(
+            "the data",
+            "samples with labels, which a Sequential model reads",
+            "token windows",
         )),
     }
 }
@@ -99,10 +102,14 @@ impl Sequential {
     pub(crate) fn check_input(&self, x: &[f32], count: usize) -> Result<()> {
         let input_shape = self.input_shape();
         if x.len() != count * input_shape.numel() {
-            return Err(Error::Shape(format!(
-                "{} input values do not make {count} samples of shape {input_shape}",
-                x.len()
-            )));
+            return Err(Error::shape(
+                "input values",
+                format!(
+                    "{count} samples of shape {input_shape}: {} values",
+                    count * input_shape.numel()
+                ),
+                format!("{} values", x.len()),
+            ));
         }
         Ok(())
     }

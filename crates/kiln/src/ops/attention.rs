@@ -51,19 +51,21 @@ impl Tape<'_> {
             || !cols.is_multiple_of(3)
             || !(cols / 3).is_multiple_of(heads)
         {
-            return Err(Error::Shape(format!(
-                "attention needs batch·seq = {} rows of 3·width with width divisible by {heads} heads, got {shape}",
-                batch * seq
-            )));
+            return Err(Error::shape(
+                "attention",
+                format!(
+                    "batch·seq = {} rows of 3·width with width divisible by {heads} heads",
+                    batch * seq
+                ),
+                shape,
+            ));
         }
         let width = cols / 3;
         let mut weights = self.alloc(batch * heads * seq * seq);
         let mask = match dropout {
             Some((rate, rng)) if rate > 0.0 => {
                 if !(0.0..1.0).contains(&rate) {
-                    return Err(Error::Value(format!(
-                        "attention dropout rate {rate} must be in [0, 1)"
-                    )));
+                    return Err(Error::setting("attention dropout rate", rate, "a rate in [0, 1)"));
                 }
                 let mut mask = self.alloc(weights.len());
                 super::dropout::fill_mask(&mut mask, rate, rng);

@@ -16,9 +16,11 @@ impl Tape<'_> {
         let [batch, m, k] = dims3(sa)?;
         let [batch_b, k_b, n] = dims3(sb)?;
         if batch != batch_b || k != k_b {
-            return Err(Error::Shape(format!(
-                "batch_matmul needs batch × m × k and batch × k × n, got {sa} and {sb}"
-            )));
+            return Err(Error::shape(
+                "batch_matmul",
+                "batch × m × k and batch × k × n",
+                format!("{sa} and {sb}"),
+            ));
         }
         let mut y = self.alloc(batch * m * n);
         let (av, bv) = (self.value(a), self.value(b));
@@ -41,9 +43,7 @@ impl Tape<'_> {
 fn dims3(s: Shape) -> Result<[usize; 3]> {
     match s.dims() {
         &[b, r, c] => Ok([b, r, c]),
-        _ => Err(Error::Shape(format!(
-            "batch_matmul needs rank-3 operands, got {s}"
-        ))),
+        _ => Err(Error::shape("batch_matmul", "rank-3 operands", s)),
     }
 }
 

@@ -93,16 +93,15 @@ impl Tape<'_> {
         let s = self.shape(x);
         let c = s.last();
         if s.rank() < 2 || c == 0 {
-            return Err(Error::Shape(format!(
-                "batch_normalization needs (batch, …, channels), got {s}"
-            )));
+            return Err(Error::shape("batch_normalization", "(batch, …, channels)", s));
         }
         for v in per_channel.iter().flatten() {
             if self.shape(*v).dims() != [c] {
-                return Err(Error::Shape(format!(
-                    "batch_normalization parameter {} does not match {c} channels",
-                    self.shape(*v)
-                )));
+                return Err(Error::shape(
+                    "batch_normalization parameter",
+                    format!("[{c}] for {c} channels"),
+                    self.shape(*v),
+                ));
             }
         }
         Ok(c)

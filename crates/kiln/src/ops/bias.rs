@@ -7,7 +7,7 @@ impl Tape<'_> {
     pub fn add_bias(&mut self, x: Var, bias: Var) -> Result<Var> {
         let (sx, sb) = (self.shape(x), self.shape(bias));
         if sb.rank() != 1 || sb.dims()[0] != sx.last() {
-            return Err(Error::Shape(format!("cannot add bias {sb} to {sx}")));
+            return Err(Error::shape("bias", format!("[{}] for {sx}", sx.last()), sb));
         }
         let width = sx.last();
         let mut y = self.alloc(sx.numel());

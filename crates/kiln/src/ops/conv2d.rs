@@ -142,23 +142,27 @@ impl Tape<'_> {
         let c = window.channels as usize;
         let expected_input = [window.height.input as usize, window.width.input as usize, c];
         if sx.rank() != 4 || sx.dims()[1..] != expected_input {
-            return Err(Error::Shape(format!(
-                "conv2d expects input (batch, {}, {}, {c}), got {sx}",
-                expected_input[0], expected_input[1]
-            )));
+            return Err(Error::shape(
+                "conv2d input",
+                format!("(batch, {}, {}, {c})", expected_input[0], expected_input[1]),
+                sx,
+            ));
         }
         let (kh, kw) = (window.height.kernel as usize, window.width.kernel as usize);
         if sk.rank() != 4 || sk.dims()[..3] != [kh, kw, c] {
-            return Err(Error::Shape(format!(
-                "conv2d kernel {sk} does not fit ({kh}, {kw}, {c}, filters)"
-            )));
+            return Err(Error::shape(
+                "conv2d kernel",
+                format!("({kh}, {kw}, {c}, filters)"),
+                sk,
+            ));
         }
         let filters = sk.dims()[3];
         if let Some(b) = bias.filter(|&b| self.shape(b).dims() != [filters]) {
-            return Err(Error::Shape(format!(
-                "conv2d bias {} does not fit {filters} filters",
-                self.shape(b)
-            )));
+            return Err(Error::shape(
+                "conv2d bias",
+                format!("[{filters}] for {filters} filters"),
+                self.shape(b),
+            ));
         }
         let batch = sx.dims()[0];
         let conv_shape = Shape::new(&[
@@ -173,8 +177,10 @@ impl Tape<'_> {
             Some(pool) => {
                 let (_, shape) = super::pool::pooled_shape(conv_shape, &pool)?;
                 if conv_shape.numel() / batch.max(1) > u32::MAX as usize {
-                    return Err(Error::Shape(
-                        "conv2d output is too large to index for pooling".into(),
+                    return Err(Error::shape(
+                        "conv2d output",
+                        format!("at most {} values per image to index for pooling", u32::MAX),
+                        conv_shape,
                     ));
                 }
                 (

@@ -23,24 +23,26 @@ fn check_targets(targets: &Targets, rows: usize, classes: usize, shape: Shape) -
     match targets {
         Targets::Classes(labels) => {
             if labels.len() != rows {
-                return Err(Error::Shape(format!(
-                    "{} labels for {rows} predictions",
-                    labels.len()
-                )));
+                return Err(Error::shape(
+                    "cross-entropy labels",
+                    format!("{rows}, one per prediction"),
+                    labels.len(),
+                ));
             }
             if let Some(&bad) = labels.iter().find(|&&l| l as usize >= classes) {
-                return Err(Error::Value(format!(
-                    "label {bad} is out of range for an output layer of {classes} units (labels must be 0..{})",
-                    classes.saturating_sub(1)
-                )));
+                return Err(Error::LabelOutOfRange {
+                    label: bad.into(),
+                    classes,
+                });
             }
         }
         Targets::Dense(t) => {
             if t.len() != shape.numel() {
-                return Err(Error::Shape(format!(
-                    "targets have {} values, predictions {shape}",
-                    t.len()
-                )));
+                return Err(Error::shape(
+                    "cross-entropy targets",
+                    format!("{} values for predictions {shape}", shape.numel()),
+                    t.len(),
+                ));
             }
         }
     }
@@ -261,12 +263,9 @@ mod tests {
         let (mut p, mut ws) = (ParamStore::new(), Workspace::new());
         let mut t = Tape::new(&mut p, &mut ws);
         let x = t.input(&[0.0; 6], Shape::new(&[2, 3]));
-        let err = t
-            .softmax_cross_entropy(x, Targets::Classes(&[1, 3]))
-            .unwrap_err()
-            .to_string();
+        let err = t.softmax_cross_entropy(x, Targets::Classes(&[1, 3])).unwrap_err();
         assert!(
-            err.contains("label 3 is out of range for an output layer of 3 units"),
+            matches!(err, Error::LabelOutOfRange { label: 3, classes: 3 }),
             "{err}"
         );
     }

@@ -10,7 +10,7 @@ use super::parallel;
 impl Tape<'_> {
     pub fn dropout(&mut self, x: Var, rate: f32, rng: &mut Rng) -> Result<Var> {
         if !(0.0..1.0).contains(&rate) {
-            return Err(Error::Value(format!("dropout rate {rate} must be in [0, 1)")));
+            return Err(Error::setting("dropout rate", rate, "a rate in [0, 1)"));
         }
         if rate == 0.0 {
             return Ok(x);

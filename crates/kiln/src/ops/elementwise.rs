@@ -24,10 +24,11 @@ impl Tape<'_> {
     ) -> Result<Var> {
         let shape = self.shape(a);
         if shape != self.shape(b) {
-            return Err(Error::Shape(format!(
-                "{name} needs equal shapes, got {shape} and {}",
-                self.shape(b)
-            )));
+            return Err(Error::shape(
+                name,
+                "equal shapes",
+                format!("{shape} and {}", self.shape(b)),
+            ));
         }
         let mut y = self.alloc(shape.numel());
         parallel::map2(&mut y, self.value(a), self.value(b), f);

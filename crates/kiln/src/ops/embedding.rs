@@ -11,15 +11,14 @@ impl Tape<'_> {
     pub fn embedding(&mut self, table: Var, ids: &[u32]) -> Result<Var> {
         let shape = self.shape(table);
         if shape.rank() != 2 {
-            return Err(Error::Shape(format!(
-                "an embedding table must be a matrix, got {shape}"
-            )));
+            return Err(Error::shape("embedding table", "a matrix (vocab, width)", shape));
         }
         let (vocab, width) = (shape.dims()[0], shape.dims()[1]);
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab) {
-            return Err(Error::Value(format!(
-                "token id {bad} is outside the embedding's vocabulary of {vocab}"
-            )));
+            return Err(Error::TokenOutOfRange {
+                token: bad as usize,
+                vocab,
+            });
         }
         let mut y = self.alloc(ids.len() * width);
         let values = self.value(table);

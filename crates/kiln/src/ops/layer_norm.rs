@@ -18,9 +18,11 @@ impl Tape<'_> {
         for (name, v) in [("gamma", gamma), ("beta", beta)] {
             let s = self.shape(v);
             if s.rank() != 1 || s.dims()[0] != width {
-                return Err(Error::Shape(format!(
-                    "layer_norm {name} is {s}, expected [{width}] to match {shape}"
-                )));
+                return Err(Error::shape(
+                    format!("layer_norm {name}"),
+                    format!("[{width}] to match {shape}"),
+                    s,
+                ));
             }
         }
         let rows = shape.rows();

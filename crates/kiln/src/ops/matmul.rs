@@ -172,9 +172,11 @@ impl Tape<'_> {
     pub fn matmul(&mut self, a: Var, b: Var) -> Result<Var> {
         let (sa, sb) = (self.shape(a), self.shape(b));
         if sb.rank() != 2 || sa.rank() == 0 || sa.last() != sb.dims()[0] {
-            return Err(Error::Shape(format!(
-                "cannot multiply {sa} by {sb}: inner sizes differ"
-            )));
+            return Err(Error::shape(
+                "matmul",
+                "equal inner sizes",
+                format!("{sa} by {sb}"),
+            ));
         }
         let (m, k, n) = (sa.rows(), sa.last(), sb.dims()[1]);
         let mut out_dims = sa;
@@ -203,13 +205,19 @@ impl Tape<'_> {
     pub fn linear(&mut self, x: Var, kernel: Var, bias: Var) -> Result<Var> {
         let (sx, sk, sb) = (self.shape(x), self.shape(kernel), self.shape(bias));
         if sk.rank() != 2 || sx.rank() == 0 || sx.last() != sk.dims()[0] {
-            return Err(Error::Shape(format!(
-                "cannot multiply {sx} by {sk}: inner sizes differ"
-            )));
+            return Err(Error::shape(
+                "linear",
+                "equal inner sizes",
+                format!("{sx} by {sk}"),
+            ));
         }
         let (m, k, n) = (sx.rows(), sx.last(), sk.dims()[1]);
         if sb.rank() != 1 || sb.dims()[0] != n {
-            return Err(Error::Shape(format!("cannot add bias {sb} to {m}×{n} outputs")));
+            return Err(Error::shape(
+                "linear bias",
+                format!("[{n}] for {m}×{n} outputs"),
+                sb,
+            ));
         }
         let mut y = self.alloc(m * n);
         let b = self.value(bias);
@@ -236,9 +244,11 @@ impl Tape<'_> {
     pub fn matmul_nt(&mut self, a: Var, b: Var) -> Result<Var> {
         let (sa, sb) = (self.shape(a), self.shape(b));
         if sb.rank() != 2 || sa.rank() == 0 || sa.last() != sb.dims()[1] {
-            return Err(Error::Shape(format!(
-                "cannot multiply {sa} by the transpose of {sb}: inner sizes differ"
-            )));
+            return Err(Error::shape(
+                "matmul_nt",
+                "equal inner sizes",
+                format!("{sa} by the transpose of {sb}"),
+            ));
         }
         let (m, k, n) = (sa.rows(), sa.last(), sb.dims()[0]);
         // gemm is slow on a strided right-hand side: transpose b first.

@@ -7,10 +7,11 @@ impl Tape<'_> {
     pub fn mse(&mut self, predictions: Var, targets: &[f32]) -> Result<Var> {
         let shape = self.shape(predictions);
         if targets.len() != shape.numel() {
-            return Err(Error::Shape(format!(
-                "mse: {} targets for predictions {shape}",
-                targets.len()
-            )));
+            return Err(Error::shape(
+                "mse targets",
+                format!("{} values for predictions {shape}", shape.numel()),
+                targets.len(),
+            ));
         }
         let n = shape.numel() as f32;
         let mut grad = self.alloc(shape.numel());

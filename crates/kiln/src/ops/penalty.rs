@@ -7,10 +7,14 @@ use crate::error::{Error, Result};
 impl Tape<'_> {
     /// The scalar penalty of `w`; its gradient flows back into `w` (usually a parameter).
     pub fn weight_penalty(&mut self, w: Var, l1: f32, l2: f32) -> Result<Var> {
-        if !(l1 >= 0.0 && l2 >= 0.0 && l1.is_finite() && l2.is_finite()) {
-            return Err(Error::Value(format!(
-                "regularizer l1 = {l1}, l2 = {l2}: both must be finite and ≥ 0"
-            )));
+        for (name, v) in [("l1", l1), ("l2", l2)] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(Error::setting(
+                    format!("regularizer {name}"),
+                    v,
+                    "a finite number ≥ 0",
+                ));
+            }
         }
         let n = self.shape(w).numel();
         let mut grad = self.alloc(n);

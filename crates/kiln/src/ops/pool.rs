@@ -16,7 +16,11 @@ impl Tape<'_> {
         let (batch, shape) = pooled_shape(self.shape(x), &window)?;
         let len = shape.numel();
         if self.shape(x).numel() > u32::MAX as usize {
-            return Err(Error::Shape("max_pool2d input is too large to index".into()));
+            return Err(Error::shape(
+                "max_pool2d",
+                format!("an input small enough to index (at most {} values)", u32::MAX),
+                self.shape(x),
+            ));
         }
         let mut y = self.alloc(len);
         let mut from = self.alloc(len);
@@ -69,9 +73,11 @@ impl Tape<'_> {
     pub fn global_avg_pool2d(&mut self, x: Var) -> Result<Var> {
         let s = self.shape(x);
         if s.rank() != 4 {
-            return Err(Error::Shape(format!(
-                "global_average_pooling2d expects (batch, height, width, channels), got {s}"
-            )));
+            return Err(Error::shape(
+                "global_average_pooling2d",
+                "(batch, height, width, channels)",
+                s,
+            ));
         }
         let (batch, pixels, c) = (s.dims()[0], s.dims()[1] * s.dims()[2], s.dims()[3]);
         let mut y = self.alloc(batch * c);
@@ -95,10 +101,11 @@ pub(super) fn pooled_shape(input: Shape, window: &Window) -> Result<(usize, Shap
         window.channels as usize,
     ];
     if input.rank() != 4 || input.dims()[1..] != expected {
-        return Err(Error::Shape(format!(
-            "pooling expects (batch, {}, {}, {}), got {input}",
-            expected[0], expected[1], expected[2]
-        )));
+        return Err(Error::shape(
+            "pooling",
+            format!("(batch, {}, {}, {})", expected[0], expected[1], expected[2]),
+            input,
+        ));
     }
     let batch = input.dims()[0];
     let shape = Shape::new(&[

@@ -10,10 +10,11 @@ impl Tape<'_> {
     pub fn reshape(&mut self, x: Var, shape: Shape) -> Result<Var> {
         let from = self.shape(x);
         if from.numel() != shape.numel() {
-            return Err(Error::Shape(format!(
-                "cannot reshape {from} ({} values) to {shape}",
-                from.numel()
-            )));
+            return Err(Error::shape(
+                "reshape",
+                format!("a shape of {} values, as {from} holds", from.numel()),
+                shape,
+            ));
         }
         let mut y = self.alloc(shape.numel());
         y.copy_from_slice(self.value(x));

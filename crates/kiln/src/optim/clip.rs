@@ -20,11 +20,22 @@ impl GradientClipping {
     pub fn validate(&self) -> Result<()> {
         let c = self.limit();
         if !(c > 0.0 && c.is_finite()) {
-            return Err(Error::Value(format!(
-                "gradient_clipping: {c} must be a positive number"
-            )));
+            return Err(Error::setting(
+                format!("gradient_clipping.{}", self.name()),
+                c,
+                "a positive number",
+            ));
         }
         Ok(())
+    }
+
+    /// The field as a spec writes it (`clipnorm`).
+    fn name(&self) -> &'static str {
+        match self {
+            GradientClipping::Clipnorm(_) => "clipnorm",
+            GradientClipping::GlobalClipnorm(_) => "global_clipnorm",
+            GradientClipping::Clipvalue(_) => "clipvalue",
+        }
     }
 
     fn limit(&self) -> f32 {

@@ -61,25 +61,33 @@ fn one() -> f32 {
 impl Schedule {
     /// Rejects settings the formulas cannot use; names the field at fault.
     pub fn validate(&self) -> Result<()> {
-        let fail = |m: String| Err(Error::Value(format!("learning_rate_schedule: {m}")));
+        let field = |name: &str| format!("learning_rate_schedule.{name}");
         match self {
             Schedule::PiecewiseConstant { boundaries, values } => {
                 if values.len() != boundaries.len() + 1 {
-                    return fail(format!(
-                        "piecewise_constant needs one more value than boundaries, got {} values for {} boundaries",
-                        values.len(),
-                        boundaries.len()
+                    return Err(Error::setting(
+                        field("values"),
+                        format!("{values:?}"),
+                        format!(
+                            "{} values, one more value than boundaries ({})",
+                            boundaries.len() + 1,
+                            boundaries.len()
+                        ),
                     ));
                 }
                 if boundaries.windows(2).any(|w| w[0] >= w[1]) {
-                    return fail(format!("boundaries {boundaries:?} must increase"));
+                    return Err(Error::setting(
+                        field("boundaries"),
+                        format!("{boundaries:?}"),
+                        "increasing steps",
+                    ));
                 }
             }
             Schedule::ExponentialDecay { decay_steps, .. }
             | Schedule::PolynomialDecay { decay_steps, .. }
             | Schedule::CosineDecay { decay_steps, .. } => {
                 if *decay_steps == 0 {
-                    return fail("decay_steps must be at least 1".into());
+                    return Err(Error::setting(field("decay_steps"), 0, "at least 1"));
                 }
             }
         }
@@ -268,10 +276,9 @@ mod tests {
             decay_rate: 0.5,
             staircase: false,
         };
-        assert!(zero
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("decay_steps must be at least 1"));
+        assert!(matches!(
+            zero.validate(),
+            Err(Error::InvalidSetting { field, .. }) if field == "learning_rate_schedule.decay_steps"
+        ));
     }
 }

@@ -111,10 +111,13 @@ struct LmWriter {
 
 impl ModelWriter for LmWriter {
     fn write(&self, model: &dyn Model, log: &EpochLog, path: &Path) -> Result<()> {
-        let gpt = model
-            .as_any()
-            .downcast_ref::<Gpt>()
-            .ok_or_else(|| Error::Value("this model's metadata is for a GPT".into()))?;
+        let gpt = model.as_any().downcast_ref::<Gpt>().ok_or_else(|| {
+            Error::mismatch(
+                "the model saved with GPT metadata",
+                "a GPT",
+                "another kind of model",
+            )
+        })?;
         let mut info = self.info.clone();
         info.steps = log.step.unwrap_or(0);
         info.final_train_loss = Some(log.loss);
@@ -132,8 +135,9 @@ pub fn train_language_model(
     extra_callbacks: Vec<Box<dyn Callback>>,
 ) -> Result<LmOutcome> {
     if options.init.is_some() || options.bootstrap.is_some() {
-        return Err(Error::Value(
-            "starting from another model's layers and bagging are for layer-stack models".into(),
+        return Err(Error::unsupported(
+            "starting from another model's layers, or bagging, for a language model",
+            "both are for layer-stack models",
         ));
     }
     let data = prepare_text(spec)?;

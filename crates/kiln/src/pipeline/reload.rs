@@ -29,10 +29,11 @@ fn reload_data(info: &ModelInfo, data_dir: Option<&Path>) -> Result<Splits> {
     let splits = info.data()?.load(info.training()?.seed, data_dir)?;
     if let (Some(table), Some(schema)) = (&info.table, &splits.schema) {
         if &table.schema != schema {
-            return Err(Error::Value(format!(
-                "the data ({}) no longer has the columns and categories the model was trained on",
-                splits.description
-            )));
+            return Err(Error::mismatch(
+                format!("the data ({})", splits.description),
+                "the columns and categories the model was trained on",
+                "other columns or categories",
+            ));
         }
     }
     Ok(splits)

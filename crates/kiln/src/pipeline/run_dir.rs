@@ -81,8 +81,9 @@ pub(crate) fn callbacks_for_run(
             None
         }
         (None, true) if is_root => {
-            return Err(Error::Value(
-                "resuming needs the run folder to resume from".into(),
+            return Err(Error::unsupported(
+                "resuming",
+                "it needs the run folder to resume from",
             ))
         }
         (None, _) => None,
@@ -145,10 +146,13 @@ fn prepare_run_dir(
     let path = dir.join(CHECKPOINT_FILE);
     if !resume {
         if path.exists() {
-            return Err(Error::Value(format!(
-                "{} already holds a training checkpoint; resume it, or choose another run folder",
-                dir.display()
-            )));
+            return Err(Error::Unsupported {
+                operation: format!("starting a new run in {}", dir.display()),
+                reason: format!(
+                    "{} already holds a training checkpoint; resume it, or choose another run folder",
+                    dir.display()
+                ),
+            });
         }
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         return Ok(None);

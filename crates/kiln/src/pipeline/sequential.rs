@@ -117,8 +117,9 @@ pub fn train_on(
             spec.preprocessing.normalization,
             Normalization::ZScore | Normalization::MinMax
         ) {
-            return Err(Error::Value(
-                "preprocessing.augmentation moves pixels, which per-feature normalization (z_score, min_max) would then misscale; use { kind = \"scale\", max = … } with augmentation".into(),
+            return Err(Error::unsupported(
+                "preprocessing.augmentation with per-feature normalization (z_score, min_max)",
+                "augmentation moves pixels, which per-feature normalization would then misscale; use { kind = \"scale\", max = … } with augmentation",
             ));
         }
     }
@@ -162,10 +163,14 @@ pub fn train_on(
             .enumerate()
             .find_map(|(i, c)| c.monitor().filter(|m| m.starts_with("val_")).map(|m| (i, m)))
         {
-            return Err(Error::Value(format!(
-                "training.callbacks[{i}].monitor = \"{m}\" needs validation data; set training.validation_split above 0 or monitor \"{}\"",
-                &m[4..]
-            )));
+            return Err(Error::setting(
+                format!("training.callbacks[{i}].monitor"),
+                format!("\"{m}\""),
+                format!(
+                    "a value this run logs: \"{m}\" needs validation data; set training.validation_split above 0 or monitor \"{}\"",
+                    &m[4..]
+                ),
+            ));
         }
     }
     let writer: Arc<dyn ModelWriter> = Arc::new(info.clone());
@@ -258,7 +263,11 @@ fn prepare_splits(spec: &TrainSpec, splits: Splits) -> Result<Prepared> {
             check_cleaning(&cleaning_spec)?;
             let table = TablePreprocessing::fit(schema, &cleaning_spec, &train, first_missing.as_deref())?;
             let raw_train = cleaning_spec.drop_duplicates.then(|| train.clone());
-            let parts = [("train", Some(&mut train), Stage::Train), ("validation", validation.as_mut(), Stage::Evaluate), ("test", Some(&mut test), Stage::Evaluate)];
+            let parts = [
+                ("train", Some(&mut train), Stage::Train),
+                ("validation", validation.as_mut(), Stage::Evaluate),
+                ("test", Some(&mut test), Stage::Evaluate),
+            ];
             for (name, part, stage) in parts {
                 if let Some(part) = part {
                     // Held-out rows repeating a training row go first (as drop_duplicates
@@ -279,15 +288,19 @@ fn prepare_splits(spec: &TrainSpec, splits: Splits) -> Result<Prepared> {
                 }
             }
             if train.is_empty() {
-                return Err(Error::Value("cleaning dropped every training row; loosen preprocessing.outliers or impute missing values instead of dropping".into()));
+                return Err(Error::too_few(
+                    "training rows left after cleaning (loosen preprocessing.outliers or impute missing values instead of dropping)",
+                    0,
+                    1,
+                ));
             }
             Some(table)
         }
         None if cleaning_spec != Cleaning::default() => {
-            return Err(Error::Value(format!(
-                "preprocessing.missing, outliers and drop_duplicates clean tabular (CSV) data; the {} data set has none to clean",
-                spec.data.source_name()
-            )))
+            return Err(Error::unsupported(
+                format!("cleaning the {} data set", spec.data.source_name()),
+                "preprocessing.missing, outliers and drop_duplicates clean tabular (CSV) data",
+            ))
         }
         None => None,
     };
@@ -312,9 +325,11 @@ fn prepare_splits(spec: &TrainSpec, splits: Splits) -> Result<Prepared> {
 /// Outlier thresholds must be usable numbers.
 fn check_cleaning(cleaning: &Cleaning) -> Result<()> {
     match cleaning.outliers.and_then(|o| o.threshold) {
-        Some(k) if !(k >= 0.0 && k.is_finite()) => Err(Error::Value(format!(
-            "preprocessing.outliers.threshold = {k} must be a non-negative number"
-        ))),
+        Some(k) if !(k >= 0.0 && k.is_finite()) => Err(Error::setting(
+            "preprocessing.outliers.threshold",
+            k,
+            "a non-negative number",
+        )),
         _ => Ok(()),
     }
 }

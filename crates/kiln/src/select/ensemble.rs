@@ -29,9 +29,11 @@ pub fn train_ensemble(
     on_member: &mut dyn FnMut(usize, &TrainOutcome),
 ) -> Result<EnsembleOutcome> {
     if count < 2 {
-        return Err(Error::Value(format!(
-            "an ensemble needs at least 2 members, got {count}"
-        )));
+        return Err(Error::setting(
+            "--members",
+            count,
+            "an ensemble needs at least 2 members",
+        ));
     }
     let splits = spec.data.load(spec.training.seed, options.data_dir)?;
     let raw_test = splits.test.clone();

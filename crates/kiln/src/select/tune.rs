@@ -64,8 +64,9 @@ pub fn tune(
         .collect::<Result<_>>()?;
     let by_loss = matches!(spec, Spec::Gpt(_));
     if let (true, Scoring::CrossValidation(_)) = (by_loss, scoring) {
-        return Err(Error::Value(
-            "a language model is scored by the loss on its validation windows; cross-validation (--folds) is for layer-stack models".into(),
+        return Err(Error::unsupported(
+            "cross-validation (--folds) of a language model",
+            "a language model is scored by the loss on its validation windows; cross-validation is for layer-stack models",
         ));
     }
     let split_of = |c: &Spec| match c {
@@ -73,11 +74,15 @@ pub fn tune(
         Spec::Gpt(_) => 1.0,
     };
     if scoring == Scoring::Validation {
-        if let Some(i) = candidates.iter().position(|c| split_of(c) <= 0.0) {
-            return Err(Error::Value(format!(
-                "scoring by validation needs training.validation_split above 0 ({}); set it, or cross-validate with --folds K",
-                if i == 0 { "the spec has none".to_string() } else { format!("trial {i} sets it to 0") }
-            )));
+        if let Some((i, c)) = candidates.iter().enumerate().find(|(_, c)| split_of(c) <= 0.0) {
+            return Err(Error::setting(
+                match i {
+                    0 => "training.validation_split".to_string(),
+                    _ => format!("trial {i}: training.validation_split"),
+                },
+                split_of(c),
+                "above 0 to score by validation; set it, or cross-validate with --folds K",
+            ));
         }
     }
     // Data is loaded once unless the space changes what or how it loads.
@@ -128,7 +133,11 @@ pub fn tune(
         .then(|| outcomes[0].error.clone())
         .flatten()
     {
-        return Err(Error::Value(format!("every trial failed; the baseline: {e}")));
+        return Err(Error::too_few(
+            format!("trials that succeeded (every trial failed; the baseline: {e})"),
+            0,
+            1,
+        ));
     }
     outcomes.sort_by(|a, b| {
         a.error

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{bare_message, one_line_toml_error};
+use super::one_line_toml_error;
 use crate::data::{add_implied_text_source, DataSpec};
 use crate::error::{Error, Result};
 use crate::lm::GptConfig;
@@ -149,7 +149,7 @@ impl LmSpec {
         let t = &self.training;
         for (i, c) in t.callbacks.iter().enumerate() {
             if let Err(e) = c.validate() {
-                return fail(format!("training.callbacks[{i}]: {}", bare_message(e)));
+                return fail(format!("training.callbacks[{i}]: {}", e));
             }
         }
         for (name, v) in [
@@ -175,7 +175,7 @@ impl LmSpec {
         ];
         for (field, check) in checks {
             if let Err(e) = check {
-                return fail(format!("{field}{}", bare_message(e)));
+                return fail(format!("{field}{}", e));
             }
         }
         Ok(())

@@ -98,9 +98,10 @@ impl Spec {
 
     /// The spec as TOML text that [`Spec::from_file`] reads back to the same spec.
     pub fn to_toml(&self) -> Result<String> {
-        let mut value = serde_json::to_value(self).map_err(|e| Error::Value(e.to_string()))?;
+        let unwritable = |e: String| Error::unsupported("writing the spec as TOML", e);
+        let mut value = serde_json::to_value(self).map_err(|e| unwritable(e.to_string()))?;
         tidy_json(&mut value);
-        toml::to_string(&value).map_err(|e| Error::Value(format!("the spec cannot be written as TOML: {e}")))
+        toml::to_string(&value).map_err(|e| unwritable(e.to_string()))
     }
 }
 
@@ -125,15 +126,6 @@ fn model_type(text: &str, path: &Path) -> Result<ModelType> {
                 "model.type = {other} is not a kind of model kiln knows; use one of {MODEL_TYPES:?}"
             ),
         }),
-    }
-}
-
-/// An error's own message, without the "invalid value: " its Display adds, for re-reporting
-/// it as a spec error.
-pub(crate) fn bare_message(e: Error) -> String {
-    match e {
-        Error::Value(message) => message,
-        other => other.to_string(),
     }
 }
 

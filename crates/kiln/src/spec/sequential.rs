@@ -13,7 +13,7 @@ use crate::nn::{Loss, LossKind};
 use crate::optim::{GradientClipping, OptimizerSpec, Schedule};
 use crate::train::CallbackSpec;
 
-use super::{bare_message, one_line_toml_error};
+use super::one_line_toml_error;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -197,7 +197,7 @@ impl TrainSpec {
             );
         for (field, check) in checks {
             if let Err(e) = check {
-                return fail(format!("{field}{}", bare_message(e)));
+                return fail(format!("{field}{}", e));
             }
         }
         let counts_steps =

@@ -15,14 +15,19 @@ pub struct Tensor {
 impl Tensor {
     /// Fails if `data` does not hold exactly as many values as `dims` describes.
     pub fn new(dims: &[usize], data: Vec<f32>) -> Result<Self> {
-        let shape = Shape::try_new(dims)
-            .ok_or_else(|| Error::Shape(format!("{dims:?} has more than {MAX_RANK} dimensions")))?;
+        let shape = Shape::try_new(dims).ok_or_else(|| {
+            Error::shape(
+                "tensor",
+                format!("at most {MAX_RANK} dimensions"),
+                format!("{dims:?}"),
+            )
+        })?;
         if shape.numel() != data.len() {
-            return Err(Error::Shape(format!(
-                "shape {dims:?} needs {} values, got {}",
-                shape.numel(),
-                data.len()
-            )));
+            return Err(Error::shape(
+                format!("tensor of shape {dims:?}"),
+                format!("{} values", shape.numel()),
+                data.len(),
+            ));
         }
         Ok(Tensor { shape, data })
     }
@@ -83,7 +88,8 @@ mod tests {
     #[test]
     fn new_checks_the_value_count() {
         assert!(Tensor::new(&[2, 3], vec![0.0; 6]).is_ok());
-        let err = Tensor::new(&[2, 3], vec![0.0; 5]).unwrap_err().to_string();
-        assert!(err.contains("needs 6 values, got 5"), "{err}");
+        let err = Tensor::new(&[2, 3], vec![0.0; 5]).unwrap_err();
+        assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
+        assert!(err.to_string().contains("expected 6 values, got 5"), "{err}");
     }
 }

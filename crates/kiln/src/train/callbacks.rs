@@ -86,8 +86,9 @@ impl<'a> FitState<'a> {
     /// Sets the learning rate for the following updates (what ReduceLROnPlateau does).
     pub fn set_learning_rate(&mut self, lr: f32) -> Result<()> {
         if self.scheduled {
-            return Err(Error::Value(
-                "a learning_rate_schedule sets the learning rate; it cannot also be set by a callback".into(),
+            return Err(Error::unsupported(
+                "setting the learning rate from a callback",
+                "a learning_rate_schedule sets the learning rate; it cannot also be set by a callback",
             ));
         }
         self.new_learning_rate = Some(lr);
@@ -157,8 +158,10 @@ impl Callback for Inert {
 
 /// Decodes a callback's saved values, naming the callback when they do not fit.
 fn decode_state<T: serde::de::DeserializeOwned>(name: &str, values: serde_json::Value) -> Result<T> {
-    serde_json::from_value(values)
-        .map_err(|e| Error::Value(format!("the checkpoint's {name} state is invalid: {e}")))
+    serde_json::from_value(values).map_err(|e| Error::Corrupt {
+        what: format!("the checkpoint's {name} state"),
+        message: e.to_string(),
+    })
 }
 
 /// A built-in callback as a spec names it (`type = "early_stopping"`), Keras defaults.
@@ -222,10 +225,11 @@ impl CallbackSpec {
             CallbackSpec::ReduceLrOnPlateau(c) => {
                 c.watch().check()?;
                 if !(c.factor > 0.0 && c.factor < 1.0) {
-                    return Err(Error::Value(format!(
-                        "reduce_lr_on_plateau: factor {} must be in (0, 1)",
-                        c.factor
-                    )));
+                    return Err(Error::setting(
+                        "reduce_lr_on_plateau.factor",
+                        c.factor,
+                        "a number in (0, 1)",
+                    ));
                 }
                 Ok(())
             }
@@ -265,16 +269,18 @@ pub(crate) fn auto() -> String {
 impl Monitor<'_> {
     pub fn check(&self) -> Result<()> {
         if !["loss", "accuracy", "val_loss", "val_accuracy"].contains(&self.monitor) {
-            return Err(Error::Value(format!(
-                "monitor `{}` is not logged; expected loss, accuracy, val_loss or val_accuracy",
-                self.monitor
-            )));
+            return Err(Error::setting(
+                "monitor",
+                format!("`{}`", self.monitor),
+                "a logged value: loss, accuracy, val_loss or val_accuracy",
+            ));
         }
         if !["min", "max", "auto"].contains(&self.mode) {
-            return Err(Error::Value(format!(
-                "mode `{}` must be min, max or auto",
-                self.mode
-            )));
+            return Err(Error::setting(
+                "mode",
+                format!("`{}`", self.mode),
+                "min, max or auto",
+            ));
         }
         Ok(())
     }
@@ -293,10 +299,11 @@ impl Monitor<'_> {
             _ => None,
         };
         v.ok_or_else(|| {
-            Error::Value(format!(
-                "monitor `{}` has no value: training has no validation data",
-                self.monitor
-            ))
+            Error::setting(
+                "monitor",
+                format!("`{}`", self.monitor),
+                "a value this run logs (it has no value: training has no validation data)",
+            )
         })
     }
 
@@ -500,9 +507,9 @@ impl Callback for ReduceLrOnPlateau {
     fn on_train_begin(&mut self, state: &mut FitState) -> Result<()> {
         self.state = PlateauState::default();
         if state.is_scheduled() {
-            return Err(Error::Value(
-                "reduce_lr_on_plateau cannot change a learning rate that a learning_rate_schedule sets"
-                    .into(),
+            return Err(Error::unsupported(
+                "reduce_lr_on_plateau with a learning_rate_schedule",
+                "it cannot change a learning rate that the schedule sets",
             ));
         }
         Ok(())

@@ -142,24 +142,21 @@ impl Checkpoint {
             .map(|p| (p.name.clone(), p.value.dims().to_vec()))
             .collect();
         if ours != p.parameters {
-            return Err(Error::Value(format!(
-                "the checkpoint holds parameters {:?}, the model has {:?}",
-                p.parameters, ours
-            )));
+            return Err(Error::mismatch(
+                "the checkpoint's parameters",
+                format!("the model's {ours:?}"),
+                format!("{:?}", p.parameters),
+            ));
         }
         if let Some(field) = first_difference(&p.settings, &as_read_back(settings), "") {
-            return Err(Error::Value(format!(
-                "the checkpoint was trained with a different `{field}`; resume with the settings it was made with"
-            )));
+            return Err(Error::mismatch(
+                "this run's training settings",
+                "those the checkpoint was trained with (resume with the settings it was made with)",
+                format!("a different `{field}`"),
+            ));
         }
         let stateful = callbacks.iter().filter(|c| c.state().is_some()).count();
-        if stateful != p.callbacks.len() {
-            return Err(Error::Value(format!(
-                "the checkpoint was made with {} callbacks that keep state, this run has {stateful}",
-                p.callbacks.len()
-            )));
-        }
-        Ok(())
+        check_stateful(p.callbacks.len(), stateful)
     }
 
     /// Puts the model, its optimizer and the callbacks back in the captured state (after
@@ -173,13 +170,7 @@ impl Checkpoint {
         let p = &self.progress;
         let mut stateful: Vec<&mut Box<dyn Callback>> =
             callbacks.iter_mut().filter(|c| c.state().is_some()).collect();
-        if stateful.len() != p.callbacks.len() {
-            return Err(Error::Value(format!(
-                "the checkpoint was made with {} callbacks that keep state, this run has {}",
-                p.callbacks.len(),
-                stateful.len()
-            )));
-        }
+        check_stateful(p.callbacks.len(), stateful.len())?;
         model.set_weights(&self.weights)?;
         let optimizer_state = self
             .optimizer_state
@@ -316,6 +307,18 @@ pub(crate) fn as_read_back(value: &serde_json::Value) -> serde_json::Value {
 }
 
 /// The dotted path of the first place where two JSON values differ.
+/// The checkpoint's count of callbacks that keep state against this run's.
+fn check_stateful(saved: usize, ours: usize) -> Result<()> {
+    if saved != ours {
+        return Err(Error::mismatch(
+            "callbacks that keep state",
+            format!("the checkpoint's {saved}"),
+            format!("{ours} in this run"),
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn first_difference(a: &serde_json::Value, b: &serde_json::Value, path: &str) -> Option<String> {
     use serde_json::Value;
     let here = || Some(path.trim_start_matches('.').to_string()).filter(|p| !p.is_empty());

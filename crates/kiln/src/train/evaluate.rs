@@ -44,16 +44,18 @@ pub struct ValidationWindows<'a> {
 impl ValidationWindows<'_> {
     pub(super) fn check(&self, model: &dyn Evaluate) -> Result<()> {
         if self.tokens.len() <= self.context {
-            return Err(Error::Value(format!(
-                "{} validation tokens are fewer than one window of context + 1 = {}",
+            return Err(Error::too_few(
+                "validation tokens for one window of context + 1",
                 self.tokens.len(),
-                self.context + 1
-            )));
+                self.context + 1,
+            ));
         }
         if self.batches == 0 || self.batch_size == 0 {
-            return Err(Error::Value(
-                "validation needs at least one batch of one window".into(),
-            ));
+            let what = match self.batches {
+                0 => "validation batches",
+                _ => "windows in a validation batch",
+            };
+            return Err(Error::too_few(what, 0, 1));
         }
         let vocab = self.tokens.iter().max().map_or(0, |&t| t as usize + 1);
         model.check_windows(self.context, vocab)

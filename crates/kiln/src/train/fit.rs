@@ -216,7 +216,7 @@ impl Trainer {
         resume: Option<&Checkpoint>,
     ) -> Result<History> {
         if options.batch_size == 0 {
-            return Err(Error::Value("batch_size must be at least 1".into()));
+            return Err(Error::setting("batch_size", 0, "at least 1"));
         }
         let split;
         let (data, validation) = match (data, options.validation) {
@@ -231,8 +231,9 @@ impl Trainer {
                 )
             }
             (TrainData::Windows(_), Validation::Split(_)) => {
-                return Err(Error::Value(
-                    "a token stream has no samples to split off; give validation windows".into(),
+                return Err(Error::unsupported(
+                    "a validation split of a token stream",
+                    "it has no samples to split off; give validation windows",
                 ))
             }
         };
@@ -472,11 +473,15 @@ impl PeriodSums {
 
     fn totals(self, period: Period) -> Result<PeriodTotals> {
         if self.seen == 0 {
-            return Err(Error::Value(format!(
-                "epoch {}: every one of its {} batches had a non-finite loss and was skipped",
-                period.index + 1,
-                period.steps
-            )));
+            return Err(Error::too_few(
+                format!(
+                    "epoch {}: batches with a finite loss (every one of its {} batches had a non-finite loss and was skipped)",
+                    period.index + 1,
+                    period.steps
+                ),
+                0,
+                1,
+            ));
         }
         let n = self.seen as f64;
         Ok(PeriodTotals {
@@ -587,23 +592,23 @@ fn check_data(model: &dyn Model, data: TrainData, validation: Option<EvalData>) 
                 .unwrap_or(0);
             model.check_samples(&train.sample_shape, classes, "training")?;
             if train.is_empty() {
-                return Err(Error::Value("the training set is empty".into()));
+                return Err(Error::too_few("samples in the training set", 0, 1));
             }
         }
         TrainData::Windows(w) => {
-            if w.eval_interval == 0 || w.steps == 0 {
-                return Err(Error::Value(
-                    "a token stream needs steps and eval_interval of at least 1".into(),
-                ));
+            for (field, v) in [("steps", w.steps), ("eval_interval", w.eval_interval)] {
+                if v == 0 {
+                    return Err(Error::setting(field, v, "at least 1"));
+                }
             }
             let vocab = w.tokens.iter().max().map_or(0, |&t| t as usize + 1);
             model.check_windows(w.context, vocab)?;
             if w.tokens.len() <= w.context {
-                return Err(Error::Value(format!(
-                    "{} training tokens are fewer than one window of context + 1 = {}",
+                return Err(Error::too_few(
+                    "training tokens for one window of context + 1",
                     w.tokens.len(),
-                    w.context + 1
-                )));
+                    w.context + 1,
+                ));
             }
         }
     }

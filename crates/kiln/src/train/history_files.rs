@@ -73,8 +73,10 @@ impl Callback for HistoryFiles {
     }
 
     fn restore(&mut self, state: CallbackState) -> Result<()> {
-        self.history = serde_json::from_value(state.values)
-            .map_err(|e| Error::Value(format!("the checkpoint's history is invalid: {e}")))?;
+        self.history = serde_json::from_value(state.values).map_err(|e| Error::Corrupt {
+            what: "the checkpoint's history".into(),
+            message: e.to_string(),
+        })?;
         self.write()
     }
 }

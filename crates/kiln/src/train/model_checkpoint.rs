@@ -137,7 +137,10 @@ impl Callback for ModelCheckpoint {
 
 /// Without a model's metadata there is nothing to save a whole, loadable model with.
 fn missing_metadata() -> Error {
-    Error::Value("model_checkpoint needs the model's metadata to save whole models".into())
+    Error::unsupported(
+        "model_checkpoint",
+        "it needs the model's metadata to save whole models",
+    )
 }
 
 /// A log with every value present, to validate templates before training.
@@ -159,7 +162,13 @@ fn sample_log() -> EpochLog {
 
 /// Replaces each `{name}` / `{name:spec}` of `template` by the log's value.
 pub fn fill_template(template: &str, log: &EpochLog) -> Result<String> {
-    let bad = |msg: String| Error::Value(format!("model_checkpoint filepath `{template}`: {msg}"));
+    let bad = |msg: String| {
+        Error::setting(
+            "model_checkpoint filepath",
+            format!("`{template}`"),
+            format!("a filename template; {msg}"),
+        )
+    };
     let mut out = String::new();
     let mut rest = template;
     while let Some(open) = rest.find('{') {

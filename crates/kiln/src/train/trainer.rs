@@ -145,10 +145,14 @@ impl Trainer {
         let slots = self.optimizer.slots();
         let stored = optimizer_state.first().map_or(slots, Vec::len);
         if !optimizer_state.is_empty() && (optimizer_state.len() != parameters || stored != slots) {
-            return Err(Error::Value(format!(
-                "the checkpoint's optimizer keeps {stored} buffers per parameter, the spec's optimizer {slots}: \
-                 resume with the optimizer the run started with"
-            )));
+            return Err(Error::mismatch(
+                "the checkpoint's optimizer state",
+                format!(
+                    "{slots} buffers per parameter for {parameters} parameters, as the spec's optimizer keeps \
+                     (resume with the optimizer the run started with)"
+                ),
+                format!("{stored} buffers per parameter for {}", optimizer_state.len()),
+            ));
         }
         self.optimizer.restore(iterations, optimizer_state);
         self.learning_rate_override = learning_rate_override;

@@ -135,8 +135,9 @@ fn quantizable_layers(model: &Sequential) -> Result<(Vec<FloatLayer>, bool)> {
         });
     }
     if found.is_empty() {
-        return Err(Error::Value(
-            "the model has no Dense or Conv2D layer to quantize".into(),
+        return Err(Error::unsupported(
+            "quantization",
+            "the model has no Dense or Conv2D layer to quantize",
         ));
     }
     // The chain applies activations between layers itself; the layer-wise path runs any
@@ -182,10 +183,11 @@ impl QuantizedNetwork {
         let ranges = match mode {
             QuantMode::Static => {
                 if samples.is_empty() || !samples.len().is_multiple_of(input_size) {
-                    return Err(Error::Value(format!(
-                        "static quantization needs calibration samples: got {} values for samples of {input_size}",
-                        samples.len()
-                    )));
+                    return Err(Error::shape(
+                        "static quantization's calibration samples",
+                        format!("one or more samples of {input_size} values"),
+                        format!("{} values", samples.len()),
+                    ));
                 }
                 calibrate(model, &layers, samples, calibration)?
             }
@@ -235,25 +237,29 @@ impl QuantizedNetwork {
     ) -> Result<QuantizedNetwork> {
         let (layers, chain) = quantizable_layers(model)?;
         if layers.len() != codes.len() || layers.len() != compression.inputs.len() {
-            return Err(Error::Value(format!(
-                "{} Dense and Conv2D layers but {} quantized kernels",
-                layers.len(),
-                codes.len()
-            )));
+            return Err(Error::mismatch(
+                "quantized kernels",
+                format!("one per Dense and Conv2D layer ({})", layers.len()),
+                codes.len(),
+            ));
         }
         let mut dense = Vec::new();
         let inputs = compression.inputs.clone();
         for ((f, (ci, q, scales)), (ii, input)) in layers.into_iter().zip(codes).zip(&inputs) {
             let (i, k, n) = (f.layer, f.k, f.n);
             if i != ci || i != *ii || q.len() != k * n || scales.len() != n {
-                return Err(Error::Value(format!(
-                    "layer {i}: the stored int8 kernel does not fit"
-                )));
+                return Err(Error::shape(
+                    format!("layer {i}'s stored int8 kernel"),
+                    format!("{k} × {n} codes and {n} scales"),
+                    format!("{} codes and {} scales", q.len(), scales.len()),
+                ));
             }
             if compression.mode == QuantMode::Static && input.is_none() {
-                return Err(Error::Value(format!(
-                    "layer {i}: a static model needs its input's scale"
-                )));
+                return Err(Error::Layer {
+                    index: i,
+                    kind: "quantized".into(),
+                    message: "a static model needs its input's scale".into(),
+                });
             }
             dense.push(QuantizedLayer::new(f, q, scales, *input));
         }
@@ -306,11 +312,11 @@ impl QuantizedNetwork {
         rows: usize,
     ) -> Result<Vec<f32>> {
         if x.len() != rows * self.input_size() {
-            return Err(Error::Shape(format!(
-                "{} input values do not make {rows} samples of {}",
-                x.len(),
-                self.input_size()
-            )));
+            return Err(Error::shape(
+                "input values",
+                format!("{rows} samples of {} values", self.input_size()),
+                format!("{} values", x.len()),
+            ));
         }
         if let Some(stages) = &self.image_chain {
             let y = image_chain::run(stages, &self.dense, self.input_size(), x, rows);
