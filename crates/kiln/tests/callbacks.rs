@@ -244,7 +244,8 @@ fn a_validation_monitor_without_validation_data_is_refused_before_training() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("training.callbacks[1].monitor = \"val_loss\" needs validation data")
+        err.contains("training.callbacks[1].monitor = \"val_loss\": expected a value this run logs")
+            && err.contains("needs validation data")
             && err.contains("\"loss\""),
         "{err}"
     );

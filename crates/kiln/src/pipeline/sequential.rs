@@ -167,7 +167,7 @@ pub fn train_on(
                 format!("training.callbacks[{i}].monitor"),
                 format!("\"{m}\""),
                 format!(
-                    "a value this run logs: \"{m}\" needs validation data; set training.validation_split above 0 or monitor \"{}\"",
+                    "a value this run logs ({m} needs validation data: set training.validation_split above 0, or monitor \"{}\")",
                     &m[4..]
                 ),
             ));
