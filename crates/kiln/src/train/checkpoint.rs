@@ -239,11 +239,7 @@ impl Checkpoint {
             path: path.into(),
             message,
         };
-        let (_, header) =
-            SafeTensors::read_metadata(bytes).map_err(|e| fail(format!("not a safetensors file ({e:?})")))?;
-        let tensors =
-            SafeTensors::deserialize(bytes).map_err(|e| fail(format!("not a safetensors file ({e:?})")))?;
-        let metadata = header.metadata().clone().unwrap_or_default();
+        let (tensors, metadata) = crate::io::read_safetensors(bytes, fail)?;
         if metadata.get("format").map(String::as_str) != Some(CHECKPOINT_FORMAT) {
             return Err(fail(format!(
                 "not a kiln training checkpoint (no `format: {CHECKPOINT_FORMAT}` in its metadata)"
