@@ -385,6 +385,57 @@ fn layer_shapes_that_do_not_chain_are_errors() {
     assert_one_line_error(&out, &["layer 1 (dense)", "units must be at least 1"]);
 }
 
+/// Layers and inputs larger than the machine: one-line errors naming the parameter or the
+/// setting and the sizes, never an allocation failure that aborts the process.
+#[test]
+fn layers_too_large_for_the_machine_are_errors_not_aborts() {
+    let s = Sandbox::new("huge");
+    let spec = |model: &str| {
+        format!(
+            "[data]\nsource = \"digits\"\n\n[model]\n{model}\n\n[training]\n\
+             loss = \"sparse_categorical_crossentropy\"\nepochs = 1\n"
+        )
+    };
+    let dense = s.write(
+        "dense.toml",
+        spec(r#"layers = [{ type = "flatten" }, { type = "dense", units = 1000000000 }]"#),
+    );
+    let out = s.kiln(&["train", &dense, "--run-dir", &s.arg("dense-run")]);
+    assert_one_line_error(&out, &["layers.1.kernel [64, 1000000000]", "needs", "available"]);
+    let conv = s.write(
+        "conv.toml",
+        spec(
+            r#"layers = [{ type = "reshape", target_shape = [8, 8, 1] }, { type = "conv2d", filters = 1000000000, kernel_size = 3 }]"#,
+        ),
+    );
+    let out = s.kiln(&["train", &conv, "--run-dir", &s.arg("conv-run")]);
+    assert_one_line_error(&out, &["layers.1.kernel [3, 3, 1, 1000000000]", "needs"]);
+    let input = s.write(
+        "input.toml",
+        spec(
+            r#"input_shape = [100000, 100000]
+layers = [{ type = "flatten" }, { type = "dense", units = 10 }]"#,
+        ),
+    );
+    let out = s.kiln(&["train", &input, "--run-dir", &s.arg("input-run")]);
+    assert_one_line_error(&out, &["input_shape = [100000, 100000]", "values per sample"]);
+}
+
+/// A test fraction that leaves no test samples is refused before training, not reported
+/// as a test accuracy of 0.
+#[test]
+fn an_empty_test_split_is_an_error() {
+    let s = Sandbox::new("empty-test");
+    let spec = s.write(
+        "tiny-test.toml",
+        "[data]\nsource = \"digits\"\ntest_fraction = 0.0001\n\n[model]\n\
+         layers = [{ type = \"flatten\" }, { type = \"dense\", units = 10, activation = \"softmax\" }]\n\n\
+         [training]\nloss = \"sparse_categorical_crossentropy\"\nepochs = 1\n",
+    );
+    let out = s.kiln(&["train", &spec, "--run-dir", &s.arg("run")]);
+    assert_one_line_error(&out, &["test samples", "0 is fewer than the 1 needed"]);
+}
+
 /// A valid safetensors file with one tensor and no metadata.
 fn plain_safetensors() -> Vec<u8> {
     let mut header = br#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#.to_vec();

@@ -221,3 +221,46 @@ epochs = 1
         &["clean tabular (CSV) data", "digits"],
     );
 }
+
+/// Rewrites one metadata entry of a safetensors file (its header is JSON after an 8-byte
+/// length), as someone tampering with a model file would.
+fn tamper_metadata(path: &str, key: &str, change: impl Fn(&mut serde_json::Value)) {
+    let bytes = std::fs::read(path).unwrap();
+    let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
+    let entry = header["__metadata__"][key].as_str().unwrap().to_string();
+    let mut value: serde_json::Value = serde_json::from_str(&entry).unwrap();
+    change(&mut value);
+    header["__metadata__"][key] = serde_json::Value::String(value.to_string());
+    let mut text = header.to_string().into_bytes();
+    while !text.len().is_multiple_of(8) {
+        text.push(b' ');
+    }
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + len..]);
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn tampered_cleaning_bounds_are_refused_at_load_not_a_panic_in_predict() {
+    let s = Sandbox::new("tabular-tampered");
+    s.write("train.csv", dirty_train_csv());
+    s.write("test.csv", clean_csv(200, 30));
+    let spec = s.write("spec.toml", spec("train.csv", CLEANING));
+    let model = s.arg("m.safetensors");
+    assert_success(&s.kiln(&["train", &spec, "--out", &model]));
+    tamper_metadata(&model, "kiln.table", |table| {
+        let bounds = table["cleaning"]["bounds"].as_array_mut().unwrap();
+        let (i, b) = bounds
+            .iter_mut()
+            .enumerate()
+            .find(|(_, b)| b.is_array())
+            .expect("a column with outlier bounds");
+        let (low, high) = (b[0].clone(), b[1].clone());
+        *b = serde_json::json!([high, low]);
+        assert_eq!(i, 0, "x is the first column and has bounds");
+    });
+    let out = s.kiln(&["predict", &model, "--input", &s.arg("test.csv")]);
+    assert_one_line_error(&out, &["kiln.table.cleaning.bounds[0]", "low ≤ high"]);
+}

@@ -113,17 +113,21 @@ fn check_batch(rows: usize, max_batch: usize) -> Result<usize, ApiError> {
 /// Reads `data` laid out as `dims`: either one flat array of all the values, or arrays
 /// nested exactly as `dims`. Every value must be a number that is finite as an f32.
 fn read_tensor(data: &Value, dims: &[usize], what: &str) -> Result<Vec<f32>, ApiError> {
-    let total: usize = dims.iter().product();
-    let mut values = Vec::with_capacity(total);
+    // The claimed shape is checked against the values sent before anything is reserved,
+    // so a small request claiming a huge shape costs nothing.
+    let total = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    let mut values = Vec::new();
     let flat = matches!(data, Value::Array(a) if a.first().is_some_and(Value::is_number) || a.is_empty());
     if flat {
         let items = data.as_array().map(Vec::as_slice).unwrap_or_default();
-        if items.len() != total {
+        if Some(items.len()) != total {
             return Err(ApiError::bad_request(format!(
-                "{what} holds {} values, shape {dims:?} needs {total}",
-                items.len()
+                "{what} holds {} values, shape {dims:?} needs {}",
+                items.len(),
+                total.map_or("more than this machine can count".to_string(), |t| t.to_string())
             )));
         }
+        values.reserve(items.len());
         for item in items {
             values.push(number(item, values.len(), what)?);
         }
@@ -184,7 +188,7 @@ pub fn tf_samples(req: &PredictRequest, model: &Model, max_batch: usize) -> Resu
         return Err(ApiError::bad_request("`instances` is empty"));
     }
     let rows = check_batch(instances.len(), max_batch)?;
-    let mut values = Vec::with_capacity(rows * model.input_size);
+    let mut values = Vec::new();
     for (i, instance) in instances.iter().enumerate() {
         let what = format!("instance {i}");
         let dims = match instance.as_array() {
@@ -311,6 +315,16 @@ fn join(dims: &[usize]) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A 90-byte request claiming a 10^10-value tensor once made the decoder reserve it all
+    /// (and the process abort); the values are counted first now.
+    #[test]
+    fn a_claimed_shape_far_larger_than_the_data_reserves_nothing() {
+        for dims in [&[1, 100_000, 100_000][..], &[usize::MAX, 2]] {
+            let err = read_tensor(&json!([1.0]), dims, "data").unwrap_err();
+            assert!(format!("{err:?}").contains("holds 1 values"), "{err:?}");
+        }
+    }
 
     #[test]
     fn data_may_be_flat_or_nested_exactly_as_the_shape() {

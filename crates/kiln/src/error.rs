@@ -80,6 +80,14 @@ pub enum Error {
         kind: String,
         message: String,
     },
+    /// Something (a layer's parameters, a sample) larger than the memory this machine has
+    /// left, or than kiln accepts: caught before allocating.
+    #[error("{what} needs {}, but only {} of memory is available", human_bytes(*needed), human_bytes(*available))]
+    TooLarge {
+        what: String,
+        needed: u64,
+        available: u64,
+    },
     /// An operation this model, data set or setting combination does not support.
     #[error("{operation} is not supported: {reason}")]
     Unsupported { operation: String, reason: String },
@@ -89,6 +97,16 @@ pub enum Error {
     /// A model file that is not a kiln safetensors artifact.
     #[error("model {path}: {message}")]
     Artifact { path: PathBuf, message: String },
+}
+
+/// A byte count for a message: "3.2 GiB".
+pub fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        u64::MAX => "more than 16 EiB".into(),
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b => format!("{b} bytes"),
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -168,3 +168,36 @@ fn library_errors_carry_the_field_value_and_shape_to_match_on() {
         "{err:?}"
     );
 }
+
+/// A parameter-free model file whose metadata claims a 10^10-value input is refused when
+/// it loads (the server would otherwise size buffers from it).
+#[test]
+fn a_model_file_claiming_an_absurd_input_shape_is_refused_at_load() {
+    let model = Sequential::builder(&[4]).add(Flatten::new()).build(0).unwrap();
+    let path = std::env::temp_dir().join(format!("kiln-absurd-{}.safetensors", std::process::id()));
+    kiln::artifact::save(
+        &model,
+        &kiln::artifact::ModelInfo::for_model("absurd", &model),
+        &path,
+    )
+    .unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + len]).unwrap();
+    let tampered = header.replace(r#"\"input_shape\":[4]"#, r#"\"input_shape\":[100000,100000]"#);
+    assert_ne!(tampered, header, "the architecture names its input shape");
+    let mut text = tampered.trim_end().as_bytes().to_vec();
+    while !text.len().is_multiple_of(8) {
+        text.push(b' ');
+    }
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + len..]);
+    std::fs::write(&path, out).unwrap();
+    let err = kiln::artifact::load(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("input_shape = [100000, 100000]") && err.contains("values per sample"),
+        "{err}"
+    );
+    std::fs::remove_file(&path).unwrap();
+}

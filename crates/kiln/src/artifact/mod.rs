@@ -465,6 +465,18 @@ impl Artifact {
     }
 }
 
+/// Weights a model can predict with: finite (a NaN anywhere would make every prediction NaN).
+fn check_loaded(model: &Sequential) -> std::result::Result<(), String> {
+    match model
+        .params
+        .iter()
+        .find(|p| p.value.data().iter().any(|v| !v.is_finite()))
+    {
+        Some(p) => Err(format!("tensor `{}` holds NaN or infinite values", p.name)),
+        None => Ok(()),
+    }
+}
+
 /// Reads a kiln model; every way a file can fail to be one is a named error.
 pub fn load(path: &Path) -> Result<Artifact> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -517,6 +529,9 @@ pub fn load(path: &Path) -> Result<Artifact> {
             .iter()
             .find_map(|(_, view)| HalfFloat::of(view.dtype())),
     };
+    if let Some(table) = &info.table {
+        table.validate().map_err(|e| fail(e.to_string()))?;
+    }
     let input_shape = info
         .architecture
         .input_shape
@@ -591,6 +606,7 @@ pub fn load(path: &Path) -> Result<Artifact> {
     };
     let float = Sequential::with_params(&input_shape, info.architecture.layers.clone(), &mut take)
         .map_err(|e| fail(e.to_string()))?;
+    check_loaded(&float).map_err(fail)?;
     let mut model = Classifier::Float(float);
     let ensemble = info.lineage.as_ref().and_then(|l| l.ensemble.as_ref());
     if compression.is_some() && ensemble.is_some() {

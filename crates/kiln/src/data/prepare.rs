@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 use super::{Cleaning, CleaningReport, Dataset, FittedCleaning, Stage, TableSchema};
 
@@ -16,6 +16,42 @@ pub struct TablePreprocessing {
 }
 
 impl TablePreprocessing {
+    /// Checks what a model file says of its table against what `predict` assumes: one
+    /// fill value and bound per column at most, finite, each bound low ≤ high. The error
+    /// names the field (`kiln.table.cleaning.bounds[2]`) and its value.
+    pub fn validate(&self) -> Result<()> {
+        let columns = self.schema.columns.len();
+        let c = &self.cleaning;
+        for (field, len) in [("fill", c.fill.len()), ("bounds", c.bounds.len())] {
+            if len > columns {
+                return Err(Error::mismatch(
+                    format!("kiln.table.cleaning.{field}"),
+                    format!("at most one per column ({columns})"),
+                    len,
+                ));
+            }
+        }
+        if let Some((i, v)) = c.fill.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(Error::setting(
+                format!("kiln.table.cleaning.fill[{i}]"),
+                v,
+                "a finite number",
+            ));
+        }
+        let bad_bound = c.bounds.iter().enumerate().find_map(|(i, b)| {
+            let [low, high] = (*b)?;
+            (!(low.is_finite() && high.is_finite() && low <= high)).then_some((i, low, high))
+        });
+        if let Some((i, low, high)) = bad_bound {
+            return Err(Error::setting(
+                format!("kiln.table.cleaning.bounds[{i}]"),
+                format!("[{low}, {high}]"),
+                "finite [low, high] with low ≤ high",
+            ));
+        }
+        Ok(())
+    }
+
     /// Fits the cleaning on the raw training split; `first_missing` names its first gap.
     pub fn fit(
         schema: TableSchema,

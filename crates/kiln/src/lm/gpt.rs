@@ -122,11 +122,14 @@ impl GptConfig {
     }
 
     /// Trainable parameters for a vocabulary of `vocab` tokens.
+    /// (Saturates rather than overflows, for sizes no machine holds.)
     pub fn parameter_count(&self, vocab: usize) -> usize {
-        let (c, h) = (self.width, self.hidden());
+        let [c, h, vocab, context, layers] =
+            [self.width, self.hidden(), vocab, self.context, self.layers].map(|n| n as u128);
         let block = 2 * 2 * c + (c * 3 * c + 3 * c) + (c * c + c) + (c * h + h) + (h * c + c);
         let head = if self.tie_weights { 0 } else { vocab * c };
-        vocab * c + self.context * c + self.layers * block + 2 * c + head
+        let total = vocab * c + context * c + layers * block + 2 * c + head;
+        usize::try_from(total).unwrap_or(usize::MAX)
     }
 
     /// Multiply-adds ×2 per token for a forward pass at full context: the weight products
@@ -177,6 +180,25 @@ pub(crate) struct Layout {
     pub head: ParamId,
 }
 
+/// Checks that the model's parameters, with their gradients and optimizer state, fit in the
+/// memory this machine has left, before any is allocated.
+fn check_memory(config: &GptConfig, vocab: usize) -> Result<()> {
+    let count = config.parameter_count(vocab) as u64;
+    let needed = count.saturating_mul(4 * crate::nn::memory::TRAINING_COPIES);
+    let available = crate::nn::memory::available_bytes();
+    if needed > available {
+        return Err(Error::TooLarge {
+            what: format!(
+                "a GPT of {} layers, width {}, context {} and a vocabulary of {vocab} ({count} parameters, with gradients and optimizer state)",
+                config.layers, config.width, config.context
+            ),
+            needed,
+            available,
+        });
+    }
+    Ok(())
+}
+
 impl Gpt {
     /// A freshly initialized model, as PyTorch initializes the same modules: Linear weights
     /// and biases uniform in ±1/√fan_in, embeddings standard normal, LayerNorm γ = 1, β = 0.
@@ -185,6 +207,7 @@ impl Gpt {
         if vocab == 0 {
             return Err(Error::too_few("tokens in a language model's vocabulary", 0, 1));
         }
+        check_memory(&config, vocab)?;
         let mut rng = Rng::derive(seed, 0x0067_7074);
         let mut params = ParamStore::new();
         let (c, h) = (config.width, config.hidden());

@@ -12,6 +12,7 @@ mod fold;
 mod initializer;
 mod layer;
 mod loss;
+pub mod memory;
 mod model;
 mod predict;
 mod regularizer;

@@ -35,6 +35,8 @@ impl ParamSource<'_> {
         init: Initializer,
         fans: (usize, usize),
     ) -> Result<ParamId> {
+        let so_far = self.store.count() as u64 * 4 * super::memory::TRAINING_COPIES;
+        super::memory::check_parameter(name, dims, so_far)?;
         let tensor = match &mut self.origin {
             Origin::Init(rng) => {
                 let count = dims.iter().product();
@@ -59,13 +61,19 @@ fn build_layers(
     specs: &[LayerSpec],
     source: &mut ParamSource,
 ) -> Result<(Shape, Shape, Network)> {
+    let sample_values = super::memory::count(input_shape).unwrap_or(usize::MAX);
     let input = Shape::try_new(input_shape)
-        .filter(|s| s.rank() > 0 && s.numel() > 0 && s.rank() < crate::tensor::MAX_RANK)
+        .filter(|s| s.rank() > 0 && sample_values > 0 && s.rank() < crate::tensor::MAX_RANK)
+        .filter(|_| sample_values <= super::memory::MAX_SAMPLE_VALUES)
         .ok_or_else(|| {
             Error::setting(
                 "input_shape",
                 format!("{input_shape:?}"),
-                format!("1 to {} axes, none of them 0", crate::tensor::MAX_RANK - 1),
+                format!(
+                    "1 to {} axes, none of them 0, and at most {} values per sample",
+                    crate::tensor::MAX_RANK - 1,
+                    super::memory::MAX_SAMPLE_VALUES
+                ),
             )
         })?;
     if specs.is_empty() {
@@ -76,6 +84,16 @@ fn build_layers(
     let mut shapes = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
         let (layer, out) = spec.build(i, shape, source)?;
+        if super::memory::count(out.dims()).is_none_or(|n| n > super::memory::MAX_SAMPLE_VALUES) {
+            return Err(Error::Layer {
+                index: i,
+                kind: spec.type_name().to_string(),
+                message: format!(
+                    "outputs {out} per sample, more than the {} values kiln takes per sample",
+                    super::memory::MAX_SAMPLE_VALUES
+                ),
+            });
+        }
         layers.push(layer);
         shapes.push(out);
         shape = out;

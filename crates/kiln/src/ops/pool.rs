@@ -24,7 +24,8 @@ impl Tape<'_> {
         }
         let mut y = self.alloc(len);
         let mut from = self.alloc(len);
-        let per_image = len / batch.max(1);
+        // At least 1, so an empty batch is an empty loop rather than a zero chunk size.
+        let per_image = (len / batch.max(1)).max(1);
         let image_len = window.input_pixels() * window.channels as usize;
         let xs = self.value(x);
         y.par_chunks_mut(per_image)
@@ -52,7 +53,7 @@ impl Tape<'_> {
     pub fn avg_pool2d(&mut self, x: Var, window: Window) -> Result<Var> {
         let (batch, shape) = pooled_shape(self.shape(x), &window)?;
         let mut y = self.alloc(shape.numel());
-        let per_image = shape.numel() / batch.max(1);
+        let per_image = (shape.numel() / batch.max(1)).max(1);
         let image_len = window.input_pixels() * window.channels as usize;
         let xs = self.value(x);
         y.par_chunks_mut(per_image).enumerate().for_each(|(b, y)| {
@@ -294,8 +295,8 @@ pub(crate) fn max_backward(tape: &mut Tape, x: Var, out: Var, g: &[f32]) {
 /// Each window's gradient, split evenly over its in-image taps.
 pub(crate) fn avg_backward(tape: &mut Tape, x: Var, window: Window, g: &[f32]) {
     let c = window.channels as usize;
-    let per_image = window.output_pixels() * c;
-    let image_len = window.input_pixels() * c;
+    let per_image = (window.output_pixels() * c).max(1);
+    let image_len = (window.input_pixels() * c).max(1);
     tape.accumulate(x, |_, dx| {
         dx.par_chunks_mut(image_len)
             .zip(g.par_chunks(per_image))
@@ -347,6 +348,15 @@ mod tests {
         let v = t.input(x, Shape::new(dims));
         let y = f(&mut t, v);
         t.value(y).to_vec()
+    }
+
+    /// An empty batch (a split that rounded to no samples) pools to nothing; it once
+    /// panicked on a zero chunk size.
+    #[test]
+    fn an_empty_batch_pools_to_an_empty_output() {
+        let valid = window((3, 3, 1), 2, 1, Padding::Valid);
+        assert!(run(&[], &[0, 3, 3, 1], |t, v| t.max_pool2d(v, valid).unwrap()).is_empty());
+        assert!(run(&[], &[0, 3, 3, 1], |t, v| t.avg_pool2d(v, valid).unwrap()).is_empty());
     }
 
     #[test]

@@ -82,6 +82,14 @@ pub fn train_on(
         table,
         cleaning,
     } = prepare_splits(spec, splits)?;
+    // An empty test split would report test_accuracy 0 as if it were a result.
+    if test.is_empty() {
+        return Err(Error::too_few(
+            format!("test samples in {description} (raise test_fraction, or give a test file with rows)"),
+            0,
+            1,
+        ));
+    }
     let train = match options.bootstrap {
         Some((seed, member)) => train.subset(&crate::data::bootstrap_indices(train.len(), seed, member)),
         None => train,
@@ -109,6 +117,7 @@ pub fn train_on(
         .max()
         .unwrap_or(0);
     model.check_classifier_output(num_classes)?;
+    crate::nn::memory::check_training_memory(&model, t.batch_size)?;
     if let Some(a) = &spec.preprocessing.augmentation {
         a.check(&train.sample_shape)?;
         // Batches arrive normalized; moving a pixel normalized by another pixel's own

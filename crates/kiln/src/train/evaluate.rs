@@ -91,6 +91,9 @@ pub fn evaluate(
     let (rank, ranks) = group.map_or((0, 1), |g| (g.rank(), g.size()));
     let mut sums = match data {
         EvalData::Samples(d) => {
+            if d.is_empty() {
+                return Err(Error::too_few("samples to evaluate on", 0, 1));
+            }
             model.check_samples(&d.sample_shape, d.num_classes(), "evaluation")?;
             let (start, end) = distributed::shard_bounds(d.len(), rank, ranks);
             let size = d.sample_size();
