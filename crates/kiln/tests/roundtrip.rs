@@ -232,4 +232,17 @@ fn an_mnist_model_round_trips_bit_for_bit() {
     assert!(outcome.test.accuracy > 0.85, "{:?}", outcome.test);
     let dir = TempDir::new("mnist");
     check_round_trip(&mut outcome, &dir, Some(&mnist), 2000);
+    // The lineage names the MNIST files and their SHA-256, not the folder they were in.
+    let path = dir.path("private.safetensors");
+    artifact::save(&outcome.model, &outcome.info, &path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(
+        !text.contains(mnist.to_str().unwrap()),
+        "the model file names the data folder"
+    );
+    assert!(
+        text.contains("train-images-idx3-ubyte"),
+        "the file names are kept"
+    );
 }

@@ -392,9 +392,7 @@ impl ModelWriter for ModelInfo {
         let mut info = self.clone();
         if let Some(lineage) = info.lineage.as_mut() {
             lineage.epochs_trained = log.epoch;
-            lineage.created_unix_seconds = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            lineage.created_unix_seconds = creation_time();
             lineage.metrics = FinalMetrics {
                 loss: log.loss,
                 accuracy: log.accuracy,
@@ -463,6 +461,19 @@ impl Artifact {
             None,
         )
     }
+}
+
+/// The time a model file records as its creation: `SOURCE_DATE_EPOCH` when set (as
+/// reproducible builds use it, so the same spec, seed and data give the same bytes), else now.
+pub fn creation_time() -> u64 {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        })
 }
 
 /// Weights a model can predict with: finite (a NaN anywhere would make every prediction NaN).

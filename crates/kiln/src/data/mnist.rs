@@ -246,10 +246,15 @@ fn load_files(paths: &[PathBuf; 4]) -> Result<Splits> {
     // Train and test are independent: decompress and hash them at the same time.
     let (train, test) = rayon::join(|| load_part(paths, 0), || load_part(paths, 2));
     let ((train, sha256), (test, _)) = (train?, test?);
-    let dir = paths[0].parent().unwrap_or(Path::new("."));
+    // File names, not the folder: a model file records no local path (its lineage keeps
+    // the data's SHA-256).
+    let names: Vec<String> = paths
+        .iter()
+        .map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned())
+        .collect();
     let description = format!(
-        "MNIST from {}: {} training and {} test images, 28x28 grey levels 0-255",
-        dir.display(),
+        "MNIST ({}): {} training and {} test images, 28x28 grey levels 0-255",
+        names.join(", "),
         train.len(),
         test.len()
     );

@@ -3,7 +3,7 @@
 //! run folder, and evaluate on the held-out test split.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use super::run_dir::{callbacks_for_run, Goal};
 use super::RunOptions;
@@ -213,9 +213,7 @@ pub fn train_on(
     let last = history.last().cloned();
     let lineage = info.lineage_mut()?;
     lineage.epochs_trained = history.epochs.len();
-    lineage.created_unix_seconds = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    lineage.created_unix_seconds = crate::artifact::creation_time();
     lineage.metrics = FinalMetrics {
         loss: last.as_ref().map_or(0.0, |l| l.loss),
         accuracy: last.as_ref().map_or(0.0, |l| l.accuracy),
