@@ -35,16 +35,27 @@ pub(crate) fn fresh_run_dir(name: &str) -> Result<PathBuf> {
 }
 
 /// A run folder named with --run-dir for a fresh run: created if missing, refused if it
-/// already holds files, so an earlier run's results are never overwritten.
+/// holds an earlier run's checkpoint or model, so no result is ever overwritten. A folder
+/// with files but neither (a run killed before its first checkpoint) is reused, saying so.
 pub(crate) fn claim_run_dir(dir: &Path) -> Result<PathBuf> {
     match std::fs::read_dir(dir) {
-        Ok(mut entries) => anyhow::ensure!(
-            entries.next().is_none(),
-            "--run-dir {}: already holds files from an earlier run; choose another folder \
-             (or `--resume {}` to continue it)",
-            dir.display(),
-            dir.display()
-        ),
+        Ok(mut entries) => {
+            if entries.next().is_none() {
+                return Ok(dir.to_path_buf());
+            }
+            let results = [kiln::pipeline::CHECKPOINT_FILE, "model.safetensors"];
+            anyhow::ensure!(
+                !results.iter().any(|f| dir.join(f).exists()),
+                "--run-dir {}: already holds an earlier run's results; choose another folder \
+                 (or `--resume {}` to continue it)",
+                dir.display(),
+                dir.display()
+            );
+            eprintln!(
+                "note: --run-dir {} holds files but no checkpoint or model (a run that ended before its first checkpoint); starting afresh in it",
+                dir.display()
+            );
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?
         }

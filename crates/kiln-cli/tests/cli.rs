@@ -1027,12 +1027,12 @@ fn a_run_folder_resumes_bit_identically_with_or_without_the_spec() {
     );
     assert_one_line_error(
         &s.kiln(&["train", "--run-dir", &split]),
-        &[&split, "already holds files from an earlier run"],
+        &[&split, "already holds an earlier run's results"],
     );
     let before = std::fs::read(format!("{split}/model.safetensors")).unwrap();
     assert_one_line_error(
         &s.kiln(&["train", "--run-dir", &straight, "--no-checkpoint"]),
-        &[&straight, "already holds files"],
+        &[&straight, "already holds an earlier run's results"],
     );
     assert_eq!(
         std::fs::read(format!("{split}/model.safetensors")).unwrap(),
@@ -1347,4 +1347,38 @@ fn two_runs_of_one_spec_give_byte_identical_model_files() {
         text.contains(r#"created_unix_seconds\":1700000000"#),
         "the epoch is recorded"
     );
+}
+
+/// A run killed before its first checkpoint leaves files but no checkpoint: a fresh run
+/// reuses the folder (saying so); a killed write's `NAME.tmp-PID` of a dead process goes.
+#[test]
+fn a_run_folder_without_a_checkpoint_is_reused_and_stale_temporaries_are_cleaned() {
+    let s = Sandbox::new("crashed-run");
+    let run_dir = s.path("run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    std::fs::write(run_dir.join("history.csv"), "epoch,loss\n").unwrap();
+    let out = s.arg("m.safetensors");
+    // A pid far above any Linux pid_max: no such process.
+    let stale = s.write("m.safetensors.tmp-999999999", "half a model");
+    let outcome = s.kiln(&[
+        "train",
+        "--quiet",
+        "--run-dir",
+        &path_str(&run_dir),
+        "--out",
+        &out,
+    ]);
+    assert_success(&outcome);
+    assert!(
+        outcome.2.contains("holds files but no checkpoint or model"),
+        "{}",
+        outcome.2
+    );
+    assert!(run_dir.join("model.safetensors").exists());
+    if cfg!(target_os = "linux") {
+        assert!(
+            !Path::new(&stale).exists(),
+            "the dead process's temporary file was removed"
+        );
+    }
 }

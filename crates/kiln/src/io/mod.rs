@@ -146,7 +146,42 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     write().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, e)
-    })
+    })?;
+    remove_stale_temporaries(path);
+    Ok(())
+}
+
+/// Deletes `path.tmp-PID` files beside `path` whose process no longer runs: the halves of
+/// writes a killed process left behind. Best effort (a file that cannot be removed stays),
+/// and only where running processes can be listed (/proc on Linux).
+fn remove_stale_temporaries(path: &Path) {
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}.tmp-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let entry_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = entry_name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let dead = pid
+            .parse::<u32>()
+            .is_ok_and(|pid| pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists());
+        if dead {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Makes the rename itself durable: on Unix a new directory entry survives a power cut only
