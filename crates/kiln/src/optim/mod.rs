@@ -9,6 +9,7 @@ mod sgd;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::params::ParamStore;
 
 pub use adam::Adam;
@@ -105,6 +106,44 @@ impl OptimizerSpec {
             rule,
             state: Vec::new(),
             iterations: 0,
+        }
+    }
+
+    /// Checks the settings an update rule needs: a positive, finite learning rate, decay
+    /// rates (betas, rho, momentum) in [0, 1), positive epsilon, non-negative weight decay.
+    /// Errors name the field as a spec writes it (`optimizer.learning_rate`).
+    pub fn validate(&self) -> Result<()> {
+        let positive = |name: &str, v: f32| match v.is_finite() && v > 0.0 {
+            true => Ok(()),
+            false => Err(Error::setting(
+                format!("optimizer.{name}"),
+                v,
+                "a positive number",
+            )),
+        };
+        let rate = |name: &str, v: f32| match (0.0..1.0).contains(&v) {
+            true => Ok(()),
+            false => Err(Error::setting(format!("optimizer.{name}"), v, "a rate in [0, 1)")),
+        };
+        positive("learning_rate", self.learning_rate())?;
+        match self {
+            OptimizerSpec::Sgd(s) => rate("momentum", s.momentum),
+            OptimizerSpec::Adam(a) | OptimizerSpec::AdamW(a) => {
+                rate("beta_1", a.beta_1)?;
+                rate("beta_2", a.beta_2)?;
+                positive("epsilon", a.epsilon)?;
+                match a.weight_decay {
+                    Some(w) if !(w.is_finite() && w >= 0.0) => {
+                        Err(Error::setting("optimizer.weight_decay", w, "a number ≥ 0"))
+                    }
+                    _ => Ok(()),
+                }
+            }
+            OptimizerSpec::Rmsprop(r) => {
+                rate("rho", r.rho)?;
+                rate("momentum", r.momentum)?;
+                positive("epsilon", r.epsilon)
+            }
         }
     }
 

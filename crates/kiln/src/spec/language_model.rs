@@ -165,6 +165,7 @@ impl LmSpec {
         let checks = [
             // GptConfig::validate already names its section ("model: …").
             ("", self.model.gpt().validate()),
+            ("training.", t.optimizer.validate()),
             (
                 "training.",
                 t.learning_rate_schedule

@@ -181,10 +181,12 @@ impl TrainSpec {
             ));
         }
         // Each setting's own check, re-reported as a spec error under its field name.
-        let checks = t
-            .learning_rate_schedule
-            .iter()
-            .map(|s| ("training.".to_string(), s.validate()))
+        let checks = std::iter::once(("training.".to_string(), t.optimizer.validate()))
+            .chain(
+                t.learning_rate_schedule
+                    .iter()
+                    .map(|s| ("training.".to_string(), s.validate())),
+            )
             .chain(
                 t.gradient_clipping
                     .map(|c| ("training.".to_string(), c.validate())),
@@ -353,6 +355,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("training.epochs must be at least 1"), "{err}");
+        for (setting, expected) in [
+            (
+                "learning_rate = -1.0",
+                "training.optimizer.learning_rate = -1: expected a positive number",
+            ),
+            (
+                "beta_1 = 1.0",
+                "training.optimizer.beta_1 = 1: expected a rate in [0, 1)",
+            ),
+        ] {
+            let bad = MLP.replace(
+                "{ type = \"adam\" }",
+                &format!("{{ type = \"adam\", {setting} }}"),
+            );
+            let err = TrainSpec::parse(&bad, Path::new("mlp.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{err}");
+        }
         let text = MLP.replace("source = \"mnist\"", "source = \"text\"\npath = \"a.txt\"");
         let err = TrainSpec::parse(&text, Path::new("mlp.toml"))
             .unwrap_err()
