@@ -201,3 +201,24 @@ fn a_model_file_claiming_an_absurd_input_shape_is_refused_at_load() {
     );
     std::fs::remove_file(&path).unwrap();
 }
+
+/// A model file missing a tensor says so once, prefixed by its path once (it once said
+/// `model P: model P: …`).
+#[test]
+fn a_missing_tensor_is_named_once_with_the_file() {
+    let model = Sequential::builder(&[4]).add(Dense::new(2)).build(0).unwrap();
+    let path = std::env::temp_dir().join(format!("kiln-missing-{}.safetensors", std::process::id()));
+    kiln::artifact::save(&model, &kiln::artifact::ModelInfo::for_model("m", &model), &path).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    // Rename the tensor in the header, in place (same length, same offsets).
+    let name = b"\"layers.0.kernel\":{";
+    let at = bytes.windows(name.len()).position(|w| w == name).unwrap();
+    bytes[at + name.len() - 4] = b'x';
+    std::fs::write(&path, &bytes).unwrap();
+    let err = kiln::artifact::load(&path).unwrap_err().to_string();
+    let prefix = format!("model {}:", path.display());
+    assert!(err.starts_with(&prefix), "{err}");
+    assert_eq!(err.matches(&prefix).count(), 1, "{err}");
+    assert!(err.contains("`layers.0.kernel` is missing"), "{err}");
+    std::fs::remove_file(&path).unwrap();
+}

@@ -615,8 +615,14 @@ pub fn load(path: &Path) -> Result<Artifact> {
         codes.push((layer, q, scales.data().to_vec()));
         Tensor::new(dims, values)
     };
-    let float = Sequential::with_params(&input_shape, info.architecture.layers.clone(), &mut take)
-        .map_err(|e| fail(e.to_string()))?;
+    // A tensor's own error already names this file; others (the architecture's) get it.
+    let float =
+        Sequential::with_params(&input_shape, info.architecture.layers.clone(), &mut take).map_err(|e| {
+            match e {
+                Error::Artifact { .. } => e,
+                other => fail(other.to_string()),
+            }
+        })?;
     check_loaded(&float).map_err(fail)?;
     let mut model = Classifier::Float(float);
     let ensemble = info.lineage.as_ref().and_then(|l| l.ensemble.as_ref());
