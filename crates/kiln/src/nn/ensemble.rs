@@ -51,13 +51,7 @@ impl Ensemble {
 
 impl Evaluate for Ensemble {
     fn evaluate_batch(&mut self, batch: Batch, loss: &Loss) -> Result<BatchLoss> {
-        let Batch::Samples { x, labels } = batch else {
-            return Err(Error::mismatch(
-                "the data",
-                "samples with labels (an ensemble classifies samples)",
-                "token windows",
-            ));
-        };
+        let (x, labels) = batch.samples("an ensemble")?;
         let averaged = self.predict(x, labels.len())?;
         // The average has no weights of its own: no penalties.
         self.members[0].loss_of_outputs(averaged.data(), labels, loss, false)

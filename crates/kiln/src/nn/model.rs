@@ -26,7 +26,20 @@ pub enum Batch<'a> {
     },
 }
 
-impl Batch<'_> {
+impl<'a> Batch<'a> {
+    /// The samples and labels of a batch of samples, or an error saying that `reader`
+    /// ("a Sequential model", "an ensemble") reads samples, not token windows.
+    pub fn samples(self, reader: &str) -> Result<(&'a [f32], &'a [u32])> {
+        match self {
+            Batch::Samples { x, labels } => Ok((x, labels)),
+            Batch::Tokens { .. } => Err(Error::mismatch(
+                "the data",
+                format!("samples with labels, which {reader} reads"),
+                "token windows",
+            )),
+        }
+    }
+
     /// How many predictions the batch's loss is the mean over (samples, or tokens).
     pub fn predictions(&self) -> usize {
         match self {

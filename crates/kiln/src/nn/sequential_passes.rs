@@ -23,7 +23,7 @@ impl Model for Sequential {
     }
 
     fn train_batch(&mut self, batch: Batch, loss: &Loss, dropout: &mut Rng) -> Result<BatchLoss> {
-        let (x, labels) = samples(batch)?;
+        let (x, labels) = batch.samples("a Sequential model")?;
         self.check_input(x, labels.len())?;
         let shape = self.input_shape().with_batch(labels.len());
         let (network, params, workspace) = self.parts();
@@ -56,7 +56,7 @@ impl Model for Sequential {
 
 impl Evaluate for Sequential {
     fn evaluate_batch(&mut self, batch: Batch, loss: &Loss) -> Result<BatchLoss> {
-        let (x, labels) = samples(batch)?;
+        let (x, labels) = batch.samples("a Sequential model")?;
         let rows = labels.len();
         self.check_input(x, rows)?;
         let input_shape = self.input_shape();
@@ -82,18 +82,6 @@ impl Evaluate for Sequential {
             ));
         }
         self.check_classifier_output(classes)
-    }
-}
-
-/// A batch of samples, or an error naming what the model reads instead.
-fn samples<'a>(batch: Batch<'a>) -> Result<(&'a [f32], &'a [u32])> {
-    match batch {
-        Batch::Samples { x, labels } => Ok((x, labels)),
-        Batch::Tokens { .. } => Err(Error::mismatch(
-            "the data",
-            "samples with labels, which a Sequential model reads",
-            "token windows",
-        )),
     }
 }
 

@@ -2,7 +2,7 @@
 //! run in float and for what reads the architecture) plus the int8 network that predict and
 //! evaluate run.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::nn::{Batch, BatchLoss, Evaluate, Loss, Predict, Sequential};
 use crate::tensor::{Shape, Tensor};
 
@@ -58,13 +58,7 @@ impl QuantizedModel {
 
 impl Evaluate for QuantizedModel {
     fn evaluate_batch(&mut self, batch: Batch, loss: &Loss) -> Result<BatchLoss> {
-        let Batch::Samples { x, labels } = batch else {
-            return Err(Error::mismatch(
-                "the data",
-                "samples with labels (a quantized model classifies samples)",
-                "token windows",
-            ));
-        };
+        let (x, labels) = batch.samples("a quantized model")?;
         let outputs = self.predict(x, labels.len())?;
         // The int8 outputs are already activated; the weight penalties are the float
         // model's, as before compression.
