@@ -31,12 +31,25 @@ pub struct ServeArgs {
     /// Answer 504 to a request not done within this many milliseconds.
     #[arg(long, default_value_t = 10_000)]
     timeout_ms: u64,
-    /// File holding a bearer token that every request but the health probes must carry.
+    /// File holding a bearer token that every request must carry as `Authorization: Bearer
+    /// TOKEN`, except the health probes (/v2/health/live, /v2/health/ready) and the page at
+    /// `/` (whose own requests then ask for the token).
     #[arg(long)]
     token_file: Option<PathBuf>,
     /// Compute threads per model [default: one per CPU core].
     #[arg(long)]
     workers: Option<usize>,
+    /// Close a connection that sends nothing for this many milliseconds between requests.
+    #[arg(long, default_value_t = 60_000)]
+    idle_timeout_ms: u64,
+    /// Close a connection whose request headers are not complete this many milliseconds
+    /// after their first byte (a client trickling bytes to hold the connection).
+    #[arg(long, default_value_t = 10_000)]
+    header_timeout_ms: u64,
+    /// Most connections open at once; more get a 503 and are closed (keep it below the
+    /// open-file limit, `ulimit -n`).
+    #[arg(long, default_value_t = 512)]
+    max_connections: usize,
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
@@ -48,6 +61,21 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     }
     if args.workers == Some(0) {
         bail!("--workers must be at least 1");
+    }
+    for (flag, value) in [
+        ("--idle-timeout-ms", args.idle_timeout_ms),
+        ("--header-timeout-ms", args.header_timeout_ms),
+    ] {
+        if value == 0 {
+            bail!("{flag} must be at least 1");
+        }
+    }
+    if args.max_connections == 0 || args.max_connections > u32::MAX as usize {
+        bail!(
+            "--max-connections {} must be between 1 and {}",
+            args.max_connections,
+            u32::MAX
+        );
     }
     let models = args
         .models
@@ -66,6 +94,9 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         token_file: args.token_file,
         workers: args.workers.unwrap_or(defaults.workers),
         queue_capacity: defaults.queue_capacity,
+        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+        header_timeout: Duration::from_millis(args.header_timeout_ms),
+        max_connections: args.max_connections,
     })?;
     Ok(())
 }

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+mod common;
+
 /// A scratch folder for this test binary, removed by nobody: models are shared between
 /// tests through it, and it lives under the system temp folder.
 fn scratch() -> &'static Path {
@@ -525,11 +527,14 @@ fn a_bearer_token_guards_everything_but_the_health_probes() {
     assert_eq!(s.get("/v2/models/digits").0, 401);
     assert_eq!(s.get("/v2/health/ready").0, 200);
     assert_eq!(s.get("/v2/health/live").0, 200);
-    let answer = call(
-        ureq::post(&url).set("Authorization", "Bearer s3cret-token"),
-        Some(&body),
-    );
-    assert_eq!(answer.0, 200, "{answer:?}");
+    // HTTP auth schemes are case-insensitive.
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let answer = call(
+            ureq::post(&url).set("Authorization", &format!("{scheme} s3cret-token")),
+            Some(&body),
+        );
+        assert_eq!(answer.0, 200, "{scheme}: {answer:?}");
+    }
 }
 
 #[test]
@@ -834,4 +839,115 @@ fn a_compressed_model_serves_what_kiln_predict_gives() {
             "row {i}"
         );
     }
+}
+
+/// A model file claiming an input of 10^10 values per sample is refused when `kiln serve`
+/// loads it (a clear error and exit 1, not an abort); a server holding an ordinary model
+/// refuses a 90-byte request claiming such a shape with 400 and keeps answering.
+#[test]
+fn a_crafted_model_or_request_cannot_kill_the_server() {
+    let crafted = scratch().join("crafted.safetensors");
+    std::fs::copy(digits_model(), &crafted).unwrap();
+    let crafted = crafted.to_string_lossy().into_owned();
+    common::tamper_metadata(&crafted, "kiln.architecture", |arch| {
+        arch["input_shape"] = json!([100000, 100000]);
+    });
+    let outcome = common::run(&["serve", &crafted, "--port", "0"], &[]);
+    common::assert_one_line_error(
+        &outcome,
+        &["crafted.safetensors", "[100000, 100000]", "values per sample"],
+    );
+
+    let s = Server::start(&[]);
+    let request = r#"{"inputs":[{"name":"input","shape":[1,100000,100000],"datatype":"FP32","data":[1]}]}"#;
+    let answer = s.post("/v2/models/digits/infer", request);
+    assert_eq!(answer.0, 400, "{answer:?}");
+    let answer = s.post(
+        "/v1/models/digits:predict",
+        r#"{"instances":[[[1]]], "signature_name":"x"}"#,
+    );
+    assert_eq!(answer.0, 400, "{answer:?}");
+    assert_eq!(s.get("/v2/health/live").0, 200);
+    let answer = s.post("/v2/models/digits/infer", &v2_body(&feature_rows(1, 5)));
+    assert_eq!(answer.0, 200, "{answer:?}");
+}
+
+/// True when the server closed the connection (end of stream or a reset) within `within`.
+fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => panic!("the server sent bytes to a connection that asked nothing"),
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
+#[test]
+fn idle_and_trickling_clients_are_cut_off_and_connections_are_capped() {
+    let s = Server::start(&[
+        "--idle-timeout-ms",
+        "600",
+        "--header-timeout-ms",
+        "1000",
+        "--max-connections",
+        "3",
+    ]);
+    // A client that opens a connection and sends nothing is closed after the idle limit.
+    let mut idle = TcpStream::connect(s.addr()).unwrap();
+    let start = Instant::now();
+    assert!(closed_within(&mut idle, Duration::from_secs(5)));
+    assert!(
+        start.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // One sending a byte every 100 ms never goes idle, but its headers take too long.
+    let mut trickle = TcpStream::connect(s.addr()).unwrap();
+    let start = Instant::now();
+    let mut cut_off = false;
+    for byte in b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Slow: "
+        .iter()
+        .cycle()
+        .take(100)
+    {
+        if trickle.write_all(&[*byte]).is_err() || closed_within(&mut trickle, Duration::from_millis(100)) {
+            cut_off = true;
+            break;
+        }
+    }
+    assert!(cut_off, "a client trickling its headers for 10 s was not cut off");
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(8),
+        "{took:?}"
+    );
+
+    // Keep-alive: the connection stays open between requests, then closes when idle.
+    let mut kept = TcpStream::connect(s.addr()).unwrap();
+    for _ in 0..2 {
+        write!(kept, "GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let response = read_response(&mut kept);
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    }
+    assert!(closed_within(&mut kept, Duration::from_secs(5)));
+
+    // At the cap, a new connection gets 503 at once; once the others close, requests pass.
+    let held: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(s.addr()).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut extra = TcpStream::connect(s.addr()).unwrap();
+    let response = read_response(&mut extra);
+    assert!(response.starts_with("HTTP/1.1 503"), "{response}");
+    assert!(response.contains("--max-connections"), "{response}");
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match ureq::get(&format!("{}/v2/health/live", s.base)).call() {
+            Ok(r) if r.status() == 200 => break,
+            other if Instant::now() > deadline => panic!("no slot came free: {other:?}"),
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    assert!(s.text("/metrics").contains("kiln_refused_connections_total 1"));
 }

@@ -222,26 +222,6 @@ epochs = 1
     );
 }
 
-/// Rewrites one metadata entry of a safetensors file (its header is JSON after an 8-byte
-/// length), as someone tampering with a model file would.
-fn tamper_metadata(path: &str, key: &str, change: impl Fn(&mut serde_json::Value)) {
-    let bytes = std::fs::read(path).unwrap();
-    let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
-    let entry = header["__metadata__"][key].as_str().unwrap().to_string();
-    let mut value: serde_json::Value = serde_json::from_str(&entry).unwrap();
-    change(&mut value);
-    header["__metadata__"][key] = serde_json::Value::String(value.to_string());
-    let mut text = header.to_string().into_bytes();
-    while !text.len().is_multiple_of(8) {
-        text.push(b' ');
-    }
-    let mut out = (text.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&text);
-    out.extend_from_slice(&bytes[8 + len..]);
-    std::fs::write(path, out).unwrap();
-}
-
 #[test]
 fn tampered_cleaning_bounds_are_refused_at_load_not_a_panic_in_predict() {
     let s = Sandbox::new("tabular-tampered");

@@ -143,7 +143,8 @@ async fn json_errors(response: Response) -> Response {
 }
 
 /// With `--token-file`, every request but the health probes (which orchestrators send
-/// without credentials) and the page's HTML must carry `Authorization: Bearer TOKEN`.
+/// without credentials) and the page's HTML at `/` must carry `Authorization: Bearer
+/// TOKEN`. The page's own requests ask for the token.
 async fn authorize(State(state): State<Shared>, req: Request, next: Next) -> Response {
     let Some(token) = &state.token else {
         return next.run(req).await;
@@ -156,7 +157,7 @@ async fn authorize(State(state): State<Shared>, req: Request, next: Next) -> Res
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer_token);
     match given {
         Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => next.run(req).await,
         _ => {
@@ -167,6 +168,13 @@ async fn authorize(State(state): State<Shared>, req: Request, next: Next) -> Res
             r
         }
     }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header; HTTP auth schemes are
+/// case-insensitive (RFC 9110, section 11.1), so `bearer` and `BEARER` count too.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim_start())
 }
 
 /// Compares without stopping at the first differing byte, so response time does not tell
@@ -374,4 +382,19 @@ async fn tf_post(
     let samples = protocol::tf_samples(&req, model, state.config.max_batch)?;
     let probs = state.predict(model, samples).await?;
     Ok(Json(protocol::tf_response(model, &probs)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_matched_in_any_case() {
+        for header in ["Bearer abc", "bearer abc", "BEARER abc", "  bEaReR   abc"] {
+            assert_eq!(bearer_token(header), Some("abc"), "{header:?}");
+        }
+        for header in ["Basic abc", "Bearerabc", "Bearer", ""] {
+            assert_eq!(bearer_token(header), None, "{header:?}");
+        }
+    }
 }

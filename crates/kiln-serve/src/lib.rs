@@ -7,6 +7,7 @@
 //! lives here.
 
 mod batcher;
+mod connections;
 mod error;
 mod http;
 mod metrics;
@@ -41,6 +42,12 @@ pub struct Config {
     pub workers: usize,
     /// Requests that may wait for a compute thread before new ones get 503.
     pub queue_capacity: usize,
+    /// A connection with no request under way that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// A request whose headers are not complete this long after its first byte is cut off.
+    pub header_timeout: Duration,
+    /// Open connections beyond this many get a 503 and are closed at once.
+    pub max_connections: usize,
 }
 
 impl Default for Config {
@@ -56,6 +63,11 @@ impl Default for Config {
             token_file: None,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             queue_capacity: 1024,
+            idle_timeout: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(10),
+            // Below the usual soft limit of 1024 open files, with room for the model files,
+            // the listener and the runtime's own descriptors.
+            max_connections: 512,
         }
     }
 }
@@ -95,26 +107,20 @@ async fn serve(
     // A request in flight gets at most --timeout-ms; past that (plus a grace period) a
     // connection still open after the signal is a stalled client, not work to finish.
     let drain_limit = config.timeout + Duration::from_secs(5);
-    let state = Arc::new(http::AppState::new(config, registry, metrics, token));
-    let app = http::router(state.clone());
-    let (signalled_tx, mut signalled) = tokio::sync::watch::channel(false);
-    let signal = shutdown_signal(state.clone());
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        signal.await;
-        let _ = signalled_tx.send(true);
-    });
-    let drain_deadline = async move {
-        let _ = signalled.wait_for(|&s| s).await;
-        tokio::time::sleep(drain_limit).await;
+    let limits = connections::Limits {
+        idle_timeout: config.idle_timeout,
+        header_timeout: config.header_timeout,
+        max_connections: config.max_connections,
     };
-    tokio::select! {
-        served = std::future::IntoFuture::into_future(server) => {
-            served.map_err(|e| ServeError::Io("serving".into(), e))?;
-        }
-        _ = drain_deadline => {
-            eprintln!("kiln serve: connections still open {drain_limit:?} after the signal; closing them");
-        }
-    }
+    let state = Arc::new(http::AppState::new(config, registry, metrics.clone(), token));
+    let app = http::router(state.clone());
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let signal = shutdown_signal(state.clone());
+    tokio::spawn(async move {
+        signal.await;
+        let _ = stop_tx.send(true);
+    });
+    connections::serve(listener, app, limits, metrics, stop, drain_limit).await;
     // No request is in flight now; closing the queues lets the compute threads exit.
     state.registry.shut_down();
     eprintln!("kiln serve: shut down cleanly");

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -58,6 +59,7 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, u16), u64>>,
     latency: Mutex<Histogram>,
     batch_size: Mutex<Histogram>,
+    refused_connections: AtomicU64,
 }
 
 impl Metrics {
@@ -73,6 +75,7 @@ impl Metrics {
             requests: Mutex::new(BTreeMap::new()),
             latency: Mutex::new(Histogram::new(LATENCY_BUCKETS.to_vec())),
             batch_size: Mutex::new(Histogram::new(bounds)),
+            refused_connections: AtomicU64::new(0),
         }
     }
 
@@ -85,6 +88,10 @@ impl Metrics {
 
     pub fn observe_batch(&self, rows: usize) {
         lock(&self.batch_size).observe(rows as f64);
+    }
+
+    pub fn observe_refused_connection(&self) {
+        self.refused_connections.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn render(&self) -> String {
@@ -107,6 +114,12 @@ impl Metrics {
             &mut out,
             "kiln_batch_size",
             "Samples per forward pass run by the compute threads.",
+        );
+        let name = "kiln_refused_connections_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Connections closed at once because --max-connections were open.\n# TYPE {name} counter\n{name} {}",
+            self.refused_connections.load(Ordering::Relaxed)
         );
         out
     }

@@ -156,3 +156,23 @@ pub fn metric(stdout: &str, line_start: &str, key: &str) -> String {
     let at = line.find(key).unwrap_or_else(|| panic!("no {key:?} in {line:?}")) + key.len();
     line[at..].split_whitespace().next().expect("a value").to_string()
 }
+
+/// Rewrites one metadata entry of a safetensors file (its header is JSON after an 8-byte
+/// length), as someone tampering with a model file would.
+pub fn tamper_metadata(path: &str, key: &str, change: impl Fn(&mut serde_json::Value)) {
+    let bytes = std::fs::read(path).unwrap();
+    let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
+    let entry = header["__metadata__"][key].as_str().unwrap().to_string();
+    let mut value: serde_json::Value = serde_json::from_str(&entry).unwrap();
+    change(&mut value);
+    header["__metadata__"][key] = serde_json::Value::String(value.to_string());
+    let mut text = header.to_string().into_bytes();
+    while !text.len().is_multiple_of(8) {
+        text.push(b' ');
+    }
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + len..]);
+    std::fs::write(path, out).unwrap();
+}
