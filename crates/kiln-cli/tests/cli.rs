@@ -1382,3 +1382,38 @@ fn a_run_folder_without_a_checkpoint_is_reused_and_stale_temporaries_are_cleaned
         );
     }
 }
+
+/// Metadata that loads but would give garbage: an int8 input scale of 0, three class
+/// names for ten outputs. Each is refused when the model loads, naming the file and field.
+#[test]
+fn tampered_scales_and_class_names_are_refused_at_load() {
+    let s = Sandbox::new("tampered-load");
+    let model = s.digits_model("m.safetensors");
+    let small = s.arg("m8.safetensors");
+    assert_success(&s.kiln(&["compress", &model, "--out", &small, "--quantize", "int8"]));
+    let input = s.write("digits.csv", digits_csv(2));
+    assert_success(&s.kiln(&["predict", &small, "--input", &input]));
+    tamper_metadata(&small, "kiln.compression", |c| {
+        c["inputs"][0][1]["scale"] = serde_json::json!(0.0);
+    });
+    let outcome = s.kiln(&["predict", &small, "--input", &input]);
+    assert_one_line_error(
+        &outcome,
+        &["m8.safetensors", "layer 1", "scale", "is 0", "positive"],
+    );
+
+    tamper_metadata(&model, "kiln.classes", |classes| {
+        *classes = serde_json::json!(["a", "b", "c"]);
+    });
+    for command in ["predict", "eval"] {
+        let mut args = vec![command, model.as_str()];
+        if command == "predict" {
+            args.extend(["--input", input.as_str()]);
+        }
+        let outcome = s.kiln(&args);
+        assert_one_line_error(
+            &outcome,
+            &["m.safetensors", "kiln.classes", "names 3 classes", "10 outputs"],
+        );
+    }
+}

@@ -488,6 +488,21 @@ fn check_loaded(model: &Sequential) -> std::result::Result<(), String> {
     }
 }
 
+/// One name per output, or two for a single sigmoid output (the classes 0 and 1).
+fn check_class_names(classes: &[String], outputs: usize) -> std::result::Result<(), String> {
+    if classes.len() == outputs || (outputs == 1 && classes.len() == 2) {
+        return Ok(());
+    }
+    let expected = match outputs {
+        1 => "1 or 2".to_string(),
+        n => n.to_string(),
+    };
+    Err(format!(
+        "metadata `kiln.classes` names {} classes, but the model has {outputs} outputs (expected {expected} names)",
+        classes.len()
+    ))
+}
+
 /// Reads a kiln model; every way a file can fail to be one is a named error.
 pub fn load(path: &Path) -> Result<Artifact> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -624,6 +639,7 @@ pub fn load(path: &Path) -> Result<Artifact> {
             }
         })?;
     check_loaded(&float).map_err(fail)?;
+    check_class_names(&info.classes, float.output_shape().numel()).map_err(fail)?;
     let mut model = Classifier::Float(float);
     let ensemble = info.lineage.as_ref().and_then(|l| l.ensemble.as_ref());
     if compression.is_some() && ensemble.is_some() {

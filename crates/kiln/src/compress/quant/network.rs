@@ -254,6 +254,23 @@ impl QuantizedNetwork {
                     format!("{} codes and {} scales", q.len(), scales.len()),
                 ));
             }
+            if let Some(bad) = scales.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+                return Err(Error::Layer {
+                    index: i,
+                    kind: "quantized".into(),
+                    message: format!("a kernel column scale is {bad}: expected a positive finite number"),
+                });
+            }
+            if let Some(map) = input.filter(|m| !(m.scale.is_finite() && m.scale > 0.0)) {
+                return Err(Error::Layer {
+                    index: i,
+                    kind: "quantized".into(),
+                    message: format!(
+                        "its input's int8 scale in `kiln.quantization` is {}: expected a positive finite number",
+                        map.scale
+                    ),
+                });
+            }
             if compression.mode == QuantMode::Static && input.is_none() {
                 return Err(Error::Layer {
                     index: i,
