@@ -951,3 +951,129 @@ fn idle_and_trickling_clients_are_cut_off_and_connections_are_capped() {
     }
     assert!(s.text("/metrics").contains("kiln_refused_connections_total 1"));
 }
+
+/// A tabular model with a categorical column and gap filling, trained once: rows of
+/// (size, colour) → kind, with a few sizes missing.
+fn table_model() -> &'static str {
+    static MODEL: OnceLock<String> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let colours = ["red", "green", "blue"];
+        let mut csv = String::from("size,colour,kind\n");
+        for i in 0..120 {
+            let colour = colours[(i * 7 + i / 5) % 3];
+            let size = if i % 17 == 5 { String::new() } else { format!("{}", (i * 31 % 50) as f32 / 10.0) };
+            let kind = if colour == "red" || (i * 31 % 50) > 40 { "hot" } else { "cold" };
+            csv.push_str(&format!("{size},{colour},{kind}\n"));
+        }
+        std::fs::write(scratch().join("table.csv"), csv).unwrap();
+        let spec = r#"
+[data]
+source = "csv"
+train = "table.csv"
+label_column = "kind"
+[preprocessing]
+missing = "mean"
+normalization = { kind = "z_score" }
+[model]
+layers = [{ type = "dense", units = 8, activation = "relu" }, { type = "dense", units = 2, activation = "softmax" }]
+[training]
+optimizer = { type = "adam", learning_rate = 0.05 }
+loss = "sparse_categorical_crossentropy"
+epochs = 5
+batch_size = 16
+seed = 1
+"#;
+        std::fs::write(scratch().join("table.toml"), spec).unwrap();
+        let out = kiln(&["train", "table.toml", "--quiet", "--no-checkpoint", "--out", "table.safetensors"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        scratch().join("table.safetensors").to_string_lossy().into_owned()
+    })
+}
+
+/// TF-Serving instances keyed by column name, with `null` (or an absent key) for a gap the
+/// model fills and categories by name, give what `kiln predict` gives for the same CSV
+/// rows; the metadata lists the columns in order; and what does not fit is a clear 400.
+#[test]
+fn a_tabular_model_takes_instances_keyed_by_column_name() {
+    let model = table_model();
+    std::fs::write(
+        scratch().join("table-rows.csv"),
+        "colour,size\nred,1.5\nblue,\ngreen,4.5\npurple,2\n",
+    )
+    .unwrap();
+    let out = kiln(&["predict", model, "--input", "table-rows.csv", "--format", "json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let expected: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let s = Server::start_with(&["serve", &format!("table={model}"), "--port", "0"]);
+    let instances = json!({ "instances": [
+        { "size": 1.5, "colour": "red" },
+        { "size": null, "colour": "blue", "kind": "cold" },
+        { "colour": "green", "size": 4.5 },
+        { "colour": "purple", "size": 2 },
+    ]});
+    let (status, answer) = s.post("/v1/models/table:predict", &instances.to_string());
+    assert_eq!(status, 200, "{answer}");
+    for (got, want) in answer["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(expected.as_array().unwrap())
+    {
+        assert_eq!(got["class"], want["class"], "{answer} vs {expected}");
+        assert_eq!(f32s(&got["probabilities"]), f32s(&want["probabilities"]));
+    }
+    // Numeric-only arrays in column order still work for v2 (a gap as null) once the
+    // categorical column is gone; with it, arrays are refused with what to send instead.
+    let (status, meta) = s.get("/v2/models/table");
+    assert_eq!(status, 200);
+    let columns = &meta["parameters"]["columns"];
+    assert_eq!(columns[0]["name"], "size");
+    assert_eq!(columns[0]["kind"], "numeric");
+    assert_eq!(columns[0]["null_allowed"], true);
+    assert_eq!(columns[1]["name"], "colour");
+    assert_eq!(columns[1]["categories"], json!(["blue", "green", "red"]));
+    assert_eq!(meta["inputs"][0]["shape"], json!([-1, 2]));
+    let (status, tf_meta) = s.get("/v1/models/table/metadata");
+    assert_eq!(status, 200);
+    assert_eq!(tf_meta["metadata"]["parameters"]["columns"], *columns);
+
+    for (body, says) in [
+        (
+            json!({ "instances": [{ "size": 1, "colr": "red" }] }),
+            "unknown column \"colr\"",
+        ),
+        (
+            json!({ "instances": [{ "size": "big", "colour": "red" }] }),
+            "column \"size\" is \"big\"",
+        ),
+        (
+            json!({ "instances": [{ "size": 1, "colour": [1] }] }),
+            "expected a category name",
+        ),
+        (json!({ "instances": [[1.5, 2]] }), "categorical columns"),
+    ] {
+        let (status, answer) = s.post("/v1/models/table:predict", &body.to_string());
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(says),
+            "{body}: {answer}"
+        );
+    }
+    let v2 =
+        json!({ "inputs": [{ "name": "input", "shape": [1, 2], "datatype": "FP32", "data": [1.5, 0] }] });
+    let (status, answer) = s.post("/v2/models/table/infer", &v2.to_string());
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["error"]
+        .as_str()
+        .unwrap()
+        .contains("instances keyed by column name"));
+    // An image model takes no objects.
+    let digits = Server::start(&[]);
+    let (status, answer) = digits.post("/v1/models/digits:predict", r#"{"instances":[{"a":1}]}"#);
+    assert_eq!(status, 400);
+    assert!(
+        answer["error"].as_str().unwrap().contains("not tabular"),
+        "{answer}"
+    );
+}

@@ -243,7 +243,12 @@ impl Worker {
     /// `predict`, exactly as `kiln predict` does. A panic is turned into an error for this
     /// batch so one bad batch cannot take the thread (and the model) down.
     fn forward(&mut self, batch: &[Job], rows: usize) -> Result<Vec<f32>, String> {
-        let size = self.artifact.model.input_shape().numel();
+        // A tabular model's requests carry one raw value per column (cleaning and one-hot
+        // encoding come next); any other model's, its input.
+        let size = match &self.artifact.info.table {
+            Some(table) => table.schema.columns.len(),
+            None => self.artifact.model.input_shape().numel(),
+        };
         let mut x = Vec::with_capacity(rows * size);
         for job in batch {
             x.extend_from_slice(&job.values);

@@ -92,6 +92,7 @@ pub fn router(state: Shared) -> Router {
         )
         // TF-Serving's `/v1/models/NAME:predict`: the verb shares the segment with the name.
         .route("/v1/models/{target}", get(tf_status).post(tf_post))
+        .route("/v1/models/{name}/metadata", get(tf_metadata))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config.body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), deadline))
@@ -263,8 +264,17 @@ async fn model_metadata(
             { "name": protocol::PROBABILITIES, "datatype": "FP32", "shape": [-1, model.outputs] },
             { "name": protocol::CLASS, "datatype": "BYTES", "shape": [-1] },
         ],
-        "parameters": { "classes": model.classes, "max_batch_size": state.config.max_batch },
+        "parameters": model_parameters(&state, model),
     })))
+}
+
+/// The classes, the batch limit and, for a tabular model, its columns in input order.
+fn model_parameters(state: &AppState, model: &Model) -> serde_json::Value {
+    let mut parameters = json!({ "classes": model.classes, "max_batch_size": state.config.max_batch });
+    if let Some(table) = &model.table {
+        parameters["columns"] = table.describe();
+    }
+    parameters
 }
 
 async fn model_ready(
@@ -356,6 +366,23 @@ async fn tf_status(
     Ok(Json(json!({ "model_version_status": [
         { "version": "1", "state": "AVAILABLE", "status": { "error_code": "OK", "error_message": "" } }
     ]})))
+}
+
+/// TF-Serving's `GET /v1/models/NAME/metadata`: kiln's model has one signature, whose
+/// input and outputs are listed as the v2 metadata lists them.
+async fn tf_metadata(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let model = state.model(&name)?;
+    Ok(Json(json!({
+        "model_spec": { "name": model.name, "signature_name": "", "version": "1" },
+        "metadata": {
+            "input_shape": model.input_dims,
+            "outputs": { protocol::PROBABILITIES: model.outputs, protocol::CLASS: 1 },
+            "parameters": model_parameters(&state, model),
+        },
+    })))
 }
 
 async fn tf_post(

@@ -56,7 +56,76 @@ pub struct Model {
     /// Values per sample of the output (class probabilities).
     pub outputs: usize,
     pub classes: Vec<String>,
+    /// The CSV columns a tabular model takes, in input order.
+    pub table: Option<TableInput>,
     pub batcher: Batcher,
+}
+
+/// A tabular model's feature columns as requests name them.
+pub struct TableInput {
+    pub columns: Vec<TableColumn>,
+    /// The label column, which a request may send along (it is ignored, as in `kiln predict`).
+    pub label: String,
+}
+
+pub struct TableColumn {
+    pub name: String,
+    /// The training categories of a one-hot encoded column (sorted); None when numeric.
+    pub categories: Option<Vec<String>>,
+    /// Whether a gap (`null`) is filled by the model's cleaning rather than refused.
+    pub fills_gaps: bool,
+}
+
+impl TableInput {
+    fn of(table: &kiln::data::TablePreprocessing) -> TableInput {
+        let columns = table
+            .schema
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, column)| TableColumn {
+                name: column.name.clone(),
+                categories: match &column.kind {
+                    kiln::data::ColumnKind::Categorical { categories } => Some(categories.clone()),
+                    kiln::data::ColumnKind::Numeric {} => None,
+                },
+                fills_gaps: table.cleaning.fill.get(i).is_some(),
+            })
+            .collect();
+        TableInput {
+            columns,
+            label: table.schema.label.clone(),
+        }
+    }
+
+    pub fn has_categories(&self) -> bool {
+        self.columns.iter().any(|c| c.categories.is_some())
+    }
+
+    /// Which columns may be sent as `null`, in input order.
+    pub fn gaps(&self) -> Vec<bool> {
+        self.columns.iter().map(|c| c.fills_gaps).collect()
+    }
+
+    /// The columns as the model metadata lists them.
+    pub fn describe(&self) -> serde_json::Value {
+        let columns: Vec<_> = self
+            .columns
+            .iter()
+            .map(|c| {
+                let mut entry = serde_json::json!({
+                    "name": c.name,
+                    "kind": if c.categories.is_some() { "categorical" } else { "numeric" },
+                    "null_allowed": c.fills_gaps,
+                });
+                if let Some(categories) = &c.categories {
+                    entry["categories"] = serde_json::json!(categories);
+                }
+                entry
+            })
+            .collect();
+        serde_json::json!(columns)
+    }
 }
 
 impl Model {
@@ -114,27 +183,23 @@ impl Registry {
 
 fn load_model(source: &ModelSource, config: &Config, metrics: Arc<Metrics>) -> Result<Model, ServeError> {
     let artifact = kiln::artifact::load(&source.path)?;
-    if artifact
-        .info
-        .table
-        .as_ref()
-        .is_some_and(|t| t.schema.has_categories())
-    {
-        return Err(ServeError::Config(format!(
-            "model `{}` ({}): it one-hot encodes categorical CSV columns, which serving does not do yet; use `kiln predict` on a CSV",
-            source.name,
-            source.path.display()
-        )));
-    }
+    let table = artifact.info.table.as_ref().map(TableInput::of);
     let input_shape = artifact.model.input_shape();
+    // A tabular model takes one raw value per column (categories as their index); the
+    // compute thread cleans and one-hot encodes them as `kiln predict` does.
+    let input_dims = match &table {
+        Some(t) => vec![t.columns.len()],
+        None => input_shape.dims().to_vec(),
+    };
     let outputs = artifact.model.output_shape().numel();
     let batcher = Batcher::start(&source.name, &source.path, config, metrics)?;
     Ok(Model {
         name: source.name.clone(),
-        input_dims: input_shape.dims().to_vec(),
-        input_size: input_shape.numel(),
+        input_size: input_dims.iter().product(),
+        input_dims,
         outputs,
         classes: artifact.info.classes,
+        table,
         batcher,
     })
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::ApiError;
-use crate::models::Model;
+use crate::models::{Model, TableInput};
 
 /// The one input every kiln model has, as named in its v2 metadata.
 pub const INPUT_NAME: &str = "input";
@@ -77,9 +77,11 @@ pub fn v2_samples(req: &InferRequest, model: &Model, max_batch: usize) -> Result
             input.datatype, model.name
         )));
     }
+    refuse_categorical_arrays(model)?;
     let rows = check_shape(&input.shape, model, max_batch)?;
     let dims: Vec<usize> = input.shape.iter().map(|&d| d as usize).collect();
-    let values = read_tensor(&input.data, &dims, "data")?;
+    let gaps = model.table.as_ref().map(TableInput::gaps);
+    let values = read_tensor(&input.data, &dims, "data", gaps.as_deref())?;
     Ok(Samples { values, rows })
 }
 
@@ -110,9 +112,28 @@ fn check_batch(rows: usize, max_batch: usize) -> Result<usize, ApiError> {
     Ok(rows)
 }
 
+/// Categories have no number a client could know, so a model with categorical columns
+/// takes its samples as objects keyed by column name, categories as strings.
+fn refuse_categorical_arrays(model: &Model) -> Result<(), ApiError> {
+    match &model.table {
+        Some(table) if table.has_categories() => Err(ApiError::bad_request(format!(
+            "model `{}` has categorical columns: send TF-Serving instances keyed by column name \
+             (POST /v1/models/{}:predict with {{\"instances\": [{{\"COLUMN\": value, …}}]}}), categories as strings",
+            model.name, model.name
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Reads `data` laid out as `dims`: either one flat array of all the values, or arrays
-/// nested exactly as `dims`. Every value must be a number that is finite as an f32.
-fn read_tensor(data: &Value, dims: &[usize], what: &str) -> Result<Vec<f32>, ApiError> {
+/// nested exactly as `dims`. Every value must be a number that is finite as an f32, or
+/// `null` where `gaps` (per column of a tabular model) says the model fills a gap.
+fn read_tensor(
+    data: &Value,
+    dims: &[usize],
+    what: &str,
+    gaps: Option<&[bool]>,
+) -> Result<Vec<f32>, ApiError> {
     // The claimed shape is checked against the values sent before anything is reserved,
     // so a small request claiming a huge shape costs nothing.
     let total = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
@@ -129,24 +150,30 @@ fn read_tensor(data: &Value, dims: &[usize], what: &str) -> Result<Vec<f32>, Api
         }
         values.reserve(items.len());
         for item in items {
-            values.push(number(item, values.len(), what)?);
+            values.push(number(item, values.len(), what, gaps)?);
         }
     } else {
-        read_nested(data, dims, what, &mut values)?;
+        read_nested(data, dims, what, gaps, &mut values)?;
     }
     Ok(values)
 }
 
-fn read_nested(data: &Value, dims: &[usize], what: &str, out: &mut Vec<f32>) -> Result<(), ApiError> {
+fn read_nested(
+    data: &Value,
+    dims: &[usize],
+    what: &str,
+    gaps: Option<&[bool]>,
+    out: &mut Vec<f32>,
+) -> Result<(), ApiError> {
     let Some((&len, rest)) = dims.split_first() else {
-        let v = number(data, out.len(), what)?;
+        let v = number(data, out.len(), what, gaps)?;
         out.push(v);
         return Ok(());
     };
     match data.as_array() {
         Some(items) if items.len() == len => items
             .iter()
-            .try_for_each(|item| read_nested(item, rest, what, out)),
+            .try_for_each(|item| read_nested(item, rest, what, gaps, out)),
         _ => Err(ApiError::bad_request(format!(
             "{what} must be a flat array or arrays nested as {dims:?} (at value {})",
             out.len()
@@ -154,7 +181,20 @@ fn read_nested(data: &Value, dims: &[usize], what: &str, out: &mut Vec<f32>) -> 
     }
 }
 
-fn number(v: &Value, index: usize, what: &str) -> Result<f32, ApiError> {
+/// Value `index` of a request; `null` is a gap (NaN, filled by the model's cleaning) where
+/// `gaps` allows one at that column.
+fn number(v: &Value, index: usize, what: &str, gaps: Option<&[bool]>) -> Result<f32, ApiError> {
+    if v.is_null() {
+        if let Some(gaps) = gaps.filter(|g| !g.is_empty()) {
+            if gaps[index % gaps.len()] {
+                return Ok(f32::NAN);
+            }
+            return Err(ApiError::bad_request(format!(
+                "{what} value {index} is null, but the model fills no gap in column {} (trained without `missing = \"mean\"` or `\"median\"` for it)",
+                index % gaps.len()
+            )));
+        }
+    }
     let Some(x) = v.as_f64() else {
         return Err(ApiError::bad_request(format!(
             "{what} value {index} is {v}, not a number"
@@ -188,18 +228,99 @@ pub fn tf_samples(req: &PredictRequest, model: &Model, max_batch: usize) -> Resu
         return Err(ApiError::bad_request("`instances` is empty"));
     }
     let rows = check_batch(instances.len(), max_batch)?;
+    let gaps = model.table.as_ref().map(TableInput::gaps);
     let mut values = Vec::new();
     for (i, instance) in instances.iter().enumerate() {
         let what = format!("instance {i}");
+        if let Value::Object(fields) = instance {
+            let table = model.table.as_ref().ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "{what} is an object, but model `{}` is not tabular: send its values as an array",
+                    model.name
+                ))
+            })?;
+            table_row(fields, table, &what, &mut values)?;
+            continue;
+        }
+        refuse_categorical_arrays(model)?;
         let dims = match instance.as_array() {
-            Some(a) if a.len() == model.input_size && a.first().is_some_and(Value::is_number) => {
+            Some(a)
+                if a.len() == model.input_size && a.first().is_some_and(|v| v.is_number() || v.is_null()) =>
+            {
                 vec![model.input_size]
             }
             _ => model.input_dims.clone(),
         };
-        values.extend(read_tensor(instance, &dims, &what)?);
+        values.extend(read_tensor(instance, &dims, &what, gaps.as_deref())?);
     }
     Ok(Samples { values, rows })
+}
+
+/// One tabular sample keyed by column name, as `kiln predict` reads a CSV row with a
+/// header: every feature column present (or `null`/absent where the model fills gaps),
+/// numbers for numeric columns, category names (or numbers standing for them) for
+/// categorical ones; the label column may be sent and is ignored; any other name is an error.
+fn table_row(
+    fields: &serde_json::Map<String, Value>,
+    table: &TableInput,
+    what: &str,
+    out: &mut Vec<f32>,
+) -> Result<(), ApiError> {
+    if let Some(unknown) = fields
+        .keys()
+        .find(|k| **k != table.label && !table.columns.iter().any(|c| &c.name == *k))
+    {
+        let names: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
+        return Err(ApiError::bad_request(format!(
+            "{what}: unknown column {unknown:?}; the model's columns are {names:?}"
+        )));
+    }
+    for column in &table.columns {
+        let value = fields.get(&column.name).unwrap_or(&Value::Null);
+        if value.is_null() {
+            if !column.fills_gaps {
+                return Err(ApiError::bad_request(format!(
+                    "{what}: column {:?} is missing, and the model fills no gap in it \
+                     (trained without `missing = \"mean\"` or `\"median\"` for it)",
+                    column.name
+                )));
+            }
+            out.push(f32::NAN);
+            continue;
+        }
+        out.push(match &column.categories {
+            None => column_number(value, &column.name, what)?,
+            Some(categories) => category_index(value, categories, &column.name, what)?,
+        });
+    }
+    Ok(())
+}
+
+fn column_number(value: &Value, column: &str, what: &str) -> Result<f32, ApiError> {
+    match value.as_f64().map(|x| x as f32) {
+        Some(x) if x.is_finite() => Ok(x),
+        _ => Err(ApiError::bad_request(format!(
+            "{what}: column {column:?} is {value}, expected a finite FP32 number (the column is numeric)"
+        ))),
+    }
+}
+
+/// The index of a category among the sorted training categories; one never seen in
+/// training gets the count (it encodes as all zeros), as in `kiln predict`.
+fn category_index(value: &Value, categories: &[String], column: &str, what: &str) -> Result<f32, ApiError> {
+    let name = match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "{what}: column {column:?} is {other}, expected a category name (the column is categorical)"
+            )))
+        }
+    };
+    let index = categories
+        .binary_search_by(|c| c.as_str().cmp(&name))
+        .unwrap_or(categories.len());
+    Ok(index as f32)
 }
 
 #[derive(Serialize)]
@@ -321,20 +442,20 @@ mod tests {
     #[test]
     fn a_claimed_shape_far_larger_than_the_data_reserves_nothing() {
         for dims in [&[1, 100_000, 100_000][..], &[usize::MAX, 2]] {
-            let err = read_tensor(&json!([1.0]), dims, "data").unwrap_err();
+            let err = read_tensor(&json!([1.0]), dims, "data", None).unwrap_err();
             assert!(format!("{err:?}").contains("holds 1 values"), "{err:?}");
         }
     }
 
     #[test]
     fn data_may_be_flat_or_nested_exactly_as_the_shape() {
-        let flat = read_tensor(&json!([1, 2, 3, 4, 5, 6]), &[1, 2, 3], "data").unwrap();
-        let nested = read_tensor(&json!([[[1, 2, 3], [4, 5, 6]]]), &[1, 2, 3], "data").unwrap();
+        let flat = read_tensor(&json!([1, 2, 3, 4, 5, 6]), &[1, 2, 3], "data", None).unwrap();
+        let nested = read_tensor(&json!([[[1, 2, 3], [4, 5, 6]]]), &[1, 2, 3], "data", None).unwrap();
         assert_eq!(flat, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         assert_eq!(nested, flat);
         // Ragged or partly flattened nesting is not the shape.
-        assert!(read_tensor(&json!([[1, 2, 3, 4, 5, 6]]), &[1, 2, 3], "data").is_err());
-        assert!(read_tensor(&json!([[[1, 2, 3], [4, 5]]]), &[1, 2, 3], "data").is_err());
+        assert!(read_tensor(&json!([[1, 2, 3, 4, 5, 6]]), &[1, 2, 3], "data", None).is_err());
+        assert!(read_tensor(&json!([[[1, 2, 3], [4, 5]]]), &[1, 2, 3], "data", None).is_err());
     }
 
     #[test]
@@ -346,12 +467,12 @@ mod tests {
             json!([1, null]),
             json!([1, [2]]),
         ] {
-            let err = read_tensor(&bad, &[2], "data").unwrap_err();
+            let err = read_tensor(&bad, &[2], "data", None).unwrap_err();
             assert_eq!(err.status, axum::http::StatusCode::BAD_REQUEST);
             assert!(err.message.contains("value 1"), "{}", err.message);
         }
         assert_eq!(
-            read_tensor(&json!([3.4e38, -0.0]), &[2], "data").unwrap(),
+            read_tensor(&json!([3.4e38, -0.0]), &[2], "data", None).unwrap(),
             vec![3.4e38, -0.0]
         );
     }
@@ -365,5 +486,62 @@ mod tests {
             "{}",
             err.message
         );
+    }
+
+    fn table() -> TableInput {
+        use crate::models::TableColumn;
+        TableInput {
+            columns: vec![
+                TableColumn {
+                    name: "size".into(),
+                    categories: None,
+                    fills_gaps: false,
+                },
+                TableColumn {
+                    name: "colour".into(),
+                    categories: Some(vec!["blue".into(), "red".into()]),
+                    fills_gaps: true,
+                },
+            ],
+            label: "kind".into(),
+        }
+    }
+
+    fn row(fields: Value) -> Result<Vec<f32>, ApiError> {
+        let mut out = Vec::new();
+        table_row(fields.as_object().unwrap(), &table(), "instance 0", &mut out).map(|()| out)
+    }
+
+    #[test]
+    fn a_table_row_is_read_by_column_name_in_the_model_order() {
+        assert_eq!(
+            row(json!({ "colour": "red", "size": 2.5 })).unwrap(),
+            vec![2.5, 1.0]
+        );
+        // The label may come along; an unseen category is the category count.
+        assert_eq!(
+            row(json!({ "size": 1, "colour": "green", "kind": "x" })).unwrap(),
+            vec![1.0, 2.0]
+        );
+        let gap = row(json!({ "size": 1, "colour": null })).unwrap();
+        assert!(gap[1].is_nan());
+        assert!(row(json!({ "size": 1 })).unwrap()[1].is_nan());
+    }
+
+    #[test]
+    fn a_gap_the_model_cannot_fill_or_an_unknown_column_is_refused() {
+        let err = row(json!({ "colour": "red" })).unwrap_err();
+        assert!(
+            err.message.contains("column \"size\" is missing"),
+            "{}",
+            err.message
+        );
+        let err = row(json!({ "size": 1, "colour": "red", "sise": 2 })).unwrap_err();
+        assert!(err.message.contains("unknown column \"sise\""), "{}", err.message);
+        // In arrays, a null is a gap only where the column allows one.
+        let gaps = [false, true];
+        assert!(read_tensor(&json!([1, null]), &[2], "data", Some(&gaps)).unwrap()[1].is_nan());
+        let err = read_tensor(&json!([null, 1]), &[2], "data", Some(&gaps)).unwrap_err();
+        assert!(err.message.contains("value 0 is null"), "{}", err.message);
     }
 }
