@@ -1077,3 +1077,79 @@ fn a_tabular_model_takes_instances_keyed_by_column_name() {
         "{answer}"
     );
 }
+
+/// Triton's own client with its defaults (binary tensor data in and out) gets what
+/// `kiln predict` gives, bit for bit, whichever outputs it asks for and how.
+#[test]
+#[ignore = "needs $KILN_PYTHON with tritonclient[http] and numpy (.ci/run installs them)"]
+fn tritonclient_with_its_binary_defaults_gets_kiln_predicts_answers() {
+    let python = std::env::var("KILN_PYTHON").expect("set KILN_PYTHON to a python with tritonclient[http]");
+    let rows = feature_rows(5, 11);
+    let expected = predict_json(digits_model(), &rows, "triton-rows.csv");
+    let rows_path = scratch().join("triton-rows.json");
+    std::fs::write(&rows_path, json!(rows).to_string()).unwrap();
+    let s = Server::start(&[]);
+    let out = Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/triton_client.py"
+        ))
+        .args([s.addr(), "digits", rows_path.to_str().unwrap()])
+        .output()
+        .expect("$KILN_PYTHON runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the Triton client failed:\n{stderr}");
+    let answers: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for way in ["default", "named", "mixed", "json"] {
+        let got = &answers[way];
+        for (i, want) in expected.as_array().unwrap().iter().enumerate() {
+            assert_eq!(got["class"][i], want["class"], "{way}, row {i}");
+            assert_eq!(
+                f32s(&got["probabilities"][i]),
+                f32s(&want["probabilities"]),
+                "{way}, row {i}"
+            );
+        }
+    }
+    assert!(
+        answers["unknown_model_error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown model `nope`"),
+        "{answers}"
+    );
+}
+
+/// A binary request whose sizes do not add up is a 400 naming what is off.
+#[test]
+fn a_binary_request_that_does_not_add_up_is_a_clear_400() {
+    let s = Server::start(&[]);
+    let send = |json: &str, data: &[u8], header_length: &str| -> String {
+        let mut stream = TcpStream::connect(s.addr()).unwrap();
+        let mut body = json.as_bytes().to_vec();
+        body.extend_from_slice(data);
+        write!(
+            stream,
+            "POST /v2/models/digits/infer HTTP/1.1\r\nHost: x\r\nConnection: close\r\nInference-Header-Content-Length: {header_length}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        stream.write_all(&body).unwrap();
+        read_response(&mut stream)
+    };
+    let json = r#"{"inputs":[{"name":"input","shape":[1,64],"datatype":"FP32","parameters":{"binary_data_size":256}}]}"#;
+    let values: Vec<u8> = (0..64).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    let ok = send(json, &values, &json.len().to_string());
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    for (data, length, says) in [
+        (&values[..128], json.len().to_string(), "only 128 bytes"),
+        (&values[..], "99999".to_string(), "holds only"),
+        (&values[..], "x".to_string(), "Inference-Header-Content-Length"),
+    ] {
+        let response = send(json, data, &length);
+        assert!(
+            response.starts_with("HTTP/1.1 400") && response.contains(says),
+            "{response}"
+        );
+    }
+}

@@ -8,7 +8,7 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,6 +17,7 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use crate::batcher::Job;
+use crate::binary;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::models::{Model, Registry};
@@ -220,7 +221,9 @@ async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
 }
 
 async fn server_metadata() -> Json<serde_json::Value> {
-    Json(json!({ "name": "kiln", "version": env!("CARGO_PKG_VERSION"), "extensions": [] }))
+    Json(
+        json!({ "name": "kiln", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"] }),
+    )
 }
 
 async fn live() -> Json<serde_json::Value> {
@@ -303,18 +306,20 @@ fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes
 async fn infer(
     State(state): State<Shared>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let model = state.model(&name)?;
     // Counted from arrival, so a compute thread knows to wait for this request's samples.
     let _in_flight = model.batcher.enter();
     let body = body_bytes(body, state.config.body_limit)?;
-    let req: protocol::InferRequest = protocol::parse_json(&body, "inference request")?;
+    let (json, binary_data) = binary::split_body(&body, &headers)?;
+    let req: protocol::InferRequest = protocol::parse_json(json, "inference request")?;
     protocol::requested_outputs(&req)?;
-    let samples = protocol::v2_samples(&req, model, state.config.max_batch)?;
+    let samples = protocol::v2_samples(&req, binary_data, model, state.config.max_batch)?;
     let rows = samples.rows;
     let probs = state.predict(model, samples).await?;
-    Ok(Json(protocol::v2_response(&req, model, rows, probs)?).into_response())
+    protocol::v2_response(&req, model, rows, probs)
 }
 
 /// Every model has one version, "1", as its metadata says; the versioned v2 routes accept
@@ -351,10 +356,11 @@ async fn versioned_ready(
 async fn versioned_infer(
     State(state): State<Shared>,
     Path((name, version)): Versioned,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     check_version(&state, &name, &version)?;
-    infer(State(state), Path(name), body).await
+    infer(State(state), Path(name), headers, body).await
 }
 
 /// TF-Serving's model status, for `GET /v1/models/NAME`.

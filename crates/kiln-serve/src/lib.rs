@@ -7,6 +7,7 @@
 //! lives here.
 
 mod batcher;
+mod binary;
 mod connections;
 mod error;
 mod http;

@@ -5,9 +5,11 @@
 //! CSV features); the compute thread applies the model's fitted normalization, exactly as
 //! `kiln predict` does, so both give the same answers for the same values.
 
+use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::binary::{self, BinaryData};
 use crate::error::ApiError;
 use crate::models::{Model, TableInput};
 
@@ -28,6 +30,15 @@ pub struct InferRequest {
     pub id: Option<String>,
     pub inputs: Vec<InferInput>,
     pub outputs: Option<Vec<RequestedOutput>>,
+    #[serde(default)]
+    pub parameters: RequestParameters,
+}
+
+#[derive(Deserialize, Default)]
+pub struct RequestParameters {
+    /// Triton's binary extension: every output as binary data.
+    #[serde(default)]
+    pub binary_data_output: bool,
 }
 
 #[derive(Deserialize)]
@@ -35,12 +46,28 @@ pub struct InferInput {
     pub name: String,
     pub shape: Vec<i64>,
     pub datatype: String,
-    pub data: Value,
+    /// Absent when the values come as binary data.
+    pub data: Option<Value>,
+    #[serde(default)]
+    pub parameters: InputParameters,
+}
+
+#[derive(Deserialize, Default)]
+pub struct InputParameters {
+    /// Triton's binary extension: this input's values are this many bytes of binary data.
+    pub binary_data_size: Option<usize>,
 }
 
 #[derive(Deserialize)]
 pub struct RequestedOutput {
     pub name: String,
+    #[serde(default)]
+    pub parameters: OutputParameters,
+}
+
+#[derive(Deserialize, Default)]
+pub struct OutputParameters {
+    pub binary_data: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -55,7 +82,12 @@ pub fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8], what: &str) -> Result<
 
 /// Checks a v2 request against the model: one FP32 input named `input`, a shape of
 /// [batch, model dims…] (or [batch, values per sample]), data flat or nested to match.
-pub fn v2_samples(req: &InferRequest, model: &Model, max_batch: usize) -> Result<Samples, ApiError> {
+pub fn v2_samples(
+    req: &InferRequest,
+    binary: &[u8],
+    model: &Model,
+    max_batch: usize,
+) -> Result<Samples, ApiError> {
     let input = match req.inputs.as_slice() {
         [one] => one,
         other => {
@@ -80,8 +112,27 @@ pub fn v2_samples(req: &InferRequest, model: &Model, max_batch: usize) -> Result
     refuse_categorical_arrays(model)?;
     let rows = check_shape(&input.shape, model, max_batch)?;
     let dims: Vec<usize> = input.shape.iter().map(|&d| d as usize).collect();
-    let gaps = model.table.as_ref().map(TableInput::gaps);
-    let values = read_tensor(&input.data, &dims, "data", gaps.as_deref())?;
+    let mut binary = BinaryData::new(binary);
+    let values = match (&input.data, input.parameters.binary_data_size) {
+        (None, Some(size)) => binary.take_f32(size, dims.iter().product(), &input.name)?,
+        (Some(data), None) => {
+            let gaps = model.table.as_ref().map(TableInput::gaps);
+            read_tensor(data, &dims, "data", gaps.as_deref())?
+        }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(format!(
+                "input `{}` has both `data` and parameters.binary_data_size; send one",
+                input.name
+            )))
+        }
+        (None, None) => {
+            return Err(ApiError::bad_request(format!(
+                "input `{}` has no `data` (nor parameters.binary_data_size for binary data)",
+                input.name
+            )))
+        }
+    };
+    binary.finish()?;
     Ok(Samples { values, rows })
 }
 
@@ -337,7 +388,15 @@ pub struct OutputTensor {
     pub name: &'static str,
     pub datatype: &'static str,
     pub shape: Vec<usize>,
-    pub data: OutputData,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<OutputData>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<BinarySize>,
+}
+
+#[derive(Serialize)]
+pub struct BinarySize {
+    pub binary_data_size: usize,
 }
 
 #[derive(Serialize)]
@@ -347,16 +406,54 @@ pub enum OutputData {
     Strings(Vec<String>),
 }
 
-/// Which outputs the client asked for (all when it named none); unknown names are an error.
-pub fn requested_outputs(req: &InferRequest) -> Result<(bool, bool), ApiError> {
-    let Some(outputs) = &req.outputs else {
-        return Ok((true, true));
+impl OutputData {
+    fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            OutputData::Floats(values) => binary::f32_bytes(values),
+            OutputData::Strings(items) => binary::bytes_tensor(items),
+        }
+    }
+}
+
+/// How one output goes back: in the JSON, or as binary data after it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Encoding {
+    Json,
+    Binary,
+}
+
+/// The outputs a request asked for (all when it named none), each with its encoding.
+#[derive(Debug, PartialEq)]
+pub struct Wanted {
+    pub probabilities: Option<Encoding>,
+    pub class: Option<Encoding>,
+}
+
+/// Which outputs the client asked for; unknown names are an error.
+pub fn requested_outputs(req: &InferRequest) -> Result<Wanted, ApiError> {
+    let default = match req.parameters.binary_data_output {
+        true => Encoding::Binary,
+        false => Encoding::Json,
     };
-    let (mut probabilities, mut class) = (false, false);
+    let Some(outputs) = &req.outputs else {
+        return Ok(Wanted {
+            probabilities: Some(default),
+            class: Some(default),
+        });
+    };
+    let mut wanted = Wanted {
+        probabilities: None,
+        class: None,
+    };
     for o in outputs {
+        let encoding = match o.parameters.binary_data {
+            Some(true) => Encoding::Binary,
+            Some(false) => Encoding::Json,
+            None => default,
+        };
         match o.name.as_str() {
-            PROBABILITIES => probabilities = true,
-            CLASS => class = true,
+            PROBABILITIES => wanted.probabilities = Some(encoding),
+            CLASS => wanted.class = Some(encoding),
             other => {
                 return Err(ApiError::bad_request(format!(
                     "unknown output `{other}`: the outputs are `{PROBABILITIES}` and `{CLASS}`"
@@ -364,39 +461,77 @@ pub fn requested_outputs(req: &InferRequest) -> Result<(bool, bool), ApiError> {
             }
         }
     }
-    Ok((probabilities, class))
+    Ok(wanted)
 }
 
-pub fn v2_response<'a>(
-    req: &'a InferRequest,
-    model: &'a Model,
+/// The answer to a v2 request: JSON alone, or a JSON header and binary data when any
+/// output was asked for as binary.
+pub fn v2_response(
+    req: &InferRequest,
+    model: &Model,
     rows: usize,
     probs: Vec<f32>,
-) -> Result<InferResponse<'a>, ApiError> {
-    let (want_probs, want_class) = requested_outputs(req)?;
+) -> Result<axum::response::Response, ApiError> {
+    let wanted = requested_outputs(req)?;
     let mut outputs = Vec::new();
-    if want_probs {
-        outputs.push(OutputTensor {
-            name: PROBABILITIES,
-            datatype: "FP32",
-            shape: vec![rows, model.outputs],
-            data: OutputData::Floats(probs.clone()),
-        });
+    let mut binary_data = Vec::new();
+    let mut add = |name, datatype, shape, data: OutputData, encoding| {
+        let tensor = match encoding {
+            Encoding::Json => OutputTensor {
+                name,
+                datatype,
+                shape,
+                data: Some(data),
+                parameters: None,
+            },
+            Encoding::Binary => {
+                let bytes = data.to_bytes();
+                let parameters = Some(BinarySize {
+                    binary_data_size: bytes.len(),
+                });
+                binary_data.extend(bytes);
+                OutputTensor {
+                    name,
+                    datatype,
+                    shape,
+                    data: None,
+                    parameters,
+                }
+            }
+        };
+        outputs.push(tensor);
+    };
+    // Binary data follows in the order the outputs are listed: probabilities, then class.
+    let class_names = classes(model, &probs);
+    if let Some(encoding) = wanted.probabilities {
+        add(
+            PROBABILITIES,
+            "FP32",
+            vec![rows, model.outputs],
+            OutputData::Floats(probs),
+            encoding,
+        );
     }
-    if want_class {
-        outputs.push(OutputTensor {
-            name: CLASS,
-            datatype: "BYTES",
-            shape: vec![rows],
-            data: OutputData::Strings(classes(model, &probs)),
-        });
+    if let Some(encoding) = wanted.class {
+        add(
+            CLASS,
+            "BYTES",
+            vec![rows],
+            OutputData::Strings(class_names),
+            encoding,
+        );
     }
-    Ok(InferResponse {
+    let body = InferResponse {
         model_name: &model.name,
         model_version: "1",
         id: req.id.as_deref(),
         outputs,
-    })
+    };
+    if ![wanted.probabilities, wanted.class].contains(&Some(Encoding::Binary)) {
+        return Ok(axum::Json(body).into_response());
+    }
+    let json = serde_json::to_vec(&body).expect("a response serializes");
+    Ok(binary::response(json, binary_data))
 }
 
 #[derive(Serialize)]
