@@ -266,6 +266,71 @@ fn restore_default_sigpipe() {
     }
 }
 
+/// A command line clap cannot parse: help and version print as usual; a usage error is one
+/// line (what is wrong, clap's tips, and where to read more) and exit code 2, as
+/// command-line tools use for usage errors.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    eprintln!("{}", one_line_usage_error(&e.render().to_string()));
+    ExitCode::from(2)
+}
+
+/// clap's message (`error: …`, indented details, `tip: …`, usage) as one line, pointing
+/// at the help of the subcommand that was named, if any.
+fn one_line_usage_error(rendered: &str) -> String {
+    use clap::CommandFactory;
+    let parts: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:"))
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+        .collect();
+    let subcommand = std::env::args()
+        .nth(1)
+        .filter(|a| Cli::command().find_subcommand(a).is_some());
+    let command = match subcommand {
+        Some(sub) => format!("kiln {sub}"),
+        None => "kiln".into(),
+    };
+    let mut message = String::new();
+    for part in parts {
+        if !message.is_empty() {
+            message.push_str(if message.ends_with(':') { " " } else { "; " });
+        }
+        message.push_str(part);
+    }
+    format!("{message} (see `{command} --help`)")
+}
+
+/// Errors in what a spec asks for (a layer that cannot be built, a setting out of range, a
+/// model too large for the machine) found after the spec was read: named with the spec
+/// file, as the reading errors are. Data and I/O errors name their own files already.
+fn blame_spec(err: anyhow::Error, spec: Option<&std::path::Path>) -> anyhow::Error {
+    use kiln::Error as E;
+    let Some(spec) = spec else { return err };
+    match err.downcast_ref::<E>() {
+        Some(
+            E::Layer { .. }
+            | E::InvalidSetting { .. }
+            | E::TooLarge { .. }
+            | E::Unsupported { .. }
+            | E::TooFew { .. }
+            | E::DataUnavailable { .. },
+        ) => {
+            anyhow::anyhow!("spec {}: {err:#}", spec.display())
+        }
+        _ => err,
+    }
+}
+
 /// Whether the file at `path` is a language model (an unreadable file, or one that is
 /// not a kiln model, is left for the command's own loader to report).
 fn is_language_model(path: &std::path::Path) -> bool {
@@ -274,7 +339,10 @@ fn is_language_model(path: &std::path::Path) -> bool {
 
 fn main() -> ExitCode {
     restore_default_sigpipe();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     let result = match cli.command {
         Command::Train {
             spec,
@@ -305,10 +373,11 @@ fn main() -> ExitCode {
                 no_checkpoint,
                 init: init.as_deref(),
             };
-            match distributed {
+            let trained = match distributed {
                 true => distributed::train(&args),
                 false => train_command::train(&args),
-            }
+            };
+            trained.map_err(|e| blame_spec(e, spec.as_deref()))
         }
         Command::Generate {
             model,
@@ -403,7 +472,8 @@ fn main() -> ExitCode {
             folds,
             epochs,
             data_dir: data_dir.as_deref(),
-        }),
+        })
+        .map_err(|e| blame_spec(e, spec.as_deref())),
         Command::Tune {
             spec,
             space,
@@ -422,7 +492,8 @@ fn main() -> ExitCode {
             out_dir: out_dir.as_deref(),
             epochs,
             data_dir: data_dir.as_deref(),
-        }),
+        })
+        .map_err(|e| blame_spec(e, spec.as_deref())),
         Command::Ensemble {
             spec,
             members,
@@ -435,7 +506,8 @@ fn main() -> ExitCode {
             out: &out,
             epochs,
             data_dir: data_dir.as_deref(),
-        }),
+        })
+        .map_err(|e| blame_spec(e, spec.as_deref())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -443,5 +515,19 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_usage_error_is_one_line_naming_the_command() {
+        let rendered = "error: the following required arguments were not provided:\n  --prompt <PROMPT>\n\nUsage: kiln generate --prompt <PROMPT> <MODEL>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            one_line_usage_error(rendered),
+            "error: the following required arguments were not provided: --prompt <PROMPT> (see `kiln --help`)"
+        );
     }
 }

@@ -73,21 +73,22 @@ pub(crate) fn rayon_threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-/// Errors early if `path`'s folder does not exist or `path` names a folder.
-pub fn check_writable(path: &Path) -> Result<()> {
+/// Errors early if `path`'s folder does not exist or `path` names a folder; `flag` is the
+/// option that named it (`--out`, `--report`), so the message blames the right one.
+pub fn check_writable(flag: &str, path: &Path) -> Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     anyhow::ensure!(
         dir.is_dir(),
-        "--out {}: folder {} does not exist",
+        "{flag} {}: folder {} does not exist",
         path.display(),
         dir.display()
     );
     anyhow::ensure!(
         !path.is_dir(),
-        "--out {}: is a folder, expected a file name",
+        "{flag} {}: is a folder, expected a file name",
         path.display()
     );
     Ok(())

@@ -110,7 +110,7 @@ pub fn tune(args: &TuneArgs) -> Result<()> {
         .with_context(|| format!("{}: cannot create the folder", out_dir.display()))?;
     let (csv_path, best_path) = (out_dir.join("trials.csv"), out_dir.join("best.toml"));
     for p in [&csv_path, &best_path] {
-        check_writable(p)?;
+        check_writable("--out-dir", p)?;
     }
     let keys: Vec<&str> = space.dimensions.iter().map(|(k, ..)| k.as_str()).collect();
     println!(
@@ -270,7 +270,7 @@ pub struct EnsembleArgs<'a> {
 
 pub fn ensemble(args: &EnsembleArgs) -> Result<()> {
     let spec = load_spec(args.spec, args.epochs)?;
-    check_writable(args.out)?;
+    check_writable("--out", args.out)?;
     let options = RunOptions {
         data_dir: args.data_dir,
         ..Default::default()

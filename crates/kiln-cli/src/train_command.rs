@@ -97,8 +97,10 @@ pub fn train_in(
         return train_as_follower(args, &spec, group, &run_dir, extra);
     }
     // Fail on an unwritable output before spending minutes training.
-    for path in [args.out, args.report].into_iter().flatten() {
-        check_writable(path)?;
+    for (flag, path) in [("--out", args.out), ("--report", args.report)] {
+        if let Some(path) = path {
+            check_writable(flag, path)?;
+        }
     }
     let (run_dir, created) = match (args.resume, args.run_dir) {
         (Some(_), Some(_)) => {
@@ -297,7 +299,11 @@ fn explain_failure(error: kiln::Error, run_dir: &Path, checkpoints: bool) -> any
         }
         _ => String::new(),
     };
-    anyhow::anyhow!("{error}{hint}")
+    match hint.is_empty() {
+        // Kept typed, so the caller can tell a spec's error from a data file's.
+        true => error.into(),
+        false => anyhow::anyhow!("{error}{hint}"),
+    }
 }
 
 fn median_seconds(epochs: &[kiln::train::EpochLog]) -> f64 {

@@ -223,17 +223,29 @@ fn a_truncated_idx_input_is_named() {
 fn an_idx_input_with_a_wrong_type_code_or_garbage_is_an_error_not_a_panic() {
     let s = Sandbox::new("idx-magic");
     let model = s.digits_model("m.safetensors");
-    // Type code 0x09 (signed byte) instead of 0x08. The binary decides IDX-or-CSV by the
-    // first three bytes being 00 00 08, so this is read as CSV and rejected there; either
-    // way it must be a one-line error naming the file.
+    // Type code 0x09 (signed byte) instead of 0x08: the IDX reader names the code.
     let input = s.write("signed.idx", idx(0x09, &[2, 8, 8], &[1; 128]));
     let out = s.kiln(&["predict", &model, "--input", &input]);
-    assert_one_line_error(&out, &[&input]);
-    // Binary garbage that is not UTF-8: the CSV reader's error.
+    assert_one_line_error(&out, &[&input, "type code 0x09"]);
+    // A wrong magic in a file named as IDX is not read as CSV: it is said not to be IDX.
+    let mut wrong_magic = idx(0x08, &[2, 8, 8], &[1; 128]);
+    wrong_magic[..2].copy_from_slice(&[0x12, 0x34]);
+    for name in ["magic.idx", "images-idx3-ubyte", "images-idx3-ubyte.gz"] {
+        let input = s.write(name, &wrong_magic);
+        let out = s.kiln(&["predict", &model, "--input", &input]);
+        assert_one_line_error(&out, &[&input, "not an IDX file", "0x12 0x34"]);
+    }
+    // Binary garbage under any other name: neither CSV text nor IDX, with the first odd byte.
     let garbage: Vec<u8> = (0..512u32).map(|i| (i * 97 % 256) as u8 | 0x80).collect();
     let input = s.write("garbage.bin", &garbage);
     let out = s.kiln(&["predict", &model, "--input", &input]);
-    assert_one_line_error(&out, &[&input, "not UTF-8"]);
+    assert_one_line_error(
+        &out,
+        &[&input, "is binary, not CSV text", "offset 0", "nor is it IDX"],
+    );
+    let input = s.write("nul.csv", b"1,2\n3,\x004\n");
+    let out = s.kiln(&["predict", &model, "--input", &input]);
+    assert_one_line_error(&out, &[&input, "byte 0x00 at offset 6"]);
     // Garbage behind a gzip magic: a corrupt gzip stream.
     let mut gz = vec![0x1f, 0x8b];
     gz.extend_from_slice(&garbage);

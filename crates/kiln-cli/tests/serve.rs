@@ -949,7 +949,9 @@ fn idle_and_trickling_clients_are_cut_off_and_connections_are_capped() {
             _ => std::thread::sleep(Duration::from_millis(50)),
         }
     }
-    assert!(s.text("/metrics").contains("kiln_refused_connections_total 1"));
+    // At least the one above; tries in the loop before the slots came free count too.
+    let refused = metric_value(&s.text("/metrics"), "kiln_refused_connections_total");
+    assert!(refused >= 1.0, "{refused}");
 }
 
 /// A tabular model with a categorical column and gap filling, trained once: rows of

@@ -6,8 +6,9 @@ use axum::response::{IntoResponse, Response};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    // The cause is in the message, not chained as a source, so `{:#}` says it once.
     #[error("{0}: {1}")]
-    Io(String, #[source] std::io::Error),
+    Io(String, std::io::Error),
     #[error("{0}")]
     Config(String),
     #[error(transparent)]

@@ -86,6 +86,7 @@ pub fn load_language_model(path: &Path) -> Result<LanguageModel> {
         message,
     };
     let (tensors, metadata) = crate::io::read_safetensors(&bytes, fail)?;
+    super::check_format(&metadata).map_err(fail)?;
     if ModelKind::of(&metadata).map_err(fail)? != ModelKind::Gpt {
         return Err(fail("is a layer-stack model, not a language model".into()));
     }

@@ -109,12 +109,28 @@ pub fn kind_of(path: &Path) -> Result<ModelKind> {
         serde_json::from_slice(&json).map_err(|e| fail(format!("not a safetensors file ({e})")))?;
     let metadata: std::collections::HashMap<String, String> =
         serde_json::from_value(header["__metadata__"].clone()).unwrap_or_default();
-    if metadata.get("format").map(String::as_str) != Some(FORMAT) {
-        return Err(fail(
-            "a safetensors file, but not a kiln model (no `format: kiln` in its metadata)".into(),
-        ));
-    }
+    check_format(&metadata).map_err(fail)?;
     ModelKind::of(&metadata).map_err(fail)
+}
+
+/// A kiln file, and one this kiln can read: `format: kiln`, and a `format_version` no
+/// newer than this kiln writes (files from before the version was recorded have none).
+pub(crate) fn check_format(
+    metadata: &std::collections::HashMap<String, String>,
+) -> std::result::Result<(), String> {
+    if metadata.get("format").map(String::as_str) != Some(FORMAT) {
+        return Err("a safetensors file, but not a kiln model (no `format: kiln` in its metadata)".into());
+    }
+    let Some(version) = metadata.get("format_version") else {
+        return Ok(());
+    };
+    match version.parse::<u32>() {
+        Ok(v) if v <= FORMAT_VERSION.parse::<u32>().expect("a number") => Ok(()),
+        Ok(v) => Err(format!(
+            "metadata format_version = {v}: written by a newer kiln; this one reads format_version {FORMAT_VERSION} and older"
+        )),
+        Err(_) => Err(format!("metadata format_version = {version:?}: expected a whole number")),
+    }
 }
 
 /// Reads a kiln model file of either kind.
@@ -511,11 +527,7 @@ pub fn load(path: &Path) -> Result<Artifact> {
         message,
     };
     let (tensors, metadata) = crate::io::read_safetensors(&bytes, fail)?;
-    if metadata.get("format").map(String::as_str) != Some(FORMAT) {
-        return Err(fail(
-            "a safetensors file, but not a kiln model (no `format: kiln` in its metadata)".into(),
-        ));
-    }
+    check_format(&metadata).map_err(fail)?;
     if ModelKind::of(&metadata).map_err(fail)? != ModelKind::Sequential {
         return Err(fail(
             "is a language model, not a layer-stack model: use `kiln generate`, `kiln eval` or `kiln inspect` with it".into(),
@@ -558,6 +570,13 @@ pub fn load(path: &Path) -> Result<Artifact> {
     if let Some(table) = &info.table {
         table.validate().map_err(|e| fail(e.to_string()))?;
     }
+    let raw_width = match &info.table {
+        Some(table) => table.schema.encoded_width(),
+        None => info.architecture.input_shape.iter().flatten().product(),
+    };
+    info.preprocessing
+        .validate(raw_width)
+        .map_err(|e| fail(e.to_string()))?;
     let input_shape = info
         .architecture
         .input_shape

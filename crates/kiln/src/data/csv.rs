@@ -7,6 +7,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 use super::gzip::read_maybe_gzip;
+use super::table::Quoted;
 use super::Dataset;
 
 /// How to read a labelled CSV file.
@@ -50,10 +51,25 @@ pub fn read_feature_rows(path: &Path, expected_width: Option<usize>) -> Result<(
     Ok((table.features, table.labels.len(), table.width))
 }
 
-/// The file's text, decompressed if gzip.
+/// The file's text, decompressed if gzip. Binary content (a NUL byte, or bytes that are
+/// not UTF-8) is named as such, with the byte and where it is.
 pub(crate) fn read_text(path: &Path) -> Result<String> {
     let bytes = read_maybe_gzip(path)?;
-    String::from_utf8(bytes).map_err(|e| Error::data(path, format!("not UTF-8 text: {e}")))
+    let binary = |at: usize, byte: u8| {
+        Error::data(
+            path,
+            format!(
+                "is binary, not CSV text (byte {byte:#04x} at offset {at}); nor is it IDX, whose files start with two zero bytes"
+            ),
+        )
+    };
+    if let Some(at) = bytes.iter().position(|&b| b == 0) {
+        return Err(binary(at, 0));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        binary(at, e.as_bytes()[at])
+    })
 }
 
 #[derive(Clone, Copy)]
@@ -163,9 +179,9 @@ fn parse_row(
 fn parse_value(cell: &str) -> std::result::Result<f32, String> {
     match cell.parse::<f32>() {
         Ok(v) if v.is_finite() => Ok(v),
-        Ok(_) => Err(format!("{cell:?} is not a finite number")),
+        Ok(_) => Err(format!("{} is not a finite number", Quoted(cell))),
         Err(_) if cell.is_empty() => Err("empty cell: missing value".to_string()),
-        Err(_) => Err(format!("{cell:?} is not a number")),
+        Err(_) => Err(format!("{} is not a number", Quoted(cell))),
     }
 }
 
@@ -173,7 +189,7 @@ fn parse_value(cell: &str) -> std::result::Result<f32, String> {
 fn parse_label(cell: &str) -> std::result::Result<u32, String> {
     match cell.parse::<f64>() {
         Ok(v) if v >= 0.0 && v.fract() == 0.0 && v <= u32::MAX as f64 => Ok(v as u32),
-        _ => Err(format!("label {cell:?} is not a non-negative integer")),
+        _ => Err(format!("label {} is not a non-negative integer", Quoted(cell))),
     }
 }
 

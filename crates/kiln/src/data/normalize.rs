@@ -108,6 +108,55 @@ impl Normalization {
 }
 
 impl FittedNormalization {
+    /// Checks statistics read from a model file: a positive, finite scale; finite shifts;
+    /// positive, finite divisors; one of each per feature of `sample_size`. The error names
+    /// the field (`kiln.preprocessing.std[3]`) and its value.
+    pub fn validate(&self, sample_size: usize) -> Result<()> {
+        let (shift, divisor, names) = match self {
+            FittedNormalization::None => return Ok(()),
+            FittedNormalization::Scale { max } => {
+                return match *max > 0.0 && max.is_finite() {
+                    true => Ok(()),
+                    false => Err(Error::setting(
+                        "kiln.preprocessing.max",
+                        max,
+                        "a positive, finite number",
+                    )),
+                }
+            }
+            FittedNormalization::ZScore { mean, std } => (mean, std, ["mean", "std"]),
+            FittedNormalization::MinMax { min, range } => (min, range, ["min", "range"]),
+        };
+        for (values, name) in [shift, divisor].into_iter().zip(names) {
+            if values.len() != sample_size {
+                return Err(Error::mismatch(
+                    format!("kiln.preprocessing.{name}"),
+                    format!("one value per input feature ({sample_size})"),
+                    values.len(),
+                ));
+            }
+        }
+        if let Some((i, v)) = shift.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(Error::setting(
+                format!("kiln.preprocessing.{}[{i}]", names[0]),
+                v,
+                "a finite number",
+            ));
+        }
+        if let Some((i, v)) = divisor
+            .iter()
+            .enumerate()
+            .find(|(_, v)| !(v.is_finite() && **v > 0.0))
+        {
+            return Err(Error::setting(
+                format!("kiln.preprocessing.{}[{i}]", names[1]),
+                v,
+                "a positive, finite number",
+            ));
+        }
+        Ok(())
+    }
+
     /// Normalizes `features` (samples of `sample_size` values, back to back) in place.
     pub fn apply(&self, features: &mut [f32], sample_size: usize) -> Result<()> {
         if sample_size == 0 || !features.len().is_multiple_of(sample_size) {

@@ -31,7 +31,21 @@ impl std::fmt::Display for ColumnRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ColumnRef::Index(i) => write!(f, "{i} (0-based)"),
-            ColumnRef::Name(name) => write!(f, "{name:?}"),
+            ColumnRef::Name(name) => write!(f, "{}", Quoted(name)),
+        }
+    }
+}
+
+/// A cell or name from a file, quoted for a message and cut short when long: a 10 MB cell
+/// must not become a 10 MB error line.
+pub struct Quoted<'a>(pub &'a str);
+
+impl std::fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const SHOWN: usize = 40;
+        match self.0.char_indices().nth(SHOWN) {
+            None => write!(f, "{:?}", self.0),
+            Some((cut, _)) => write!(f, "{:?}… ({} bytes)", &self.0[..cut], self.0.len()),
         }
     }
 }
@@ -141,7 +155,7 @@ impl RawTable {
 pub fn quoted_list(names: &[String]) -> String {
     names
         .iter()
-        .map(|n| format!("{n:?}"))
+        .map(|n| Quoted(n).to_string())
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -154,7 +168,7 @@ fn check_names(names: &[String], path: &Path) -> Result<()> {
         if names[..i].contains(name) {
             return Err(Error::data(
                 path,
-                format!("header: column name {name:?} appears twice"),
+                format!("header: column name {} appears twice", Quoted(name)),
             ));
         }
     }
@@ -258,5 +272,18 @@ mod tests {
             assert!(is_missing(m), "{m}");
         }
         assert!(!is_missing("0") && !is_missing("na ") && !is_missing("none"));
+    }
+
+    #[test]
+    fn a_long_cell_is_cut_in_messages() {
+        assert_eq!(Quoted("abc").to_string(), "\"abc\"");
+        let long = "x".repeat(10 << 20);
+        let shown = Quoted(&long).to_string();
+        assert!(
+            shown.len() < 80 && shown.ends_with("… (10485760 bytes)"),
+            "{shown}"
+        );
+        // Cut on a character boundary.
+        assert!(Quoted(&"é".repeat(100)).to_string().contains("(200 bytes)"));
     }
 }

@@ -14,7 +14,7 @@ use crate::rng::Rng;
 
 use super::checksum::sha256_hex;
 use super::csv::read_text;
-use super::table::{is_missing, looks_like_header, quoted_list, ColumnRef, RawTable};
+use super::table::{is_missing, looks_like_header, quoted_list, ColumnRef, Quoted, RawTable};
 use super::{stratified_indices, Dataset};
 
 /// Stream label for the training rows' order.
@@ -141,8 +141,9 @@ fn is_text_column(table: &RawTable, c: usize, path: &Path) -> Result<bool> {
         Some((line, text)) if numbers > 0 => Err(Error::data(
             path,
             format!(
-                "line {line}, column {:?}: {text:?} is not a number, yet {numbers} other cells of the column are; fix the cell, or list the column in categorical_columns",
-                table.names[c]
+                "line {line}, column {}: {} is not a number, yet {numbers} other cells of the column are; fix the cell, or list the column in categorical_columns",
+                Quoted(&table.names[c]),
+                Quoted(text)
             ),
         )),
         found => Ok(found.is_some()),
@@ -177,8 +178,8 @@ pub fn load_table(
                 true => Err(Error::data(
                     path,
                     format!(
-                        "line {line}: the label column {:?} is empty",
-                        table.names[layout.label]
+                        "line {line}: the label column {} is empty",
+                        Quoted(&table.names[layout.label])
                     ),
                 )),
                 false => Ok((*line, r[layout.label].clone())),
@@ -261,9 +262,9 @@ pub fn load_table(
             .find(|&&c| is_missing(&cells[c]))
             .map(|&c| {
                 format!(
-                    "{} line {line}, column {:?}",
+                    "{} line {line}, column {}",
                     path_of(i).display(),
-                    table.names[c]
+                    Quoted(&table.names[c])
                 )
             })
     });
@@ -327,8 +328,8 @@ fn encode_labels(cells: &[(usize, String)], path: &Path) -> Result<(Vec<u32>, Op
         return Err(Error::data(
             path,
             format!(
-                "the label column has a single class {:?}: nothing to classify",
-                names[0]
+                "the label column has a single class {}: nothing to classify",
+                Quoted(&names[0])
             ),
         ));
     }
@@ -378,15 +379,17 @@ impl TableSchema {
                         return Err(Error::data(
                             path,
                             format!(
-                                "line {line}, column {:?}: {cell:?} is not a finite number (the column is numeric)",
-                                column.name
+                                "line {line}, column {}: {} is not a finite number (the column is numeric)",
+                                Quoted(&column.name),
+                                Quoted(cell)
                             ),
                         ))
                     }
                 },
                 ColumnKind::Categorical { categories } => categories
                     .binary_search_by(|c| c.as_str().cmp(cell))
-                    .unwrap_or(categories.len()) as f32,
+                    .unwrap_or(categories.len())
+                    as f32,
             });
         }
         Ok(())

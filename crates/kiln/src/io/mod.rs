@@ -113,11 +113,51 @@ pub fn read_safetensors<'a, E>(
     bytes: &'a [u8],
     fail: impl Fn(String) -> E,
 ) -> std::result::Result<(SafeTensors<'a>, std::collections::HashMap<String, String>), E> {
-    let (_, header) =
-        SafeTensors::read_metadata(bytes).map_err(|e| fail(format!("not a safetensors file ({e:?})")))?;
-    let tensors =
-        SafeTensors::deserialize(bytes).map_err(|e| fail(format!("not a safetensors file ({e:?})")))?;
+    let invalid = |e: safetensors::SafeTensorError| {
+        fail(bad_tensor_layout(bytes).unwrap_or_else(|| format!("not a safetensors file ({e:?})")))
+    };
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(invalid)?;
+    let tensors = SafeTensors::deserialize(bytes).map_err(invalid)?;
     Ok((tensors, header.metadata().clone().unwrap_or_default()))
+}
+
+/// Which tensor of a safetensors header does not fit its bytes, and how: its dtype and
+/// shape need one byte count, its offsets span another, or they run past the data.
+fn bad_tensor_layout(bytes: &[u8]) -> Option<String> {
+    let len = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(bytes.get(8..8usize.checked_add(len)?)?).ok()?;
+    let data_len = bytes.len() - 8 - len;
+    let mut entries: Vec<_> = header.iter().filter(|(k, _)| *k != "__metadata__").collect();
+    entries.sort_by_key(|(k, _)| k.as_str());
+    entries.into_iter().find_map(|(name, info)| {
+        let dtype = info["dtype"].as_str().unwrap_or("?");
+        let shape: Vec<u64> = info["shape"].as_array()?.iter().filter_map(|d| d.as_u64()).collect();
+        let offsets: Vec<u64> = info["data_offsets"].as_array()?.iter().filter_map(|d| d.as_u64()).collect();
+        let [start, end] = offsets[..] else {
+            return Some(format!("tensor `{name}`: data_offsets {} is not [start, end]", info["data_offsets"]));
+        };
+        let width: u64 = match dtype {
+            "F64" | "I64" | "U64" => 8,
+            "F32" | "I32" | "U32" => 4,
+            "F16" | "BF16" | "I16" | "U16" => 2,
+            "I8" | "U8" | "BOOL" => 1,
+            _ => return Some(format!("tensor `{name}`: dtype {dtype:?} is not one kiln reads")),
+        };
+        let needed = shape.iter().try_fold(width, |n, &d| n.checked_mul(d));
+        if end < start || end as u128 > data_len as u128 {
+            return Some(format!(
+                "tensor `{name}`: data_offsets [{start}, {end}] run past the file's {data_len} bytes of tensor data"
+            ));
+        }
+        (needed != Some(end - start)).then(|| {
+            format!(
+                "tensor `{name}`: dtype {dtype} and shape {shape:?} need {} bytes, but its data_offsets span {}",
+                needed.map_or("more than 2^64".into(), |n| n.to_string()),
+                end - start
+            )
+        })
+    })
 }
 
 /// Writes to `path.tmp-PID`, syncs, then renames over `path`.

@@ -108,12 +108,37 @@ impl<'de> Deserialize<'de> for LayerEntry {
                 )))
             }
         };
-        let layer = serde_json::from_value(value).map_err(|e| e.to_string());
+        let layer = match first_null(&value, String::new()) {
+            // TOML has no null: a null here was a nan or inf, which JSON cannot hold.
+            Some(field) => Err(format!("{field} is nan or infinite: expected a finite number")),
+            None => serde_json::from_value(value).map_err(|e| e.to_string()),
+        };
         Ok(LayerEntry {
             layer,
             name,
             trainable,
         })
+    }
+}
+
+/// The path (`rate`, `kernel_size[1]`) of the first null inside a layer's settings.
+fn first_null(value: &serde_json::Value, path: String) -> Option<String> {
+    use serde_json::Value;
+    match value {
+        Value::Null => Some(path),
+        Value::Object(fields) => fields.iter().find_map(|(k, v)| {
+            let inner = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            first_null(v, inner)
+        }),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| first_null(v, format!("{path}[{i}]"))),
+        _ => None,
     }
 }
 

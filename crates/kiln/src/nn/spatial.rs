@@ -178,8 +178,14 @@ fn window_over(
     let (kh, kw) = size.get();
     let (sh, sw) = strides.get();
     let (dh, dw) = dilation.get();
-    if [kh, kw, sh, sw, dh, dw].contains(&0) {
-        return Err("sizes, strides and dilation must be at least 1".into());
+    for (field, (a, b)) in [
+        ("kernel_size or pool_size", (kh, kw)),
+        ("strides", (sh, sw)),
+        ("dilation_rate", (dh, dw)),
+    ] {
+        if a == 0 || b == 0 {
+            return Err(format!("{field} = [{a}, {b}]: expected each at least 1"));
+        }
     }
     let axis = |n, k, s, d, name| {
         Axis::new(n, k, s, d, padding.into()).ok_or_else(|| {

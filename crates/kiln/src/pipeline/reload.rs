@@ -130,9 +130,22 @@ pub fn load_prediction_input(path: &Path, info: &ModelInfo) -> Result<(Vec<f32>,
 }
 
 /// IDX rather than CSV: the content (decompressed if gzip) starts with IDX's two zero
-/// bytes, which no text file does. Any type code counts, so that an unsupported one gets
-/// the IDX reader's precise error rather than a CSV parse failure.
+/// bytes, which no text file does, or the name says IDX (`.idx*`, `-ubyte`). Any type code
+/// or magic counts, so that a damaged IDX file gets the IDX reader's precise error rather
+/// than a CSV parse failure.
 fn looks_like_idx(path: &Path) -> Result<bool> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let name = name.strip_suffix(".gz").unwrap_or(&name);
+    let named_idx = name.ends_with("-ubyte")
+        || Path::new(name)
+            .extension()
+            .is_some_and(|e| e.to_string_lossy().starts_with("idx"));
+    if named_idx {
+        return Ok(true);
+    }
     use std::io::Read;
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut raw = std::io::BufReader::new(file);
