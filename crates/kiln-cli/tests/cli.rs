@@ -1429,3 +1429,52 @@ fn tampered_scales_and_class_names_are_refused_at_load() {
         );
     }
 }
+
+/// Model files carry file names and SHA-256 sums of their data, never the folder it was
+/// in: a CSV model and a language model trained from a data folder hold no trace of its
+/// path; the CSV model is evaluated again from the folder holding the files, or from
+/// anywhere with --data-dir, and elsewhere the error says to pass --data-dir.
+#[test]
+fn model_files_hold_no_data_folder_path() {
+    let s = Sandbox::new("private-paths");
+    let data = s.path("private-data-folder");
+    std::fs::create_dir_all(&data).unwrap();
+    let mut csv = String::from("a,b,label\n");
+    for i in 0..60 {
+        csv.push_str(&format!("{},{},{}\n", i % 7, (i * 3) % 11, i % 2));
+    }
+    std::fs::write(data.join("table.csv"), csv).unwrap();
+    std::fs::write(
+        data.join("corpus.txt"),
+        "to be or not to be, that is the question. ".repeat(40),
+    )
+    .unwrap();
+    let csv_spec = s.write(
+        "private-data-folder/table.toml",
+        "[data]\nsource = \"csv\"\ntrain = \"table.csv\"\n[model]\nlayers = [{ type = \"dense\", units = 2, activation = \"softmax\" }]\n\
+         [training]\noptimizer = { type = \"adam\", learning_rate = 0.01 }\nloss = \"sparse_categorical_crossentropy\"\nepochs = 2\n",
+    );
+    let lm_spec = s.write(
+        "private-data-folder/lm.toml",
+        "[data]\nsource = \"text\"\npath = \"corpus.txt\"\n[model]\ntype = \"gpt\"\nlayers = 1\nheads = 1\nwidth = 8\ncontext = 8\n\
+         [training]\nsteps = 2\nbatch_size = 2\neval_interval = 2\neval_batches = 1\n",
+    );
+    let folder = path_str(&data);
+    for (spec, out) in [(&csv_spec, "table.safetensors"), (&lm_spec, "lm.safetensors")] {
+        let out = s.arg(out);
+        assert_success(&s.kiln(&["train", spec, "--quiet", "--no-checkpoint", "--out", &out]));
+        let bytes = std::fs::read(&out).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(&folder), "{out} holds the data folder {folder}");
+        assert!(
+            !text.contains("private-data-folder"),
+            "{out} names the data folder"
+        );
+    }
+    let model = s.arg("table.safetensors");
+    let from_data = run_in(&data, &["eval", &model], &[("KILN_OFFLINE", Some("1"))]);
+    assert_success(&from_data);
+    assert_success(&s.kiln(&["eval", &model, "--data-dir", &folder]));
+    let elsewhere = s.kiln(&["eval", &model]);
+    assert_one_line_error(&elsewhere, &["table.csv", "--data-dir"]);
+}

@@ -158,8 +158,14 @@ fn load_csv_splits(
         sha256,
         first_missing,
     } = load_table(train_path, test_path, choice, test_fraction, seed)?;
+    // File names only: the description is stored in model files, which must not carry
+    // the folders of the machine that trained them.
+    let name = |p: &Path| {
+        p.file_name()
+            .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
+    };
     let how = match test_path {
-        Some(path) => format!("test file {}", path.display()),
+        Some(path) => format!("test file {}", name(path)),
         None => format!("stratified split of {test_fraction} with seed {seed}"),
     };
     let categorical = schema
@@ -169,7 +175,7 @@ fn load_csv_splits(
         .count();
     let description = format!(
         "CSV {}: {} training and {} test rows of {} feature columns ({categorical} categorical), label {:?}, {how}",
-        train_path.display(),
+        name(train_path),
         train.len(),
         test.len(),
         train.sample_size(),

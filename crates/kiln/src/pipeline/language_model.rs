@@ -144,10 +144,17 @@ pub fn train_language_model(
     let t = &spec.training;
     let config = spec.model.gpt().clone();
     let mut gpt = Gpt::new(config.clone(), data.tokenizer.vocab_size(), t.seed)?;
+    let mut recorded = spec.clone();
+    recorded.data = recorded.data.without_folders();
+    let corpus_name = data
+        .corpus
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
     let mut info = LmInfo {
         name: spec.name.clone().unwrap_or_else(|| "language-model".into()),
-        spec: spec.clone(),
-        corpus: data.corpus.path.display().to_string(),
+        spec: recorded,
+        corpus: corpus_name.unwrap_or_else(|| data.corpus.path.display().to_string()),
         corpus_sha256: data.corpus.sha256.clone(),
         train_tokens: data.train.len(),
         validation_tokens: data.validation.len(),

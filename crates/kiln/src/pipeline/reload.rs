@@ -26,7 +26,10 @@ pub fn prepare_for_model(info: &ModelInfo, raw: Dataset, stage: Stage) -> Result
 /// A model's data source loaded again, its schema checked against the model's (the file
 /// must not have changed in a way that changes the columns).
 fn reload_data(info: &ModelInfo, data_dir: Option<&Path>) -> Result<Splits> {
-    let splits = info.data()?.load(info.training()?.seed, data_dir)?;
+    let splits = info
+        .data()?
+        .located(data_dir)?
+        .load(info.training()?.seed, data_dir)?;
     if let (Some(table), Some(schema)) = (&info.table, &splits.schema) {
         if &table.schema != schema {
             return Err(Error::mismatch(

@@ -149,7 +149,7 @@ pub fn train_on(
             None => (0..units.max(num_classes)).map(|c| c.to_string()).collect(),
         },
         training: Some(t.clone()),
-        data: Some(spec.data.clone()),
+        data: Some(spec.data.without_folders()),
         lineage: Some(Lineage {
             kiln_version: env!("CARGO_PKG_VERSION").into(),
             data_sha256: sha256.clone(),

@@ -280,6 +280,59 @@ impl DataSpec {
             _ => {}
         }
     }
+
+    /// This source as a model file records it: file names without their folders (the
+    /// lineage keeps each file's SHA-256), and no MNIST folder, so that a model file says
+    /// nothing of the machine it was trained on. Reloading looks for the files in
+    /// `--data-dir` or the current folder.
+    pub fn without_folders(&self) -> DataSpec {
+        let name_only = |p: &PathBuf| p.file_name().map_or_else(|| p.clone(), PathBuf::from);
+        let mut portable = self.clone();
+        match &mut portable {
+            DataSpec::Mnist { data_dir } => *data_dir = None,
+            DataSpec::Csv { train, test, .. } => {
+                *train = name_only(train);
+                *test = test.as_ref().map(name_only);
+            }
+            DataSpec::Text { path, .. } => *path = name_only(path),
+            DataSpec::Digits { .. } | DataSpec::TinyShakespeare { .. } => {}
+        }
+        portable
+    }
+
+    /// A recorded source's files found again: relative names in `data_dir` when given,
+    /// else in the current folder. A name found in neither is an error saying where to
+    /// point kiln.
+    pub fn located(&self, data_dir: Option<&Path>) -> Result<DataSpec> {
+        let mut found = self.clone();
+        let locate = |p: &mut PathBuf| -> Result<()> {
+            if p.is_absolute() {
+                return Ok(());
+            }
+            let candidate = data_dir.map_or_else(|| p.clone(), |d| d.join(&*p));
+            if !candidate.exists() {
+                let folder =
+                    data_dir.map_or_else(|| "the current folder".into(), |d| d.display().to_string());
+                return Err(Error::DataUnavailable(format!(
+                    "the model's data file {} is not in {folder}: pass --data-dir with the folder that holds it",
+                    p.display()
+                )));
+            }
+            *p = candidate;
+            Ok(())
+        };
+        match &mut found {
+            DataSpec::Csv { train, test, .. } => {
+                locate(train)?;
+                if let Some(t) = test {
+                    locate(t)?;
+                }
+            }
+            DataSpec::Text { path, .. } => locate(path)?,
+            _ => {}
+        }
+        Ok(found)
+    }
 }
 
 #[cfg(test)]
