@@ -11,7 +11,7 @@
 # Without a nightly toolchain or cargo-fuzz it prints a one-line note and exits 0 (it
 # tries `cargo install cargo-fuzz` when nightly is there).
 #
-# Builds and runs at nice 19. Debug assertions and overflow checks are on (cargo fuzz -a),
+# Builds and runs at nice 19. Debug assertions and overflow checks are on (cargo fuzz's default, -a),
 # as in the tests. Settings: KILN_FUZZ_RSS_MB (default 2048), KILN_FUZZ_TIMEOUT (seconds
 # for one input, default 10).
 set -euo pipefail
@@ -88,10 +88,16 @@ for t in "${targets[@]}"; do
   [[ -d $fuzz_dir/regressions/$t ]] && mapfile -t regressions < <(find "$fuzz_dir/regressions/$t" -type f ! -name '*.md' ! -name '*.txt' | sort)
   regression_note=""
   if [[ ${#regressions[@]} -gt 0 ]]; then
-    if nice -n 19 "${run[@]}" "${regressions[@]}" -- "${flags[@]}" > "$logs/$t.regressions.log" 2>&1; then
+    : > "$logs/$t.regressions.log"
+    bad=()
+    for input in "${regressions[@]}"; do
+      echo "=== $input" >> "$logs/$t.regressions.log"
+      nice -n 19 "${run[@]}" "$input" -- "${flags[@]}" >> "$logs/$t.regressions.log" 2>&1 || bad+=("${input##*/}")
+    done
+    if [[ ${#bad[@]} -eq 0 ]]; then
       regression_note=", ${#regressions[@]} regression inputs pass"
     else
-      regression_note=", REGRESSION INPUTS FAIL (${#regressions[@]}; see $logs/$t.regressions.log)"
+      regression_note=", ${#bad[@]} of ${#regressions[@]} REGRESSION INPUTS FAIL (${bad[*]}; log $logs/$t.regressions.log)"
       failed=1
     fi
   fi
@@ -105,7 +111,7 @@ for t in "${targets[@]}"; do
   files=$(find "$corpus" -type f | wc -l)
   new=$(( $(find "$artifacts" -type f | wc -l) - before ))
   if [[ $status -eq 0 && $new -eq 0 ]]; then
-    found="nothing found"
+    found="fuzzing found nothing"
   else
     kind=$(grep -oE 'ERROR: libFuzzer: [a-z-]+|panicked at [^:]+:[0-9]+' "$logs/$t.log" | head -1 || true)
     found="FOUND: exit $status, $new new artifact(s) in $artifacts ${kind:+($kind)}; log $logs/$t.log"

@@ -29,13 +29,19 @@ fuzz_target!(|data: &[u8]| {
     let same = |a: &Spec, b: &Spec| format!("{a:?}") == format!("{b:?}");
     let json = serde_json::to_value(&spec).expect("a spec serializes to JSON");
     match Spec::from_json(json, &path) {
-        Ok(back) => assert!(same(&spec, &back), "JSON round trip changed the spec:\n{spec:?}\n{back:?}"),
+        Ok(back) => assert!(
+            same(&spec, &back),
+            "JSON round trip changed the spec:\n{spec:?}\n{back:?}"
+        ),
         Err(e) => panic!("a parsed spec does not read back from its JSON: {e}"),
     }
     if let Ok(toml) = spec.to_toml() {
         let again = write_scratch("spec-again.toml", toml.as_bytes());
         match Spec::from_file(&again) {
-            Ok(back) => assert!(same(&spec, &back), "TOML round trip changed the spec:\n{toml}\n{spec:?}\n{back:?}"),
+            Ok(back) => assert!(
+                same(&spec, &back),
+                "TOML round trip changed the spec:\n{toml}\n{spec:?}\n{back:?}"
+            ),
             Err(e) => panic!("to_toml wrote a spec that does not read back: {e}\n{toml}"),
         }
     }

@@ -4,9 +4,13 @@
 //! tokenizer is built from; after it, text to encode (without a NUL, the same text).
 //!
 //! - 0: character vocabulary (`Tokenizer::fit` with `tokenizer = "char"`);
-//! - 1, 3: byte-level BPE trained on the text (`tokenizer = { type = "bpe", … }`);
+//! - 1: byte-level BPE trained on the text (`tokenizer = { type = "bpe", … }`);
 //! - 2: a saved tokenizer, the text being its JSON (`Tokenizer::from_json`, as a model
-//!   file's `kiln.tokenizer` holds it); it is then used on the text after the NUL.
+//!   file's `kiln.tokenizer` holds it); it is then used on the text after the NUL;
+//! - 3: saved BPE merges as bytes, so that long chains of merges are easy to reach: byte
+//!   1 is the number of merges n, then n × 4 bytes, two little-endian u16 ids per merge,
+//!   each taken modulo the ids defined before it (`BytePairEncoding::from_merges`); the
+//!   rest is text to encode.
 //!
 //! What must hold: encode → decode gives the text back exactly for BPE (byte-level: every
 //! string encodes) and for a character vocabulary whenever every character is in it (and
@@ -16,14 +20,28 @@
 
 use std::collections::BTreeSet;
 
+use kiln::lm::bpe::BytePairEncoding;
 use kiln::lm::tokenizer::{BpeSpec, BpeTag, StreamDecoder, TokenizerName, TokenizerSpec};
 use kiln::lm::Tokenizer;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&config, rest)) = data.split_first() else {
+    let Some((&config, mut rest)) = data.split_first() else {
         return;
     };
+    let mut merges = Vec::new();
+    if config & 3 == 3 {
+        let Some((&count, after)) = rest.split_first() else {
+            return;
+        };
+        let count = usize::from(count).min(after.len() / 4);
+        for (index, m) in after.chunks_exact(4).take(count).enumerate() {
+            let defined = 256 + index as u32;
+            let id = |lo: u8, hi: u8| u32::from(u16::from_le_bytes([lo, hi])) % defined;
+            merges.push((id(m[0], m[1]), id(m[2], m[3])));
+        }
+        rest = &after[4 * count..];
+    }
     let text = String::from_utf8_lossy(rest);
     let text: &str = &text;
     let (build, probe) = text.split_once('\0').unwrap_or((text, text));
@@ -33,6 +51,10 @@ fuzz_target!(|data: &[u8]| {
             Ok(t) => Ok(t),
             Err(_) => return,
         },
+        3 => match BytePairEncoding::from_merges(merges) {
+            Ok(b) => Ok(Tokenizer::Bpe(b)),
+            Err(_) => return, // a merge repeated
+        },
         _ => {
             let vocab_size = 256 + 8 * usize::from(config >> 2);
             let spec = TokenizerSpec::Bpe(BpeSpec {
@@ -40,7 +62,11 @@ fuzz_target!(|data: &[u8]| {
                 vocab_size,
             });
             let t = Tokenizer::fit(&spec, "", build).expect("a BPE vocabulary of 256 or more trains");
-            assert!(t.vocab_size() <= vocab_size, "{} ids, {vocab_size} asked", t.vocab_size());
+            assert!(
+                t.vocab_size() <= vocab_size,
+                "{} ids, {vocab_size} asked",
+                t.vocab_size()
+            );
             Ok(t)
         }
     }
@@ -48,7 +74,10 @@ fuzz_target!(|data: &[u8]| {
 
     let json = tokenizer.to_json();
     match Tokenizer::from_json(&json) {
-        Ok(back) => assert_eq!(back, tokenizer, "the saved tokenizer loads back different: {json}"),
+        Ok(back) => assert_eq!(
+            back, tokenizer,
+            "the saved tokenizer loads back different: {json}"
+        ),
         // An empty character vocabulary (from empty text) is refused on load by design.
         Err(e) => assert!(
             matches!(&tokenizer, Tokenizer::Chars(c) if c.is_empty()),
@@ -75,7 +104,10 @@ fn round_trip(tokenizer: &Tokenizer, text: &str) {
         (Tokenizer::Bpe(_), Err(e)) => panic!("byte-level BPE failed to encode: {e}"),
     };
     let vocab = tokenizer.vocab_size();
-    assert!(ids.iter().all(|&id| (id as usize) < vocab), "an id at or above {vocab}");
+    assert!(
+        ids.iter().all(|&id| (id as usize) < vocab),
+        "an id at or above {vocab}"
+    );
     assert_eq!(tokenizer.decode(&ids), text, "encode → decode changed the text");
     let mut stream = StreamDecoder::default();
     let mut streamed: String = ids.iter().map(|&id| stream.push(tokenizer, id)).collect();

@@ -130,11 +130,15 @@ def tokenizer_seeds():
     (out / "bpe-512-readme").write_bytes(bytes([1 | (32 << 2)]) + readme)
     (out / "char-probe").write_bytes(b"\x00" + corpus[:400] + b"\x00" + corpus[400:600])
     (out / "bpe-unicode").write_bytes(
-        bytes([3 | (10 << 2)]) + "héllo wörld  \t\n\n naïve café 123 4.5 ——  日本語 \u3000 x".encode() * 3
+        bytes([1 | (10 << 2)]) + "héllo wörld  \t\n\n naïve café 123 4.5 ——  日本語 \u3000 x".encode() * 3
     )
     gpt_tokenizer = metadata(SEEDS / "model_load" / "gpt.safetensors")["kiln.tokenizer"]
     (out / "saved-char").write_bytes(b"\x02" + gpt_tokenizer.encode() + b"\x00First Citizen:")
     merges = json.dumps({"type": "bpe", "merges": [[32, 116], [104, 101], [256, 257], [97, 97]]})
+    chain = [(104, 101), (32, 116), (257, 256), (108, 108), (259, 111)]
+    (out / "merges-bytes").write_bytes(
+        bytes([3, len(chain)]) + b"".join(struct.pack("<HH", a, b) for a, b in chain) + b" the hello thee"
+    )
     (out / "saved-bpe").write_bytes(b"\x02" + merges.encode() + b"\x00 the theaa a the")
 
 

@@ -36,7 +36,9 @@ pub fn write_scratch(name: &str, bytes: &[u8]) -> PathBuf {
 pub fn load_every_way(path: &Path) {
     use kiln::artifact::{self, SavedModel};
     let _ = artifact::kind_of(path);
-    match artifact::load_any(path) {
+    let loaded = artifact::load_any(path);
+    trace("load_any", &loaded);
+    match loaded {
         Ok(SavedModel::Sequential(mut a)) => exercise_classifier(&mut a),
         Ok(SavedModel::LanguageModel(m)) => exercise_language_model(&m),
         Err(_) => {}
@@ -44,6 +46,18 @@ pub fn load_every_way(path: &Path) {
     let _ = artifact::load(path);
     if let Ok(m) = artifact::load_language_model(path) {
         exercise_language_model(&m);
+    }
+}
+
+/// With `KILN_FUZZ_TRACE` set, says on stderr how a call ended: for triage, and to see
+/// which inputs get past the parsers (`model_metadata -runs=0 corpus/model_metadata`).
+pub fn trace<T, E: std::fmt::Display>(what: &str, result: &Result<T, E>) {
+    static ON: OnceLock<bool> = OnceLock::new();
+    if *ON.get_or_init(|| std::env::var_os("KILN_FUZZ_TRACE").is_some()) {
+        match result {
+            Ok(_) => eprintln!("kiln-fuzz: {what}: ok"),
+            Err(e) => eprintln!("kiln-fuzz: {what}: error: {e}"),
+        }
     }
 }
 
