@@ -877,3 +877,36 @@ fn bad_command_lines_are_clear_errors() {
     let guarded = vec![PathBuf::from(&model), PathBuf::from(&input)];
     report("command-line", cases.len(), run_cases(&s, &cases, &guarded));
 }
+
+/// The model files behind the fuzzing findings (fuzz/FINDINGS.md): a reshape whose sizes
+/// multiply past i64, a GPT whose MLP width overflows, a GPT whose metadata claims a model
+/// far larger than its tensors, and a tokenizer whose merges double a token each time. Each
+/// is refused at once, as one line, by every command that loads a model.
+#[test]
+fn the_fuzzing_findings_are_clear_errors() {
+    let s = Sandbox::new("fuzz-findings");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions/model_load");
+    let mut cases = Vec::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 4, "{files:?}");
+    for file in &files {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let path = path_str(file);
+        cases.push(Case::new(
+            format!("inspect {name}"),
+            &["inspect", &path],
+            &[&name],
+        ));
+        cases.push(Case::new(format!("eval {name}"), &["eval", &path], &[&name]));
+        cases.push(Case::new(
+            format!("generate {name}"),
+            &["generate", &path, "--prompt", "a", "--tokens", "2"],
+            &[&name],
+        ));
+    }
+    report("fuzz-finding", cases.len(), run_cases(&s, &cases, &files));
+}

@@ -10,6 +10,8 @@ mod batcher;
 mod binary;
 mod connections;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod metrics;
 mod models;

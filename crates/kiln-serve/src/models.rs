@@ -47,8 +47,23 @@ fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// What requests need to know about a model, plus the queue to its compute threads.
+/// A served model: what requests need to know of it, and the queue to its compute threads.
 pub struct Model {
+    pub signature: Signature,
+    pub batcher: Batcher,
+}
+
+impl std::ops::Deref for Model {
+    type Target = Signature;
+
+    fn deref(&self) -> &Signature {
+        &self.signature
+    }
+}
+
+/// What a request is checked against and answered with: the model's name, input and
+/// output sizes, class names and, for a tabular model, its columns.
+pub struct Signature {
     pub name: String,
     /// Per-sample input shape, e.g. [28, 28].
     pub input_dims: Vec<usize>,
@@ -58,7 +73,6 @@ pub struct Model {
     pub classes: Vec<String>,
     /// The CSV columns a tabular model takes, in input order.
     pub table: Option<TableInput>,
-    pub batcher: Batcher,
 }
 
 /// A tabular model's feature columns as requests name them.
@@ -128,7 +142,7 @@ impl TableInput {
     }
 }
 
-impl Model {
+impl Signature {
     /// The class name of output `index`, as `kiln predict` prints it.
     pub fn class_name(&self, index: usize) -> String {
         self.classes
@@ -194,12 +208,14 @@ fn load_model(source: &ModelSource, config: &Config, metrics: Arc<Metrics>) -> R
     let outputs = artifact.model.output_shape().numel();
     let batcher = Batcher::start(&source.name, &source.path, config, metrics)?;
     Ok(Model {
-        name: source.name.clone(),
-        input_size: input_dims.iter().product(),
-        input_dims,
-        outputs,
-        classes: artifact.info.classes,
-        table,
+        signature: Signature {
+            name: source.name.clone(),
+            input_size: input_dims.iter().product(),
+            input_dims,
+            outputs,
+            classes: artifact.info.classes,
+            table,
+        },
         batcher,
     })
 }

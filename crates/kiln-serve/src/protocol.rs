@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::binary::{self, BinaryData};
 use crate::error::ApiError;
-use crate::models::{Model, TableInput};
+use crate::models::{Signature, TableInput};
 
 /// The one input every kiln model has, as named in its v2 metadata.
 pub const INPUT_NAME: &str = "input";
@@ -85,7 +85,7 @@ pub fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8], what: &str) -> Result<
 pub fn v2_samples(
     req: &InferRequest,
     binary: &[u8],
-    model: &Model,
+    model: &Signature,
     max_batch: usize,
 ) -> Result<Samples, ApiError> {
     let input = match req.inputs.as_slice() {
@@ -137,7 +137,7 @@ pub fn v2_samples(
 }
 
 /// The batch size a request shape stands for, once it is known to fit the model.
-fn check_shape(shape: &[i64], model: &Model, max_batch: usize) -> Result<usize, ApiError> {
+fn check_shape(shape: &[i64], model: &Signature, max_batch: usize) -> Result<usize, ApiError> {
     let expected = format!("[N, {}]", join(&model.input_dims));
     let wrong = || {
         ApiError::bad_request(format!(
@@ -165,7 +165,7 @@ fn check_batch(rows: usize, max_batch: usize) -> Result<usize, ApiError> {
 
 /// Categories have no number a client could know, so a model with categorical columns
 /// takes its samples as objects keyed by column name, categories as strings.
-fn refuse_categorical_arrays(model: &Model) -> Result<(), ApiError> {
+fn refuse_categorical_arrays(model: &Signature) -> Result<(), ApiError> {
     match &model.table {
         Some(table) if table.has_categories() => Err(ApiError::bad_request(format!(
             "model `{}` has categorical columns: send TF-Serving instances keyed by column name \
@@ -262,7 +262,7 @@ fn number(v: &Value, index: usize, what: &str, gaps: Option<&[bool]>) -> Result<
 
 /// TF-Serving's row format: each instance is one sample, flat or nested as the model's
 /// input shape.
-pub fn tf_samples(req: &PredictRequest, model: &Model, max_batch: usize) -> Result<Samples, ApiError> {
+pub fn tf_samples(req: &PredictRequest, model: &Signature, max_batch: usize) -> Result<Samples, ApiError> {
     let instances =
         match (&req.instances, &req.inputs) {
             (Some(instances), None) => instances,
@@ -468,7 +468,7 @@ pub fn requested_outputs(req: &InferRequest) -> Result<Wanted, ApiError> {
 /// output was asked for as binary.
 pub fn v2_response(
     req: &InferRequest,
-    model: &Model,
+    model: &Signature,
     rows: usize,
     probs: Vec<f32>,
 ) -> Result<axum::response::Response, ApiError> {
@@ -545,7 +545,7 @@ pub struct PredictResponse {
     pub predictions: Vec<Prediction>,
 }
 
-pub fn tf_response(model: &Model, probs: &[f32]) -> PredictResponse {
+pub fn tf_response(model: &Signature, probs: &[f32]) -> PredictResponse {
     let predictions = probs
         .chunks_exact(model.outputs.max(1))
         .map(|p| Prediction {
@@ -556,7 +556,7 @@ pub fn tf_response(model: &Model, probs: &[f32]) -> PredictResponse {
     PredictResponse { predictions }
 }
 
-fn classes(model: &Model, probs: &[f32]) -> Vec<String> {
+fn classes(model: &Signature, probs: &[f32]) -> Vec<String> {
     probs
         .chunks_exact(model.outputs.max(1))
         .map(|p| model.class_name(kiln::metrics::argmax(p)))

@@ -107,7 +107,22 @@ pub fn load_language_model(path: &Path) -> Result<LanguageModel> {
             tokenizer.vocab_size()
         )));
     }
-    let mut gpt = Gpt::new(info.spec.model.gpt().clone(), vocab, 0).map_err(|e| fail(e.to_string()))?;
+    // Sizes come from the metadata: a file claiming a model larger than the values it holds
+    // is refused before that model is allocated and initialized.
+    let config = info.spec.model.gpt().clone();
+    config.validate().map_err(|e| fail(e.to_string()))?;
+    let held: usize = tensors
+        .tensors()
+        .iter()
+        .map(|(_, view)| view.shape().iter().product::<usize>())
+        .sum();
+    let claimed = config.parameter_count(vocab);
+    if claimed > held {
+        return Err(fail(format!(
+            "metadata `{INFO_KEY}` describes a model of {claimed} parameters, but the file holds {held} values"
+        )));
+    }
+    let mut gpt = Gpt::new(config, vocab, 0).map_err(|e| fail(e.to_string()))?;
     let mut missing = None;
     gpt.load_values(|name| {
         let dims = tensors.tensor(name).ok()?.shape().to_vec();

@@ -102,9 +102,14 @@ pub fn kind_of(path: &Path) -> Result<ModelKind> {
             "not a safetensors file (a header of {length} bytes)"
         )));
     }
-    let mut json = vec![0u8; length];
-    file.read_exact(&mut json)
-        .map_err(|_| fail("not a safetensors file (its header is cut short)".into()))?;
+    // Read as it comes, so a file claiming a long header costs only what it holds.
+    let mut json = Vec::new();
+    file.take(length as u64)
+        .read_to_end(&mut json)
+        .map_err(|e| Error::io(path, e))?;
+    if json.len() < length {
+        return Err(fail("not a safetensors file (its header is cut short)".into()));
+    }
     let header: serde_json::Value =
         serde_json::from_slice(&json).map_err(|e| fail(format!("not a safetensors file ({e})")))?;
     let metadata: std::collections::HashMap<String, String> =

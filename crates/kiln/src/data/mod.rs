@@ -24,7 +24,7 @@ mod source;
 mod table;
 mod tabular;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 mod text_source;
 
 pub use augment::{Augmentation, Factor, FillMode, FlipMode, Interpolation, Transform};

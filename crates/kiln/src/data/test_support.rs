@@ -7,14 +7,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use flate2::{write::GzEncoder, Compression};
 
-/// `$KILN_DATA`, or None after telling the reader that the test is skipped.
-pub(crate) fn shared_data(test: &str) -> Option<PathBuf> {
+/// `$KILN_DATA`, which the tests that need the shared data sets (marked `#[ignore]`, run
+/// with `--include-ignored`) require.
+pub(crate) fn shared_data() -> PathBuf {
     match std::env::var_os("KILN_DATA") {
-        Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
-        _ => {
-            eprintln!("skipping {test}: KILN_DATA is not set");
-            None
-        }
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => panic!("set KILN_DATA to the shared data folder (../shared/data) to run this test"),
     }
 }
 

@@ -89,6 +89,16 @@ impl GptConfig {
                 return Err(Error::setting(field(name), v, "at least 1"));
             }
         }
+        if self.mlp_ratio.checked_mul(self.width).is_none() {
+            return Err(Error::setting(
+                field("mlp_ratio"),
+                self.mlp_ratio,
+                format!(
+                    "a ratio whose product with width {} fits in memory sizes",
+                    self.width
+                ),
+            ));
+        }
         if !self.width.is_multiple_of(self.heads) {
             return Err(Error::setting(
                 field("width"),
@@ -117,8 +127,9 @@ impl GptConfig {
         Ok(())
     }
 
+    /// The MLP's width (saturating: `validate` refuses a product that overflows).
     pub fn hidden(&self) -> usize {
-        self.mlp_ratio * self.width
+        self.mlp_ratio.saturating_mul(self.width)
     }
 
     /// Trainable parameters for a vocabulary of `vocab` tokens.
@@ -136,9 +147,10 @@ impl GptConfig {
     /// (2 FLOPs per parameter touched, embeddings excluded) plus attention's scores and
     /// weighted sum (2·2·context·width per layer, counting the masked half as llm.c does).
     pub fn forward_flops_per_token(&self, vocab: usize) -> usize {
-        let (c, h) = (self.width, self.hidden());
-        let weights = self.layers * (c * 3 * c + c * c + 2 * c * h) + c * vocab;
-        2 * weights + self.layers * 2 * 2 * self.context * c
+        let [c, h, vocab, layers, context] =
+            [self.width, self.hidden(), vocab, self.layers, self.context].map(|n| n as u128);
+        let weights = layers * (c * 3 * c + c * c + 2 * c * h) + c * vocab;
+        usize::try_from(2 * weights + layers * 2 * 2 * context * c).unwrap_or(usize::MAX)
     }
 }
 
@@ -479,6 +491,19 @@ fn layer_norm(params: &mut ParamStore, name: &str, width: usize) -> (ParamId, Pa
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// A fuzzing finding: `mlp_ratio × width` past usize once overflowed in `hidden`.
+    #[test]
+    fn an_mlp_ratio_whose_product_overflows_is_refused() {
+        let config = GptConfig {
+            mlp_ratio: 1 << 62,
+            ..tiny_config()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("model.mlp_ratio"), "{err}");
+        assert_eq!(config.hidden(), usize::MAX);
+        assert!(config.forward_flops_per_token(100) > 0);
+    }
 
     /// Two layers of width 8 and a context of 6: big enough for every code path.
     pub(crate) fn tiny_config() -> GptConfig {

@@ -342,7 +342,6 @@ impl BatchNormSpec {
 
 impl ReshapeSpec {
     pub(crate) fn build(&self, input: Shape) -> Result<Shape, String> {
-        let known: i64 = self.target_shape.iter().filter(|&&d| d != -1).product();
         let inferred = self.target_shape.iter().filter(|&&d| d == -1).count();
         let bad = |why: &str| {
             format!(
@@ -355,6 +354,13 @@ impl ReshapeSpec {
         {
             return Err(bad("must hold positive sizes and at most one -1"));
         }
+        // Checked: sizes from a file can multiply past i64 (and a wrapped 0 would divide).
+        let known = self
+            .target_shape
+            .iter()
+            .filter(|&&d| d != -1)
+            .try_fold(1i64, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| bad("is too large"))?;
         let total = input.numel() as i64;
         if (inferred == 0 && known != total) || (inferred == 1 && total % known != 0) {
             return Err(bad("does not hold the same number of values"));
@@ -371,5 +377,20 @@ impl ReshapeSpec {
             })
             .collect();
         Shape::try_new(&dims).ok_or_else(|| bad("has too many axes"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fuzzing finding: sizes whose product passes i64 once wrapped to 0 and divided by it.
+    #[test]
+    fn a_reshape_whose_sizes_overflow_is_an_error() {
+        let spec = ReshapeSpec {
+            target_shape: vec![-1, 1 << 32, 1 << 32],
+        };
+        let err = spec.build(Shape::new(&[8, 8])).unwrap_err();
+        assert!(err.contains("too large"), "{err}");
     }
 }
