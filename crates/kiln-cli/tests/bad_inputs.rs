@@ -97,26 +97,6 @@ fn report(name: &str, total: usize, failures: Vec<String>) {
     eprintln!("{total} {name} cases, all clear errors");
 }
 
-/// A model file's header as JSON, and its tensor bytes.
-fn split_model(bytes: &[u8]) -> (Value, Vec<u8>) {
-    let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    (
-        serde_json::from_slice(&bytes[8..8 + len]).unwrap(),
-        bytes[8 + len..].to_vec(),
-    )
-}
-
-fn join_model(header: &Value, data: &[u8]) -> Vec<u8> {
-    let mut text = header.to_string().into_bytes();
-    while !text.len().is_multiple_of(8) {
-        text.push(b' ');
-    }
-    let mut out = (text.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&text);
-    out.extend_from_slice(data);
-    out
-}
-
 /// A change to one metadata entry's JSON.
 type Edit = Box<dyn Fn(&mut Value)>;
 

@@ -157,22 +157,34 @@ pub fn metric(stdout: &str, line_start: &str, key: &str) -> String {
     line[at..].split_whitespace().next().expect("a value").to_string()
 }
 
-/// Rewrites one metadata entry of a safetensors file (its header is JSON after an 8-byte
-/// length), as someone tampering with a model file would.
-pub fn tamper_metadata(path: &str, key: &str, change: impl Fn(&mut serde_json::Value)) {
-    let bytes = std::fs::read(path).unwrap();
+/// A model file's header as JSON, and its tensor bytes.
+pub fn split_model(bytes: &[u8]) -> (serde_json::Value, Vec<u8>) {
     let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
-    let entry = header["__metadata__"][key].as_str().unwrap().to_string();
-    let mut value: serde_json::Value = serde_json::from_str(&entry).unwrap();
-    change(&mut value);
-    header["__metadata__"][key] = serde_json::Value::String(value.to_string());
+    (
+        serde_json::from_slice(&bytes[8..8 + len]).unwrap(),
+        bytes[8 + len..].to_vec(),
+    )
+}
+
+/// A safetensors file from a header and tensor bytes (the header padded to 8 bytes).
+pub fn join_model(header: &serde_json::Value, data: &[u8]) -> Vec<u8> {
     let mut text = header.to_string().into_bytes();
     while !text.len().is_multiple_of(8) {
         text.push(b' ');
     }
     let mut out = (text.len() as u64).to_le_bytes().to_vec();
     out.extend_from_slice(&text);
-    out.extend_from_slice(&bytes[8 + len..]);
-    std::fs::write(path, out).unwrap();
+    out.extend_from_slice(data);
+    out
+}
+
+/// Rewrites one metadata entry of a safetensors file (its header is JSON after an 8-byte
+/// length), as someone tampering with a model file would.
+pub fn tamper_metadata(path: &str, key: &str, change: impl Fn(&mut serde_json::Value)) {
+    let (mut header, data) = split_model(&std::fs::read(path).unwrap());
+    let entry = header["__metadata__"][key].as_str().unwrap().to_string();
+    let mut value: serde_json::Value = serde_json::from_str(&entry).unwrap();
+    change(&mut value);
+    header["__metadata__"][key] = serde_json::Value::String(value.to_string());
+    std::fs::write(path, join_model(&header, &data)).unwrap();
 }
