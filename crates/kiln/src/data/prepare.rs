@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-use super::{Cleaning, CleaningReport, Dataset, FittedCleaning, Stage, TableSchema};
+use super::{Cleaning, CleaningReport, Dataset, FittedCleaning, MissingValues, Stage, TableSchema};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,11 +22,20 @@ impl TablePreprocessing {
     pub fn validate(&self) -> Result<()> {
         let columns = self.schema.columns.len();
         let c = &self.cleaning;
-        for (field, len) in [("fill", c.fill.len()), ("bounds", c.bounds.len())] {
-            if len > columns {
+        // Imputing fills every gap from `fill`, so it needs a value for every column.
+        let imputing = c.missing.is_some_and(|m| m != MissingValues::Drop);
+        for (field, len, needed) in [
+            ("fill", c.fill.len(), imputing),
+            ("bounds", c.bounds.len(), false),
+        ] {
+            if len != columns && (needed || len != 0) {
+                let expected = match needed {
+                    true => format!("one per column ({columns}), as missing values are imputed"),
+                    false => format!("none or one per column ({columns})"),
+                };
                 return Err(Error::mismatch(
                     format!("kiln.table.cleaning.{field}"),
-                    format!("at most one per column ({columns})"),
+                    expected,
                     len,
                 ));
             }

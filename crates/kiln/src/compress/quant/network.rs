@@ -266,7 +266,7 @@ impl QuantizedNetwork {
                     index: i,
                     kind: "quantized".into(),
                     message: format!(
-                        "its input's int8 scale in `kiln.quantization` is {}: expected a positive finite number",
+                        "its input's int8 scale in `kiln.compression` is {}: expected a positive finite number",
                         map.scale
                     ),
                 });
