@@ -12,6 +12,8 @@ use kiln::prune::{self, PruningSchedule};
 use kiln::quant::{Calibration, HalfFloat, QuantMode, QuantizedModel};
 use kiln::train::EvalData;
 
+use crate::exit_code;
+
 /// What `--quantize` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Quantize {
@@ -49,17 +51,18 @@ struct Figures {
 pub fn compress(args: &CompressArgs) -> Result<()> {
     check(args)?;
     let original = artifact::load(args.model)?;
-    anyhow::ensure!(
-        original.model.quantized().is_none(),
-        "{}: is already compressed; compress its float source instead",
-        args.model.display()
-    );
+    if original.model.quantized().is_some() {
+        return Err(exit_code::bad_data(format!(
+            "{}: is already compressed; compress its float source instead",
+            args.model.display()
+        )));
+    }
     if let Some(e) = original.model.ensemble() {
-        anyhow::bail!(
+        return Err(exit_code::bad_data(format!(
             "{}: is an ensemble of {} models, which compress does not handle yet; compress a single model",
             args.model.display(),
             e.members().len()
-        );
+        )));
     }
     // The test split the original and the compressed model are both judged on, loaded once.
     let test = pipeline::load_test_split(&original.info, args.data_dir)?;
@@ -87,12 +90,17 @@ pub fn compress(args: &CompressArgs) -> Result<()> {
             }
             QuantMode::Dynamic => Vec::new(),
         };
-        let source = args.model.display().to_string();
+        // By file name: a model file records no folders (as for its data).
+        let source = args.model.file_name().map_or_else(
+            || args.model.display().to_string(),
+            |name| name.to_string_lossy().into_owned(),
+        );
+        let calibrated_on = samples.len() / model.input_shape().numel().max(1);
         let float = model.into_float("quantize")?;
         model = QuantizedModel::quantize(float, mode, args.calibration, &samples, &source)
             .with_context(|| format!("{}", args.model.display()))?
             .into();
-        steps.push(describe_quantization(args, mode));
+        steps.push(describe_quantization(args, mode, calibrated_on));
     }
     // The recorded test figures become the compressed model's own.
     let loss = info.training()?.loss();
@@ -109,35 +117,35 @@ pub fn compress(args: &CompressArgs) -> Result<()> {
 
 /// Refuses option values that cannot work before anything is loaded or written.
 fn check(args: &CompressArgs) -> Result<()> {
-    anyhow::ensure!(
+    ensure_usage!(
         args.model != args.out,
         "--out {}: is the model being compressed; choose another file",
         args.out.display()
     );
-    anyhow::ensure!(
+    ensure_usage!(
         !(args.global && args.structured),
         "--global ranks single weights across kernels; --structured removes whole units and filters per layer: choose one"
     );
-    anyhow::ensure!(
+    ensure_usage!(
         args.prune.is_some() || (!args.structured && !args.global && args.finetune_epochs == 0),
         "--structured, --global and --finetune-epochs apply to pruning; add --prune FRACTION"
     );
-    anyhow::ensure!(
+    ensure_usage!(
         args.prune.is_some() || args.quantize.is_some(),
         "nothing to do: give --prune FRACTION and/or --quantize int8|dynamic|f16|bf16"
     );
     if let Some(p) = args.prune {
-        anyhow::ensure!(
+        ensure_usage!(
             p > 0.0 && p < 1.0,
             "--prune {p}: expected the fraction to remove, between 0 and 1 (e.g. 0.8)"
         );
     }
-    anyhow::ensure!(
+    ensure_usage!(
         args.calibration_samples > 0 || args.quantize != Some(Quantize::Int8(QuantMode::Static)),
         "--calibration-samples must be at least 1 for static int8 quantization"
     );
     if let Calibration::Percentile(p) = args.calibration {
-        anyhow::ensure!(
+        ensure_usage!(
             p > 50.0 && p <= 100.0,
             "--percentile {p}: expected a value in (50, 100], such as 99.99"
         );
@@ -229,11 +237,12 @@ fn scope(global: bool) -> &'static str {
     }
 }
 
-fn describe_quantization(args: &CompressArgs, mode: QuantMode) -> String {
+/// `samples`: how many the activation ranges were calibrated on (at most
+/// `--calibration-samples`, fewer when the training split is smaller).
+fn describe_quantization(args: &CompressArgs, mode: QuantMode, samples: usize) -> String {
     match mode {
         QuantMode::Static => format!(
-            "int8 weights and activations, calibrated on {} training samples ({})",
-            args.calibration_samples,
+            "int8 weights and activations, calibrated on {samples} training samples ({})",
             args.calibration.describe()
         ),
         QuantMode::Dynamic => "int8 weights, activations quantized per sample at run time".into(),
@@ -270,7 +279,7 @@ fn measure(path: &Path, test: &kiln::data::Dataset) -> Result<Figures> {
 fn speed(model: &mut Classifier, features: &[f32]) -> Result<(f64, f64)> {
     let size = model.input_shape().numel();
     let rows = features.len() / size;
-    anyhow::ensure!(rows > 0, "the test split is empty; nothing to time the model on");
+    ensure_data!(rows > 0, "the test split is empty; nothing to time the model on");
     // 1024 test samples, repeated if the split has fewer.
     let batch: Vec<f32> = features.iter().copied().cycle().take(1024 * size).collect();
     let batch = &batch[..];

@@ -28,19 +28,20 @@ pub fn train(args: &TrainArgs) -> Result<()> {
                 "error: rank {rank} of {size} on {}: {e:#}",
                 group.processor_name()
             );
-            // The other ranks wait for this one in their next all-reduce: end them all.
-            group.abort(1)
+            // The other ranks wait for this one in their next all-reduce: end them all,
+            // with this error's exit status (mpirun passes it on).
+            group.abort(i32::from(crate::exit_code::classify(&e).code()))
         }
     }
 }
 
 #[cfg(not(feature = "distributed"))]
 pub fn train(_args: &TrainArgs) -> Result<()> {
-    anyhow::bail!(
+    Err(crate::exit_code::usage(
         "--distributed: this kiln was built without MPI; build it with \
          `cargo build --release --features distributed` (needs Open MPI: \
-         apt-get install libopenmpi-dev openmpi-bin libclang-dev) and start it under mpirun"
-    )
+         apt-get install libopenmpi-dev openmpi-bin libclang-dev) and start it under mpirun",
+    ))
 }
 
 /// Called on every rank once the run folder is known: rank 0 arranges to say, if mpirun

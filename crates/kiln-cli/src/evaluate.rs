@@ -23,7 +23,7 @@ pub struct EvalArgs<'a> {
 
 pub fn eval(args: &EvalArgs) -> Result<()> {
     if let Some(t) = args.threshold {
-        anyhow::ensure!(
+        ensure_usage!(
             (0.0..=1.0).contains(&t),
             "--threshold {t} must be a probability in [0, 1]"
         );
@@ -34,18 +34,14 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     let from_logits = a.info.training()?.from_logits;
     let scores = a.model.predict(&test.features, test.len())?;
     let width = scores.dims()[1];
-    anyhow::ensure!(
+    ensure_usage!(
         width == 1 || args.threshold.is_none(),
         "--threshold applies to one-unit (binary) models; {} has {width} outputs and predicts the largest",
         args.model.display()
     );
     let threshold = args.threshold.unwrap_or(0.5);
     let (predicted, num_classes) = if width == 1 {
-        // Probabilities, or logits when the model ends without its sigmoid.
-        let p: Vec<f32> = match from_logits {
-            true => scores.data().iter().map(|&z| 1.0 / (1.0 + (-z).exp())).collect(),
-            false => scores.data().to_vec(),
-        };
+        let p = one_unit_probabilities(scores.data(), from_logits);
         (metrics::binary_predictions(&p, threshold), 2)
     } else {
         (
@@ -147,6 +143,7 @@ pub fn predict(model_path: &Path, input: &Path, json: bool) -> Result<()> {
     let (x, rows) = pipeline::load_prediction_input(input, &a.info)?;
     let probs = a.model.predict(&x, rows)?;
     let width = probs.dims()[1];
+    let predicted = predicted_classes(&probs, a.info.training().is_ok_and(|t| t.from_logits));
     let classes = &a.info.classes;
     let class_name = |i: usize| classes.get(i).cloned().unwrap_or_else(|| i.to_string());
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -154,19 +151,47 @@ pub fn predict(model_path: &Path, input: &Path, json: bool) -> Result<()> {
         let rows: Vec<_> = probs
             .data()
             .chunks_exact(width)
+            .zip(&predicted)
             .enumerate()
-            .map(|(i, p)| serde_json::json!({ "row": i, "class": class_name(argmax(p)), "probabilities": p }))
+            .map(|(i, (p, &c))| serde_json::json!({ "row": i, "class": class_name(c), "probabilities": p }))
             .collect();
         serde_json::to_writer_pretty(&mut out, &rows)?;
         writeln!(out)?;
     } else {
-        let header: Vec<String> = (0..width).map(|j| format!("p_{}", class_name(j))).collect();
+        // A one-unit model's output is class 1's probability.
+        let header: Vec<String> = match width {
+            1 => vec![format!("p_{}", class_name(1))],
+            _ => (0..width).map(|j| format!("p_{}", class_name(j))).collect(),
+        };
         writeln!(out, "row,class,{}", header.join(","))?;
-        for (i, p) in probs.data().chunks_exact(width).enumerate() {
+        for (i, (p, &c)) in probs.data().chunks_exact(width).zip(&predicted).enumerate() {
             let ps: Vec<String> = p.iter().map(|v| format!("{v:.6}")).collect();
-            writeln!(out, "{i},{},{}", class_name(argmax(p)), ps.join(","))?;
+            writeln!(out, "{i},{},{}", class_name(c), ps.join(","))?;
         }
     }
     out.flush().context("writing predictions")?;
     Ok(())
+}
+
+/// Each row's class: the largest output, or for a one-unit (binary) model class 1 where its
+/// probability (the sigmoid of a logit output) is above 0.5, as `kiln eval` counts it.
+fn predicted_classes(outputs: &kiln::Tensor, from_logits: bool) -> Vec<usize> {
+    let width = outputs.dims()[1];
+    if width != 1 {
+        return outputs.data().chunks_exact(width).map(argmax).collect();
+    }
+    let probabilities = one_unit_probabilities(outputs.data(), from_logits);
+    metrics::binary_predictions(&probabilities, 0.5)
+        .into_iter()
+        .map(|c| c as usize)
+        .collect()
+}
+
+/// A one-unit model's outputs as class 1's probabilities: as they are, or the sigmoid of
+/// logits when the model ends without its sigmoid.
+fn one_unit_probabilities(outputs: &[f32], from_logits: bool) -> Vec<f32> {
+    match from_logits {
+        true => outputs.iter().map(|&z| 1.0 / (1.0 + (-z).exp())).collect(),
+        false => outputs.to_vec(),
+    }
 }

@@ -184,11 +184,13 @@ fn summarise_preprocessing(p: &kiln::data::FittedNormalization) -> serde_json::V
 
 pub fn plot(run_dir: &Path, out_dir: Option<&Path>) -> Result<()> {
     let path = run_dir.join(kiln::train::HISTORY_JSON);
-    anyhow::ensure!(
-        run_dir.is_dir(),
-        "{}: is not a folder; expected a run folder written by `kiln train`",
-        run_dir.display()
-    );
+    if !run_dir.is_dir() {
+        let missing = std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "is not a folder; expected a run folder written by `kiln train`",
+        );
+        return Err(kiln::Error::io(run_dir, missing).into());
+    }
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
             "{}: cannot read it; expected the history a `kiln train` run folder holds",

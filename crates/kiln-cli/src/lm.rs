@@ -29,7 +29,9 @@ pub fn refuse_unsupported(args: &TrainArgs) -> Result<()> {
         ),
     ];
     if let Some((flag, _)) = unsupported.iter().find(|(_, given)| *given) {
-        anyhow::bail!("{flag} is not supported for language-model specs");
+        return Err(crate::exit_code::usage(format!(
+            "{flag} is not supported for language-model specs"
+        )));
     }
     Ok(())
 }
@@ -124,7 +126,7 @@ pub fn eval(model_path: &Path, text: Option<&Path>, batches: Option<usize>, json
         }
         None => {
             let data = prepare_text(&spec)?;
-            anyhow::ensure!(
+            ensure_data!(
                 data.corpus.sha256 == model.info.corpus_sha256 && data.tokenizer == model.tokenizer,
                 "{}: the text this model was trained on has changed (SHA-256 {}, the model recorded {}); \
                  pass --text FILE to score another text",
@@ -136,7 +138,7 @@ pub fn eval(model_path: &Path, text: Option<&Path>, batches: Option<usize>, json
         }
     };
     let batches = batches.unwrap_or(spec.training.eval_batches);
-    anyhow::ensure!(batches > 0, "--batches must be at least 1");
+    ensure_usage!(batches > 0, "--batches must be at least 1");
     let windows = ValidationWindows {
         batches,
         ..validation_windows(&spec, &tokens)

@@ -1,5 +1,8 @@
 //! The `kiln` command: train, evaluate, predict with and inspect models.
 
+// First, for its `ensure_usage!`/`ensure_data!` macros.
+#[macro_use]
+mod exit_code;
 mod compress;
 mod distributed;
 mod evaluate;
@@ -10,20 +13,28 @@ mod progress;
 mod run_dirs;
 mod select;
 mod serve_command;
+mod shell_docs;
 mod train_command;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use exit_code::Failure;
 
 #[derive(Parser)]
 #[command(
     name = "kiln",
     version,
-    about = "kiln: train, evaluate and run neural networks from a TOML spec"
+    about = "kiln: train, evaluate and run neural networks from a TOML spec",
+    after_help = exit_code::HELP
 )]
 struct Cli {
+    /// Never download data sets; say where to put missing files instead.
+    ///
+    /// KILN_OFFLINE: 0, false, no, off or empty mean online; anything else, offline.
+    #[arg(long, global = true, env = "KILN_OFFLINE", value_parser = clap::builder::FalseyValueParser::new())]
+    offline: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -37,7 +48,7 @@ enum Command {
         /// Where to save the trained model (safetensors).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Folder holding the MNIST files (overrides the spec and $KILN_DATA).
+        /// Folder holding the MNIST files (overrides the spec's data_dir, then $KILN_DATA/mnist).
         #[arg(long)]
         data_dir: Option<PathBuf>,
         /// Override the spec's number of epochs (with --resume, the total to reach).
@@ -105,6 +116,8 @@ enum Command {
     /// precision, recall, F1 and the confusion matrix. A language model: loss and perplexity.
     Eval {
         model: PathBuf,
+        /// Folder holding the model's data: MNIST's files, or its CSV files by name (before
+        /// $KILN_DATA/mnist for MNIST, the working folder for CSV).
         #[arg(long)]
         data_dir: Option<PathBuf>,
         /// Per-class precision, recall, F1 and support, and the confusion matrix.
@@ -181,6 +194,8 @@ enum Command {
         /// their minimum and maximum.
         #[arg(long)]
         percentile: Option<f32>,
+        /// Folder holding the model's data, as for `kiln eval` (calibration and fine-tuning
+        /// samples, the test split).
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
@@ -194,6 +209,7 @@ enum Command {
         /// Override the spec's number of epochs.
         #[arg(long)]
         epochs: Option<usize>,
+        /// Folder holding the MNIST files (overrides the spec's data_dir, then $KILN_DATA/mnist).
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
@@ -221,6 +237,7 @@ enum Command {
         out_dir: Option<PathBuf>,
         #[arg(long)]
         epochs: Option<usize>,
+        /// Folder holding the MNIST files (overrides the spec's data_dir, then $KILN_DATA/mnist).
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
@@ -234,11 +251,24 @@ enum Command {
         out: PathBuf,
         #[arg(long)]
         epochs: Option<usize>,
+        /// Folder holding the MNIST files (overrides the spec's data_dir, then $KILN_DATA/mnist).
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
     /// Serve models over HTTP (Open Inference Protocol v2, TF-Serving :predict, a page at /).
     Serve(serve_command::ServeArgs),
+    /// Print a shell completion script: `kiln completions bash > /etc/bash_completion.d/kiln`,
+    /// or `source <(kiln completions bash)` for this shell only.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print kiln's manual page (roff): `kiln man > kiln.1 && man -l kiln.1`; with --out-dir,
+    /// write kiln.1 and a page per subcommand (kiln-train.1, …) there.
+    Man {
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -269,7 +299,7 @@ fn restore_default_sigpipe() {
 /// A command line clap cannot parse: help and version print as usual; a usage error is one
 /// line (what is wrong, clap's tips, and where to read more) and exit code 2, as
 /// command-line tools use for usage errors.
-fn usage_error(e: clap::Error) -> ExitCode {
+fn usage_error(e: clap::Error, json: bool) -> ExitCode {
     use clap::error::ErrorKind;
     if matches!(
         e.kind(),
@@ -279,8 +309,9 @@ fn usage_error(e: clap::Error) -> ExitCode {
     ) {
         e.exit();
     }
-    eprintln!("{}", one_line_usage_error(&e.render().to_string()));
-    ExitCode::from(2)
+    let message = one_line_usage_error(&e.render().to_string());
+    exit_code::print_error(Failure::Usage, message.trim_start_matches("error: "), json);
+    Failure::Usage.exit()
 }
 
 /// clap's message (`error: …`, indented details, `tip: …`, usage) as one line, pointing
@@ -324,9 +355,7 @@ fn blame_spec(err: anyhow::Error, spec: Option<&std::path::Path>) -> anyhow::Err
             | E::Unsupported { .. }
             | E::TooFew { .. }
             | E::DataUnavailable { .. },
-        ) => {
-            anyhow::anyhow!("spec {}: {err:#}", spec.display())
-        }
+        ) => err.context(format!("spec {}", spec.display())),
         _ => err,
     }
 }
@@ -339,11 +368,65 @@ fn is_language_model(path: &std::path::Path) -> bool {
 
 fn main() -> ExitCode {
     restore_default_sigpipe();
+    let json = wants_json(std::env::args());
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => return usage_error(e),
+        Err(e) => return usage_error(e, json),
     };
-    let result = match cli.command {
+    apply_offline(cli.offline);
+    report_panics_as_internal_errors(json);
+    match std::panic::catch_unwind(|| run(cli.command)) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(err)) => exit_code::report(&err, json),
+        // The panic hook has printed it.
+        Err(_) => Failure::Internal.exit(),
+    }
+}
+
+/// Whether the command line asks for JSON output (`--json`, `--format json`), so that an
+/// error is printed as JSON too.
+fn wants_json(args: impl Iterator<Item = String>) -> bool {
+    let args: Vec<String> = args.collect();
+    args.iter().enumerate().any(|(i, a)| {
+        a == "--json"
+            || a == "--format=json"
+            || (a == "--format" && args.get(i + 1).is_some_and(|v| v == "json"))
+    })
+}
+
+/// `--offline` (or `KILN_OFFLINE`, read by clap) for the library, which reads the variable:
+/// one reading of its value for both.
+fn apply_offline(offline: bool) {
+    match offline {
+        true => std::env::set_var("KILN_OFFLINE", "1"),
+        false => std::env::remove_var("KILN_OFFLINE"),
+    }
+}
+
+/// A panic anywhere (a compute thread included) is a bug in kiln: one `error:` line with
+/// where it happened, and exit status 70, instead of Rust's default report.
+fn report_panics_as_internal_errors(json: bool) {
+    std::panic::set_hook(Box::new(move |info| {
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        let place = info
+            .location()
+            .map_or(String::new(), |l| format!(" at {}:{}", l.file(), l.line()));
+        let message = format!("kiln panicked{place}: {what} (this is a bug in kiln; please report it)");
+        exit_code::print_error(Failure::Internal, &message, json);
+    }));
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    // A test hook: a bug inside a command, to check how one is reported.
+    if std::env::var_os("KILN_FAULT_PANIC").is_some() {
+        panic!("KILN_FAULT_PANIC is set");
+    }
+    match command {
         Command::Train {
             spec,
             out,
@@ -508,12 +591,11 @@ fn main() -> ExitCode {
             data_dir: data_dir.as_deref(),
         })
         .map_err(|e| blame_spec(e, spec.as_deref())),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+        Command::Completions { shell } => {
+            shell_docs::completions(shell, <Cli as clap::CommandFactory>::command())
+        }
+        Command::Man { out_dir } => {
+            shell_docs::manual(<Cli as clap::CommandFactory>::command(), out_dir.as_deref())
         }
     }
 }

@@ -7,13 +7,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::Context;
 use kiln::train::History;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use crate::exit_code::{bad_data, internal};
 
 /// The family every text style here uses: the embedded font is registered under this name, and
 /// the SVG backend writes it as `font-family="sans-serif"`.
@@ -31,7 +33,7 @@ fn register_fonts() -> anyhow::Result<()> {
             .all(|style| plotters::style::register_font(FONT, style, FONT_BYTES).is_ok())
     });
     if !ok {
-        bail!("the embedded font DejaVuSans.ttf could not be loaded");
+        return Err(internal("the embedded font DejaVuSans.ttf could not be loaded"));
     }
     Ok(())
 }
@@ -50,7 +52,9 @@ const CURVES_SIZE: (u32, u32) = (1500, 500);
 /// Returns the paths written.
 pub fn plot_history(history: &History, out_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     if history.epochs.is_empty() {
-        bail!("the training history has no epochs: there is nothing to plot");
+        return Err(bad_data(
+            "the training history has no epochs: there is nothing to plot",
+        ));
     }
     register_fonts()?;
     let curves = Curves::from_history(history);
@@ -84,20 +88,20 @@ pub fn plot_confusion_matrix(
     out_stem: &Path,
 ) -> anyhow::Result<Vec<PathBuf>> {
     if num_classes == 0 {
-        bail!("a confusion matrix needs at least one class");
+        return Err(internal("a confusion matrix needs at least one class"));
     }
     if counts.len() != num_classes * num_classes {
-        bail!(
+        return Err(internal(format!(
             "a confusion matrix of {num_classes} classes has {} cells, not {}",
             num_classes * num_classes,
             counts.len()
-        );
+        )));
     }
     if !class_names.is_empty() && class_names.len() != num_classes {
-        bail!(
+        return Err(internal(format!(
             "{} class names given for {num_classes} classes",
             class_names.len()
-        );
+        )));
     }
     register_fonts()?;
     let names: Vec<String> = if class_names.is_empty() {
@@ -135,19 +139,17 @@ fn with_suffix(stem: &Path, ext: &str) -> PathBuf {
 
 fn ensure_parent(file: &Path) -> anyhow::Result<()> {
     match file.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir).with_context(|| {
-            format!(
-                "could not write {}: cannot create {}",
-                file.display(),
-                dir.display()
-            )
-        }),
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir)
+            .map_err(|e| crate::exit_code::output(dir, e))
+            .with_context(|| format!("could not write {}", file.display())),
         _ => Ok(()),
     }
 }
 
+/// A chart that could not be written to `file`. The drawing backends report their I/O
+/// errors as text, so the class is the likeliest one: the file cannot be created there.
 fn write_error(file: &Path, e: impl std::fmt::Display) -> anyhow::Error {
-    anyhow!("could not write {}: {e}", file.display())
+    crate::exit_code::cannot_create(format!("could not write {}: {e}", file.display()))
 }
 
 type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;

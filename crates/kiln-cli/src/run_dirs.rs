@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+
+use crate::exit_code::{cannot_create, output};
 
 /// `runs/NAME`, or `runs/NAME-2`, `-3`… if taken, created here so that two runs started
 /// together never share a folder.
@@ -19,7 +21,7 @@ pub(crate) fn fresh_run_dir(name: &str) -> Result<PathBuf> {
         })
         .collect();
     let base = Path::new("runs");
-    std::fs::create_dir_all(base).with_context(|| format!("creating {}", base.display()))?;
+    std::fs::create_dir_all(base).map_err(|e| output(base, e))?;
     for n in 1.. {
         let dir = match n {
             1 => base.join(&safe),
@@ -28,7 +30,7 @@ pub(crate) fn fresh_run_dir(name: &str) -> Result<PathBuf> {
         match std::fs::create_dir(&dir) {
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+            Err(e) => return Err(output(&dir, e)),
         }
     }
     unreachable!("some suffix is free")
@@ -44,22 +46,23 @@ pub(crate) fn claim_run_dir(dir: &Path) -> Result<PathBuf> {
                 return Ok(dir.to_path_buf());
             }
             let results = [kiln::pipeline::CHECKPOINT_FILE, "model.safetensors"];
-            anyhow::ensure!(
-                !results.iter().any(|f| dir.join(f).exists()),
-                "--run-dir {}: already holds an earlier run's results; choose another folder \
-                 (or `--resume {}` to continue it)",
-                dir.display(),
-                dir.display()
-            );
+            if results.iter().any(|f| dir.join(f).exists()) {
+                return Err(cannot_create(format!(
+                    "--run-dir {}: already holds an earlier run's results; choose another folder \
+                     (or `--resume {}` to continue it)",
+                    dir.display(),
+                    dir.display()
+                )));
+            }
             eprintln!(
                 "note: --run-dir {} holds files but no checkpoint or model (a run that ended before its first checkpoint); starting afresh in it",
                 dir.display()
             );
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?
+            std::fs::create_dir_all(dir).map_err(|e| output(dir, e))?
         }
-        Err(e) => return Err(e).with_context(|| format!("--run-dir {}", dir.display())),
+        Err(e) => return Err(output(dir, e).context("--run-dir")),
     }
     Ok(dir.to_path_buf())
 }
@@ -80,16 +83,18 @@ pub fn check_writable(flag: &str, path: &Path) -> Result<()> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    anyhow::ensure!(
-        dir.is_dir(),
-        "{flag} {}: folder {} does not exist",
-        path.display(),
-        dir.display()
-    );
-    anyhow::ensure!(
-        !path.is_dir(),
-        "{flag} {}: is a folder, expected a file name",
-        path.display()
-    );
+    if !dir.is_dir() {
+        return Err(cannot_create(format!(
+            "{flag} {}: folder {} does not exist",
+            path.display(),
+            dir.display()
+        )));
+    }
+    if path.is_dir() {
+        return Err(cannot_create(format!(
+            "{flag} {}: is a folder, expected a file name",
+            path.display()
+        )));
+    }
     Ok(())
 }

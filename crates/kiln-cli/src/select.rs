@@ -3,11 +3,13 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use kiln::io::csv_record;
 use kiln::pipeline::RunOptions;
 use kiln::select::{self, Scoring, SearchSpace, Strategy, TrialOutcome};
 use kiln::spec::{Spec, TrainSpec};
 
+use crate::exit_code;
 use crate::run_dirs::check_writable;
 
 /// The spec at `path`, or the built-in digits spec, with `--epochs` applied.
@@ -17,7 +19,7 @@ fn load_spec(path: Option<&Path>, epochs: Option<usize>) -> Result<TrainSpec> {
         None => TrainSpec::default_digits(),
     };
     if let Some(e) = epochs {
-        anyhow::ensure!(e > 0, "--epochs must be at least 1");
+        ensure_usage!(e > 0, "--epochs must be at least 1");
         spec.training.epochs = e;
     }
     Ok(spec)
@@ -70,7 +72,7 @@ pub struct TuneArgs<'a> {
 fn load_any_spec(path: Option<&Path>, epochs: Option<usize>) -> Result<Spec> {
     match path.map(Spec::from_file).transpose()? {
         Some(Spec::Gpt(s)) => {
-            anyhow::ensure!(
+            ensure_usage!(
                 epochs.is_none(),
                 "--epochs is for layer-stack specs; a language model trains the spec's `steps`"
             );
@@ -89,7 +91,7 @@ pub fn tune(args: &TuneArgs) -> Result<()> {
         false => Strategy::Grid,
     };
     if let Some(0) = args.trials {
-        anyhow::bail!("--trials must be at least 1");
+        return Err(crate::exit_code::usage("--trials must be at least 1"));
     }
     let trials = space.trials(strategy, args.trials, spec.seed())?;
     let scoring = match args.folds {
@@ -106,8 +108,7 @@ pub fn tune(args: &TuneArgs) -> Result<()> {
     let out_dir = args
         .out_dir
         .map_or_else(|| PathBuf::from(format!("tune-{name}")), Path::to_path_buf);
-    std::fs::create_dir_all(&out_dir)
-        .with_context(|| format!("{}: cannot create the folder", out_dir.display()))?;
+    std::fs::create_dir_all(&out_dir).map_err(|e| exit_code::output(&out_dir, e))?;
     let (csv_path, best_path) = (out_dir.join("trials.csv"), out_dir.join("best.toml"));
     for p in [&csv_path, &best_path] {
         check_writable("--out-dir", p)?;
@@ -130,8 +131,7 @@ pub fn tune(args: &TuneArgs) -> Result<()> {
         println!("{} - {:.1}s", describe_trial(t, &keys), t.seconds);
     })?;
     println!("\n{}", results_table(&results, &keys));
-    std::fs::write(&csv_path, results_csv(&results, &keys))
-        .with_context(|| csv_path.display().to_string())?;
+    std::fs::write(&csv_path, results_csv(&results, &keys)).map_err(|e| exit_code::output(&csv_path, e))?;
     let best = &results[0];
     let baseline = results.iter().find(|r| r.index == 0).expect("the baseline ran");
     // Data paths made absolute, so the spec trains from wherever it is written.
@@ -147,7 +147,7 @@ pub fn tune(args: &TuneArgs) -> Result<()> {
         results.len(),
     );
     let toml = best_spec.to_toml()?;
-    std::fs::write(&best_path, header + &toml).with_context(|| best_path.display().to_string())?;
+    std::fs::write(&best_path, header + &toml).map_err(|e| exit_code::output(&best_path, e))?;
     println!(
         "best: {} {figure} {best_score:.4} vs {baseline_score:.4} for the spec as given\nwrote {} and {}",
         trial_name(best),
@@ -231,31 +231,29 @@ fn results_table(results: &[TrialOutcome], keys: &[&str]) -> String {
 }
 
 fn results_csv(results: &[TrialOutcome], keys: &[&str]) -> String {
-    let quote = |s: String| match s.contains([',', '"', '\n']) {
-        true => format!("\"{}\"", s.replace('"', "\"\"")),
-        false => s,
-    };
-    let mut out = format!(
-        "rank,trial,accuracy,accuracy_std,loss,seconds,error,{}\n",
-        keys.iter()
-            .map(|k| quote(k.to_string()))
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let columns = [
+        "rank",
+        "trial",
+        "accuracy",
+        "accuracy_std",
+        "loss",
+        "seconds",
+        "error",
+    ];
+    let header: Vec<&str> = columns.iter().chain(keys).copied().collect();
+    let mut out = csv_record(&header);
     for (rank, t) in results.iter().enumerate() {
-        let values: Vec<String> = t.values.iter().map(|v| quote(value_text(v))).collect();
-        let _ = writeln!(
-            out,
-            "{},{},{},{},{},{:.3},{},{}",
-            rank + 1,
-            t.index,
-            t.accuracy,
+        let mut cells = vec![
+            (rank + 1).to_string(),
+            t.index.to_string(),
+            t.accuracy.to_string(),
             t.accuracy_std.map_or(String::new(), |s| s.to_string()),
-            t.loss,
-            t.seconds,
-            quote(t.error.clone().unwrap_or_default()),
-            values.join(",")
-        );
+            t.loss.to_string(),
+            format!("{:.3}", t.seconds),
+            t.error.clone().unwrap_or_default(),
+        ];
+        cells.extend(t.values.iter().map(value_text));
+        out += &csv_record(&cells);
     }
     out
 }

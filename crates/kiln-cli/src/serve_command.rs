@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
+
+use crate::exit_code::usage;
 
 /// Serve models over HTTP: Open Inference Protocol v2 (KServe, Triton clients),
 /// TF-Serving's `:predict`, a page at `/` and Prometheus metrics at `/metrics`.
@@ -54,28 +56,28 @@ pub struct ServeArgs {
 
 pub fn serve(args: ServeArgs) -> Result<()> {
     if args.max_batch == 0 {
-        bail!("--max-batch must be at least 1");
+        return Err(usage("--max-batch must be at least 1"));
     }
     if args.timeout_ms == 0 {
-        bail!("--timeout-ms must be at least 1");
+        return Err(usage("--timeout-ms must be at least 1"));
     }
     if args.workers == Some(0) {
-        bail!("--workers must be at least 1");
+        return Err(usage("--workers must be at least 1"));
     }
     for (flag, value) in [
         ("--idle-timeout-ms", args.idle_timeout_ms),
         ("--header-timeout-ms", args.header_timeout_ms),
     ] {
         if value == 0 {
-            bail!("{flag} must be at least 1");
+            return Err(usage(format!("{flag} must be at least 1")));
         }
     }
     if args.max_connections == 0 || args.max_connections > u32::MAX as usize {
-        bail!(
+        return Err(usage(format!(
             "--max-connections {} must be between 1 and {}",
             args.max_connections,
             u32::MAX
-        );
+        )));
     }
     let models = args
         .models

@@ -55,19 +55,19 @@ fn spec_to_train(args: &TrainArgs, is_root: bool) -> Result<Spec> {
     };
     match &mut spec {
         Spec::Sequential(s) => {
-            anyhow::ensure!(
+            ensure_usage!(
                 args.steps.is_none(),
                 "--steps is for language-model specs; use --epochs"
             );
             if let Some(e) = args.epochs {
-                anyhow::ensure!(e > 0, "--epochs must be at least 1");
+                ensure_usage!(e > 0, "--epochs must be at least 1");
                 s.training.epochs = e;
             }
         }
         Spec::Gpt(s) => {
             crate::lm::refuse_unsupported(args)?;
             if let Some(steps) = args.steps {
-                anyhow::ensure!(steps > 0, "--steps must be at least 1");
+                ensure_usage!(steps > 0, "--steps must be at least 1");
                 s.training.steps = steps;
             }
         }
@@ -104,7 +104,9 @@ pub fn train_in(
     }
     let (run_dir, created) = match (args.resume, args.run_dir) {
         (Some(_), Some(_)) => {
-            anyhow::bail!("--resume DIR continues in DIR; it cannot be combined with --run-dir")
+            return Err(crate::exit_code::usage(
+                "--resume DIR continues in DIR; it cannot be combined with --run-dir",
+            ));
         }
         (Some(dir), None) => (dir.to_path_buf(), false),
         (None, Some(dir)) => (claim_run_dir(dir)?, true),
@@ -302,7 +304,8 @@ fn explain_failure(error: kiln::Error, run_dir: &Path, checkpoints: bool) -> any
     match hint.is_empty() {
         // Kept typed, so the caller can tell a spec's error from a data file's.
         true => error.into(),
-        false => anyhow::anyhow!("{error}{hint}"),
+        // Only a diverged run gets a hint: bad data or settings, not a bug.
+        false => crate::exit_code::bad_data(format!("{error}{hint}")),
     }
 }
 

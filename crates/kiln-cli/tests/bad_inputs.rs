@@ -1,7 +1,8 @@
 //! A corpus of bad inputs through the `kiln` binary: damaged and tampered model files, bad
 //! data files, bad specs and bad command lines, generated here from one trained model and a
-//! handful of templates. Every case must fail the way a user can act on: exit code 1 (2 for
-//! a command line clap cannot parse), no panic or abort, one line on stderr starting with
+//! handful of templates. Every case must fail the way a user can act on: the exit code of
+//! its class (65 bad data unless the case says otherwise: 2 usage, 66 missing input, 73
+//! cannot create output, 74 I/O), no panic or abort, one line on stderr starting with
 //! `error: ` that names the file, field or value at fault, no prefix said twice, and every
 //! file that existed before the run byte-identical after it.
 
@@ -26,12 +27,27 @@ impl Case {
             what: what.into(),
             args: args.iter().map(|a| a.to_string()).collect(),
             expect: expect.iter().map(|e| e.to_string()).collect(),
-            exit_code: 1,
+            exit_code: 65,
         }
     }
 
     fn usage(mut self) -> Case {
         self.exit_code = 2;
+        self
+    }
+
+    fn missing(mut self) -> Case {
+        self.exit_code = 66;
+        self
+    }
+
+    fn cannot_create(mut self) -> Case {
+        self.exit_code = 73;
+        self
+    }
+
+    fn io(mut self) -> Case {
+        self.exit_code = 74;
         self
     }
 }
@@ -353,8 +369,9 @@ fn damaged_and_tampered_model_files_are_clear_errors() {
             "a model that does not exist",
             &["predict", &s.arg("none.safetensors"), "--input", &input],
             &["none.safetensors"],
-        ),
-        Case::new("a folder as a model", &["inspect", &s.arg("home")], &["home"]),
+        )
+        .missing(),
+        Case::new("a folder as a model", &["inspect", &s.arg("home")], &["home"]).missing(),
     ];
     for (i, (what, bytes, expect)) in damaged_models(&good).into_iter().enumerate() {
         let name = format!("damaged-{i}.safetensors");
@@ -508,12 +525,14 @@ fn bad_data_files_are_clear_errors() {
             "a missing input",
             &["predict", &model, "--input", &s.arg("none.csv")],
             &["none.csv"],
-        ),
+        )
+        .missing(),
         Case::new(
             "a folder as input",
             &["predict", &model, "--input", &s.arg("home")],
             &["home"],
-        ),
+        )
+        .missing(),
     ];
     for (name, content, expect) in bad_prediction_inputs() {
         let path = s.write(name, content);
@@ -545,11 +564,15 @@ fn bad_data_files_are_clear_errors() {
         );
         let mut expect = expect;
         expect.push(name);
-        cases.push(Case::new(
+        let case = Case::new(
             format!("train on {name}"),
             &["train", &spec, "--quiet", "--no-checkpoint", "--out", &out],
             &expect,
-        ));
+        );
+        cases.push(match name {
+            "none.csv" => case.missing(),
+            _ => case,
+        });
     }
     let guarded = vec![PathBuf::from(&model), PathBuf::from(&out)];
     report("data-file", cases.len(), run_cases(&s, &cases, &guarded));
@@ -648,8 +671,8 @@ fn bad_specs_are_clear_errors_and_keep_existing_output() {
     let report_file = s.write("kept-report.json", b"{\"earlier\": true}");
     let good = s.write("good.toml", GOOD_SPEC);
     let mut cases = vec![
-        Case::new("a missing spec", &["train", &s.arg("none.toml")], &["none.toml"]),
-        Case::new("a folder as spec", &["train", &s.arg("home")], &["home"]),
+        Case::new("a missing spec", &["train", &s.arg("none.toml")], &["none.toml"]).missing(),
+        Case::new("a folder as spec", &["train", &s.arg("home")], &["home"]).missing(),
         Case::new(
             "an empty spec",
             &["train", &s.write("empty.toml", "")],
@@ -664,7 +687,8 @@ fn bad_specs_are_clear_errors_and_keep_existing_output() {
             "--out in a missing folder",
             &["train", &good, "--out", &s.arg("no/such/m.safetensors")],
             &["--out", "no/such"],
-        ),
+        )
+        .cannot_create(),
         Case::new(
             "--report in a missing folder",
             &[
@@ -676,22 +700,26 @@ fn bad_specs_are_clear_errors_and_keep_existing_output() {
                 &s.arg("no/such/r.json"),
             ],
             &["--report", "no/such"],
-        ),
+        )
+        .cannot_create(),
         Case::new(
             "--out a folder",
             &["train", &good, "--out", &s.arg("home")],
             &["--out", "folder"],
-        ),
+        )
+        .cannot_create(),
         Case::new(
             "--epochs 0",
             &["train", &good, "--epochs", "0", "--out", &out],
             &["epochs"],
-        ),
+        )
+        .usage(),
         Case::new(
             "--resume a folder without a checkpoint",
             &["train", &good, "--resume", &s.arg("home")],
             &["home"],
-        ),
+        )
+        .missing(),
         Case::new(
             "--init a missing model",
             &[
@@ -703,7 +731,8 @@ fn bad_specs_are_clear_errors_and_keep_existing_output() {
                 &out,
             ],
             &["none.safetensors"],
-        ),
+        )
+        .missing(),
     ];
     for (i, (what, from, to, expect)) in bad_specs().into_iter().enumerate() {
         assert!(GOOD_SPEC.contains(from), "{what}: the template has no {from:?}");
@@ -711,7 +740,12 @@ fn bad_specs_are_clear_errors_and_keep_existing_output() {
         let path = s.write(&name, GOOD_SPEC.replacen(from, to, 1));
         let mut expect = expect;
         expect.push(&name);
-        cases.push(Case::new(
+        // A spec that points at data that is not there is a missing input, not a bad spec.
+        let class = |case: Case| match what.contains("missing") {
+            true => case.missing(),
+            false => case,
+        };
+        cases.push(class(Case::new(
             format!("spec: {what}"),
             &[
                 "train",
@@ -724,14 +758,14 @@ fn bad_specs_are_clear_errors_and_keep_existing_output() {
                 &report_file,
             ],
             &expect,
-        ));
+        )));
         // Cross-validation folds the training split only; an empty test split is no error.
-        if what != "test split empty" {
-            cases.push(Case::new(
+        if !matches!(what, "test split empty" | "test_fraction 0") {
+            cases.push(class(Case::new(
                 format!("cv, {what}"),
                 &["cv", &path, "--folds", "2"],
                 &expect,
-            ));
+            )));
         }
     }
     let guarded = vec![
@@ -795,64 +829,75 @@ fn bad_command_lines_are_clear_errors() {
             "serve --max-batch 0",
             &["serve", &model, "--max-batch", "0"],
             &["--max-batch"],
-        ),
+        )
+        .usage(),
         Case::new(
             "serve --timeout-ms 0",
             &["serve", &model, "--timeout-ms", "0"],
             &["--timeout-ms"],
-        ),
+        )
+        .usage(),
         Case::new(
             "serve --workers 0",
             &["serve", &model, "--workers", "0"],
             &["--workers"],
-        ),
+        )
+        .usage(),
         Case::new(
             "serve --idle-timeout-ms 0",
             &["serve", &model, "--idle-timeout-ms", "0"],
             &["--idle-timeout-ms"],
-        ),
+        )
+        .usage(),
         Case::new(
             "serve --max-connections 0",
             &["serve", &model, "--max-connections", "0"],
             &["--max-connections"],
-        ),
+        )
+        .usage(),
         Case::new(
             "serve a bad name",
             &["serve", &format!("../x={model}")],
             &["../x"],
-        ),
+        )
+        .usage(),
         Case::new(
             "serve on a busy port",
             &["serve", &model, "--host", "256.1.1.1"],
             &["256.1.1.1"],
-        ),
-        Case::new("cv --folds 1", &["cv", "--folds", "1"], &["folds"]),
+        )
+        .io(),
+        Case::new("cv --folds 1", &["cv", "--folds", "1"], &["folds"]).usage(),
         Case::new(
             "compress without a method",
             &["compress", &model, "--out", &s.arg("c.safetensors")],
             &["--quantize"],
-        ),
+        )
+        .usage(),
         Case::new(
             "compress onto itself",
             &["compress", &model, "--out", &model, "--quantize", "int8"],
             &["--out"],
-        ),
+        )
+        .usage(),
         Case::new(
             "generate with a classifier",
             &["generate", &model, "--prompt", "hi"],
             &["m.safetensors"],
         ),
-        Case::new("plot a missing run", &["plot", &s.arg("no-run")], &["no-run"]),
+        Case::new("plot a missing run", &["plot", &s.arg("no-run")], &["no-run"]).missing(),
         Case::new(
             "tune with a missing space",
             &["tune", "--space", &s.arg("none.toml")],
             &["none.toml"],
-        ),
+        )
+        .missing(),
         Case::new(
             "ensemble of 0",
             &["ensemble", "--members", "0", "--out", &s.arg("e.safetensors")],
             &["members"],
-        ),
+        )
+        .usage(),
     ];
     let guarded = vec![PathBuf::from(&model), PathBuf::from(&input)];
     report("command-line", cases.len(), run_cases(&s, &cases, &guarded));

@@ -222,7 +222,7 @@ fn an_error_on_one_rank_ends_every_rank_with_its_message() {
     let dir = temp_dir("error");
     let out = output(mpirun(2, &[], &["train", "/nonexistent/spec.toml"]));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(66), "a missing input: {stderr}");
     assert!(stderr.contains("/nonexistent/spec.toml"), "{stderr}");
     assert!(
         stderr.contains("rank 0 of 2") || stderr.contains("rank 1 of 2"),

@@ -159,3 +159,48 @@ fn an_ensemble_file_works_with_eval_predict_and_inspect() {
         &["--members = 1", "at least 2 members"],
     );
 }
+
+/// `test_fraction = 0` holds nothing out, so cross-validation folds every row of the file;
+/// training, which reports test metrics, refuses it naming the spec.
+#[test]
+fn cv_with_test_fraction_0_uses_every_row_and_train_refuses_it() {
+    let s = Sandbox::new("cv-all-rows");
+    let mut csv = String::from("x,y,label\n");
+    for i in 0..60 {
+        csv += &format!("{},{},{}\n", i % 7, (i * 3) % 5, i % 3);
+    }
+    s.write("rows.csv", &csv);
+    let spec = s.write(
+        "all.toml",
+        r#"[data]
+source = "csv"
+train = "rows.csv"
+test_fraction = 0
+[model]
+layers = [{ type = "dense", units = 3, activation = "softmax" }]
+[training]
+optimizer = { type = "adam", learning_rate = 0.01 }
+loss = "sparse_categorical_crossentropy"
+epochs = 1
+"#,
+    );
+    let out = s.kiln(&["cv", &spec, "--folds", "3"]);
+    assert_success(&out);
+    let mut held_out = 0;
+    for line in out.1.lines().filter(|l| l.starts_with("fold ")) {
+        let count = |key: &str| -> usize {
+            let rest = &line[line.find(key).unwrap() + key.len()..];
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        assert_eq!(count("trained on ") + count("held out "), 60, "{line}");
+        held_out += count("held out ");
+    }
+    assert_eq!(held_out, 60, "every row is held out once:\n{}", out.1);
+    let train = s.kiln(&["train", &spec, "--no-checkpoint"]);
+    assert_one_line_error(&train, &["all.toml", "test_fraction", "kiln cv"]);
+    assert_eq!(train.0.code(), Some(65));
+}

@@ -656,22 +656,27 @@ fn metrics_count_statuses_latency_and_batch_sizes() {
 #[test]
 fn bad_command_lines_are_one_line_errors() {
     let model = digits_model();
-    for (args, message) in [
+    // (arguments, what the error names, exit status: 2 usage, 66 missing input)
+    for (args, message, code) in [
         (
             vec!["serve".to_string(), format!("../x={model}")],
             "model name `../x`",
+            2,
         ),
         (
             vec!["serve".to_string(), format!("a/b={model}")],
             "model name `a/b`",
+            2,
         ),
         (
             vec!["serve".into(), format!("d={model}"), format!("d={model}")],
             "two models are named `d`",
+            2,
         ),
         (
             vec!["serve".into(), "/nonexistent/m.safetensors".into()],
             "/nonexistent/m.safetensors",
+            66,
         ),
         (
             vec![
@@ -681,12 +686,13 @@ fn bad_command_lines_are_one_line_errors() {
                 "0".into(),
             ],
             "--max-batch",
+            2,
         ),
     ] {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = kiln(&args);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
         assert!(
             err.starts_with("error: ") && err.contains(message),
             "{args:?}: {err}"
@@ -696,6 +702,7 @@ fn bad_command_lines_are_one_line_errors() {
     std::fs::write(&empty, "\n").unwrap();
     let out = kiln(&["serve", model, "--token-file", empty.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("is empty"));
+    assert_eq!(out.status.code(), Some(65), "an unusable token file is bad data");
 }
 
 /// The page in a real browser: headless Chromium loads `/?selftest=mnist`, whose script

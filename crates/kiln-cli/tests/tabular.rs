@@ -244,3 +244,76 @@ fn tampered_cleaning_bounds_are_refused_at_load_not_a_panic_in_predict() {
     let out = s.kiln(&["predict", &model, "--input", &s.arg("test.csv")]);
     assert_one_line_error(&out, &["kiln.table.cleaning.bounds[0]", "low ≤ high"]);
 }
+
+#[test]
+fn a_fill_list_short_of_the_columns_is_refused_at_load_not_a_panic_in_predict() {
+    let s = Sandbox::new("tabular-short-fill");
+    s.write("train.csv", dirty_train_csv());
+    s.write("test.csv", clean_csv(200, 30));
+    let gap = s.write("gap.csv", "x,colour\nNA,red\n");
+    let spec = s.write("spec.toml", spec("train.csv", CLEANING));
+    let model = s.arg("m.safetensors");
+    assert_success(&s.kiln(&["train", &spec, "--out", &model]));
+    tamper_metadata(&model, "kiln.table", |table| {
+        let fill = table["cleaning"]["fill"].as_array_mut().unwrap();
+        assert_eq!(fill.len(), 2, "one value per column: {fill:?}");
+        fill.pop();
+    });
+    let out = s.kiln(&["predict", &model, "--input", &gap]);
+    assert_one_line_error(&out, &["kiln.table.cleaning.fill", "one per column (2)"]);
+    assert_eq!(out.0.code(), Some(65));
+}
+
+/// A one-unit (sigmoid) model predicts class 1 where its probability is above 0.5, and
+/// the CSV column holding that probability is named after class 1.
+#[test]
+fn a_binary_model_predicts_both_classes() {
+    let s = Sandbox::new("tabular-binary");
+    let rows = |from: usize| -> String {
+        let body: String = (from..from + 80)
+            .map(|i| {
+                let x = (i % 20) as f32 / 2.0;
+                format!("{x},{}\n", if x >= 5.0 { "high" } else { "low" })
+            })
+            .collect();
+        format!("x,level\n{body}")
+    };
+    s.write("train.csv", rows(0));
+    s.write("test.csv", rows(100));
+    let spec = s.write(
+        "binary.toml",
+        r#"[data]
+source = "csv"
+train = "train.csv"
+test = "test.csv"
+label_column = "level"
+[preprocessing]
+normalization = { kind = "z_score" }
+[model]
+layers = [{ type = "dense", units = 1, activation = "sigmoid" }]
+[training]
+optimizer = { type = "adam", learning_rate = 0.1 }
+loss = "binary_crossentropy"
+epochs = 30
+seed = 3
+"#,
+    );
+    let model = s.arg("m.safetensors");
+    assert_success(&s.kiln(&["train", &spec, "--quiet", "--out", &model]));
+    let out = s.kiln(&["predict", &model, "--input", &s.arg("test.csv")]);
+    assert_success(&out);
+    let mut lines = out.1.lines();
+    assert_eq!(
+        lines.next(),
+        Some("row,class,p_low"),
+        "classes are sorted: high = 0, low = 1"
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for line in lines {
+        let cells: Vec<&str> = line.split(',').collect();
+        let p_low: f32 = cells[2].parse().unwrap();
+        assert_eq!(cells[1], if p_low > 0.5 { "low" } else { "high" }, "{line}");
+        seen.insert(cells[1].to_string());
+    }
+    assert_eq!(seen.len(), 2, "both classes predicted:\n{}", out.1);
+}

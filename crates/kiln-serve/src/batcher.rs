@@ -96,7 +96,7 @@ impl Batcher {
                 .map_err(|e| ServeError::Io("starting a compute thread".into(), e))?;
             workers.push(handle);
             ready_rx.recv().map_err(|_| {
-                ServeError::Config(format!("compute thread for `{name}` died while loading"))
+                ServeError::Internal(format!("compute thread for `{name}` died while loading"))
             })??;
         }
         Ok(Batcher {

@@ -9,8 +9,16 @@ pub enum ServeError {
     // The cause is in the message, not chained as a source, so `{:#}` says it once.
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
+    /// The command line asks for something impossible (a bad model name, two models with
+    /// one name).
     #[error("{0}")]
     Config(String),
+    /// A file the server was pointed at holds something it cannot use (an empty token file).
+    #[error("{0}")]
+    BadFile(String),
+    /// The server itself failed (a compute thread died): a bug to report.
+    #[error("{0}")]
+    Internal(String),
     #[error(transparent)]
     Model(#[from] kiln::Error),
 }

@@ -160,13 +160,13 @@ fn read_token(path: Option<&std::path::Path>) -> Result<Option<String>, ServeErr
     let text = std::fs::read_to_string(path).map_err(|e| ServeError::Io(path.display().to_string(), e))?;
     let token = text.trim();
     if token.is_empty() {
-        return Err(ServeError::Config(format!(
+        return Err(ServeError::BadFile(format!(
             "token file {} is empty",
             path.display()
         )));
     }
     if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(ServeError::Config(format!(
+        return Err(ServeError::BadFile(format!(
             "token file {} must hold one token without spaces",
             path.display()
         )));

@@ -9,6 +9,12 @@ pub enum Error {
     /// with its causes (`{:#}`) does not repeat it.
     #[error("{path}: {cause}")]
     Io { path: PathBuf, cause: std::io::Error },
+    /// A file or folder kiln was asked to write that could not be created or written (a
+    /// missing parent folder, no permission, a full disk); kept apart from [`Error::Io`],
+    /// which is about reading, so a caller can tell "cannot read the input" from "cannot
+    /// save the output".
+    #[error("{path}: {cause}")]
+    Output { path: PathBuf, cause: std::io::Error },
     /// A data file whose content is not what its format promises.
     #[error("{path}: {message}")]
     Data { path: PathBuf, message: String },
@@ -114,6 +120,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     pub fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
         Error::Io {
+            path: path.into(),
+            cause,
+        }
+    }
+
+    /// An error writing `path` (see [`Error::Output`]).
+    pub fn output(path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
+        Error::Output {
             path: path.into(),
             cause,
         }

@@ -33,15 +33,22 @@ pub fn run_in(cwd: &Path, args: &[&str], envs: &[(&str, Option<&str>)]) -> Outco
     )
 }
 
-/// A failed run: exit code 1, stderr exactly one non-empty line `error: …` holding every
-/// one of `must_contain`, and no panic.
+/// The exit statuses of a user's error (usage, bad data, missing input, cannot create, I/O);
+/// 70 is kiln's own failure and 1 is not used.
+pub const USER_ERROR_CODES: [i32; 5] = [2, 65, 66, 73, 74];
+
+/// A failed run: a user-error exit code (see [`USER_ERROR_CODES`]), stderr exactly one
+/// non-empty line `error: …` holding every one of `must_contain`, and no panic.
 pub fn assert_one_line_error(outcome: &Outcome, must_contain: &[&str]) {
     let (status, stdout, stderr) = outcome;
     assert!(
         !status.success(),
         "expected a failure, got {status}\nstdout: {stdout}\nstderr: {stderr}"
     );
-    assert_eq!(status.code(), Some(1), "exit code; stderr: {stderr}");
+    assert!(
+        status.code().is_some_and(|c| USER_ERROR_CODES.contains(&c)),
+        "exit code {status}; stderr: {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
     let line = stderr
         .strip_suffix('\n')

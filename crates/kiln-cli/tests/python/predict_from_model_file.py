@@ -102,6 +102,7 @@ class Model:
         self.architecture = json.loads(meta["kiln.architecture"])
         self.preprocessing = json.loads(meta["kiln.preprocessing"])
         self.classes = json.loads(meta["kiln.classes"])
+        self.training = json.loads(meta.get("kiln.training", "null"))
         if "kiln.table" not in meta:
             raise Refused("the model has no `kiln.table`: not a tabular model")
         self.table = json.loads(meta["kiln.table"])
@@ -516,11 +517,17 @@ def predict(model_path, csv_path):
         y = y / F32(model.members)
     y = y.reshape(len(x), -1).astype(F32)
     result = []
+    from_logits = bool(model.training and model.training.get("from_logits"))
     for r, p in enumerate(y):
-        best = 0
-        for j in range(len(p)):
-            if p[j] > p[best]:
-                best = j
+        if len(p) == 1:
+            # One output: class 1's probability (the sigmoid of a logit), class 1 above 0.5.
+            probability = 1.0 / (1.0 + np.exp(-float(p[0]))) if from_logits else float(p[0])
+            best = 1 if probability > 0.5 else 0
+        else:
+            best = 0
+            for j in range(len(p)):
+                if p[j] > p[best]:
+                    best = j
         name = model.classes[best] if best < len(model.classes) else str(best)
         probabilities = [float(v) if np.isfinite(v) else None for v in p]
         result.append({"class": name, "probabilities": probabilities, "row": r})

@@ -93,8 +93,12 @@ pub fn kind_of(path: &Path) -> Result<ModelKind> {
     };
     let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut length = [0u8; 8];
-    file.read_exact(&mut length)
-        .map_err(|_| fail("not a safetensors file (shorter than its header length)".into()))?;
+    file.read_exact(&mut length).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => {
+            fail("not a safetensors file (shorter than its header length)".into())
+        }
+        _ => Error::io(path, e),
+    })?;
     let length = usize::try_from(u64::from_le_bytes(length)).unwrap_or(usize::MAX);
     // safetensors caps its header at 100 MB; anything larger is not one.
     if length > 100 << 20 {

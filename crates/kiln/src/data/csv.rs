@@ -1,13 +1,14 @@
 //! Numeric CSV: comma-separated numbers, one sample per line, an optional header line.
-//! The format is simple enough that std suffices, and owning the parser lets every error
-//! name the file, line, column and offending text.
+//! Read with the same CSV reader as tables (`table::for_each_record`, the `csv` crate), a
+//! record at a time straight into numbers; every error names the file, line, column and
+//! offending text.
 
 use std::path::Path;
 
 use crate::error::{Error, Result};
 
 use super::gzip::read_maybe_gzip;
-use super::table::Quoted;
+use super::table::{for_each_record, Quoted};
 use super::Dataset;
 
 /// How to read a labelled CSV file.
@@ -87,30 +88,34 @@ struct Table {
 }
 
 fn parse_table(text: &str, path: &Path, header: Option<bool>, label: Label) -> Result<Table> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text); // BOM written by some spreadsheets
-    let mut rows = text
-        .lines()
-        .enumerate()
-        .map(|(i, line)| (i + 1, line.trim()))
-        .filter(|(_, line)| !line.is_empty());
-    let Some((first_no, first)) = rows.next() else {
+    // Set from the first record: the column count, the label's column, and the table.
+    let mut layout: Option<(usize, Option<usize>, Table)> = None;
+    for_each_record(text, path, |line_no, record| {
+        let cells: Vec<&str> = record.iter().collect();
+        match &mut layout {
+            Some((columns, label_at, table)) => parse_row(&cells, line_no, *columns, *label_at, path, table),
+            None => {
+                let columns = cells.len();
+                let label_at = label_index(label, columns, path)?;
+                let (columns, label_at, table) = layout.insert((
+                    columns,
+                    label_at,
+                    Table {
+                        features: Vec::new(),
+                        labels: Vec::new(),
+                        width: columns - usize::from(label_at.is_some()),
+                    },
+                ));
+                match header.unwrap_or_else(|| looks_like_header(&cells)) {
+                    true => Ok(()),
+                    false => parse_row(&cells, line_no, *columns, *label_at, path, table),
+                }
+            }
+        }
+    })?;
+    let Some((_, _, table)) = layout else {
         return Err(Error::data(path, "is empty: no rows"));
     };
-    let first_cells: Vec<&str> = first.split(',').map(str::trim).collect();
-    let columns = first_cells.len();
-    let label_at = label_index(label, columns, path)?;
-    let mut table = Table {
-        features: Vec::new(),
-        labels: Vec::new(),
-        width: columns - usize::from(label_at.is_some()),
-    };
-    let has_header = header.unwrap_or_else(|| looks_like_header(&first_cells));
-    if !has_header {
-        parse_row(first, first_no, columns, label_at, path, &mut table)?;
-    }
-    for (line_no, line) in rows {
-        parse_row(line, line_no, columns, label_at, path, &mut table)?;
-    }
     if table.labels.is_empty() {
         return Err(Error::data(path, "has a header but no data rows"));
     }
@@ -147,21 +152,20 @@ fn looks_like_header(cells: &[&str]) -> bool {
 }
 
 fn parse_row(
-    line: &str,
+    cells: &[&str],
     line_no: usize,
     columns: usize,
     label_at: Option<usize>,
     path: &Path,
     table: &mut Table,
 ) -> Result<()> {
-    let count = line.split(',').count();
-    if count != columns {
+    if cells.len() != columns {
         return Err(Error::data(
             path,
-            format!("line {line_no} has {count} columns, expected {columns}"),
+            format!("line {line_no} has {} columns, expected {columns}", cells.len()),
         ));
     }
-    for (col, cell) in line.split(',').map(str::trim).enumerate() {
+    for (col, &cell) in cells.iter().enumerate() {
         let at =
             |message: String| Error::data(path, format!("line {line_no}, column {}: {message}", col + 1));
         if Some(col) == label_at {

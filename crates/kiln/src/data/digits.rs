@@ -56,15 +56,16 @@ pub fn load_digits(test_fraction: f32, seed: u64) -> Result<Splits> {
     })
 }
 
-/// A test fraction must leave something on both sides of the split.
+/// A test fraction must leave training samples; 0 holds none out, for the jobs that need
+/// no test split (`kiln cv` folds every row), and training refuses the empty test split.
 pub(crate) fn check_test_fraction(fraction: f32) -> Result<()> {
-    if fraction > 0.0 && fraction < 1.0 {
+    if (0.0..1.0).contains(&fraction) {
         Ok(())
     } else {
         Err(Error::setting(
             "test_fraction",
             fraction,
-            "a fraction between 0 and 1 (exclusive)",
+            "a fraction from 0 (no test split, for `kiln cv`) up to but not including 1",
         ))
     }
 }
@@ -110,7 +111,7 @@ mod tests {
 
     #[test]
     fn a_test_fraction_outside_zero_one_is_rejected() {
-        for bad in [0.0, 1.0, -0.5, 1.5, f32::NAN] {
+        for bad in [1.0, -0.5, 1.5, f32::NAN] {
             assert!(
                 matches!(load_digits(bad, 0), Err(Error::InvalidSetting { field, .. }) if field == "test_fraction"),
                 "{bad}"

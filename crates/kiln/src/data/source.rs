@@ -250,6 +250,9 @@ mod tests {
         let splits = DataSpec::Digits { test_fraction: 0.5 }.load(3, None).unwrap();
         assert!((splits.test.len() as i64 - 898).abs() <= 5);
         assert!(DataSpec::Digits { test_fraction: 1.0 }.load(3, None).is_err());
+        // 0: every sample trains (cross-validation folds them all).
+        let all = DataSpec::Digits { test_fraction: 0.0 }.load(3, None).unwrap();
+        assert_eq!((all.train.len(), all.test.len()), (1797, 0));
     }
 
     #[test]

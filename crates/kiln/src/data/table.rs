@@ -50,6 +50,46 @@ impl std::fmt::Display for Quoted<'_> {
     }
 }
 
+/// Calls `each` with every record of CSV text that is not a blank line, with its 1-based
+/// line number and its cells trimmed; rows may differ in width (the caller says whether
+/// that is an error). kiln's one CSV reader, for tables and numeric files alike; `path`
+/// only names the file in errors.
+pub(crate) fn for_each_record(
+    text: &str,
+    path: &Path,
+    mut each: impl FnMut(usize, &csv::StringRecord) -> Result<()>,
+) -> Result<()> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text); // BOM written by some spreadsheets
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    // Line numbers from byte offsets: the reader's own line count skips blank lines.
+    let (mut counted_to, mut line) = (0usize, 1usize);
+    let mut record = csv::StringRecord::new();
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(e) => return Err(Error::data(path, format!("is not valid CSV: {e}"))),
+        }
+        let mut start = record.position().map_or(counted_to, |p| p.byte() as usize);
+        // The reported start may be that of blank lines skipped before the record.
+        while matches!(text.as_bytes().get(start), Some(b'\n' | b'\r')) {
+            start += 1;
+        }
+        line += text.as_bytes()[counted_to..start]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        counted_to = start;
+        if !record.iter().all(str::is_empty) {
+            each(line, &record)?;
+        }
+    }
+}
+
 /// A CSV file as trimmed text cells, every row as wide as the first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawTable {
@@ -63,32 +103,11 @@ pub struct RawTable {
 impl RawTable {
     /// Parses CSV text; `header` None = detect. `path` only names the file in errors.
     pub fn parse(text: &str, path: &Path, header: Option<bool>) -> Result<RawTable> {
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text); // BOM written by some spreadsheets
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .trim(csv::Trim::All)
-            .from_reader(text.as_bytes());
         let mut rows: Vec<(usize, Vec<String>)> = Vec::new();
-        // Line numbers from byte offsets: the reader's own line count skips blank lines.
-        let (mut counted_to, mut line) = (0usize, 1usize);
-        for record in reader.records() {
-            let record = record.map_err(|e| Error::data(path, format!("is not valid CSV: {e}")))?;
-            let mut start = record.position().map_or(counted_to, |p| p.byte() as usize);
-            // The reported start may be that of blank lines skipped before the record.
-            while matches!(text.as_bytes().get(start), Some(b'\n' | b'\r')) {
-                start += 1;
-            }
-            line += text.as_bytes()[counted_to..start]
-                .iter()
-                .filter(|&&b| b == b'\n')
-                .count();
-            counted_to = start;
-            if record.iter().all(str::is_empty) {
-                continue; // a blank line
-            }
+        for_each_record(text, path, |line, record| {
             rows.push((line, record.iter().map(str::to_string).collect()));
-        }
+            Ok(())
+        })?;
         let Some((_, first)) = rows.first() else {
             return Err(Error::data(path, "is empty: no rows"));
         };

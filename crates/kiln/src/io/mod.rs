@@ -2,6 +2,7 @@
 //! that are atomic (a temporary file, synced, renamed), so a crash never leaves half a file.
 //! Shared by model artifacts, training checkpoints and language models.
 
+mod csv_record;
 pub mod half;
 
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use safetensors::tensor::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
+pub use csv_record::csv_record;
 pub use half::HalfFloat;
 
 /// A tensor to store: name, dimensions, values.
@@ -185,7 +187,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     };
     write().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
+        Error::output(path, e)
     })?;
     remove_stale_temporaries(path);
     Ok(())

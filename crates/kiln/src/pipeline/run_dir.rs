@@ -115,14 +115,17 @@ fn share_checkpoint(group: &dyn Collective, mine: Option<Checkpoint>) -> Result<
     }
 }
 
+/// A run folder without a checkpoint: a missing input, named as the folder.
+fn no_checkpoint(dir: &Path) -> Error {
+    let why = format!("holds no {CHECKPOINT_FILE} to resume from");
+    Error::io(dir, std::io::Error::new(std::io::ErrorKind::NotFound, why))
+}
+
 /// The spec a run folder's checkpoint was trained from (to resume without naming it).
 pub fn spec_of_run(dir: &Path) -> Result<Spec> {
     let path = dir.join(CHECKPOINT_FILE);
     if !path.exists() {
-        return Err(Error::data(
-            dir,
-            format!("holds no {CHECKPOINT_FILE} to resume from"),
-        ));
+        return Err(no_checkpoint(dir));
     }
     let checkpoint = Checkpoint::load(&path)?;
     let spec = checkpoint
@@ -154,14 +157,11 @@ fn prepare_run_dir(
                 ),
             });
         }
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::output(dir, e))?;
         return Ok(None);
     }
     if !path.exists() {
-        return Err(Error::data(
-            dir,
-            format!("holds no {CHECKPOINT_FILE} to resume from"),
-        ));
+        return Err(no_checkpoint(dir));
     }
     remove_interrupted_writes(dir)?;
     let checkpoint = Checkpoint::load(&path)?;
@@ -212,7 +212,7 @@ fn remove_interrupted_writes(dir: &Path) -> Result<()> {
                 .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
         });
         if leftover && entry.path().is_file() {
-            std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+            std::fs::remove_file(entry.path()).map_err(|e| Error::output(entry.path(), e))?;
         }
     }
     Ok(())

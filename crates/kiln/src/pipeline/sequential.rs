@@ -85,7 +85,10 @@ pub fn train_on(
     // An empty test split would report test_accuracy 0 as if it were a result.
     if test.is_empty() {
         return Err(Error::too_few(
-            format!("test samples in {description} (raise test_fraction, or give a test file with rows)"),
+            format!(
+                "test samples in {description} (training reports test metrics: raise test_fraction \
+                 above 0 or give a test file with rows; `kiln cv` needs no test split)"
+            ),
             0,
             1,
         ));

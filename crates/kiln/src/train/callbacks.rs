@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use super::ModelWriter;
 use crate::error::{Error, Result};
+use crate::io::csv_record;
 use crate::nn::Model;
 use crate::tensor::Tensor;
 
@@ -577,7 +578,15 @@ struct CsvWritten {
     rows: Vec<String>,
 }
 
-const CSV_HEADER: &str = "epoch,accuracy,learning_rate,loss,val_accuracy,val_loss\n";
+/// Keras's CSVLogger columns: the epoch, then the logged values sorted by name.
+const CSV_COLUMNS: [&str; 6] = [
+    "epoch",
+    "accuracy",
+    "learning_rate",
+    "loss",
+    "val_accuracy",
+    "val_loss",
+];
 
 impl CsvLogger {
     pub fn new(filename: impl Into<PathBuf>, append: bool) -> Self {
@@ -593,7 +602,8 @@ impl Callback for CsvLogger {
     fn on_train_begin(&mut self, _state: &mut FitState) -> Result<()> {
         let exists = self.filename.exists();
         if !self.append || !exists {
-            std::fs::write(&self.filename, CSV_HEADER).map_err(|e| Error::io(&self.filename, e))?;
+            std::fs::write(&self.filename, csv_record(&CSV_COLUMNS))
+                .map_err(|e| Error::output(&self.filename, e))?;
         }
         let prefix_bytes = std::fs::metadata(&self.filename)
             .map_err(|e| Error::io(&self.filename, e))?
@@ -607,21 +617,20 @@ impl Callback for CsvLogger {
 
     fn on_epoch_end(&mut self, log: &EpochLog, _state: &mut FitState) -> Result<Control> {
         let opt = |v: Option<f32>| v.map_or(String::new(), |v| v.to_string());
-        let row = format!(
-            "{},{},{},{},{},{}\n",
-            log.epoch - 1,
-            log.accuracy,
-            log.learning_rate,
-            log.loss,
+        let row = csv_record(&[
+            (log.epoch - 1).to_string(),
+            log.accuracy.to_string(),
+            log.learning_rate.to_string(),
+            log.loss.to_string(),
             opt(log.val_accuracy),
-            opt(log.val_loss)
-        );
+            opt(log.val_loss),
+        ]);
         let mut file = std::fs::OpenOptions::new()
             .append(true)
             .open(&self.filename)
-            .map_err(|e| Error::io(&self.filename, e))?;
+            .map_err(|e| Error::output(&self.filename, e))?;
         file.write_all(row.as_bytes())
-            .map_err(|e| Error::io(&self.filename, e))?;
+            .map_err(|e| Error::output(&self.filename, e))?;
         self.written.rows.push(row);
         Ok(Control::Continue)
     }
@@ -639,7 +648,7 @@ impl Callback for CsvLogger {
         self.written = decode_state("csv_logger", state.values)?;
         let mut bytes = match std::fs::read(&self.filename) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => CSV_HEADER.as_bytes().to_vec(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => csv_record(&CSV_COLUMNS).into_bytes(),
             Err(e) => return Err(Error::io(&self.filename, e)),
         };
         bytes.truncate(self.written.prefix_bytes as usize);

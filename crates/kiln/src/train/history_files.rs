@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use super::{Callback, CallbackState, Control, EpochLog, FitState, History};
 use crate::error::{Error, Result};
-use crate::io::write_atomically;
+use crate::io::{csv_record, write_atomically};
 
 pub const HISTORY_JSON: &str = "history.json";
 pub const HISTORY_CSV: &str = "history.csv";
@@ -33,28 +33,35 @@ impl HistoryFiles {
 
 /// One row per epoch; empty cells where there was no validation data.
 pub fn history_csv(history: &History) -> String {
-    let mut text =
-        String::from("epoch,loss,accuracy,val_loss,val_accuracy,learning_rate,seconds,skipped_batches\n");
+    let mut text = csv_record(&[
+        "epoch",
+        "loss",
+        "accuracy",
+        "val_loss",
+        "val_accuracy",
+        "learning_rate",
+        "seconds",
+        "skipped_batches",
+    ]);
     let opt = |v: Option<f32>| v.map_or(String::new(), |v| v.to_string());
     for e in &history.epochs {
-        text += &format!(
-            "{},{},{},{},{},{},{:.4},{}\n",
-            e.epoch,
-            e.loss,
-            e.accuracy,
+        text += &csv_record(&[
+            e.epoch.to_string(),
+            e.loss.to_string(),
+            e.accuracy.to_string(),
             opt(e.val_loss),
             opt(e.val_accuracy),
-            e.learning_rate,
-            e.seconds,
-            e.skipped_batches
-        );
+            e.learning_rate.to_string(),
+            format!("{:.4}", e.seconds),
+            e.skipped_batches.to_string(),
+        ]);
     }
     text
 }
 
 impl Callback for HistoryFiles {
     fn on_train_begin(&mut self, _state: &mut FitState) -> Result<()> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| Error::output(&self.dir, e))?;
         self.history = History::default();
         Ok(())
     }

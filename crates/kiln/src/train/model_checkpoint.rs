@@ -89,7 +89,7 @@ impl ModelCheckpoint {
     fn save(&self, log: &EpochLog, model: &dyn Model) -> Result<()> {
         let path = PathBuf::from(fill_template(&self.filepath, log)?);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            std::fs::create_dir_all(dir).map_err(|e| Error::output(dir, e))?;
         }
         let writer = self.writer.as_ref().ok_or_else(missing_metadata)?;
         writer.0.write(model, log, &path)

@@ -161,7 +161,7 @@ impl EventWriter {
     /// (with a `.N` suffix should that name be taken, e.g. two writers in the same second),
     /// and writes the file-version event.
     pub fn create(dir: &Path) -> Result<EventWriter> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::output(dir, e))?;
         let wall_time = now();
         let base = format!(
             "events.out.tfevents.{}.{}.{}.kiln",
@@ -180,7 +180,7 @@ impl EventWriter {
             match File::options().write(true).create_new(true).open(&path) {
                 Ok(file) => break (path, file),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
-                Err(e) => return Err(Error::io(path, e)),
+                Err(e) => return Err(Error::output(path, e)),
             }
         };
         let mut writer = EventWriter { path, file };
@@ -203,7 +203,7 @@ impl EventWriter {
         self.file
             .write_all(&record)
             .and_then(|()| self.file.flush())
-            .map_err(|e| Error::io(&self.path, e))
+            .map_err(|e| Error::output(&self.path, e))
     }
 }
 
