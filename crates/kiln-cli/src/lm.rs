@@ -125,6 +125,12 @@ pub fn eval(model_path: &Path, text: Option<&Path>, batches: Option<usize>, json
                 .with_context(|| format!("{}", path.display()))?
         }
         None => {
+            if let Some(source) = &model.info.imported_from {
+                return Err(crate::exit_code::usage(format!(
+                    "{}: imported from a {source}, it has no training text of its own; pass --text FILE",
+                    model_path.display()
+                )));
+            }
             let data = prepare_text(&spec)?;
             ensure_data!(
                 data.corpus.sha256 == model.info.corpus_sha256 && data.tokenizer == model.tokenizer,
@@ -161,6 +167,14 @@ pub fn eval(model_path: &Path, text: Option<&Path>, batches: Option<usize>, json
         println!("loss {loss:.4}, perplexity {perplexity:.3} ({batches} batches of {batch} windows from {} tokens)", tokens.len());
     }
     std::io::stdout().flush()?;
+    Ok(())
+}
+
+/// `kiln tokenize MODEL --text TEXT`: the ids, as a JSON list on one line.
+pub fn tokenize(model_path: &Path, text: &str) -> Result<()> {
+    let model = load_language_model(model_path)?;
+    let ids = model.tokenizer.encode(text).context("--text")?;
+    println!("{}", serde_json::to_string(&ids)?);
     Ok(())
 }
 
@@ -227,13 +241,15 @@ pub fn inspect(model_path: &Path, model: &LanguageModel) -> Result<()> {
     let vocab = model.gpt.vocab_size();
     println!("language model: {} ({})", info.name, model_path.display());
     println!(
-        "GPT: {} layers, {} heads, width {}, MLP {}, context {}, dropout {}, weights tied: {}",
+        "GPT: {} layers, {} heads, width {}, MLP {} ({:?}), context {}, dropout {}, LayerNorm ε {}, weights tied: {}",
         c.layers,
         c.heads,
         c.width,
         c.hidden(),
+        c.activation,
         c.context,
         c.dropout,
+        c.layer_norm_epsilon,
         c.tie_weights
     );
     println!(
@@ -242,10 +258,13 @@ pub fn inspect(model_path: &Path, model: &LanguageModel) -> Result<()> {
         c.forward_flops_per_token(vocab)
     );
     println!("tokenizer: {} with {vocab} tokens", model.tokenizer.kind());
-    println!(
-        "trained: {} steps on {} ({} training, {} validation tokens; SHA-256 {})",
-        info.steps, info.corpus, info.train_tokens, info.validation_tokens, info.corpus_sha256
-    );
+    match &info.imported_from {
+        Some(source) => println!("imported from a {source}"),
+        None => println!(
+            "trained: {} steps on {} ({} training, {} validation tokens; SHA-256 {})",
+            info.steps, info.corpus, info.train_tokens, info.validation_tokens, info.corpus_sha256
+        ),
+    }
     if let Some(loss) = info.final_validation_loss {
         println!(
             "validation loss: {loss:.4} (perplexity {:.3})",

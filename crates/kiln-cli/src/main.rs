@@ -6,6 +6,7 @@ mod exit_code;
 mod compress;
 mod distributed;
 mod evaluate;
+mod import;
 mod inspect;
 mod lm;
 mod plot;
@@ -257,6 +258,23 @@ enum Command {
     },
     /// Serve models over HTTP (Open Inference Protocol v2, TF-Serving :predict, a page at /).
     Serve(serve_command::ServeArgs),
+    /// Bring in a model trained elsewhere: `kiln import gpt2 DIR --out m.safetensors` reads
+    /// a Hugging Face GPT-2 checkpoint folder (weights, config and tokenizer).
+    Import {
+        #[arg(value_enum)]
+        format: import::ImportFormat,
+        /// The checkpoint folder.
+        source: PathBuf,
+        /// Where to write the kiln model (safetensors).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the token ids a language model reads for a text, as a JSON list.
+    Tokenize {
+        model: PathBuf,
+        #[arg(long)]
+        text: String,
+    },
     /// Print a shell completion script: `kiln completions bash > /etc/bash_completion.d/kiln`,
     /// or `source <(kiln completions bash)` for this shell only.
     Completions {
@@ -591,6 +609,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             data_dir: data_dir.as_deref(),
         })
         .map_err(|e| blame_spec(e, spec.as_deref())),
+        Command::Import { format, source, out } => import::import(format, &source, &out),
+        Command::Tokenize { model, text } => lm::tokenize(&model, &text),
         Command::Completions { shell } => {
             shell_docs::completions(shell, <Cli as clap::CommandFactory>::command())
         }

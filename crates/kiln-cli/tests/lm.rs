@@ -272,3 +272,52 @@ fn a_gpt_run_resumes_bit_identically_and_plots_its_curves() {
         &["bad-type.toml", "\"bert\"", "sequential"],
     );
 }
+
+/// The Hugging Face GPT-2 fixture (crates/kiln/tests/fixtures/gpt2-tiny) through the
+/// command line: imported, tokenized, inspected, generated from and evaluated on a text.
+#[test]
+fn an_imported_gpt2_tokenizes_generates_and_evaluates() {
+    let s = Sandbox::new("gpt2-import");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln/tests/fixtures/gpt2-tiny");
+    let fixture = fixture.to_str().unwrap();
+    let model = s.arg("gpt2.safetensors");
+    let out = s.kiln(&["import", "gpt2", fixture, "--out", &model]);
+    assert_success(&out);
+    assert!(
+        out.1
+            .contains("2 layers, 4 heads, width 48, context 64, vocabulary 400"),
+        "{}",
+        out.1
+    );
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{fixture}/expected.json")).unwrap()).unwrap();
+    let mixed = &expected["prompts"][1];
+    let out = s.kiln(&["tokenize", &model, "--text", mixed["text"].as_str().unwrap()]);
+    assert_success(&out);
+    let ids: serde_json::Value = serde_json::from_str(out.1.trim()).unwrap();
+    assert_eq!(ids, mixed["ids"], "the ids GPT2TokenizerFast gives");
+    let out = s.kiln(&["inspect", &model]);
+    assert!(
+        out.1.contains("byte_level_bpe") && out.1.contains("GeluNew"),
+        "{}",
+        out.1
+    );
+    let out = s.kiln(&[
+        "generate", &model, "--prompt", "Hello", "--tokens", "20", "--seed", "3",
+    ]);
+    assert_success(&out);
+    assert!(out.1.starts_with("Hello"), "{}", out.1);
+    // No training text of its own: eval needs --text, and says so.
+    let out = s.kiln(&["eval", &model]);
+    assert_one_line_error(&out, &["gpt2.safetensors", "--text"]);
+    assert_eq!(out.0.code(), Some(2));
+    let text = s.write("text.txt", play());
+    let out = s.kiln(&["eval", &model, "--text", &text, "--batches", "2", "--json"]);
+    assert_success(&out);
+    let report: serde_json::Value = serde_json::from_str(out.1.trim()).unwrap();
+    assert!(report["perplexity"].as_f64().unwrap() > 1.0, "{report}");
+    // A folder that is not a checkpoint names what is missing.
+    let out = s.kiln(&["import", "gpt2", &s.home(), "--out", &s.arg("x.safetensors")]);
+    assert_one_line_error(&out, &["config.json"]);
+    assert_eq!(out.0.code(), Some(66));
+}

@@ -33,6 +33,10 @@ pub struct LmInfo {
     pub steps: usize,
     pub final_train_loss: Option<f32>,
     pub final_validation_loss: Option<f32>,
+    /// Where an imported model came from (a Hugging Face checkpoint folder's name): it has
+    /// no training text of its own, and `spec` only gives a starting point to fine-tune.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_from: Option<String>,
 }
 
 pub(crate) const INFO_KEY: &str = "kiln.lm";
@@ -80,7 +84,7 @@ pub fn encode(gpt: &Gpt, tokenizer: &Tokenizer, info: &LmInfo, path: &Path) -> R
 
 /// Reads a language model saved by [`save_language_model`].
 pub fn load_language_model(path: &Path) -> Result<LanguageModel> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::io::map_file(path)?;
     let fail = |message: String| Error::Artifact {
         path: path.into(),
         message,
@@ -122,18 +126,12 @@ pub fn load_language_model(path: &Path) -> Result<LanguageModel> {
             "metadata `{INFO_KEY}` describes a model of {claimed} parameters, but the file holds {held} values"
         )));
     }
-    let mut gpt = Gpt::new(config, vocab, 0).map_err(|e| fail(e.to_string()))?;
-    let mut missing = None;
-    gpt.load_values(|name| {
-        let dims = tensors.tensor(name).ok()?.shape().to_vec();
-        match read_f32_tensor(&tensors, name, &dims) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                missing = Some(e);
-                None
-            }
-        }
+    let gpt = Gpt::with_values(config, vocab, |name, dims| {
+        read_f32_tensor(&tensors, name, dims).map_err(fail)
     })
-    .map_err(|e| fail(missing.clone().unwrap_or_else(|| e.to_string())))?;
+    .map_err(|e| match e {
+        Error::Artifact { .. } => e,
+        other => fail(other.to_string()),
+    })?;
     Ok(LanguageModel { gpt, tokenizer, info })
 }

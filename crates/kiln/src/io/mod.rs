@@ -162,6 +162,20 @@ fn bad_tensor_layout(bytes: &[u8]) -> Option<String> {
     })
 }
 
+/// The bytes of the file at `path`, memory-mapped: a large model is read as its tensors
+/// are used, not copied whole first.
+pub fn map_file(path: &Path) -> Result<memmap2::Mmap> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    if file.metadata().is_ok_and(|m| m.is_dir()) {
+        let folder = std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a folder, not a file");
+        return Err(Error::io(path, folder));
+    }
+    // SAFETY: the map is read-only and lives no longer than the load that reads it; as
+    // with any reader, a file truncated by another process meanwhile is not supported
+    // (safetensors and Hugging Face map model files the same way).
+    unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))
+}
+
 /// Writes to `path.tmp-PID`, syncs, then renames over `path`.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let file_name = path.file_name().ok_or_else(|| Error::Artifact {

@@ -16,7 +16,6 @@ use crate::error::{Error, Result};
 use crate::kernels::lanes::{axpy, dot};
 use crate::ops::layer_norm::{normalize_row, row_moments};
 use crate::ops::softmax::softmax_in_place;
-use crate::ops::unary::UnaryOp;
 use crate::params::ParamId;
 use crate::rng::Rng;
 
@@ -148,7 +147,8 @@ impl Gpt {
         let hidden = c.hidden();
         let mut f = vec![0.0f32; rows * hidden];
         linear_rows(&h, width, value(b.fc.0), value(b.fc.1), &mut f);
-        f.iter_mut().for_each(|v| *v = UnaryOp::Gelu.f(*v));
+        let activation = c.activation.op();
+        f.iter_mut().for_each(|v| *v = activation.f(*v));
         linear_rows(&f, hidden, value(b.fc_out.0), value(b.fc_out.1), &mut projected);
         x.iter_mut().zip(&projected).for_each(|(x, m)| *x += m);
     }

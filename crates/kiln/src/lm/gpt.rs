@@ -40,6 +40,29 @@ pub struct GptConfig {
     /// LayerNorm's ε (PyTorch's default).
     #[serde(default = "default_epsilon")]
     pub layer_norm_epsilon: f32,
+    /// The MLP's activation: exact GELU, or GPT-2's tanh approximation (`gelu_new`).
+    #[serde(default)]
+    pub activation: GptActivation,
+}
+
+/// The activation between each block's two MLP layers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GptActivation {
+    /// x·Φ(x), exact (PyTorch's `nn.GELU()`, Hugging Face's `gelu`).
+    #[default]
+    Gelu,
+    /// 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))): GPT-2's (Hugging Face's `gelu_new`).
+    GeluNew,
+}
+
+impl GptActivation {
+    pub fn op(self) -> UnaryOp {
+        match self {
+            GptActivation::Gelu => UnaryOp::Gelu,
+            GptActivation::GeluNew => UnaryOp::GeluTanh,
+        }
+    }
 }
 
 fn default_mlp_ratio() -> usize {
@@ -63,6 +86,7 @@ impl GptConfig {
             tie_weights: false,
             mlp_ratio: default_mlp_ratio(),
             layer_norm_epsilon: default_epsilon(),
+            activation: GptActivation::Gelu,
         }
     }
 
@@ -215,42 +239,69 @@ impl Gpt {
     /// A freshly initialized model, as PyTorch initializes the same modules: Linear weights
     /// and biases uniform in ±1/√fan_in, embeddings standard normal, LayerNorm γ = 1, β = 0.
     pub fn new(config: GptConfig, vocab: usize, seed: u64) -> Result<Gpt> {
+        let mut rng = Rng::derive(seed, 0x0067_7074);
+        Self::build(config, vocab, &mut |_, dims, init| {
+            let n: usize = dims.iter().product();
+            let values = match init {
+                Init::Normal => (0..n).map(|_| rng.normal()).collect(),
+                Init::Uniform(bound) => (0..n).map(|_| rng.uniform(-bound, bound)).collect(),
+                Init::Constant(v) => vec![v; n],
+            };
+            Ok(Tensor::new(dims, values).expect("sized"))
+        })
+    }
+
+    /// A model whose every parameter comes from `values(name, dims)` (as saved: a
+    /// checkpoint, an imported model), with no random values drawn first.
+    pub fn with_values(
+        config: GptConfig,
+        vocab: usize,
+        mut values: impl FnMut(&str, &[usize]) -> Result<Tensor>,
+    ) -> Result<Gpt> {
+        Self::build(config, vocab, &mut |name, dims, _| {
+            let t = values(name, dims)?;
+            if t.dims() != dims {
+                return Err(Error::shape(
+                    format!("parameter `{name}`"),
+                    format!("{dims:?}, as the configuration needs"),
+                    format!("{:?}", t.dims()),
+                ));
+            }
+            Ok(t)
+        })
+    }
+
+    /// The parameters in their fixed order (which fixes the random draws of [`Gpt::new`]),
+    /// each from `source(name, dims, how a fresh one is initialized)`.
+    fn build(config: GptConfig, vocab: usize, source: &mut ParamSource) -> Result<Gpt> {
         config.validate()?;
         if vocab == 0 {
             return Err(Error::too_few("tokens in a language model's vocabulary", 0, 1));
         }
         check_memory(&config, vocab)?;
-        let mut rng = Rng::derive(seed, 0x0067_7074);
         let mut params = ParamStore::new();
         let (c, h) = (config.width, config.hidden());
-        let mut normal = |name: &str, dims: &[usize], rng: &mut Rng| {
-            let n = dims.iter().product();
-            params.add(
-                name,
-                Tensor::new(dims, (0..n).map(|_| rng.normal()).collect()).expect("sized"),
-            )
+        let mut add = |name: &str, dims: &[usize], init: Init| -> Result<ParamId> {
+            Ok(params.add(name, source(name, dims, init)?))
         };
-        let tokens = normal("tok_embedding", &[vocab, c], &mut rng);
-        let positions = normal("pos_embedding", &[config.context, c], &mut rng);
+        let tokens = add("tok_embedding", &[vocab, c], Init::Normal)?;
+        let positions = add("pos_embedding", &[config.context, c], Init::Normal)?;
         let mut blocks = Vec::with_capacity(config.layers);
         for l in 0..config.layers {
             let p = format!("blocks.{l}");
             blocks.push(BlockParams {
-                ln_1: layer_norm(&mut params, &format!("{p}.ln_1"), c),
-                qkv: linear(&mut params, &format!("{p}.attention.qkv"), c, 3 * c, &mut rng),
-                proj: linear(&mut params, &format!("{p}.attention.proj"), c, c, &mut rng),
-                ln_2: layer_norm(&mut params, &format!("{p}.ln_2"), c),
-                fc: linear(&mut params, &format!("{p}.mlp.fc"), c, h, &mut rng),
-                fc_out: linear(&mut params, &format!("{p}.mlp.proj"), h, c, &mut rng),
+                ln_1: layer_norm(&mut add, &format!("{p}.ln_1"), c)?,
+                qkv: linear(&mut add, &format!("{p}.attention.qkv"), c, 3 * c)?,
+                proj: linear(&mut add, &format!("{p}.attention.proj"), c, c)?,
+                ln_2: layer_norm(&mut add, &format!("{p}.ln_2"), c)?,
+                fc: linear(&mut add, &format!("{p}.mlp.fc"), c, h)?,
+                fc_out: linear(&mut add, &format!("{p}.mlp.proj"), h, c)?,
             });
         }
-        let ln_f = layer_norm(&mut params, "ln_f", c);
-        let head = if config.tie_weights {
-            tokens
-        } else {
-            let bound = 1.0 / (c as f32).sqrt();
-            let values = (0..vocab * c).map(|_| rng.uniform(-bound, bound)).collect();
-            params.add("head.kernel", Tensor::new(&[vocab, c], values).expect("sized"))
+        let ln_f = layer_norm(&mut add, "ln_f", c)?;
+        let head = match config.tie_weights {
+            true => tokens,
+            false => add("head.kernel", &[vocab, c], Init::Uniform(1.0 / (c as f32).sqrt()))?,
         };
         Ok(Gpt {
             layout: Layout {
@@ -432,7 +483,7 @@ impl Layout {
             x = tape.add(x, a)?;
             let h = norm(tape, x, block.ln_2, self.config.layer_norm_epsilon)?;
             let h = linear_on_tape(tape, h, block.fc)?;
-            let h = tape.unary(h, UnaryOp::Gelu);
+            let h = tape.unary(h, self.config.activation.op());
             let h = linear_on_tape(tape, h, block.fc_out)?;
             let h = dropout(tape, h, rate, rng.as_deref_mut())?;
             x = tape.add(x, h)?;
@@ -460,32 +511,40 @@ fn linear_on_tape(tape: &mut Tape, x: Var, (kernel, bias): (ParamId, ParamId)) -
     tape.linear(x, kernel, bias)
 }
 
+/// How a fresh parameter is initialized.
+#[derive(Clone, Copy)]
+enum Init {
+    Normal,
+    Uniform(f32),
+    Constant(f32),
+}
+
+/// Gives each parameter its values: (name, dims, how a fresh one is initialized).
+type ParamSource<'a> = dyn FnMut(&str, &[usize], Init) -> Result<Tensor> + 'a;
+
 /// A Linear layer's kernel (inputs × outputs) and bias, uniform in ±1/√inputs.
 fn linear(
-    params: &mut ParamStore,
+    add: &mut impl FnMut(&str, &[usize], Init) -> Result<ParamId>,
     name: &str,
     inputs: usize,
     outputs: usize,
-    rng: &mut Rng,
-) -> (ParamId, ParamId) {
-    let bound = 1.0 / (inputs as f32).sqrt();
-    let mut draw = |n: usize| (0..n).map(|_| rng.uniform(-bound, bound)).collect::<Vec<_>>();
-    let kernel = Tensor::new(&[inputs, outputs], draw(inputs * outputs)).expect("sized");
-    let bias = Tensor::new(&[outputs], draw(outputs)).expect("sized");
-    (
-        params.add(format!("{name}.kernel"), kernel),
-        params.add(format!("{name}.bias"), bias),
-    )
+) -> Result<(ParamId, ParamId)> {
+    let bound = Init::Uniform(1.0 / (inputs as f32).sqrt());
+    Ok((
+        add(&format!("{name}.kernel"), &[inputs, outputs], bound)?,
+        add(&format!("{name}.bias"), &[outputs], bound)?,
+    ))
 }
 
-fn layer_norm(params: &mut ParamStore, name: &str, width: usize) -> (ParamId, ParamId) {
-    (
-        params.add(
-            format!("{name}.gamma"),
-            Tensor::new(&[width], vec![1.0; width]).expect("sized"),
-        ),
-        params.add(format!("{name}.beta"), Tensor::zeros(&[width])),
-    )
+fn layer_norm(
+    add: &mut impl FnMut(&str, &[usize], Init) -> Result<ParamId>,
+    name: &str,
+    width: usize,
+) -> Result<(ParamId, ParamId)> {
+    Ok((
+        add(&format!("{name}.gamma"), &[width], Init::Constant(1.0))?,
+        add(&format!("{name}.beta"), &[width], Init::Constant(0.0))?,
+    ))
 }
 
 #[cfg(test)]
@@ -516,6 +575,7 @@ pub(crate) mod tests {
             tie_weights: false,
             mlp_ratio: 4,
             layer_norm_epsilon: 1e-5,
+            activation: GptActivation::Gelu,
         }
     }
 

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::bpe::BytePairEncoding;
+use super::byte_level::{ByteLevelBpe, SavedByteLevel};
 pub use crate::data::{BpeSpec, BpeTag, TokenizerName, TokenizerSpec};
 use crate::error::{Error, Result};
 
@@ -14,6 +15,8 @@ pub enum Tokenizer {
     /// Id i is the i-th character of the sorted vocabulary.
     Chars(Vec<char>),
     Bpe(BytePairEncoding),
+    /// GPT-2's tokenizer, from a Hugging Face vocab.json and merges.txt.
+    ByteLevel(ByteLevelBpe),
 }
 
 /// The saved form, stored in the artifact's metadata.
@@ -22,6 +25,7 @@ pub enum Tokenizer {
 enum Saved {
     Char { chars: String },
     Bpe { merges: Vec<(u32, u32)> },
+    ByteLevelBpe(SavedByteLevel),
 }
 
 impl Tokenizer {
@@ -47,6 +51,7 @@ impl Tokenizer {
         match self {
             Tokenizer::Chars(_) => "char",
             Tokenizer::Bpe(_) => "bpe",
+            Tokenizer::ByteLevel(_) => "byte_level_bpe",
         }
     }
 
@@ -54,6 +59,7 @@ impl Tokenizer {
         match self {
             Tokenizer::Chars(c) => c.len(),
             Tokenizer::Bpe(b) => b.vocab_size(),
+            Tokenizer::ByteLevel(b) => b.vocab_size(),
         }
     }
 
@@ -84,6 +90,7 @@ impl Tokenizer {
                 Ok(ids)
             }
             Tokenizer::Bpe(b) => Ok(b.encode(text)),
+            Tokenizer::ByteLevel(b) => Ok(b.encode(text)),
         }
     }
 
@@ -92,6 +99,7 @@ impl Tokenizer {
         match self {
             Tokenizer::Chars(chars) => chars[id as usize].to_string().into_bytes(),
             Tokenizer::Bpe(b) => b.token_bytes(id).to_vec(),
+            Tokenizer::ByteLevel(b) => b.token_bytes(id).to_vec(),
         }
     }
 
@@ -109,6 +117,7 @@ impl Tokenizer {
             Tokenizer::Bpe(b) => Saved::Bpe {
                 merges: b.merges().to_vec(),
             },
+            Tokenizer::ByteLevel(b) => Saved::ByteLevelBpe(b.saved()),
         };
         serde_json::to_string(&saved).expect("a tokenizer serializes")
     }
@@ -130,6 +139,7 @@ impl Tokenizer {
                 Tokenizer::Chars(chars)
             }
             Saved::Bpe { merges } => Tokenizer::Bpe(BytePairEncoding::from_merges(merges)?),
+            Saved::ByteLevelBpe(saved) => Tokenizer::ByteLevel(ByteLevelBpe::new(saved)?),
         })
     }
 }

@@ -161,6 +161,7 @@ pub fn train_language_model(
         steps: 0,
         final_train_loss: None,
         final_validation_loss: None,
+        imported_from: None,
     };
     let mut trainer = Trainer::for_language_model(t.optimizer.clone(), t.seed)
         .with_schedule(t.learning_rate_schedule.clone())?
