@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use kiln::artifact::{load_language_model, save_language_model, LanguageModel};
 use kiln::lm::generate::{check_request, generate as generate_tokens, Sampling};
 use kiln::lm::tokenizer::StreamDecoder;
-use kiln::pipeline::language_model::{prepare_text, validation_windows};
+use kiln::pipeline::language_model::{prepare_text_with, validation_windows};
 use kiln::pipeline::LmOutcome;
 use kiln::spec::LmSpec;
 use kiln::train::{EvalData, ValidationWindows};
@@ -21,7 +21,6 @@ use crate::train_command::{allreduce_share, TrainArgs, RUN_MODEL};
 /// Options of `kiln train` that layer-stack models have and language models do not.
 pub fn refuse_unsupported(args: &TrainArgs) -> Result<()> {
     let unsupported = [
-        ("--init", args.init.is_some()),
         ("--epochs (use --steps)", args.epochs.is_some()),
         (
             "--data-dir (the spec's `data.path` or $KILN_DATA)",
@@ -131,9 +130,9 @@ pub fn eval(model_path: &Path, text: Option<&Path>, batches: Option<usize>, json
                     model_path.display()
                 )));
             }
-            let data = prepare_text(&spec)?;
+            let data = prepare_text_with(&spec, Some(&model.tokenizer))?;
             ensure_data!(
-                data.corpus.sha256 == model.info.corpus_sha256 && data.tokenizer == model.tokenizer,
+                data.corpus.sha256 == model.info.corpus_sha256,
                 "{}: the text this model was trained on has changed (SHA-256 {}, the model recorded {}); \
                  pass --text FILE to score another text",
                 data.corpus.path.display(),

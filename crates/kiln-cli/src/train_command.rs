@@ -66,6 +66,11 @@ fn spec_to_train(args: &TrainArgs, is_root: bool) -> Result<Spec> {
         }
         Spec::Gpt(s) => {
             crate::lm::refuse_unsupported(args)?;
+            // Recorded in the spec, so a resumed run starts from the same model's tokenizer.
+            if let Some(init) = args.init {
+                let absolute = std::path::absolute(init).map_err(|e| kiln::Error::io(init, e))?;
+                s.training.init = Some(absolute);
+            }
             if let Some(steps) = args.steps {
                 ensure_usage!(steps > 0, "--steps must be at least 1");
                 s.training.steps = steps;
@@ -142,7 +147,8 @@ pub fn train_in(
         resume: args.resume.is_some(),
         skip_nonfinite_batches: args.skip_nonfinite_batches,
         distributed: group,
-        init: args.init,
+        // A language model's --init is in its spec (`training.init`).
+        init: args.init.filter(|_| matches!(spec, Spec::Sequential(_))),
         bootstrap: None,
     };
     if !args.quiet {
@@ -265,7 +271,7 @@ fn train_as_follower(
         resume: args.resume.is_some(),
         skip_nonfinite_batches: args.skip_nonfinite_batches,
         distributed: Some(group),
-        init: args.init,
+        init: args.init.filter(|_| matches!(spec, Spec::Sequential(_))),
         ..Default::default()
     };
     match spec {

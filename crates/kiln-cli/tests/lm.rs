@@ -321,3 +321,65 @@ fn an_imported_gpt2_tokenizes_generates_and_evaluates() {
     assert_one_line_error(&out, &["config.json"]);
     assert_eq!(out.0.code(), Some(66));
 }
+
+/// `kiln train SPEC --init IMPORTED`: fine-tuning starts from the imported GPT-2's weights
+/// and reads the text with its tokenizer; a shorter context drops the later positions; a
+/// resumed run finds the tokenizer again; a spec describing another network is refused.
+#[test]
+fn an_imported_gpt2_fine_tunes_on_a_text_and_resumes() {
+    let s = Sandbox::new("gpt2-fine-tune");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln/tests/fixtures/gpt2-tiny");
+    let imported = s.arg("gpt2.safetensors");
+    assert_success(&s.kiln(&["import", "gpt2", fixture.to_str().unwrap(), "--out", &imported]));
+    s.write("play.txt", play());
+    let spec = |width: usize| {
+        format!(
+            "name = \"tuned\"\n[data]\npath = \"play.txt\"\n[model]\ntype = \"gpt\"\nlayers = 2\nheads = 4\n\
+             width = {width}\ncontext = 32\ntie_weights = true\nactivation = \"gelu_new\"\n[training]\n\
+             steps = 40\nbatch_size = 8\neval_interval = 20\neval_batches = 4\n\
+             optimizer = {{ type = \"adam\", learning_rate = 0.003 }}\n"
+        )
+    };
+    let good = s.write("tuned.toml", spec(48));
+    let tuned = s.arg("tuned.safetensors");
+    let run = s.arg("run");
+    let out = s.kiln(&[
+        "train",
+        &good,
+        "--init",
+        &imported,
+        "--run-dir",
+        &run,
+        "--out",
+        &tuned,
+    ]);
+    assert_success(&out);
+    let losses: Vec<f32> = out
+        .1
+        .lines()
+        .filter(|l| l.starts_with("step "))
+        .filter_map(|l| l.split("val loss ").nth(1)?.split(',').next()?.parse().ok())
+        .collect();
+    assert_eq!(losses.len(), 2, "{}", out.1);
+    assert!(
+        losses[1] < losses[0],
+        "fine-tuning lowers the validation loss: {losses:?}"
+    );
+    // The tuned model reads text as the imported one does.
+    let ids = |model: &str| {
+        s.kiln(&["tokenize", model, "--text", "ROMEO: Romeo, wherefore?"])
+            .1
+    };
+    assert_eq!(ids(&tuned), ids(&imported));
+    let inspect = s.kiln(&["inspect", &tuned]).1;
+    assert!(
+        inspect.contains("context 32") && inspect.contains("byte_level_bpe"),
+        "{inspect}"
+    );
+    // Resumed with more steps: the recorded init gives the tokenizer back.
+    assert_success(&s.kiln(&["train", "--resume", &run, "--steps", "60"]));
+    let wide = s.write("wide.toml", spec(64));
+    let out = s.kiln(&["train", &wide, "--init", &imported, "--no-checkpoint"]);
+    assert_one_line_error(&out, &["model.width", "48", "64"]);
+    assert_eq!(out.0.code(), Some(65));
+}

@@ -229,6 +229,7 @@ fn imported_info(name: &str, gpt: GptConfig, vocab: usize) -> LmInfo {
         model: LmModelSpec::Gpt(gpt),
         training: LmTrainingSpec {
             steps: 0,
+            init: None,
             batch_size: 4,
             optimizer: Default::default(),
             learning_rate_schedule: None,

@@ -5,13 +5,15 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::artifact::load_language_model;
 use crate::artifact::{LanguageModel, LmInfo};
 use crate::data::Corpus as TextCorpus;
 use crate::error::{Error, Result};
 use crate::lm::text::{load_tiny_shakespeare, read_text, split_by_position, Corpus};
-use crate::lm::{Gpt, Tokenizer};
+use crate::lm::{Gpt, GptConfig, Tokenizer};
 use crate::nn::Model;
 use crate::spec::LmSpec;
+use crate::tensor::Tensor;
 use crate::train::{
     Callback, EpochLog, EvalData, FitOptions, History, ModelWriter, TokenWindows, TrainData, Trainer,
     Validation, ValidationWindows,
@@ -32,6 +34,11 @@ pub struct TokenizedCorpus {
 /// Reads the spec's text, fits its tokenizer and encodes both parts. Each part must hold
 /// at least one window of context + 1 tokens.
 pub fn prepare_text(spec: &LmSpec) -> Result<TokenizedCorpus> {
+    prepare_text_with(spec, None)
+}
+
+/// [`prepare_text`], encoding with `tokenizer` (a model's own) instead of fitting one.
+pub fn prepare_text_with(spec: &LmSpec, tokenizer: Option<&Tokenizer>) -> Result<TokenizedCorpus> {
     let text = spec.data.text().ok_or_else(|| {
         Error::unsupported(
             format!(
@@ -46,7 +53,10 @@ pub fn prepare_text(spec: &LmSpec) -> Result<TokenizedCorpus> {
         TextCorpus::TinyShakespeare => load_tiny_shakespeare()?,
     };
     let (train_text, validation_text) = split_by_position(&corpus.text, text.validation_fraction);
-    let tokenizer = Tokenizer::fit(text.tokenizer, &corpus.text, train_text)?;
+    let tokenizer = match tokenizer {
+        Some(t) => t.clone(),
+        None => Tokenizer::fit(text.tokenizer, &corpus.text, train_text)?,
+    };
     let train = tokenizer.encode(train_text)?;
     let validation = tokenizer.encode(validation_text)?;
     let needed = spec.model.gpt().context + 1;
@@ -127,6 +137,76 @@ impl ModelWriter for LmWriter {
     }
 }
 
+/// A copy of `init`'s weights for `config`, which must describe the same network except
+/// for dropout and a context no longer than its own (positions past it are dropped).
+fn start_from(init: &Gpt, config: GptConfig, path: &Path) -> Result<Gpt> {
+    let have = init.config();
+    let differ = |field: &str, spec: String, model: String| {
+        Error::mismatch(
+            format!("model.{field} with training.init = {}", path.display()),
+            format!("{model}, as the model has"),
+            spec,
+        )
+    };
+    let same = GptConfig {
+        context: have.context,
+        dropout: have.dropout,
+        ..config.clone()
+    };
+    if same != *have {
+        let fields = [
+            ("layers", config.layers.to_string(), have.layers.to_string()),
+            ("heads", config.heads.to_string(), have.heads.to_string()),
+            ("width", config.width.to_string(), have.width.to_string()),
+            (
+                "mlp_ratio",
+                config.mlp_ratio.to_string(),
+                have.mlp_ratio.to_string(),
+            ),
+            (
+                "tie_weights",
+                config.tie_weights.to_string(),
+                have.tie_weights.to_string(),
+            ),
+            (
+                "activation",
+                format!("{:?}", config.activation),
+                format!("{:?}", have.activation),
+            ),
+            (
+                "layer_norm_epsilon",
+                config.layer_norm_epsilon.to_string(),
+                have.layer_norm_epsilon.to_string(),
+            ),
+        ];
+        let (field, spec, model) = fields
+            .into_iter()
+            .find(|(_, a, b)| a != b)
+            .expect("a field differs");
+        return Err(differ(field, spec, model));
+    }
+    if config.context > have.context {
+        return Err(differ(
+            "context",
+            config.context.to_string(),
+            format!("at most {}", have.context),
+        ));
+    }
+    let width = config.width;
+    Gpt::with_values(config.clone(), init.vocab_size(), |name, dims| {
+        let value = &init
+            .params()
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| Error::mismatch(format!("parameter `{name}`"), "one in the init model", "none"))?
+            .value;
+        match name {
+            "pos_embedding" => Tensor::new(dims, value.data()[..config.context * width].to_vec()),
+            _ => Ok(value.clone()),
+        }
+    })
+}
+
 /// Trains a language model from `spec`: a fresh one, or (with `options.resume`) the run
 /// in `options.run_dir` continued to `spec.training.steps` in all.
 pub fn train_language_model(
@@ -140,12 +220,27 @@ pub fn train_language_model(
             "both are for layer-stack models",
         ));
     }
-    let data = prepare_text(spec)?;
     let t = &spec.training;
+    let init = t.init.as_deref().map(load_language_model).transpose()?;
+    let data = prepare_text_with(spec, init.as_ref().map(|m| &m.tokenizer))?;
     let config = spec.model.gpt().clone();
-    let mut gpt = Gpt::new(config.clone(), data.tokenizer.vocab_size(), t.seed)?;
+    let mut gpt = match &init {
+        Some(start) => start_from(
+            &start.gpt,
+            config.clone(),
+            t.init.as_deref().unwrap_or(Path::new("")),
+        )?,
+        None => Gpt::new(config.clone(), data.tokenizer.vocab_size(), t.seed)?,
+    };
     let mut recorded = spec.clone();
     recorded.data = recorded.data.without_folders();
+    // By file name, as the data: a model file records no folders.
+    recorded.training.init = recorded
+        .training
+        .init
+        .as_deref()
+        .and_then(Path::file_name)
+        .map(Into::into);
     let corpus_name = data
         .corpus
         .path

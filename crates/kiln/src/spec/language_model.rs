@@ -44,6 +44,11 @@ impl LmModelSpec {
 pub struct LmTrainingSpec {
     /// Optimizer updates, each on one batch of random windows.
     pub steps: usize,
+    /// Start from this language model's weights and tokenizer (fine-tuning: an imported
+    /// GPT-2, say) instead of fresh ones; `[model]` must describe the same network, with
+    /// a context no longer than its own (later positions are dropped) and any dropout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<std::path::PathBuf>,
     /// Windows per batch; each is `context` tokens long.
     pub batch_size: usize,
     #[serde(default)]
@@ -84,6 +89,9 @@ impl LmSpec {
         let mut spec = LmSpec::parse(&text, path)?;
         if let Some(dir) = path.parent() {
             spec.data.resolve_paths(dir);
+            if let Some(init) = spec.training.init.as_mut().filter(|p| p.is_relative()) {
+                *init = dir.join(&*init);
+            }
         }
         if spec.name.is_none() {
             spec.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
