@@ -7,6 +7,8 @@
 //! - `predict MODEL`: batch-1 latency (p50, p99) and batch-1024 throughput of `predict`.
 //! - `conv`: forward and backward time of each of the MNIST CNN's convolution layers (with
 //!   its ReLU and max pooling) at one batch, on synthetic data.
+//! - `logits MODEL --ids …`: a language model's logits for a sequence, as raw f32, for
+//!   comparing with another library's (bench/gpt2.sh).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -61,6 +63,16 @@ enum Command {
         #[arg(long, default_value = "")]
         only: String,
     },
+    /// A language model's logits at every position of one sequence, written as raw
+    /// little-endian f32 (positions × vocabulary) to --out.
+    Logits {
+        model: PathBuf,
+        /// Token ids, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        ids: Vec<u32>,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Batch-1 latency and batch-1024 throughput of a saved model's predict path.
     Predict {
         model: PathBuf,
@@ -73,6 +85,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Roofline { size, width, batch } => roofline(size, width, batch),
         Command::Predict { model, iterations } => predict(&model, iterations),
+        Command::Logits { model, ids, out } => logits(&model, &ids, &out),
         Command::Conv {
             batch,
             iterations,
@@ -307,4 +320,16 @@ fn predict(path: &std::path::Path, iterations: usize) -> Result<()> {
 
 fn round(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
+}
+
+fn logits(model: &std::path::Path, ids: &[u32], out: &std::path::Path) -> Result<()> {
+    let mut model = kiln::artifact::load_language_model(model)?;
+    let values = model.gpt.logits(ids, 1)?;
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(out, bytes)?;
+    println!(
+        "{}",
+        json!({ "positions": ids.len(), "vocab": model.gpt.vocab_size() })
+    );
+    Ok(())
 }
