@@ -259,12 +259,16 @@ enum Command {
     /// Serve models over HTTP (Open Inference Protocol v2, TF-Serving :predict, a page at /).
     Serve(serve_command::ServeArgs),
     /// Bring in a model trained elsewhere: `kiln import gpt2 DIR --out m.safetensors` reads
-    /// a Hugging Face GPT-2 checkpoint folder (weights, config and tokenizer).
+    /// a Hugging Face GPT-2 checkpoint folder (weights, config and tokenizer); `kiln import
+    /// torch STATE.safetensors --spec SPEC.toml --out m.safetensors` a PyTorch state_dict.
     Import {
         #[arg(value_enum)]
         format: import::ImportFormat,
-        /// The checkpoint folder.
+        /// The checkpoint folder (gpt2) or state-dict file (torch).
         source: PathBuf,
+        /// torch: the kiln spec describing the same model, layer for layer.
+        #[arg(long)]
+        spec: Option<PathBuf>,
         /// Where to write the kiln model (safetensors).
         #[arg(long)]
         out: PathBuf,
@@ -609,7 +613,12 @@ fn run(command: Command) -> anyhow::Result<()> {
             data_dir: data_dir.as_deref(),
         })
         .map_err(|e| blame_spec(e, spec.as_deref())),
-        Command::Import { format, source, out } => import::import(format, &source, &out),
+        Command::Import {
+            format,
+            source,
+            spec,
+            out,
+        } => import::import(format, &source, spec.as_deref(), &out),
         Command::Tokenize { model, text } => lm::tokenize(&model, &text),
         Command::Completions { shell } => {
             shell_docs::completions(shell, <Cli as clap::CommandFactory>::command())

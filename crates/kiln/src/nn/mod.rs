@@ -19,6 +19,7 @@ mod regularizer;
 mod sequential;
 mod sequential_passes;
 mod spatial;
+mod torch_state;
 mod transfer;
 
 pub use activation::Activation;
@@ -39,3 +40,4 @@ pub use spatial::{
     BatchNormLayer, BatchNormSpec, Conv2dSpec, ConvLayer, GlobalPoolSpec, PaddingSpec, Pair, PoolSpec,
     ReshapeSpec,
 };
+pub use torch_state::import_state_dict;

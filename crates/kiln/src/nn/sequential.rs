@@ -197,7 +197,7 @@ pub struct Sequential {
     specs: Vec<LayerSpec>,
     /// Per layer, the name it was given (None: the default name).
     names: Vec<Option<String>>,
-    network: Network,
+    pub(crate) network: Network,
     pub params: ParamStore,
     /// Buffers reused by every forward pass (training, evaluation, prediction).
     workspace: Workspace,
