@@ -62,7 +62,8 @@ fn import_torch(state: &Path, spec_path: &Path, out: &Path) -> Result<()> {
             )));
         }
     };
-    let (model, notes) = kiln::nn::import_state_dict(state, &input_shape, spec.model.layers.clone())?;
+    let (model, notes) =
+        kiln::nn::import_state_dict(state, &input_shape, spec.model.layers.clone(), &spec.model.names)?;
     let name = spec.name.clone().unwrap_or_else(|| "imported".into());
     let mut info = ModelInfo::for_model(&name, &model);
     info.preprocessing = preprocessing;

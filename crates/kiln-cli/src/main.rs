@@ -346,8 +346,9 @@ fn one_line_usage_error(rendered: &str) -> String {
         .take_while(|l| !l.starts_with("Usage:"))
         .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
         .collect();
-    let subcommand = std::env::args()
+    let subcommand = std::env::args_os()
         .nth(1)
+        .and_then(|a| a.into_string().ok())
         .filter(|a| Cli::command().find_subcommand(a).is_some());
     let command = match subcommand {
         Some(sub) => format!("kiln {sub}"),
@@ -390,7 +391,8 @@ fn is_language_model(path: &std::path::Path) -> bool {
 
 fn main() -> ExitCode {
     restore_default_sigpipe();
-    let json = wants_json(std::env::args());
+    // OsStrings: an argument that is not UTF-8 (a file name) must not panic here.
+    let json = wants_json(std::env::args_os());
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e, json),
@@ -407,8 +409,8 @@ fn main() -> ExitCode {
 
 /// Whether the command line asks for JSON output (`--json`, `--format json`), so that an
 /// error is printed as JSON too.
-fn wants_json(args: impl Iterator<Item = String>) -> bool {
-    let args: Vec<String> = args.collect();
+fn wants_json(args: impl Iterator<Item = std::ffi::OsString>) -> bool {
+    let args: Vec<std::ffi::OsString> = args.collect();
     args.iter().enumerate().any(|(i, a)| {
         a == "--json"
             || a == "--format=json"

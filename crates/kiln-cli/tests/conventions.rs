@@ -46,6 +46,28 @@ fn usage_errors_are_2() {
     assert_fails_with(&s.kiln(&["cv", "--folds", "1"]), 2, "--folds");
 }
 
+/// A file name that is not UTF-8 reaches the command (and its error), not a panic.
+#[test]
+fn arguments_that_are_not_utf8_are_no_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let s = Sandbox::new("non-utf8");
+    let model = s.digits_model("m.safetensors");
+    let name = std::ffi::OsStr::from_bytes(b"rows\xff.csv");
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("predict")
+        .arg(&model)
+        .arg("--input")
+        .arg(s.dir.join(name))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(66), "{stderr}");
+    assert!(
+        stderr.starts_with("error: ") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn bad_data_is_65() {
     let s = Sandbox::new("exit-65");

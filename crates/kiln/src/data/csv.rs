@@ -277,6 +277,12 @@ mod tests {
     }
 
     #[test]
+    fn a_row_of_empty_cells_is_a_gap_not_a_blank_line() {
+        let e = err("1,2,0\n,,\n3,4,1\n");
+        assert!(e.contains("line 2, column 1") && e.contains("empty cell"), "{e}");
+    }
+
+    #[test]
     fn a_ragged_row_is_reported() {
         assert_eq!(
             err("1,2,0\n1,2,0\n1,2,3,0\n"),

@@ -84,7 +84,9 @@ pub(crate) fn for_each_record(
             .filter(|&&b| b == b'\n')
             .count();
         counted_to = start;
-        if !record.iter().all(str::is_empty) {
+        // A blank (or all-space) line reads as one empty cell; `,,` is a row of gaps.
+        let blank = record.len() == 1 && record[0].is_empty();
+        if !blank {
             each(line, &record)?;
         }
     }
@@ -105,7 +107,10 @@ impl RawTable {
     pub fn parse(text: &str, path: &Path, header: Option<bool>) -> Result<RawTable> {
         let mut rows: Vec<(usize, Vec<String>)> = Vec::new();
         for_each_record(text, path, |line, record| {
-            rows.push((line, record.iter().map(str::to_string).collect()));
+            // A row without a single value is skipped, as tables always skipped it.
+            if !record.iter().all(str::is_empty) {
+                rows.push((line, record.iter().map(str::to_string).collect()));
+            }
             Ok(())
         })?;
         let Some((_, first)) = rows.first() else {

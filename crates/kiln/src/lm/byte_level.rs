@@ -143,6 +143,20 @@ impl ByteLevelBpe {
                 .get(ch.to_string().as_str())
                 .ok_or_else(|| corrupt(format!("byte {byte:#04x} ({ch:?}) has no token")))?;
         }
+        for &id in &special {
+            match vocab.get(id as usize) {
+                None => {
+                    return Err(corrupt(format!(
+                        "special token id {id} is past the vocabulary of {}",
+                        vocab.len()
+                    )))
+                }
+                Some(token) if token.is_empty() => {
+                    return Err(corrupt(format!("special token {id} is empty")))
+                }
+                Some(_) => {}
+            }
+        }
         let special_set: std::collections::HashSet<u32> = special.iter().copied().collect();
         let bytes: Vec<Vec<u8>> = vocab
             .iter()
@@ -379,6 +393,24 @@ mod tests {
         assert_eq!(table[b' ' as usize], 'Ġ'); // U+0120
         assert_eq!(table[b'\n' as usize], 'Ċ'); // U+010A
         assert_eq!(token_bytes("Ġthe").unwrap(), b" the");
+    }
+
+    #[test]
+    fn special_tokens_must_be_in_the_vocabulary_and_not_empty() {
+        let vocab: Vec<String> = byte_to_char().iter().map(|c| c.to_string()).collect();
+        let with = |extra: Vec<String>, special: Vec<u32>| {
+            let vocab = vocab.iter().cloned().chain(extra).collect();
+            ByteLevelBpe::new(SavedByteLevel {
+                vocab,
+                merges: vec![],
+                special,
+            })
+        };
+        assert!(with(vec!["<|endoftext|>".into()], vec![256]).is_ok());
+        let past = with(vec![], vec![999]).unwrap_err().to_string();
+        assert!(past.contains("999"), "{past}");
+        let empty = with(vec![String::new()], vec![256]).unwrap_err().to_string();
+        assert!(empty.contains("empty"), "{empty}");
     }
 
     #[test]

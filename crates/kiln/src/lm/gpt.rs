@@ -41,7 +41,9 @@ pub struct GptConfig {
     #[serde(default = "default_epsilon")]
     pub layer_norm_epsilon: f32,
     /// The MLP's activation: exact GELU, or GPT-2's tanh approximation (`gelu_new`).
-    #[serde(default)]
+    /// Left out of the saved spec when it is the default, so a run checkpointed before
+    /// the field existed still resumes (resume compares the specs).
+    #[serde(default, skip_serializing_if = "GptActivation::is_default")]
     pub activation: GptActivation,
 }
 
@@ -57,6 +59,10 @@ pub enum GptActivation {
 }
 
 impl GptActivation {
+    fn is_default(&self) -> bool {
+        *self == GptActivation::default()
+    }
+
     pub fn op(self) -> UnaryOp {
         match self {
             GptActivation::Gelu => UnaryOp::Gelu,

@@ -22,11 +22,14 @@ const TORCH_BATCH_NORM_EPSILON: f32 = 1e-5;
 const KILN_BATCH_NORM_EPSILON: f32 = 1e-3;
 
 /// A model built from `layers` on samples shaped `input_shape`, with the weights of the
-/// state dict at `path`. Returns it with one line per layer saying which module it took.
+/// state dict at `path`. A layer named (`names`) after a module takes that module; the
+/// others take the remaining modules in order. Returns the model with one line per layer
+/// saying which module it took.
 pub fn import_state_dict(
     path: &Path,
     input_shape: &[usize],
     mut layers: Vec<LayerSpec>,
+    names: &[Option<String>],
 ) -> Result<(Sequential, Vec<String>)> {
     let mut notes = Vec::new();
     for (i, layer) in layers.iter_mut().enumerate() {
@@ -59,11 +62,8 @@ pub fn import_state_dict(
             describe_modules(&modules, &tensors)
         )));
     }
-    let module_of: HashMap<usize, &str> = weighted
-        .iter()
-        .copied()
-        .zip(modules.iter().map(|(m, _)| m.as_str()))
-        .collect();
+    refuse_flattened_batch_norm(&layers, &inputs).map_err(fail)?;
+    let module_of = assign_modules(&weighted, names, &modules).map_err(fail)?;
     for &i in &weighted {
         notes.push(format!(
             "layer {i} ({}) ← `{}`",
@@ -104,6 +104,62 @@ pub fn import_state_dict(
         )));
     }
     Ok((model, notes))
+}
+
+/// Which module each weighted layer takes: the one it is named after, else the next
+/// remaining one in natural order, which must be the order PyTorch numbered them in.
+fn assign_modules<'m>(
+    weighted: &[usize],
+    names: &[Option<String>],
+    modules: &'m [(String, Vec<String>)],
+) -> std::result::Result<HashMap<usize, &'m str>, String> {
+    let mut remaining: Vec<&str> = modules.iter().map(|(m, _)| m.as_str()).collect();
+    let mut module_of = HashMap::new();
+    for &i in weighted {
+        let Some(name) = names.get(i).and_then(|n| n.as_deref()) else {
+            continue;
+        };
+        if let Some(at) = remaining.iter().position(|m| *m == name) {
+            module_of.insert(i, remaining.remove(at));
+        }
+    }
+    for pair in remaining.windows(2) {
+        let (a, b) = (natural_key(pair[0]), natural_key(pair[1]));
+        let first_difference = a.iter().zip(&b).find(|(x, y)| x != y);
+        if let Some(((1, ..), _) | (_, (1, ..))) = first_difference {
+            return Err(format!(
+                "modules `{}` and `{}` are told apart by name, not by the order PyTorch built them in: \
+                 give the spec's layers those names (`name = \"{}\"`) to say which is which",
+                pair[0], pair[1], pair[0]
+            ));
+        }
+    }
+    let unnamed: Vec<usize> = weighted
+        .iter()
+        .copied()
+        .filter(|i| !module_of.contains_key(i))
+        .collect();
+    for (i, module) in unnamed.into_iter().zip(remaining) {
+        module_of.insert(i, module);
+    }
+    Ok(module_of)
+}
+
+/// Batch normalization of a flattened image: PyTorch orders those features channels first,
+/// kiln channels last, and that reordering is not implemented for it.
+fn refuse_flattened_batch_norm(
+    layers: &[LayerSpec],
+    inputs: &[Vec<usize>],
+) -> std::result::Result<(), String> {
+    for (i, layer) in layers.iter().enumerate() {
+        if matches!(layer, LayerSpec::BatchNormalization(_)) && flattened_image(layers, i, inputs).is_some() {
+            return Err(format!(
+                "layer {i} (batch_normalization) normalizes a flattened image, whose features PyTorch orders \
+                 channels first and kiln channels last: not supported yet; normalize before the flatten"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The state-dict key a kiln parameter was read from.
@@ -254,8 +310,8 @@ fn torch_tensor(
     }
 }
 
-/// For a Dense layer fed (through layers without weights: dropout, activation) by a
-/// Flatten of an image: that image's (h, w, c).
+/// For a layer fed (through layers without weights: dropout, activation) by a Flatten of
+/// an image: that image's (h, w, c).
 fn flattened_image(
     layers: &[LayerSpec],
     dense: usize,
@@ -322,6 +378,29 @@ mod tests {
         ];
         let order: Vec<String> = modules(keys.into_iter()).into_iter().map(|(m, _)| m).collect();
         assert_eq!(order, ["2", "10", "fc", "features.9", "features.10"]);
+    }
+
+    #[test]
+    fn named_modules_go_by_the_spec_s_names_and_are_never_guessed() {
+        let modules = modules(["fc_in.weight", "fc_hidden.weight", "3.weight"].into_iter());
+        let names = [
+            Some("fc_in".to_string()),
+            None,
+            Some("fc_hidden".to_string()),
+            None,
+        ];
+        let assigned = assign_modules(&[0, 2, 3], &names, &modules).unwrap();
+        assert_eq!(
+            (assigned[&0], assigned[&2], assigned[&3]),
+            ("fc_in", "fc_hidden", "3")
+        );
+        // Without the names, their order would be alphabetical, not PyTorch's: refused.
+        let named = self::modules(["fc_in.weight", "fc_hidden.weight"].into_iter());
+        let err = assign_modules(&[0, 1], &[None, None], &named).unwrap_err();
+        assert!(
+            err.contains("`fc_hidden` and `fc_in`") && err.contains("name = "),
+            "{err}"
+        );
     }
 
     #[test]

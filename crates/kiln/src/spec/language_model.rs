@@ -89,8 +89,10 @@ impl LmSpec {
         let mut spec = LmSpec::parse(&text, path)?;
         if let Some(dir) = path.parent() {
             spec.data.resolve_paths(dir);
-            if let Some(init) = spec.training.init.as_mut().filter(|p| p.is_relative()) {
-                *init = dir.join(&*init);
+            if let Some(init) = spec.training.init.as_mut() {
+                // Absolute, as `--init` makes it: a resumed run may start elsewhere.
+                let joined = dir.join(&*init);
+                *init = std::path::absolute(&joined).unwrap_or(joined);
             }
         }
         if spec.name.is_none() {
