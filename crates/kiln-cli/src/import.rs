@@ -84,7 +84,7 @@ fn import_torch(state: &Path, spec_path: &Path, out: &Path) -> Result<()> {
 
 fn import_gpt2(source: &Path, out: &Path) -> Result<()> {
     let start = Instant::now();
-    let model = kiln::lm::import_gpt2(source)?;
+    let model = kiln::artifact::import_gpt2(source)?;
     let read = start.elapsed().as_secs_f64();
     save_language_model(&model, out)?;
     let c = model.gpt.config();

@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use kiln::artifact::import_gpt2;
 use kiln::lm::generate::KvCache;
-use kiln::lm::import_gpt2;
 use serde_json::Value;
 
 fn fixture() -> PathBuf {

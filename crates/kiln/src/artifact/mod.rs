@@ -12,6 +12,7 @@
 //! disk never leaves a half-written model where a good one was.
 
 mod classifier;
+mod hf_gpt2;
 pub mod language_model;
 mod sparse;
 
@@ -33,6 +34,7 @@ use crate::tensor::Tensor;
 use crate::train::{EpochLog, ModelWriter};
 
 pub use classifier::{Classifier, ClassifierRef};
+pub use hf_gpt2::import_gpt2;
 pub use language_model::{load_language_model, save_language_model, LanguageModel, LmInfo};
 use sparse::{SparseKernel, SPARSE_INT8_KEY, SPARSE_KEY};
 

@@ -5,11 +5,9 @@ pub mod bpe;
 pub mod byte_level;
 pub mod generate;
 pub mod gpt;
-mod hf_gpt2;
 mod model;
 pub mod text;
 pub mod tokenizer;
 
 pub use gpt::{Gpt, GptActivation, GptConfig};
-pub use hf_gpt2::import_gpt2;
 pub use tokenizer::Tokenizer;

@@ -9,13 +9,12 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::byte_level::ByteLevelBpe;
-use super::gpt::{GptActivation, GptConfig};
-use super::{Gpt, Tokenizer};
-use crate::artifact::{LanguageModel, LmInfo};
+use super::{LanguageModel, LmInfo};
 use crate::data::{BpeSpec, BpeTag, DataSpec, TokenizerSpec};
 use crate::error::{Error, Result};
 use crate::io::{map_file, read_f32_tensor};
+use crate::lm::byte_level::ByteLevelBpe;
+use crate::lm::{Gpt, GptActivation, GptConfig, Tokenizer};
 use crate::spec::{LmModelSpec, LmSpec, LmTrainingSpec};
 
 /// Reads the checkpoint in `dir`; a config option kiln does not implement, a missing or
