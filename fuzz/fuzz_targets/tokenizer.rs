@@ -101,7 +101,9 @@ fn round_trip(tokenizer: &Tokenizer, text: &str) {
             );
             return;
         }
-        (Tokenizer::Bpe(_), Err(e)) => panic!("byte-level BPE failed to encode: {e}"),
+        (Tokenizer::Bpe(_) | Tokenizer::ByteLevel(_), Err(e)) => {
+            panic!("byte-level BPE failed to encode: {e}")
+        }
     };
     let vocab = tokenizer.vocab_size();
     assert!(
