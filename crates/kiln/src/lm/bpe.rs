@@ -12,7 +12,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use crate::error::{Error, Result};
 
 /// Two adjacent ids, the unit a merge replaces.
-type Pair = (u32, u32);
+pub(crate) type Pair = (u32, u32);
 
 /// The number of ids that are raw bytes, before the first merge.
 const BYTE_IDS: usize = 256;
@@ -187,7 +187,7 @@ fn check_merge(index: usize, left: u32, right: u32) -> Result<()> {
 }
 
 /// Replaces each occurrence of `pair` in `symbols`, scanning left to right, with `id`.
-fn merge_pair(symbols: &[u32], pair: Pair, id: u32) -> Vec<u32> {
+pub(crate) fn merge_pair(symbols: &[u32], pair: Pair, id: u32) -> Vec<u32> {
     let mut merged = Vec::with_capacity(symbols.len());
     let mut i = 0;
     while i < symbols.len() {

@@ -12,10 +12,8 @@ use std::sync::OnceLock;
 
 use regex::Regex;
 
+use super::bpe::{merge_pair, Pair};
 use crate::error::{Error, Result};
-
-/// Two adjacent ids, the unit a merge replaces.
-type Pair = (u32, u32);
 
 /// A GPT-2 style tokenizer: token strings by id (bytes written through GPT-2's
 /// byte-to-character table), the merges in rank order, and the special tokens.
@@ -364,22 +362,6 @@ fn token_bytes(token: &str) -> Option<Vec<u8>> {
             .collect()
     });
     token.chars().map(|c| back.get(&c).copied()).collect()
-}
-
-/// Replaces each occurrence of `pair` in `symbols`, scanning left to right, with `id`.
-fn merge_pair(symbols: &[u32], pair: Pair, id: u32) -> Vec<u32> {
-    let mut merged = Vec::with_capacity(symbols.len());
-    let mut i = 0;
-    while i < symbols.len() {
-        if i + 1 < symbols.len() && (symbols[i], symbols[i + 1]) == pair {
-            merged.push(id);
-            i += 2;
-        } else {
-            merged.push(symbols[i]);
-            i += 1;
-        }
-    }
-    merged
 }
 
 #[cfg(test)]
