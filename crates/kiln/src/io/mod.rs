@@ -4,6 +4,7 @@
 
 mod csv_record;
 pub mod half;
+pub mod proto;
 
 use std::collections::BTreeMap;
 use std::io::Write;

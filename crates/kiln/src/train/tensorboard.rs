@@ -1,5 +1,5 @@
-//! TensorBoard event files, written by hand: CRC-32C, TFRecord framing and the few protobuf
-//! fields of `tensorflow.Event` that scalars need. [`EventWriter`] writes one file;
+//! TensorBoard event files: CRC-32C and TFRecord framing around `tensorflow.Event` messages
+//! (the `prost` structs in `io::proto::event`). [`EventWriter`] writes one file;
 //! [`TensorBoard`] is the callback that logs each epoch the way Keras's `TensorBoard` does.
 //!
 //! A file is a sequence of TFRecords, each `u64 LE length`, `masked crc32c(length bytes)`,
@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use super::callbacks::{Callback, Control, FitState};
 use super::EpochLog;
 use crate::error::{Error, Result};
+use crate::io::proto::event::{Event, EventWhat, Summary, SummaryValue, SummaryValueKind};
+use crate::io::proto::Message;
 
 /// CRC-32C (Castagnoli) lookup table for the reflected polynomial 0x82F63B78.
 const CRC32C_TABLE: [u32; 256] = {
@@ -62,71 +64,31 @@ fn tfrecord(data: &[u8]) -> Vec<u8> {
     out
 }
 
-// Protobuf wire types.
-const VARINT: u32 = 0;
-const FIXED64: u32 = 1;
-const LEN: u32 = 2;
-const FIXED32: u32 = 5;
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8 & 0x7f) | 0x80);
-        v >>= 7;
+fn event(wall_time: f64, step: i64, what: EventWhat) -> Vec<u8> {
+    Event {
+        wall_time,
+        step,
+        what: Some(what),
     }
-    out.push(v as u8);
+    .encode_to_vec()
 }
 
-fn put_key(out: &mut Vec<u8>, field: u32, wire: u32) {
-    put_varint(out, u64::from(field << 3 | wire));
-}
-
-fn put_bytes(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
-    put_key(out, field, LEN);
-    put_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
-fn put_double(out: &mut Vec<u8>, field: u32, v: f64) {
-    put_key(out, field, FIXED64);
-    out.extend_from_slice(&v.to_le_bytes());
-}
-
-fn put_float(out: &mut Vec<u8>, field: u32, v: f32) {
-    put_key(out, field, FIXED32);
-    out.extend_from_slice(&v.to_le_bytes());
-}
-
-/// An int64 field: negative values are sign-extended to ten bytes, as protobuf does.
-fn put_int64(out: &mut Vec<u8>, field: u32, v: i64) {
-    put_key(out, field, VARINT);
-    put_varint(out, v as u64);
-}
-
-/// `Event { wall_time = 1, step = 2 }` plus the caller's remaining fields. A zero step is
-/// left out, as proto3 leaves out default values.
-fn event(wall_time: f64, step: i64, rest: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
-    let mut out = Vec::new();
-    put_double(&mut out, 1, wall_time);
-    if step != 0 {
-        put_int64(&mut out, 2, step);
-    }
-    rest(&mut out);
-    out
-}
-
-/// `Event { file_version = 3: "brain.Event:2" }`.
+/// `Event { file_version: "brain.Event:2" }`.
 fn file_version_event(wall_time: f64) -> Vec<u8> {
-    event(wall_time, 0, |out| put_bytes(out, 3, b"brain.Event:2"))
+    event(wall_time, 0, EventWhat::FileVersion("brain.Event:2".into()))
 }
 
-/// `Event { summary = 5: Summary { value = 1: [Value { tag = 1, simple_value = 2 }] } }`.
+/// `Event { summary: Summary { value: [Value { tag, simple_value }] } }`.
 fn scalar_event(wall_time: f64, step: i64, tag: &str, value: f32) -> Vec<u8> {
-    let mut v = Vec::new();
-    put_bytes(&mut v, 1, tag.as_bytes());
-    put_float(&mut v, 2, value);
-    let mut summary = Vec::new();
-    put_bytes(&mut summary, 1, &v);
-    event(wall_time, step, |out| put_bytes(out, 5, &summary))
+    let value = SummaryValue {
+        tag: tag.into(),
+        value: Some(SummaryValueKind::SimpleValue(value)),
+    };
+    event(
+        wall_time,
+        step,
+        EventWhat::Summary(Summary { value: vec![value] }),
+    )
 }
 
 fn now() -> f64 {
@@ -350,29 +312,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn varints_are_little_endian_base_128() {
-        let enc = |v: u64| {
-            let mut out = Vec::new();
-            put_varint(&mut out, v);
-            out
-        };
-        assert_eq!(enc(0), [0x00]);
-        assert_eq!(enc(1), [0x01]);
-        assert_eq!(enc(127), [0x7f]);
-        assert_eq!(enc(300), [0xac, 0x02]);
-        assert_eq!(
-            enc(u64::MAX),
-            [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]
-        );
-        let mut neg = Vec::new();
-        put_int64(&mut neg, 2, -1);
-        assert_eq!(
-            neg,
-            [0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]
-        );
-    }
-
     fn hex(s: &str) -> Vec<u8> {
         (0..s.len())
             .step_by(2)
@@ -401,57 +340,6 @@ mod tests {
         );
     }
 
-    /// A minimal protobuf reader for the test: (field, wire type, payload) triples, with
-    /// varints as their value and other payloads as their bytes.
-    #[derive(Debug)]
-    enum Field<'a> {
-        Varint(u64),
-        Bytes(&'a [u8]),
-    }
-
-    fn varint(buf: &[u8], pos: &mut usize) -> u64 {
-        let mut v = 0u64;
-        let mut shift = 0;
-        loop {
-            let b = buf[*pos];
-            *pos += 1;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return v;
-            }
-            shift += 7;
-        }
-    }
-
-    fn fields(buf: &[u8]) -> Vec<(u32, Field<'_>)> {
-        let mut pos = 0;
-        let mut out = Vec::new();
-        while pos < buf.len() {
-            let key = varint(buf, &mut pos);
-            let (field, wire) = ((key >> 3) as u32, (key & 7) as u32);
-            let value = match wire {
-                VARINT => Field::Varint(varint(buf, &mut pos)),
-                FIXED64 => {
-                    pos += 8;
-                    Field::Bytes(&buf[pos - 8..pos])
-                }
-                LEN => {
-                    let len = varint(buf, &mut pos) as usize;
-                    pos += len;
-                    Field::Bytes(&buf[pos - len..pos])
-                }
-                FIXED32 => {
-                    pos += 4;
-                    Field::Bytes(&buf[pos - 4..pos])
-                }
-                w => panic!("unexpected wire type {w}"),
-            };
-            out.push((field, value));
-        }
-        assert_eq!(pos, buf.len());
-        out
-    }
-
     /// Splits a file into its records, checking both CRCs of each.
     fn records(bytes: &[u8]) -> Vec<&[u8]> {
         let mut pos = 0;
@@ -474,32 +362,21 @@ mod tests {
     type Decoded = (f64, i64, Option<String>, Vec<(String, f32)>);
 
     fn decode_event(buf: &[u8]) -> Decoded {
-        let (mut wall, mut step, mut version, mut values) = (0.0, 0, None, Vec::new());
-        for (field, value) in fields(buf) {
-            match (field, value) {
-                (1, Field::Bytes(b)) => wall = f64::from_le_bytes(b.try_into().unwrap()),
-                (2, Field::Varint(v)) => step = v as i64,
-                (3, Field::Bytes(b)) => version = Some(String::from_utf8(b.to_vec()).unwrap()),
-                (5, Field::Bytes(summary)) => {
-                    for (f, v) in fields(summary) {
-                        let (1, Field::Bytes(v)) = (f, v) else {
-                            panic!("Summary field {f}")
-                        };
-                        let (mut tag, mut simple) = (String::new(), f32::NAN);
-                        for (f, x) in fields(v) {
-                            match (f, x) {
-                                (1, Field::Bytes(b)) => tag = String::from_utf8(b.to_vec()).unwrap(),
-                                (2, Field::Bytes(b)) => simple = f32::from_le_bytes(b.try_into().unwrap()),
-                                (f, x) => panic!("Value field {f}: {x:?}"),
-                            }
-                        }
-                        values.push((tag, simple));
-                    }
+        let event = Event::decode(buf).unwrap();
+        let (mut version, mut values) = (None, Vec::new());
+        match event.what {
+            Some(EventWhat::FileVersion(v)) => version = Some(v),
+            Some(EventWhat::Summary(summary)) => {
+                for v in summary.value {
+                    let Some(SummaryValueKind::SimpleValue(x)) = v.value else {
+                        panic!("a value without simple_value: {v:?}")
+                    };
+                    values.push((v.tag, x));
                 }
-                (f, x) => panic!("Event field {f}: {x:?}"),
             }
+            None => panic!("an event with neither a version nor a summary"),
         }
-        (wall, step, version, values)
+        (event.wall_time, event.step, version, values)
     }
 
     fn tiny_model() -> crate::nn::Sequential {
