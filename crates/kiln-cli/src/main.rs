@@ -6,6 +6,7 @@ mod exit_code;
 mod compress;
 mod distributed;
 mod evaluate;
+mod export;
 mod import;
 mod inspect;
 mod lm;
@@ -270,6 +271,17 @@ enum Command {
         #[arg(long)]
         spec: Option<PathBuf>,
         /// Where to write the kiln model (safetensors).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write a model for other runtimes: `kiln export m.safetensors --format onnx --out
+    /// m.onnx` (the input is what `kiln predict` reads, normalization inside the graph;
+    /// int8 models as QuantizeLinear/DequantizeLinear pairs).
+    Export {
+        model: PathBuf,
+        #[arg(long, value_enum, default_value = "onnx")]
+        format: export::ExportFormat,
+        /// Where to write the exported model.
         #[arg(long)]
         out: PathBuf,
     },
@@ -621,6 +633,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             spec,
             out,
         } => import::import(format, &source, spec.as_deref(), &out),
+        Command::Export { model, format, out } => export::export(&model, format, &out),
         Command::Tokenize { model, text } => lm::tokenize(&model, &text),
         Command::Completions { shell } => {
             shell_docs::completions(shell, <Cli as clap::CommandFactory>::command())

@@ -14,6 +14,7 @@
 mod classifier;
 mod hf_gpt2;
 pub mod language_model;
+pub mod onnx;
 mod sparse;
 
 use std::collections::BTreeMap;
