@@ -21,9 +21,6 @@ pub enum UnaryOp {
     GeluTanh,
 }
 
-const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-const GELU_TANH_C: f32 = 0.044715;
-
 impl UnaryOp {
     #[inline(always)]
     pub fn f(self, x: f32) -> f32 {
@@ -47,7 +44,7 @@ impl UnaryOp {
             UnaryOp::Sigmoid => sigmoid(x),
             UnaryOp::Tanh => x.tanh(),
             UnaryOp::Gelu => super::gelu::gelu(x),
-            UnaryOp::GeluTanh => 0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x)).tanh()),
+            UnaryOp::GeluTanh => super::gelu::gelu_tanh(x),
         }
     }
 
@@ -66,12 +63,7 @@ impl UnaryOp {
             UnaryOp::Sigmoid => y * (1.0 - y),
             UnaryOp::Tanh => 1.0 - y * y,
             UnaryOp::Gelu => super::gelu::gelu_derivative(x),
-            UnaryOp::GeluTanh => {
-                let inner = SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x);
-                let t = inner.tanh();
-                let d_inner = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_TANH_C * x * x);
-                0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * d_inner
-            }
+            UnaryOp::GeluTanh => super::gelu::gelu_tanh_derivative(x),
         }
     }
 }
@@ -107,6 +99,7 @@ impl Tape<'_> {
         // loop dispatched through a jump table on every element and did not vectorize.
         match op {
             UnaryOp::Gelu => parallel::map_slices(&mut y, self.value(x), super::gelu::forward),
+            UnaryOp::GeluTanh => parallel::map_slices(&mut y, self.value(x), super::gelu::tanh_forward),
             UnaryOp::Relu => parallel::map(&mut y, self.value(x), |v| UnaryOp::Relu.f(v)),
             other => parallel::map(&mut y, self.value(x), |v| other.f(v)),
         }
@@ -128,10 +121,13 @@ impl Tape<'_> {
 
 /// `dx += g · df(x, y)`.
 pub(crate) fn backward(tape: &mut Tape, x: Var, out: Var, op: UnaryOp, g: &[f32]) {
-    if op == UnaryOp::Gelu {
-        tape.accumulate(x, |t, dx| {
-            parallel::update2_slices(dx, g, t.value(x), super::gelu::backward)
-        });
+    let vectorized = match op {
+        UnaryOp::Gelu => Some(super::gelu::backward as fn(&mut [f32], &[f32], &[f32])),
+        UnaryOp::GeluTanh => Some(super::gelu::tanh_backward as fn(&mut [f32], &[f32], &[f32])),
+        _ => None,
+    };
+    if let Some(rule) = vectorized {
+        tape.accumulate(x, |t, dx| parallel::update2_slices(dx, g, t.value(x), rule));
         return;
     }
     match op {
