@@ -6,7 +6,10 @@
 INPUT is what `kiln predict --input` reads: an IDX file (gzip-compressed or not) or a CSV
 of numbers, one sample per row (a header row is skipped). Prints one JSON object:
 {"ops": {op_type: count}, "opset": N, "metadata": {...}, "probabilities": [[...]],
-"class": [...]}. Needs numpy, onnx and onnxruntime.
+"class": [...], "unfused_probabilities": [[...]]}: the outputs as ONNX Runtime gives them
+by default, and the probabilities with its graph optimizations off, i.e. every node run as
+written (QDQ pairs not fused into its own integer kernels, which round differently).
+Needs numpy, onnx and onnxruntime.
 """
 
 import collections
@@ -54,6 +57,10 @@ def main():
     sample_shape = [d for d in graph_input.shape[1:]]
     x = read_samples(input_path).reshape([-1] + sample_shape)
     probabilities, classes = session.run(["probabilities", "class"], {graph_input.name: x})
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    unfused = onnxruntime.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
+    (unfused_probabilities,) = unfused.run(["probabilities"], {graph_input.name: x})
     print(
         json.dumps(
             {
@@ -62,6 +69,7 @@ def main():
                 "metadata": {p.key: p.value for p in model.metadata_props},
                 "probabilities": probabilities.astype(float).tolist(),
                 "class": classes.astype(int).tolist(),
+                "unfused_probabilities": unfused_probabilities.astype(float).tolist(),
             }
         )
     )

@@ -88,10 +88,10 @@ impl LayerEmitter<'_> {
                 self.make_channels_first(&mut x, i)?;
                 let input = self.quantized_input(i, &x)?;
                 let w = match self.kernels.get(&i) {
-                    Some(q) => q.conv_weight(self.g, &self.model.params.get(c.kernel).value),
+                    Some(q) => q.conv_weight(self.g, &self.model.params.get(c.kernel).value)?,
                     None => {
                         let k = &self.model.params.get(c.kernel).value;
-                        let (dims, oihw) = hwio_to_oihw(k.dims(), k.data());
+                        let (dims, oihw) = hwio_to_oihw(k.dims(), k.data())?;
                         self.g.floats("kernel", &dims, &oihw)
                     }
                 };
@@ -284,10 +284,21 @@ fn pads(axis: &Axis) -> (i64, i64) {
 }
 
 /// kiln's (kh, kw, in, out) kernel as ONNX's (out, in, kh, kw).
-pub(super) fn hwio_to_oihw<T: Copy + Default>(dims: &[usize], values: &[T]) -> (Vec<usize>, Vec<T>) {
+pub(super) fn hwio_to_oihw<T: Copy + Default>(dims: &[usize], values: &[T]) -> Result<(Vec<usize>, Vec<T>)> {
     let [kh, kw, cin, cout] = *dims else {
-        panic!("a convolution kernel has four axes")
+        return Err(Error::shape(
+            "a convolution kernel",
+            "(kh, kw, in, out)",
+            format!("{dims:?}"),
+        ));
     };
+    if values.len() != kh * kw * cin * cout {
+        return Err(Error::shape(
+            "a convolution kernel",
+            format!("{} values", kh * kw * cin * cout),
+            values.len(),
+        ));
+    }
     let mut out = vec![T::default(); values.len()];
     for y in 0..kh {
         for x in 0..kw {
@@ -298,7 +309,7 @@ pub(super) fn hwio_to_oihw<T: Copy + Default>(dims: &[usize], values: &[T]) -> (
             }
         }
     }
-    (vec![cout, cin, kh, kw], out)
+    Ok((vec![cout, cin, kh, kw], out))
 }
 
 #[cfg(test)]
@@ -322,7 +333,7 @@ mod tests {
     fn kernels_move_from_hwio_to_oihw() {
         // (kh, kw, in, out) = (1, 2, 2, 3), values numbered in kiln's order.
         let values: Vec<i32> = (0..12).collect();
-        let (dims, oihw) = hwio_to_oihw(&[1, 2, 2, 3], &values);
+        let (dims, oihw) = hwio_to_oihw(&[1, 2, 2, 3], &values).unwrap();
         assert_eq!(dims, [3, 2, 1, 2]);
         // out 0, in 0: taps x = 0, 1 are kiln's (0,0,0,0) = 0 and (0,1,0,0) = 6.
         assert_eq!(&oihw[..2], &[0, 6]);

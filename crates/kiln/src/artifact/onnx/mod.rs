@@ -1,8 +1,10 @@
 //! ONNX export of a classifier (`kiln export MODEL --format onnx`): the graph takes the
 //! float32 samples `kiln predict` reads (raw pixel values, say) with the model's
-//! normalization inside, and gives `probabilities` (what `kiln predict` prints) and `class`
-//! (the predicted class's index; the names are in the metadata as `kiln.classes`). Int8
-//! models become QDQ graphs. Written with ONNX opset 17 and IR version 8, which ONNX
+//! normalization inside, and gives `probabilities` (what `kiln predict` prints, except that
+//! a model trained `from_logits` gets the softmax, or sigmoid, of the logits it prints) and
+//! `class` (the predicted class's index; the names are in the metadata as `kiln.classes`).
+//! Int8 models become QDQ graphs (ONNX rounds ties to even where kiln rounds them up, so a
+//! value exactly halfway between two codes may take the other one). Written with ONNX opset 17 and IR version 8, which ONNX
 //! Runtime has run since 1.13.
 
 mod graph;
@@ -54,7 +56,7 @@ pub fn to_onnx(model: &Classifier, info: &ModelInfo) -> Result<Vec<u8>> {
     let mut y = emitter.emit_all(x)?;
     let from_logits = info.training.as_ref().is_some_and(|t| t.from_logits);
     let width = y.shape.numel();
-    if from_logits && float.network().final_activation() == Activation::Linear {
+    if from_logits {
         // A model trained on logits: its probabilities, as `kiln eval` reads them.
         let last = if width == 1 {
             Activation::Sigmoid
@@ -71,7 +73,11 @@ pub fn to_onnx(model: &Classifier, info: &ModelInfo) -> Result<Vec<u8>> {
     }
     let graph = GraphProto {
         node: g.nodes,
-        name: info.name.clone(),
+        // The checker refuses an unnamed graph.
+        name: match info.name.is_empty() {
+            true => "kiln".into(),
+            false => info.name.clone(),
+        },
         initializer: g.initializers,
         doc_string: String::new(),
         input: vec![tensor_value("input", data_type::FLOAT, input_shape.dims())],

@@ -30,10 +30,10 @@ impl QuantizedKernel<'_> {
 
     /// The (out, in, kh, kw) kernel of a convolution whose float kernel is `float`
     /// (for its dimensions): int8 codes dequantized per output channel.
-    pub(super) fn conv_weight(&self, g: &mut GraphBuilder, float: &Tensor) -> String {
-        let (dims, oihw) = hwio_to_oihw(float.dims(), self.codes);
+    pub(super) fn conv_weight(&self, g: &mut GraphBuilder, float: &Tensor) -> Result<String> {
+        let (dims, oihw) = hwio_to_oihw(float.dims(), self.codes)?;
         let codes = g.int8s("kernel_int8", &dims, &oihw);
-        self.dequantized_weight(g, &codes, 0)
+        Ok(self.dequantized_weight(g, &codes, 0))
     }
 
     fn dequantized_weight(&self, g: &mut GraphBuilder, codes: &str, axis: i64) -> String {
