@@ -11,6 +11,10 @@
 //! oldest half is dropped and the cache rebuilt from the rest, so each prediction sees at
 //! least half a context of history. Both paths follow this rule.
 
+use std::ops::Range;
+
+use rayon::prelude::*;
+
 use super::gpt::{BlockParams, Gpt};
 use crate::error::{Error, Result};
 use crate::kernels::lanes::{axpy, dot};
@@ -101,7 +105,13 @@ impl Gpt {
         );
         let head = value(self.layout.head);
         logits.clear();
-        logits.extend(head.chunks_exact(width).map(|w| dot(last, w)));
+        logits.resize(head.len() / width, 0.0);
+        // Vocabulary rows split among the threads; each logit is one dot product, the same
+        // whichever thread computes it.
+        logits
+            .par_chunks_mut(HEAD_ROWS_PER_TASK)
+            .zip(head.par_chunks(HEAD_ROWS_PER_TASK * width))
+            .for_each(|(logits, head)| head_logits(last, head, logits));
         Ok(())
     }
 
@@ -164,23 +174,54 @@ fn norm_rows(x: &mut [f32], width: usize, gamma: &[f32], beta: &[f32], eps: f32)
     }
 }
 
+/// Vocabulary rows per task of the output layer.
+const HEAD_ROWS_PER_TASK: usize = 2048;
+
 crate::kernels::simd::widest_simd! {
-    /// `out = x · kernel + bias` row by row (x: rows × inputs, kernel: inputs × outputs).
-    /// Each output element is the bias plus its products added in input order, the same
-    /// whether its row comes alone or with others; four rows share each kernel row's loads.
-    /// Compiled for AVX-512 and AVX2 too (the baseline target runs the row updates 4 lanes
-    /// wide); elementwise multiply-adds round the same at any width.
-    fn linear_rows(x: &[f32], inputs: usize, kernel: &[f32], bias: &[f32], out: &mut [f32]) => linear_rows_with
+    /// `logits[v] = row · head[v]` for each row `head[v]` of the output layer.
+    fn head_logits(row: &[f32], head: &[f32], logits: &mut [f32]) => head_logits_with
 }
 
 #[inline(always)]
-fn linear_rows_with(x: &[f32], inputs: usize, kernel: &[f32], bias: &[f32], out: &mut [f32]) {
-    let outputs = bias.len();
-    for (x4, out4) in x.chunks(4 * inputs).zip(out.chunks_mut(4 * outputs)) {
-        out4.chunks_exact_mut(outputs)
-            .for_each(|o| o.copy_from_slice(bias));
+fn head_logits_with(row: &[f32], head: &[f32], logits: &mut [f32]) {
+    for (l, w) in logits.iter_mut().zip(head.chunks_exact(row.len())) {
+        *l = dot(row, w);
+    }
+}
+
+/// `out = x · kernel + bias` row by row (x: rows × inputs, kernel: inputs × outputs), on
+/// one thread: decoding is bound by reading the weights, and two threads splitting the
+/// columns read memory no faster than one (each would stream half of every kernel row).
+fn linear_rows(x: &[f32], inputs: usize, kernel: &[f32], bias: &[f32], out: &mut [f32]) {
+    linear_columns(x, inputs, kernel, bias, 0..bias.len(), out);
+}
+
+crate::kernels::simd::widest_simd! {
+    /// Columns `cols` of `x · kernel + bias` into `out` (rows × cols.len()). Each output
+    /// element is the bias plus its products added in input order, the same whether its
+    /// row comes alone or with others and whichever block its column falls in; four rows
+    /// share each kernel row's loads. Compiled for AVX-512 and AVX2 too (the baseline
+    /// target runs the row updates 4 lanes wide); elementwise multiply-adds round the same
+    /// at any width.
+    fn linear_columns(x: &[f32], inputs: usize, kernel: &[f32], bias: &[f32], cols: Range<usize>, out: &mut [f32]) => linear_columns_with
+}
+
+#[inline(always)]
+fn linear_columns_with(
+    x: &[f32],
+    inputs: usize,
+    kernel: &[f32],
+    bias: &[f32],
+    cols: Range<usize>,
+    out: &mut [f32],
+) {
+    let (outputs, n) = (bias.len(), cols.len());
+    for (x4, out4) in x.chunks(4 * inputs).zip(out.chunks_mut(4 * n)) {
+        out4.chunks_exact_mut(n)
+            .for_each(|o| o.copy_from_slice(&bias[cols.clone()]));
         for (k, w) in kernel.chunks_exact(outputs).enumerate() {
-            for (xr, o) in x4.chunks_exact(inputs).zip(out4.chunks_exact_mut(outputs)) {
+            let w = &w[cols.clone()];
+            for (xr, o) in x4.chunks_exact(inputs).zip(out4.chunks_exact_mut(n)) {
                 axpy(o, xr[k], w);
             }
         }
@@ -217,12 +258,20 @@ impl Sampling {
 
     /// Draws a token id from `logits`.
     pub fn draw(&self, logits: &[f32], rng: &mut Rng) -> u32 {
+        // Best first: the larger logit, then the lower id (a strict order, so selecting
+        // and sorting agree with a full sort).
         let best = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-        let mut ranked: Vec<(usize, f32)> = logits.iter().copied().enumerate().collect();
-        ranked.sort_by(best);
         if self.temperature == 0.0 {
-            return ranked[0].0 as u32;
+            let top = logits.iter().copied().enumerate().min_by(best);
+            return top.map_or(0, |(id, _)| id as u32);
         }
+        let mut ranked: Vec<(usize, f32)> = logits.iter().copied().enumerate().collect();
+        if let Some(k) = self.top_k.filter(|&k| k < ranked.len()) {
+            // Only the k best need ordering: select them, then sort those.
+            ranked.select_nth_unstable_by(k - 1, best);
+            ranked.truncate(k);
+        }
+        ranked.sort_by(best);
         ranked.truncate(self.top_k.unwrap_or(ranked.len()).min(ranked.len()));
         let mut probs: Vec<f32> = ranked.iter().map(|&(_, l)| l / self.temperature).collect();
         softmax_in_place(&mut probs);
@@ -396,6 +445,56 @@ mod tests {
         for _ in 0..50 {
             assert_eq!(nucleus.draw(&logits, &mut rng), 1);
         }
+    }
+
+    /// Greedy picks and top-k draws select instead of sorting the whole vocabulary: the
+    /// draws equal those of a full sort, ties going to the lower id.
+    #[test]
+    fn selecting_the_best_equals_sorting_everything() {
+        let logits: Vec<f32> = (0..500).map(|i| ((i * 37) % 101) as f32 / 10.0).collect();
+        let greedy = Sampling {
+            temperature: 0.0,
+            top_k: None,
+            top_p: None,
+            seed: 0,
+        };
+        // 10.0 first occurs at the lowest id with (i · 37) mod 101 = 100.
+        let first_best = (0..500).find(|i| (i * 37) % 101 == 100).unwrap() as u32;
+        assert_eq!(greedy.draw(&logits, &mut Rng::new(1)), first_best);
+        for k in [1, 2, 7, 499, 500, 900] {
+            let sampling = Sampling {
+                temperature: 0.7,
+                top_k: Some(k),
+                ..greedy.clone()
+            };
+            let (mut rng, mut reference_rng) = (Rng::new(k as u64), Rng::new(k as u64));
+            for _ in 0..100 {
+                let drawn = sampling.draw(&logits, &mut rng);
+                assert_eq!(
+                    drawn,
+                    full_sort_draw(&logits, k, 0.7, &mut reference_rng),
+                    "k = {k}"
+                );
+            }
+        }
+    }
+
+    /// The draw as it was made before selection: every logit sorted, best first.
+    fn full_sort_draw(logits: &[f32], k: usize, temperature: f32, rng: &mut Rng) -> u32 {
+        let mut ranked: Vec<(usize, f32)> = logits.iter().copied().enumerate().collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        ranked.truncate(k.min(ranked.len()));
+        let mut probs: Vec<f32> = ranked.iter().map(|&(_, l)| l / temperature).collect();
+        softmax_in_place(&mut probs);
+        let u = rng.next_f32();
+        let mut cumulative = 0.0;
+        for (i, q) in probs.iter().enumerate() {
+            cumulative += q;
+            if u < cumulative {
+                return ranked[i].0 as u32;
+            }
+        }
+        ranked[probs.len() - 1].0 as u32
     }
 
     #[test]
