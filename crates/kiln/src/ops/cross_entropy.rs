@@ -9,8 +9,11 @@
 //! - [`Tape::sigmoid_binary_crossentropy`] / [`Tape::binary_crossentropy`]: the same pair
 //!   for independent binary targets, averaged over all elements.
 
+use rayon::prelude::*;
+
 use crate::autograd::{Op, Tape, Var};
 use crate::error::{Error, Result};
+use crate::kernels::parallel::PAR_THRESHOLD;
 use crate::tensor::Shape;
 
 use super::{softmax, unary::sigmoid, Targets};
@@ -49,6 +52,17 @@ fn check_targets(targets: &Targets, rows: usize, classes: usize, shape: Shape) -
     Ok(())
 }
 
+/// One row's share of a sparse softmax cross-entropy: its gradient `(softmax(x) − onehot)
+/// / rows` into `g_row`, and its loss `lse(x) − x[label]`.
+fn class_row(x_row: &[f32], label: usize, inv_rows: f32, g_row: &mut [f32]) -> f32 {
+    let lse = softmax::log_sum_exp(x_row);
+    for (j, (g, &v)) in g_row.iter_mut().zip(x_row).enumerate() {
+        let t = (j == label) as u8 as f32;
+        *g = ((v - lse).exp() - t) * inv_rows;
+    }
+    lse - x_row[label]
+}
+
 /// Target probability of class `j` in row `r`.
 #[inline]
 fn target(targets: &Targets, r: usize, j: usize, classes: usize) -> f32 {
@@ -65,21 +79,50 @@ impl Tape<'_> {
         let (rows, classes) = (shape.rows(), shape.last());
         check_targets(&targets, rows, classes, shape)?;
         let mut grad = self.alloc(shape.numel());
-        let x = self.value(logits);
-        let mut total = 0.0f64;
         let inv_rows = 1.0 / rows as f32;
-        for (r, g_row) in grad.chunks_exact_mut(classes).enumerate() {
-            let x_row = &x[r * classes..][..classes];
-            let lse = softmax::log_sum_exp(x_row);
-            let t_sum: f32 = (0..classes).map(|j| target(&targets, r, j, classes)).sum();
-            for (j, g) in g_row.iter_mut().enumerate() {
-                let t = target(&targets, r, j, classes);
-                if t != 0.0 {
-                    total += (t * (lse - x_row[j])) as f64;
+        let total = match &targets {
+            Targets::Classes(labels) => {
+                // Each row's loss, kept apart (a pooled buffer: training steps allocate
+                // nothing) and added in row order, so the sum does not depend on threads.
+                let mut losses = self.alloc(rows);
+                let x = self.value(logits);
+                let per_row = |(r, (g_row, loss)): (usize, (&mut [f32], &mut f32))| {
+                    let x_row = &x[r * classes..][..classes];
+                    *loss = class_row(x_row, labels[r] as usize, inv_rows, g_row);
+                };
+                // A language model's rows span its whole vocabulary: rows on the threads.
+                if grad.len() >= PAR_THRESHOLD {
+                    grad.par_chunks_mut(classes)
+                        .zip(losses.par_iter_mut())
+                        .enumerate()
+                        .for_each(per_row);
+                } else {
+                    grad.chunks_mut(classes)
+                        .zip(losses.iter_mut())
+                        .enumerate()
+                        .for_each(per_row);
                 }
-                *g = ((x_row[j] - lse).exp() * t_sum - t) * inv_rows;
+                let total = losses.iter().map(|&l| l as f64).sum();
+                self.recycle(losses);
+                total
             }
-        }
+            Targets::Dense(t) => {
+                let x = self.value(logits);
+                let mut total = 0.0f64;
+                for (r, g_row) in grad.chunks_exact_mut(classes).enumerate() {
+                    let (x_row, t_row) = (&x[r * classes..][..classes], &t[r * classes..][..classes]);
+                    let lse = softmax::log_sum_exp(x_row);
+                    let t_sum: f32 = t_row.iter().sum();
+                    for ((g, &v), &t) in g_row.iter_mut().zip(x_row).zip(t_row) {
+                        if t != 0.0 {
+                            total += (t * (lse - v)) as f64;
+                        }
+                        *g = ((v - lse).exp() * t_sum - t) * inv_rows;
+                    }
+                }
+                total
+            }
+        };
         let loss = (total / rows as f64) as f32;
         self.finish_loss(logits, loss, grad)
     }
