@@ -287,16 +287,22 @@ impl Sampling {
             let sum: f32 = probs.iter().sum();
             probs.iter_mut().for_each(|q| *q /= sum);
         }
-        let u = rng.next_f32();
-        let mut cumulative = 0.0;
-        for (i, q) in probs.iter().enumerate() {
-            cumulative += q;
-            if u < cumulative {
-                return ranked[i].0 as u32;
-            }
-        }
-        ranked[probs.len() - 1].0 as u32
+        draw_ranked(&ranked, &probs, rng)
     }
+}
+
+/// The id at the cumulative probability a uniform draw falls on (`ranked` best first,
+/// `probs` their probabilities, possibly fewer).
+fn draw_ranked(ranked: &[(usize, f32)], probs: &[f32], rng: &mut Rng) -> u32 {
+    let u = rng.next_f32();
+    let mut cumulative = 0.0;
+    for (i, q) in probs.iter().enumerate() {
+        cumulative += q;
+        if u < cumulative {
+            return ranked[i].0 as u32;
+        }
+    }
+    ranked[probs.len() - 1].0 as u32
 }
 
 /// Checks a generation request before any output: the sampling settings, and a prompt
@@ -486,15 +492,7 @@ mod tests {
         ranked.truncate(k.min(ranked.len()));
         let mut probs: Vec<f32> = ranked.iter().map(|&(_, l)| l / temperature).collect();
         softmax_in_place(&mut probs);
-        let u = rng.next_f32();
-        let mut cumulative = 0.0;
-        for (i, q) in probs.iter().enumerate() {
-            cumulative += q;
-            if u < cumulative {
-                return ranked[i].0 as u32;
-            }
-        }
-        ranked[probs.len() - 1].0 as u32
+        draw_ranked(&ranked, &probs, rng)
     }
 
     #[test]

@@ -66,7 +66,7 @@ pub fn to_onnx(model: &Classifier, info: &ModelInfo) -> Result<Vec<u8>> {
         y = emitter.activate(last, y)?;
     }
     g.op_into("Identity", &[&y.name], vec![], "probabilities");
-    let mut outputs = vec![tensor_value("probabilities", data_type::FLOAT, &y.shape_dims())];
+    let mut outputs = vec![tensor_value("probabilities", data_type::FLOAT, y.shape.dims())];
     if y.shape.rank() == 1 {
         predicted_class(&mut g, width);
         outputs.push(tensor_value("class", data_type::INT64, &[]));
@@ -178,12 +178,6 @@ fn predicted_class(g: &mut GraphBuilder, width: usize) {
     } else {
         let attributes = vec![int("axis", 1), int("keepdims", 0)];
         g.op_into("ArgMax", &["probabilities"], attributes, "class");
-    }
-}
-
-impl Flow {
-    fn shape_dims(&self) -> Vec<usize> {
-        self.shape.dims().to_vec()
     }
 }
 
