@@ -8,8 +8,10 @@ use clap::Args;
 
 use crate::exit_code::usage;
 
-/// Serve models over HTTP: Open Inference Protocol v2 (KServe, Triton clients),
-/// TF-Serving's `:predict`, a page at `/` and Prometheus metrics at `/metrics`.
+/// Serve models over HTTP: classifiers by the Open Inference Protocol v2 (KServe, Triton
+/// clients) and TF-Serving's `:predict`; language models by OpenAI's `/v1/completions`
+/// (streamed with `stream: true`) and KServe's generate extension; a page at `/` and
+/// Prometheus metrics at `/metrics`.
 #[derive(Args)]
 pub struct ServeArgs {
     /// Models to serve: PATH (named after the file stem) or NAME=PATH.
@@ -52,6 +54,17 @@ pub struct ServeArgs {
     /// open-file limit, `ulimit -n`).
     #[arg(long, default_value_t = 512)]
     max_connections: usize,
+    /// Requests that may wait for a model (a classifier's compute threads, a language
+    /// model's decoding loop) before new ones get 503.
+    #[arg(long, default_value_t = 1024)]
+    max_queue: usize,
+    /// Sequences a language model decodes together, in one batched pass per token; more
+    /// requests wait in the queue.
+    #[arg(long, default_value_t = 64)]
+    max_sequences: usize,
+    /// The largest `max_tokens` a generation request may ask for (more: 400).
+    #[arg(long, default_value_t = 2048)]
+    max_tokens: usize,
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
@@ -60,6 +73,15 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     }
     if args.timeout_ms == 0 {
         return Err(usage("--timeout-ms must be at least 1"));
+    }
+    for (flag, value) in [
+        ("--max-queue", args.max_queue),
+        ("--max-sequences", args.max_sequences),
+        ("--max-tokens", args.max_tokens),
+    ] {
+        if value == 0 {
+            return Err(usage(format!("{flag} must be at least 1")));
+        }
     }
     if args.workers == Some(0) {
         return Err(usage("--workers must be at least 1"));
@@ -95,10 +117,12 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         timeout: Duration::from_millis(args.timeout_ms),
         token_file: args.token_file,
         workers: args.workers.unwrap_or(defaults.workers),
-        queue_capacity: defaults.queue_capacity,
+        queue_capacity: args.max_queue,
         idle_timeout: Duration::from_millis(args.idle_timeout_ms),
         header_timeout: Duration::from_millis(args.header_timeout_ms),
         max_connections: args.max_connections,
+        max_sequences: args.max_sequences,
+        max_tokens: args.max_tokens,
     })?;
     Ok(())
 }

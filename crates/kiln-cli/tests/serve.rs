@@ -10,13 +10,15 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 mod common;
+
+use common::server::{call, Server};
 
 /// A scratch folder for this test binary, removed by nobody: models are shared between
 /// tests through it, and it lives under the system temp folder.
@@ -60,96 +62,12 @@ fn digits_model() -> &'static str {
     })
 }
 
-/// A running `kiln serve`, killed when dropped.
-struct Server {
-    child: Child,
-    base: String,
-    /// Held open: closing it would make a later write to stdout kill the server (SIGPIPE).
-    _stdout: BufReader<std::process::ChildStdout>,
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Server {
-        let model = format!("digits={}", digits_model());
-        let mut args = vec!["serve", model.as_str(), "--port", "0"];
-        args.extend_from_slice(extra);
-        Self::start_with(&args)
-    }
-
-    fn start_with(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kiln serve starts");
-        let mut line = String::new();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        stdout.read_line(&mut line).unwrap();
-        let Some(addr) = line
-            .split("http://")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-        else {
-            let mut err = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-            panic!("kiln serve did not start: stdout {line:?}, stderr {err:?}");
-        };
-        assert!(
-            addr.starts_with("127.0.0.1:"),
-            "not on loopback by default: {line}"
-        );
-        Server {
-            base: format!("http://{addr}"),
-            child,
-            _stdout: stdout,
-        }
-    }
-
-    fn addr(&self) -> &str {
-        self.base.trim_start_matches("http://")
-    }
-
-    fn get(&self, path: &str) -> (u16, Value) {
-        call(ureq::get(&format!("{}{path}", self.base)), None)
-    }
-
-    fn post(&self, path: &str, body: &str) -> (u16, Value) {
-        call(ureq::post(&format!("{}{path}", self.base)), Some(body))
-    }
-
-    fn text(&self, path: &str) -> String {
-        ureq::get(&format!("{}{path}", self.base))
-            .call()
-            .unwrap()
-            .into_string()
-            .unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// (status, JSON body) of a request, whatever the status; every answer must be JSON.
-fn call(req: ureq::Request, body: Option<&str>) -> (u16, Value) {
-    let result = match body {
-        Some(b) => req.set("Content-Type", "application/json").send_string(b),
-        None => req.call(),
-    };
-    let response = match result {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("transport error: {e}"),
-    };
-    let status = response.status();
-    let text = response.into_string().unwrap();
-    let value =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("answer {status} is not JSON ({e}): {text}"));
-    (status, value)
+/// `kiln serve` on the digits model, with `extra` options.
+fn start_digits(extra: &[&str]) -> Server {
+    let model = format!("digits={}", digits_model());
+    let mut args = vec!["serve", model.as_str(), "--port", "0"];
+    args.extend_from_slice(extra);
+    Server::start_with(&args)
 }
 
 /// One v2 request for `rows` (flat data, shape [n, 8, 8]).
@@ -214,7 +132,7 @@ fn error_of(answer: &(u16, Value)) -> &str {
 
 #[test]
 fn health_metadata_and_listing_endpoints() {
-    let s = Server::start(&[]);
+    let s = start_digits(&[]);
     assert_eq!(s.get("/v2/health/live"), (200, json!({ "live": true })));
     assert_eq!(s.get("/v2/health/ready"), (200, json!({ "ready": true })));
     let (status, server) = s.get("/v2");
@@ -276,7 +194,7 @@ fn concurrent_answers_equal_kiln_predict() {
     let rows = feature_rows(48, 7);
     let expected = predict_json(digits_model(), &rows, "rows.csv");
 
-    let s = Server::start(&["--max-delay-ms", "5"]);
+    let s = start_digits(&["--max-delay-ms", "5"]);
     // 16 clients at once, each asking for its three rows three ways: v2 flat one at a time,
     // v2 nested as a batch of three, and TF-Serving instances.
     let answers: Vec<(usize, String, Vec<f32>)> = std::thread::scope(|scope| {
@@ -367,7 +285,7 @@ fn metric_value(text: &str, name: &str) -> f64 {
 
 #[test]
 fn bad_requests_get_clear_400_and_404_errors() {
-    let s = Server::start(&["--max-batch", "4"]);
+    let s = start_digits(&["--max-batch", "4"]);
     let good = feature_rows(1, 1)[0].clone();
     let with = |data: Value, shape: Value, datatype: &str, name: &str| {
         json!({ "inputs": [{ "name": name, "shape": shape, "datatype": datatype, "data": data }] })
@@ -489,7 +407,7 @@ fn bad_requests_get_clear_400_and_404_errors() {
 
 #[test]
 fn a_body_over_the_limit_is_413() {
-    let s = Server::start(&["--body-limit", "1000"]);
+    let s = start_digits(&["--body-limit", "1000"]);
     let body = v2_body(&feature_rows(6, 3));
     assert!(body.len() > 1000);
     let answer = s.post("/v2/models/digits/infer", &body);
@@ -506,7 +424,7 @@ fn a_body_over_the_limit_is_413() {
 fn a_bearer_token_guards_everything_but_the_health_probes() {
     let token_file = scratch().join("token");
     std::fs::write(&token_file, "s3cret-token\n").unwrap();
-    let s = Server::start(&["--token-file", token_file.to_str().unwrap()]);
+    let s = start_digits(&["--token-file", token_file.to_str().unwrap()]);
     let body = v2_body(&feature_rows(1, 2));
     let url = format!("{}/v2/models/digits/infer", s.base);
     for auth in [
@@ -539,7 +457,7 @@ fn a_bearer_token_guards_everything_but_the_health_probes() {
 
 #[test]
 fn a_request_past_the_timeout_is_504() {
-    let s = Server::start(&["--timeout-ms", "300"]);
+    let s = start_digits(&["--timeout-ms", "300"]);
     // A client that announces a body and never sends it holds its request past the limit.
     let mut stream = TcpStream::connect(s.addr()).unwrap();
     write!(
@@ -582,7 +500,7 @@ fn read_response(stream: &mut TcpStream) -> String {
 
 #[test]
 fn sigterm_lets_the_request_in_flight_finish_then_exits_cleanly() {
-    let mut s = Server::start(&[]);
+    let mut s = start_digits(&[]);
     let body = v2_body(&feature_rows(1, 5));
     let (first, rest) = body.split_at(body.len() / 2);
     // A request half sent when SIGTERM arrives must still be answered.
@@ -628,7 +546,7 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits_cleanly() {
 
 #[test]
 fn metrics_count_statuses_latency_and_batch_sizes() {
-    let s = Server::start(&[]);
+    let s = start_digits(&[]);
     for _ in 0..3 {
         assert_eq!(
             s.post("/v2/models/digits/infer", &v2_body(&feature_rows(2, 9))).0,
@@ -788,7 +706,7 @@ fn chromium() -> PathBuf {
 
 #[test]
 fn a_stalled_client_cannot_hold_shutdown_up_forever() {
-    let mut s = Server::start(&["--timeout-ms", "200"]);
+    let mut s = start_digits(&["--timeout-ms", "200"]);
     // Half a request line and no more: not a request in flight, just a stuck connection.
     let mut stream = TcpStream::connect(s.addr()).unwrap();
     stream
@@ -857,7 +775,7 @@ fn a_crafted_model_or_request_cannot_kill_the_server() {
         &["crafted.safetensors", "[100000, 100000]", "values per sample"],
     );
 
-    let s = Server::start(&[]);
+    let s = start_digits(&[]);
     let request = r#"{"inputs":[{"name":"input","shape":[1,100000,100000],"datatype":"FP32","data":[1]}]}"#;
     let answer = s.post("/v2/models/digits/infer", request);
     assert_eq!(answer.0, 400, "{answer:?}");
@@ -884,7 +802,7 @@ fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
 
 #[test]
 fn idle_and_trickling_clients_are_cut_off_and_connections_are_capped() {
-    let s = Server::start(&[
+    let s = start_digits(&[
         "--idle-timeout-ms",
         "600",
         "--header-timeout-ms",
@@ -1070,7 +988,7 @@ fn a_tabular_model_takes_instances_keyed_by_column_name() {
         .unwrap()
         .contains("instances keyed by column name"));
     // An image model takes no objects.
-    let digits = Server::start(&[]);
+    let digits = start_digits(&[]);
     let (status, answer) = digits.post("/v1/models/digits:predict", r#"{"instances":[{"a":1}]}"#);
     assert_eq!(status, 400);
     assert!(
@@ -1089,7 +1007,7 @@ fn tritonclient_with_its_binary_defaults_gets_kiln_predicts_answers() {
     let expected = predict_json(digits_model(), &rows, "triton-rows.csv");
     let rows_path = scratch().join("triton-rows.json");
     std::fs::write(&rows_path, json!(rows).to_string()).unwrap();
-    let s = Server::start(&[]);
+    let s = start_digits(&[]);
     let out = Command::new(python)
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -1124,7 +1042,7 @@ fn tritonclient_with_its_binary_defaults_gets_kiln_predicts_answers() {
 /// A binary request whose sizes do not add up is a 400 naming what is off.
 #[test]
 fn a_binary_request_that_does_not_add_up_is_a_clear_400() {
-    let s = Server::start(&[]);
+    let s = start_digits(&[]);
     let send = |json: &str, data: &[u8], header_length: &str| -> String {
         let mut stream = TcpStream::connect(s.addr()).unwrap();
         let mut body = json.as_bytes().to_vec();

@@ -99,9 +99,10 @@ async fn serve_connection(stream: TcpStream, app: Router, limits: Limits, mut st
         let busy = requests.begin_request();
         let app = app.clone();
         async move {
+            // The request stays in progress until its body is sent: a streamed completion
+            // may pause between tokens longer than the idle limit.
             let response = app.oneshot(req).await;
-            drop(busy);
-            response
+            response.map(|r| r.map(|body| axum::body::Body::new(UntilSent { body, _busy: busy })))
         }
     });
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -197,6 +198,33 @@ impl Activity {
 }
 
 struct RequestInProgress(Arc<Activity>);
+
+/// A response body that holds its request's place as "in progress" until it is sent or
+/// dropped.
+struct UntilSent {
+    body: axum::body::Body,
+    _busy: RequestInProgress,
+}
+
+impl http_body::Body for UntilSent {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
 
 impl Drop for RequestInProgress {
     fn drop(&mut self) {

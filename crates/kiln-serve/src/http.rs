@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 use crate::batcher::Job;
 use crate::binary;
 use crate::error::ApiError;
+use crate::lm_routes;
 use crate::metrics::Metrics;
 use crate::models::{Model, Registry};
 use crate::protocol::{self, Samples};
@@ -50,9 +51,15 @@ impl AppState {
     }
 
     fn model(&self, name: &str) -> Result<&Arc<Model>, ApiError> {
-        self.registry
-            .get(name)
-            .ok_or_else(|| ApiError::unknown_model(name))
+        self.registry.get(name).ok_or_else(|| {
+            if self.registry.language_model(name).is_some() {
+                ApiError::bad_request(format!(
+                    "model `{name}` is a language model: POST /v2/models/{name}/generate or /v1/completions"
+                ))
+            } else {
+                ApiError::unknown_model(name)
+            }
+        })
     }
 
     /// Queues samples for the model's compute threads and waits for their probabilities.
@@ -96,9 +103,20 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/models/{name}/metadata", get(tf_metadata))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config.body_limit))
-        .layer(middleware::from_fn_with_state(state.clone(), deadline))
-        .layer(middleware::from_fn_with_state(state.clone(), authorize));
-    api.layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn_with_state(state.clone(), deadline));
+    // Generation bounds its time to the first token itself, so a long stream is not cut.
+    let generation = Router::new()
+        .route("/v1/completions", post(lm_routes::completions))
+        .route("/v1/models", get(lm_routes::openai_models))
+        .route("/v2/models/{name}/generate", post(lm_routes::generate))
+        .route(
+            "/v2/models/{name}/generate_stream",
+            post(lm_routes::generate_stream),
+        )
+        .layer(DefaultBodyLimit::max(state.config.body_limit));
+    api.merge(generation)
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 
@@ -222,7 +240,7 @@ async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
 
 async fn server_metadata() -> Json<serde_json::Value> {
     Json(
-        json!({ "name": "kiln", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"] }),
+        json!({ "name": "kiln", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data", "generate"] }),
     )
 }
 
@@ -255,6 +273,9 @@ async fn model_metadata(
     State(state): State<Shared>,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    if let Some(lm) = state.registry.language_model(&name) {
+        return Ok(Json(lm_routes::metadata(&state, &lm.signature)));
+    }
     let model = state.model(&name)?;
     let mut input_shape = vec![-1i64];
     input_shape.extend(model.input_dims.iter().map(|&d| d as i64));
@@ -284,12 +305,15 @@ async fn model_ready(
     State(state): State<Shared>,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    if state.registry.language_model(&name).is_some() {
+        return Ok(Json(json!({ "name": name, "ready": true })));
+    }
     let model = state.model(&name)?;
     Ok(Json(json!({ "name": model.name, "ready": true })))
 }
 
 /// A body that could not be read: 413 when it is over `--body-limit`.
-fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+pub fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| {
         let status = rejection.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -325,7 +349,9 @@ async fn infer(
 /// Every model has one version, "1", as its metadata says; the versioned v2 routes accept
 /// that one and answer 404 for any other.
 fn check_version(state: &AppState, name: &str, version: &str) -> Result<(), ApiError> {
-    state.model(name)?;
+    if state.registry.language_model(name).is_none() {
+        state.model(name)?;
+    }
     if version != "1" {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

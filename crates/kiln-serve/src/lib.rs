@@ -1,18 +1,24 @@
 //! `kiln serve`: an HTTP inference server for kiln models.
 //!
 //! It speaks the Open Inference Protocol v2 (KServe, Triton, Seldon clients) and
-//! TensorFlow-Serving's `:predict`, batches requests that arrive together, and runs the
-//! models on dedicated compute threads so a slow batch never blocks the async executor that
+//! TensorFlow-Serving's `:predict` for classifiers, OpenAI's completions and KServe's
+//! generate extension for language models (streamed as server-sent events, every sequence
+//! in progress decoded in one batched pass per step), batches requests that arrive
+//! together, and runs the models on dedicated compute threads so a slow batch never blocks the async executor that
 //! accepts connections. The library crate `kiln` stays free of tokio and HTTP; all of that
 //! lives here.
 
 mod batcher;
 mod binary;
+mod completion;
 mod connections;
+mod decoder;
 mod error;
+mod event_stream;
 #[doc(hidden)]
 pub mod fuzzing;
 mod http;
+mod lm_routes;
 mod metrics;
 mod models;
 mod page;
@@ -51,6 +57,10 @@ pub struct Config {
     pub header_timeout: Duration,
     /// Open connections beyond this many get a 503 and are closed at once.
     pub max_connections: usize,
+    /// Sequences a language model decodes together; more requests wait in its queue.
+    pub max_sequences: usize,
+    /// The largest `max_tokens` a generation request may ask for.
+    pub max_tokens: usize,
 }
 
 impl Default for Config {
@@ -71,6 +81,8 @@ impl Default for Config {
             // Below the usual soft limit of 1024 open files, with room for the model files,
             // the listener and the runtime's own descriptors.
             max_connections: 512,
+            max_sequences: 64,
+            max_tokens: 2048,
         }
     }
 }

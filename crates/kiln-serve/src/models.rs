@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::batcher::Batcher;
+use crate::completion::LmSignature;
+use crate::decoder::Decoder;
 use crate::error::ServeError;
 use crate::metrics::Metrics;
 use crate::Config;
@@ -152,8 +154,16 @@ impl Signature {
     }
 }
 
+/// A served language model: what requests are checked and decoded with, and the queue to
+/// its scheduler.
+pub struct LanguageModelEntry {
+    pub signature: LmSignature,
+    pub decoder: Decoder,
+}
+
 pub struct Registry {
     models: BTreeMap<String, Arc<Model>>,
+    language_models: BTreeMap<String, Arc<LanguageModelEntry>>,
 }
 
 impl Registry {
@@ -165,26 +175,54 @@ impl Registry {
                 "no model to serve: name at least one MODEL".into(),
             ));
         }
-        let mut models = BTreeMap::new();
+        let mut registry = Registry {
+            models: BTreeMap::new(),
+            language_models: BTreeMap::new(),
+        };
         for source in &config.models {
-            if models.contains_key(&source.name) {
+            if registry.names().any(|n| n == source.name) {
                 return Err(ServeError::Config(format!(
                     "two models are named `{}`; use NAME=PATH to tell them apart",
                     source.name
                 )));
             }
-            let model = load_model(source, config, metrics.clone())?;
-            models.insert(source.name.clone(), Arc::new(model));
+            let name = source.name.clone();
+            match kiln::artifact::kind_of(&source.path)? {
+                kiln::artifact::ModelKind::Gpt => {
+                    let model = load_language_model(source, config, metrics.clone())?;
+                    registry.language_models.insert(name, Arc::new(model));
+                }
+                kiln::artifact::ModelKind::Sequential => {
+                    let model = load_model(source, config, metrics.clone())?;
+                    registry.models.insert(name, Arc::new(model));
+                }
+            }
         }
-        Ok(Registry { models })
+        Ok(registry)
+    }
+
+    pub fn language_model(&self, name: &str) -> Option<&Arc<LanguageModelEntry>> {
+        self.language_models.get(name)
+    }
+
+    pub fn language_models(&self) -> impl Iterator<Item = &Arc<LanguageModelEntry>> {
+        self.language_models.values()
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Model>> {
         self.models.get(name)
     }
 
+    /// Every model's name, classifiers and language models, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.models.keys().map(String::as_str)
+        let mut names: Vec<&str> = self
+            .models
+            .keys()
+            .chain(self.language_models.keys())
+            .map(String::as_str)
+            .collect();
+        names.sort_unstable();
+        names.into_iter()
     }
 
     /// Closes every queue and waits for the compute threads to finish what they hold.
@@ -192,7 +230,38 @@ impl Registry {
         for model in self.models.values() {
             model.batcher.shut_down();
         }
+        for model in self.language_models.values() {
+            model.decoder.shut_down();
+        }
     }
+}
+
+fn load_language_model(
+    source: &ModelSource,
+    config: &Config,
+    metrics: Arc<Metrics>,
+) -> Result<LanguageModelEntry, ServeError> {
+    let model = kiln::artifact::load_language_model(&source.path)?;
+    let end_tokens = match &model.tokenizer {
+        kiln::lm::Tokenizer::ByteLevel(b) => b.special_ids().to_vec(),
+        _ => Vec::new(),
+    };
+    let signature = LmSignature {
+        name: source.name.clone(),
+        tokenizer: Arc::new(model.tokenizer.clone()),
+        context: model.gpt.config().context,
+        vocab: model.gpt.vocab_size(),
+        end_tokens,
+        max_tokens_cap: config.max_tokens,
+    };
+    let decoder = Decoder::start(
+        &source.name,
+        model,
+        config.max_sequences,
+        config.queue_capacity,
+        metrics,
+    )?;
+    Ok(LanguageModelEntry { signature, decoder })
 }
 
 fn load_model(source: &ModelSource, config: &Config, metrics: Arc<Metrics>) -> Result<Model, ServeError> {

@@ -2,6 +2,8 @@
 //! failure is one clear line, and a sandbox folder per test.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 

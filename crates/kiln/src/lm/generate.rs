@@ -1,232 +1,22 @@
-//! Text generation: the GPT run one position at a time outside the tape, with a key/value
-//! cache so each new token costs one position's work instead of the whole context's.
+//! Text generation: sampling, and a `Sequence` that holds one generation's window, key/value
+//! cache and random stream, so that each new token costs one position's work
+//! (`cached_forward`) instead of the whole context's. `decode_step` advances several
+//! sequences by one token in one batched pass; `generate` is that loop for one sequence, so
+//! a sequence decoded beside others draws exactly the tokens it draws alone.
 //!
-//! Every output element is computed by the same sequence of floating-point operations
-//! whether its row is fed alone or in a block, so the cached path and the uncached one
-//! (which recomputes the keys and values of the whole window for every token) produce
-//! bit-identical logits and therefore the same tokens for a seed.
+//! The uncached path recomputes the keys and values of the whole window for every token;
+//! it gives bit-identical logits (see `cached_forward`) and therefore the same tokens.
 //!
 //! The window: a model with learned positions cannot slide its context one token at a
 //! time and keep its cache (every position would shift). When the window is full, the
 //! oldest half is dropped and the cache rebuilt from the rest, so each prediction sees at
 //! least half a context of history. Both paths follow this rule.
 
-use std::ops::Range;
-
-use rayon::prelude::*;
-
-use super::gpt::{BlockParams, Gpt};
+pub use super::cached_forward::{Feed, KvCache};
+use super::gpt::Gpt;
 use crate::error::{Error, Result};
-use crate::kernels::lanes::{axpy, dot};
-use crate::ops::layer_norm::{normalize_row, row_moments};
 use crate::ops::softmax::softmax_in_place;
-use crate::params::ParamId;
 use crate::rng::Rng;
-
-/// Keys and values of every position fed so far, per layer (context × width each).
-#[derive(Debug, Clone)]
-pub struct KvCache {
-    keys: Vec<Vec<f32>>,
-    values: Vec<Vec<f32>>,
-    len: usize,
-}
-
-impl KvCache {
-    pub fn new(model: &Gpt) -> KvCache {
-        let c = model.config();
-        let size = c.context * c.width;
-        KvCache {
-            keys: vec![vec![0.0; size]; c.layers],
-            values: vec![vec![0.0; size]; c.layers],
-            len: 0,
-        }
-    }
-
-    /// Positions held.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    pub fn clear(&mut self) {
-        self.len = 0;
-    }
-}
-
-impl Gpt {
-    /// Feeds `tokens` after the positions already in `cache` and writes the logits that
-    /// predict the token after the last one into `logits` (vocabulary-long).
-    pub fn feed(&self, cache: &mut KvCache, tokens: &[u32], logits: &mut Vec<f32>) -> Result<()> {
-        let c = &self.layout.config;
-        let (start, rows, width) = (cache.len, tokens.len(), c.width);
-        if rows == 0 {
-            return Err(Error::too_few("tokens to feed", 0, 1));
-        }
-        if start + rows > c.context {
-            return Err(Error::shape(
-                "generation cache",
-                format!("at most the model's context of {} positions", c.context),
-                format!("{} positions", start + rows),
-            ));
-        }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.vocab) {
-            return Err(Error::TokenOutOfRange {
-                token: bad as usize,
-                vocab: self.vocab,
-            });
-        }
-        let value = |id: ParamId| self.params.get(id).value.data();
-        let (tok, pos) = (value(self.layout.tokens), value(self.layout.positions));
-        let mut x = vec![0.0f32; rows * width];
-        for (r, (row, &id)) in x.chunks_exact_mut(width).zip(tokens).enumerate() {
-            let (t, p) = (
-                &tok[id as usize * width..][..width],
-                &pos[(start + r) * width..][..width],
-            );
-            row.iter_mut()
-                .zip(t.iter().zip(p))
-                .for_each(|(x, (t, p))| *x = t + p);
-        }
-        for (layer, block) in self.layout.blocks.iter().enumerate() {
-            self.block_rows(block, layer, cache, start, &mut x);
-        }
-        cache.len = start + rows;
-        // Only the last position's prediction is needed.
-        let last = &mut x[(rows - 1) * width..];
-        norm_rows(
-            last,
-            width,
-            value(self.layout.ln_f.0),
-            value(self.layout.ln_f.1),
-            c.layer_norm_epsilon,
-        );
-        let head = value(self.layout.head);
-        logits.clear();
-        logits.resize(head.len() / width, 0.0);
-        // Vocabulary rows split among the threads; each logit is one dot product, the same
-        // whichever thread computes it.
-        logits
-            .par_chunks_mut(HEAD_ROWS_PER_TASK)
-            .zip(head.par_chunks(HEAD_ROWS_PER_TASK * width))
-            .for_each(|(logits, head)| head_logits(last, head, logits));
-        Ok(())
-    }
-
-    /// One block on rows at positions `start..`, writing their keys and values into the cache.
-    fn block_rows(&self, b: &BlockParams, layer: usize, cache: &mut KvCache, start: usize, x: &mut [f32]) {
-        let c = &self.layout.config;
-        let value = |id: ParamId| self.params.get(id).value.data();
-        let (width, eps) = (c.width, c.layer_norm_epsilon);
-        let rows = x.len() / width;
-        let mut h = x.to_vec();
-        norm_rows(&mut h, width, value(b.ln_1.0), value(b.ln_1.1), eps);
-        let mut qkv = vec![0.0f32; rows * 3 * width];
-        linear_rows(&h, width, value(b.qkv.0), value(b.qkv.1), &mut qkv);
-        for (r, row) in qkv.chunks_exact(3 * width).enumerate() {
-            let at = (start + r) * width;
-            cache.keys[layer][at..at + width].copy_from_slice(&row[width..2 * width]);
-            cache.values[layer][at..at + width].copy_from_slice(&row[2 * width..]);
-        }
-        let head = width / c.heads;
-        let scale = 1.0 / (head as f32).sqrt();
-        let (keys, values) = (&cache.keys[layer], &cache.values[layer]);
-        let mut attended = vec![0.0f32; rows * width];
-        let mut p = vec![0.0f32; start + rows];
-        for (r, out) in attended.chunks_exact_mut(width).enumerate() {
-            let i = start + r;
-            for hd in 0..c.heads {
-                let q = &qkv[r * 3 * width + hd * head..][..head];
-                for (j, p) in p[..=i].iter_mut().enumerate() {
-                    *p = dot(q, &keys[j * width + hd * head..][..head]) * scale;
-                }
-                softmax_in_place(&mut p[..=i]);
-                let out = &mut out[hd * head..][..head];
-                for (j, &w) in p[..=i].iter().enumerate() {
-                    axpy(out, w, &values[j * width + hd * head..][..head]);
-                }
-            }
-        }
-        let mut projected = vec![0.0f32; rows * width];
-        linear_rows(&attended, width, value(b.proj.0), value(b.proj.1), &mut projected);
-        x.iter_mut().zip(&projected).for_each(|(x, a)| *x += a);
-        h.copy_from_slice(x);
-        norm_rows(&mut h, width, value(b.ln_2.0), value(b.ln_2.1), eps);
-        let hidden = c.hidden();
-        let mut f = vec![0.0f32; rows * hidden];
-        linear_rows(&h, width, value(b.fc.0), value(b.fc.1), &mut f);
-        let activation = c.activation.op();
-        f.iter_mut().for_each(|v| *v = activation.f(*v));
-        linear_rows(&f, hidden, value(b.fc_out.0), value(b.fc_out.1), &mut projected);
-        x.iter_mut().zip(&projected).for_each(|(x, m)| *x += m);
-    }
-}
-
-/// LayerNorm of each row in place, with the training op's arithmetic.
-fn norm_rows(x: &mut [f32], width: usize, gamma: &[f32], beta: &[f32], eps: f32) {
-    let mut normalized = vec![0.0f32; width];
-    for row in x.chunks_exact_mut(width) {
-        let (mean, inv_std) = row_moments(row, eps);
-        normalize_row(row, mean, inv_std, gamma, beta, &mut normalized);
-        row.copy_from_slice(&normalized);
-    }
-}
-
-/// Vocabulary rows per task of the output layer.
-const HEAD_ROWS_PER_TASK: usize = 2048;
-
-crate::kernels::simd::widest_simd! {
-    /// `logits[v] = row · head[v]` for each row `head[v]` of the output layer.
-    fn head_logits(row: &[f32], head: &[f32], logits: &mut [f32]) => head_logits_with
-}
-
-#[inline(always)]
-fn head_logits_with(row: &[f32], head: &[f32], logits: &mut [f32]) {
-    for (l, w) in logits.iter_mut().zip(head.chunks_exact(row.len())) {
-        *l = dot(row, w);
-    }
-}
-
-/// `out = x · kernel + bias` row by row (x: rows × inputs, kernel: inputs × outputs), on
-/// one thread: decoding is bound by reading the weights, and two threads splitting the
-/// columns read memory no faster than one (each would stream half of every kernel row).
-fn linear_rows(x: &[f32], inputs: usize, kernel: &[f32], bias: &[f32], out: &mut [f32]) {
-    linear_columns(x, inputs, kernel, bias, 0..bias.len(), out);
-}
-
-crate::kernels::simd::widest_simd! {
-    /// Columns `cols` of `x · kernel + bias` into `out` (rows × cols.len()). Each output
-    /// element is the bias plus its products added in input order, the same whether its
-    /// row comes alone or with others and whichever block its column falls in; four rows
-    /// share each kernel row's loads. Compiled for AVX-512 and AVX2 too (the baseline
-    /// target runs the row updates 4 lanes wide); elementwise multiply-adds round the same
-    /// at any width.
-    fn linear_columns(x: &[f32], inputs: usize, kernel: &[f32], bias: &[f32], cols: Range<usize>, out: &mut [f32]) => linear_columns_with
-}
-
-#[inline(always)]
-fn linear_columns_with(
-    x: &[f32],
-    inputs: usize,
-    kernel: &[f32],
-    bias: &[f32],
-    cols: Range<usize>,
-    out: &mut [f32],
-) {
-    let (outputs, n) = (bias.len(), cols.len());
-    for (x4, out4) in x.chunks(4 * inputs).zip(out.chunks_mut(4 * n)) {
-        out4.chunks_exact_mut(n)
-            .for_each(|o| o.copy_from_slice(&bias[cols.clone()]));
-        for (k, w) in kernel.chunks_exact(outputs).enumerate() {
-            let w = &w[cols.clone()];
-            for (xr, o) in x4.chunks_exact(inputs).zip(out4.chunks_exact_mut(n)) {
-                axpy(o, xr[k], w);
-            }
-        }
-    }
-}
 
 /// How the next token is drawn from the logits.
 #[derive(Debug, Clone, PartialEq)]
@@ -326,6 +116,86 @@ pub fn check_request(model: &Gpt, prompt: &[u32], sampling: &Sampling) -> Result
     Ok(())
 }
 
+/// One generation in progress: the tokens in the model's window, their keys and values,
+/// and the stream its tokens are drawn from.
+#[derive(Debug, Clone)]
+pub struct Sequence {
+    window: Vec<u32>,
+    cache: KvCache,
+    logits: Vec<f32>,
+    rng: Rng,
+    sampling: Sampling,
+    context: usize,
+    use_cache: bool,
+}
+
+impl Sequence {
+    /// A sequence that will continue `prompt`, checked as `check_request` checks it.
+    pub fn new(model: &Gpt, prompt: &[u32], sampling: Sampling) -> Result<Sequence> {
+        check_request(model, prompt, &sampling)?;
+        if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= model.vocab_size()) {
+            return Err(Error::TokenOutOfRange {
+                token: bad as usize,
+                vocab: model.vocab_size(),
+            });
+        }
+        Ok(Sequence {
+            window: prompt.to_vec(),
+            cache: KvCache::new(model),
+            logits: Vec::new(),
+            rng: Rng::new(sampling.seed),
+            sampling,
+            context: model.config().context,
+            use_cache: true,
+        })
+    }
+
+    /// The same sequence recomputing its whole window for every token (the reference the
+    /// cached path must equal).
+    pub fn without_cache(mut self) -> Sequence {
+        self.use_cache = false;
+        self
+    }
+
+    /// Whether the prompt is still to be fed (its first token not drawn yet).
+    pub fn at_prompt(&self) -> bool {
+        self.cache.is_empty()
+    }
+
+    /// Its share of the next pass: the tokens its cache does not hold yet.
+    fn feed(&mut self) -> Feed<'_> {
+        if !self.use_cache {
+            self.cache.clear();
+        }
+        let fed = self.cache.len();
+        Feed {
+            cache: &mut self.cache,
+            tokens: &self.window[fed..],
+            logits: &mut self.logits,
+        }
+    }
+
+    /// Draws the next token from the logits of the last pass and moves the window on.
+    fn draw(&mut self) -> u32 {
+        let next = self.sampling.draw(&self.logits, &mut self.rng);
+        if self.window.len() == self.context {
+            self.window.drain(..self.context - self.context / 2);
+            self.cache.clear();
+        }
+        self.window.push(next);
+        next
+    }
+}
+
+/// Advances every sequence by one token in one pass over the model (a sequence's prompt
+/// goes in that pass too) and returns each one's new token, in order.
+pub fn decode_step(model: &Gpt, sequences: &mut [&mut Sequence]) -> Result<Vec<u32>> {
+    let mut feeds: Vec<Feed> = sequences.iter_mut().map(|s| s.feed()).collect();
+    model.feed_batch(&mut feeds)?;
+    drop(feeds);
+    Ok(sequences.iter_mut().map(|s| s.draw()).collect())
+}
+
 /// Generates `count` tokens after `prompt`, calling `on_token` with each as it is drawn.
 /// With `use_cache` false, the keys and values of the whole window are recomputed for
 /// every token (the reference the cached path must equal).
@@ -337,26 +207,15 @@ pub fn generate(
     use_cache: bool,
     on_token: &mut dyn FnMut(u32),
 ) -> Result<Vec<u32>> {
-    check_request(model, prompt, sampling)?;
-    let context = model.config().context;
-    let mut rng = Rng::new(sampling.seed);
-    let mut cache = KvCache::new(model);
-    let mut window = prompt.to_vec();
-    let (mut logits, mut out) = (Vec::new(), Vec::with_capacity(count));
+    let mut sequence = Sequence::new(model, prompt, sampling.clone())?;
+    if !use_cache {
+        sequence = sequence.without_cache();
+    }
+    let mut out = Vec::with_capacity(count);
     for _ in 0..count {
-        if !use_cache {
-            cache.clear();
-        }
-        let fed = cache.len();
-        model.feed(&mut cache, &window[fed..], &mut logits)?;
-        let next = sampling.draw(&logits, &mut rng);
+        let next = decode_step(model, &mut [&mut sequence])?[0];
         on_token(next);
         out.push(next);
-        if window.len() == context {
-            window.drain(..context - context / 2);
-            cache.clear();
-        }
-        window.push(next);
     }
     Ok(out)
 }
@@ -368,33 +227,6 @@ mod tests {
 
     fn tiny() -> Gpt {
         Gpt::new(tiny_config(), 11, 3).unwrap()
-    }
-
-    #[test]
-    fn cached_logits_match_the_training_forward() {
-        let mut model = tiny();
-        let tokens = [3u32, 1, 4, 1, 5, 9];
-        let full = model.logits(&tokens, 1).unwrap();
-        let mut cache = KvCache::new(&model);
-        let mut logits = Vec::new();
-        for (i, &t) in tokens.iter().enumerate() {
-            model.feed(&mut cache, &[t], &mut logits).unwrap();
-            for (a, b) in logits.iter().zip(&full[i * 11..(i + 1) * 11]) {
-                assert!((a - b).abs() < 1e-4, "position {i}: {a} vs {b}");
-            }
-        }
-    }
-
-    #[test]
-    fn feeding_a_block_equals_feeding_one_at_a_time_bit_for_bit() {
-        let model = tiny();
-        let (mut one, mut block) = (KvCache::new(&model), KvCache::new(&model));
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        for t in [2u32, 7, 1, 8, 2] {
-            model.feed(&mut one, &[t], &mut a).unwrap();
-        }
-        model.feed(&mut block, &[2, 7, 1, 8, 2], &mut b).unwrap();
-        assert_eq!(a, b);
     }
 
     #[test]
@@ -421,6 +253,52 @@ mod tests {
         )
         .unwrap();
         assert_ne!(cached, other_seed);
+    }
+
+    /// Sequences decoded together, joining at different steps and with their own settings,
+    /// draw exactly what each draws alone (the window of 6 is halved many times).
+    #[test]
+    fn sequences_decoded_in_one_batch_draw_their_solo_tokens() {
+        let model = tiny();
+        let setting = |seed: u64, temperature: f32| Sampling {
+            temperature,
+            top_k: Some(4),
+            top_p: None,
+            seed,
+        };
+        let requests: [(&[u32], Sampling, usize); 3] = [
+            (&[1, 2], setting(1, 0.8), 0),
+            (&[3, 4, 5, 6], setting(2, 0.0), 3),
+            (&[7], setting(3, 1.3), 5),
+        ];
+        let count = 20;
+        let solo: Vec<Vec<u32>> = requests
+            .iter()
+            .map(|(prompt, s, _)| generate(&model, prompt, count, s, true, &mut |_| {}).unwrap())
+            .collect();
+        let mut sequences: Vec<Sequence> = requests
+            .iter()
+            .map(|(prompt, s, _)| Sequence::new(&model, prompt, s.clone()).unwrap())
+            .collect();
+        let mut drawn = vec![Vec::new(); requests.len()];
+        for step in 0..count + 5 {
+            let active: Vec<usize> = (0..requests.len())
+                .filter(|&i| step >= requests[i].2 && drawn[i].len() < count)
+                .collect();
+            let mut batch: Vec<&mut Sequence> = sequences
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| active.contains(i))
+                .map(|(_, s)| s)
+                .collect();
+            if batch.is_empty() {
+                continue;
+            }
+            for (&i, token) in active.iter().zip(decode_step(&model, &mut batch).unwrap()) {
+                drawn[i].push(token);
+            }
+        }
+        assert_eq!(drawn, solo);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod bpe;
 pub mod byte_level;
+pub mod cached_forward;
 pub mod generate;
 pub mod gpt;
 mod model;
