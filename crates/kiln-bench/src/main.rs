@@ -73,6 +73,17 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Batched decoding of a language model, as `kiln serve` runs it: SEQUENCES sequences
+    /// with prompts of PROMPT tokens, advanced together for TOKENS steps (ms/step, tokens/s).
+    Decode {
+        model: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        sequences: usize,
+        #[arg(long, default_value_t = 6)]
+        prompt: usize,
+        #[arg(long, default_value_t = 200)]
+        tokens: usize,
+    },
     /// Batch-1 latency and batch-1024 throughput of a saved model's predict path.
     Predict {
         model: PathBuf,
@@ -86,6 +97,12 @@ fn main() -> Result<()> {
         Command::Roofline { size, width, batch } => roofline(size, width, batch),
         Command::Predict { model, iterations } => predict(&model, iterations),
         Command::Logits { model, ids, out } => logits(&model, &ids, &out),
+        Command::Decode {
+            model,
+            sequences,
+            prompt,
+            tokens,
+        } => decode(&model, sequences, prompt, tokens),
         Command::Conv {
             batch,
             iterations,
@@ -320,6 +337,40 @@ fn predict(path: &std::path::Path, iterations: usize) -> Result<()> {
 
 fn round(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
+}
+
+fn decode(model: &std::path::Path, sequences: usize, prompt: usize, tokens: usize) -> Result<()> {
+    use kiln::lm::generate::{decode_step, PanelKernels, Sampling, Sequence};
+    let model = kiln::artifact::load_language_model(model)?;
+    let vocab = model.gpt.vocab_size() as u32;
+    let mut all: Vec<Sequence> = (0..sequences)
+        .map(|i| {
+            let ids: Vec<u32> = (0..prompt).map(|p| (i * 31 + p * 7) as u32 % vocab).collect();
+            let sampling = Sampling {
+                temperature: 0.8,
+                top_k: Some(40),
+                top_p: None,
+                seed: i as u64,
+            };
+            Sequence::new(&model.gpt, &ids, sampling)
+        })
+        .collect::<kiln::Result<_>>()?;
+    let mut batch: Vec<&mut Sequence> = all.iter_mut().collect();
+    let panels = PanelKernels::of(&model.gpt);
+    let panels = Some(&panels);
+    decode_step(&model.gpt, panels, &mut batch)?; // the prompts
+    let start = std::time::Instant::now();
+    for _ in 1..tokens {
+        decode_step(&model.gpt, panels, &mut batch)?;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let steps = tokens.saturating_sub(1).max(1);
+    println!(
+        "{}",
+        json!({ "sequences": sequences, "ms_per_step": 1000.0 * seconds / steps as f64,
+                "tokens_per_s": (steps * sequences) as f64 / seconds })
+    );
+    Ok(())
 }
 
 fn logits(model: &std::path::Path, ids: &[u32], out: &std::path::Path) -> Result<()> {

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use axum::http::StatusCode;
 use kiln::artifact::LanguageModel;
-use kiln::lm::generate::{decode_step, Sampling, Sequence};
+use kiln::lm::generate::{decode_step, PanelKernels, Sampling, Sequence};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::error::{ApiError, ServeError};
@@ -73,6 +73,7 @@ impl Decoder {
         let (tx, rx) = mpsc::sync_channel::<Queued>(queue_capacity);
         let load = metrics.decoder_load(name);
         let scheduler = Scheduler {
+            panels: PanelKernels::of(&model.gpt),
             model,
             max_sequences: max_sequences.max(1),
             metrics,
@@ -135,6 +136,8 @@ impl Decoder {
 
 struct Scheduler {
     model: LanguageModel,
+    /// The block kernels laid out for passes over many sequences.
+    panels: PanelKernels,
     max_sequences: usize,
     metrics: Arc<Metrics>,
     load: Arc<DecoderLoad>,
@@ -196,7 +199,9 @@ impl Scheduler {
     fn step(&mut self) {
         let gpt = &self.model.gpt;
         let mut sequences: Vec<&mut Sequence> = self.active.iter_mut().map(|a| &mut a.sequence).collect();
-        let drawn = std::panic::catch_unwind(AssertUnwindSafe(|| decode_step(gpt, &mut sequences)));
+        let drawn = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            decode_step(gpt, Some(&self.panels), &mut sequences)
+        }));
         let tokens = match drawn {
             Ok(Ok(tokens)) => tokens,
             failed => {

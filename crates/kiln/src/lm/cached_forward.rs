@@ -86,6 +86,13 @@ impl Gpt {
     /// positions, all rows through each layer's weights together, and each feed gets the
     /// logits after its last token. A feed's logits are bit-identical to feeding it alone.
     pub fn feed_batch(&self, feeds: &mut [Feed]) -> Result<()> {
+        self.feed_batch_with(feeds, None)
+    }
+
+    /// `feed_batch` reading the linear kernels from `panels` (made from this model's
+    /// weights by `PanelKernels::of`) where a pass has many rows: the same results, read
+    /// from memory in order.
+    pub fn feed_batch_with(&self, feeds: &mut [Feed], panels: Option<&PanelKernels>) -> Result<()> {
         let spans = self.check_feeds(feeds)?;
         let c = &self.layout.config;
         let width = c.width;
@@ -105,7 +112,8 @@ impl Gpt {
         }
         let mut caches: Vec<&mut KvCache> = feeds.iter_mut().map(|f| &mut *f.cache).collect();
         for (layer, block) in self.layout.blocks.iter().enumerate() {
-            self.block_rows(block, layer, &mut caches, &spans, &mut x);
+            let panels = panels.map(|p| &p.blocks[layer]);
+            self.block_rows(block, layer, &mut caches, &spans, panels, &mut x);
         }
         for (cache, span) in caches.iter_mut().zip(&spans) {
             cache.len = span.start + span.rows;
@@ -169,6 +177,7 @@ impl Gpt {
         layer: usize,
         caches: &mut [&mut KvCache],
         spans: &[Span],
+        panels: Option<&[Vec<f32>; 4]>,
         x: &mut [f32],
     ) {
         let c = &self.layout.config;
@@ -178,7 +187,12 @@ impl Gpt {
         let mut h = x.to_vec();
         norm_rows(&mut h, width, value(b.ln_1.0), value(b.ln_1.1), eps);
         let mut qkv = vec![0.0f32; rows * 3 * width];
-        linear_rows(&h, width, value(b.qkv.0), value(b.qkv.1), &mut qkv);
+        let linear = |(kernel, bias): (ParamId, ParamId), which: usize| Linear {
+            kernel: value(kernel),
+            bias: value(bias),
+            panels: panels.map(|p| &p[which][..]),
+        };
+        linear_rows(&h, width, &linear(b.qkv, 0), &mut qkv);
         for (cache, span) in caches.iter_mut().zip(spans) {
             let rows = qkv[span.first_row * 3 * width..][..span.rows * 3 * width].chunks_exact(3 * width);
             for (r, row) in rows.enumerate() {
@@ -205,16 +219,16 @@ impl Gpt {
                 .for_each(|(out, seq)| attend(seq, out));
         }
         let mut projected = vec![0.0f32; rows * width];
-        linear_rows(&attended, width, value(b.proj.0), value(b.proj.1), &mut projected);
+        linear_rows(&attended, width, &linear(b.proj, 1), &mut projected);
         x.iter_mut().zip(&projected).for_each(|(x, a)| *x += a);
         h.copy_from_slice(x);
         norm_rows(&mut h, width, value(b.ln_2.0), value(b.ln_2.1), eps);
         let hidden = c.hidden();
         let mut f = vec![0.0f32; rows * hidden];
-        linear_rows(&h, width, value(b.fc.0), value(b.fc.1), &mut f);
+        linear_rows(&h, width, &linear(b.fc, 2), &mut f);
         let activation = c.activation.op();
         f.iter_mut().for_each(|v| *v = activation.f(*v));
-        linear_rows(&f, hidden, value(b.fc_out.0), value(b.fc_out.1), &mut projected);
+        linear_rows(&f, hidden, &linear(b.fc_out, 3), &mut projected);
         x.iter_mut().zip(&projected).for_each(|(x, m)| *x += m);
     }
 }
@@ -231,9 +245,16 @@ fn split_by_spans<'b>(mut buffer: &'b mut [f32], spans: &[Span], width: usize) -
         .collect()
 }
 
-/// Causal attention of one sequence's new rows (positions `start..`, their q|k|v rows in
-/// `qkv`) over every position its cache holds up to each row's own.
-fn attend_rows(
+crate::kernels::simd::widest_simd! {
+    /// Causal attention of one sequence's new rows (positions `start..`, their q|k|v rows
+    /// in `qkv`) over every position its cache holds up to each row's own. The dot
+    /// products keep eight partial sums whatever the instruction set, so the wider
+    /// registers change no result.
+    fn attend_rows(qkv: &[f32], cache: (&[f32], &[f32]), start: usize, width: usize, heads: usize, out: &mut [f32]) => attend_rows_with
+}
+
+#[inline(always)]
+fn attend_rows_with(
     qkv: &[f32],
     cache: (&[f32], &[f32]),
     start: usize,
@@ -245,18 +266,32 @@ fn attend_rows(
     let rows = out.len() / width;
     let head = width / heads;
     let scale = 1.0 / (head as f32).sqrt();
-    let mut p = vec![0.0f32; start + rows];
+    // Scores per head, each over every position; positions are the outer loop so that
+    // each cached key and value row is read once, in order.
+    let positions = start + rows;
+    let mut p = vec![0.0f32; heads * positions];
     for (r, out) in out.chunks_exact_mut(width).enumerate() {
-        let i = start + r;
-        for hd in 0..heads {
-            let q = &qkv[r * 3 * width + hd * head..][..head];
-            for (j, p) in p[..=i].iter_mut().enumerate() {
-                *p = dot(q, &keys[j * width + hd * head..][..head]) * scale;
+        let seen = start + r + 1;
+        let q = &qkv[r * 3 * width..][..width];
+        for (j, k) in keys.chunks_exact(width).take(seen).enumerate() {
+            for ((q, k), p) in q
+                .chunks_exact(head)
+                .zip(k.chunks_exact(head))
+                .zip(p.chunks_exact_mut(positions))
+            {
+                p[j] = dot(q, k) * scale;
             }
-            softmax_in_place(&mut p[..=i]);
-            let out = &mut out[hd * head..][..head];
-            for (j, &w) in p[..=i].iter().enumerate() {
-                axpy(out, w, &values[j * width + hd * head..][..head]);
+        }
+        for p in p.chunks_exact_mut(positions) {
+            softmax_in_place(&mut p[..seen]);
+        }
+        for (j, v) in values.chunks_exact(width).take(seen).enumerate() {
+            for ((out, v), p) in out
+                .chunks_exact_mut(head)
+                .zip(v.chunks_exact(head))
+                .zip(p.chunks_exact(positions))
+            {
+                axpy(out, p[j], v);
             }
         }
     }
@@ -337,13 +372,22 @@ const ROWS_PER_STREAM: usize = 4;
 /// next panel: the panel (inputs × 64) stays in the core's L2 while the rows reuse it.
 const PANEL_COLUMNS: usize = 64;
 
-/// `out = x · kernel + bias` row by row (x: rows × inputs, kernel: inputs × outputs). A
-/// batch of many rows goes panel by panel, the panels shared among the threads, so the
-/// weights are read from memory once per pass; each element's arithmetic is the same
+/// A linear layer's weights for the inference pass: the kernel (inputs × outputs), the
+/// bias, and optionally the kernel packed panel by panel (`PanelKernels`).
+pub(crate) struct Linear<'a> {
+    kernel: &'a [f32],
+    bias: &'a [f32],
+    panels: Option<&'a [f32]>,
+}
+
+/// `out = x · kernel + bias` row by row (x: rows × inputs). A batch of many rows goes
+/// panel by panel, the panels shared among the threads, so the weights are read from
+/// memory once per pass (and, packed, in order); each element's arithmetic is the same
 /// either way (see `linear_columns`).
-fn linear_rows(x: &[f32], inputs: usize, kernel: &[f32], bias: &[f32], out: &mut [f32]) {
-    let (rows, outputs) = (x.len() / inputs, bias.len());
-    if rows <= ROWS_PER_STREAM || outputs <= PANEL_COLUMNS {
+fn linear_rows(x: &[f32], inputs: usize, linear: &Linear, out: &mut [f32]) {
+    let (rows, outputs) = (x.len() / inputs, linear.bias.len());
+    let (kernel, bias) = (linear.kernel, linear.bias);
+    if rows <= ROWS_PER_STREAM || outputs < PANEL_COLUMNS {
         linear_columns(x, inputs, kernel, bias, 0..outputs, out);
         return;
     }
@@ -353,9 +397,18 @@ fn linear_rows(x: &[f32], inputs: usize, kernel: &[f32], bias: &[f32], out: &mut
         .collect();
     let results: Vec<Vec<f32>> = panels
         .par_iter()
-        .map(|cols| {
+        .enumerate()
+        .map(|(p, cols)| {
             let mut panel = vec![0.0f32; rows * cols.len()];
-            linear_columns(x, inputs, kernel, bias, cols.clone(), &mut panel);
+            if cols.len() < PANEL_COLUMNS {
+                linear_columns(x, inputs, kernel, bias, cols.clone(), &mut panel);
+            } else if let Some(packed) = linear.panels {
+                let weights = &packed[p * inputs * PANEL_COLUMNS..][..inputs * PANEL_COLUMNS];
+                linear_panel(x, inputs, weights, PANEL_COLUMNS, linear, cols.start, &mut panel);
+            } else {
+                let weights = &kernel[cols.start..];
+                linear_panel(x, inputs, weights, outputs, linear, cols.start, &mut panel);
+            }
             panel
         })
         .collect();
@@ -364,6 +417,108 @@ fn linear_rows(x: &[f32], inputs: usize, kernel: &[f32], bias: &[f32], out: &mut
             out[cols.clone()].copy_from_slice(part);
         }
     }
+}
+
+/// A kernel's whole 64-column panels, each stored as its rows one after another, so that
+/// a batched pass reads each panel in order (the kernel's own rows are a page or more
+/// apart, which defeats the hardware prefetchers). Columns past the last whole panel are
+/// read from the kernel.
+fn pack_panels(kernel: &[f32], inputs: usize) -> Vec<f32> {
+    let outputs = kernel.len() / inputs;
+    let panels = outputs / PANEL_COLUMNS;
+    let mut packed = Vec::with_capacity(panels * inputs * PANEL_COLUMNS);
+    for p in 0..panels {
+        for row in kernel.chunks_exact(outputs) {
+            packed.extend_from_slice(&row[p * PANEL_COLUMNS..][..PANEL_COLUMNS]);
+        }
+    }
+    packed
+}
+
+/// Every block's linear kernels packed by `pack_panels`, for a server that decodes many
+/// sequences at once: made once from a model (a copy of its block weights), used by
+/// `feed_batch_with`. Only valid for the weights it was made from.
+pub struct PanelKernels {
+    /// Per block: q|k|v, attention projection, MLP in, MLP out.
+    blocks: Vec<[Vec<f32>; 4]>,
+}
+
+impl PanelKernels {
+    pub fn of(model: &Gpt) -> PanelKernels {
+        let c = &model.layout.config;
+        let value = |id: ParamId| model.params.get(id).value.data();
+        let blocks = model
+            .layout
+            .blocks
+            .iter()
+            .map(|b| {
+                [
+                    pack_panels(value(b.qkv.0), c.width),
+                    pack_panels(value(b.proj.0), c.width),
+                    pack_panels(value(b.fc.0), c.width),
+                    pack_panels(value(b.fc_out.0), c.hidden()),
+                ]
+            })
+            .collect();
+        PanelKernels { blocks }
+    }
+}
+
+/// Rows of a register tile: 4 rows × 64 columns of sums (16 AVX-512 registers) stay in
+/// registers over the whole input axis.
+const TILE_ROWS: usize = 4;
+
+crate::kernels::simd::widest_simd! {
+    /// Columns `first..first + 64` of `x · kernel + bias` into `panel` (rows × 64), four
+    /// rows at a time in registers; the rows left over go by `linear_columns`. The panel's
+    /// weights for input k are `weights[k · stride..][..64]`: the kernel itself (`stride`
+    /// its width, `weights` starting at column `first`) or its packed panel (stride 64).
+    /// Each sum is the one `linear_columns` computes: the bias, then each product added in
+    /// input order, multiply and add rounded separately.
+    fn linear_panel(x: &[f32], inputs: usize, weights: &[f32], stride: usize, linear: &Linear, first: usize, panel: &mut [f32]) => linear_panel_with
+}
+
+#[inline(always)]
+fn linear_panel_with(
+    x: &[f32],
+    inputs: usize,
+    weights: &[f32],
+    stride: usize,
+    linear: &Linear,
+    first: usize,
+    panel: &mut [f32],
+) {
+    const N: usize = PANEL_COLUMNS;
+    let start: &[f32; N] = linear.bias[first..first + N].try_into().expect("a whole panel");
+    let tiles = x.len() / inputs / TILE_ROWS;
+    for (x4, out4) in x
+        .chunks_exact(TILE_ROWS * inputs)
+        .zip(panel.chunks_exact_mut(TILE_ROWS * N))
+        .take(tiles)
+    {
+        let mut sums = [*start; TILE_ROWS];
+        for k in 0..inputs {
+            let w: &[f32; N] = weights[k * stride..][..N].try_into().expect("a whole panel");
+            for (r, sum) in sums.iter_mut().enumerate() {
+                let v = x4[r * inputs + k];
+                for (s, w) in sum.iter_mut().zip(w) {
+                    *s += v * w;
+                }
+            }
+        }
+        for (out, sum) in out4.chunks_exact_mut(N).zip(&sums) {
+            out.copy_from_slice(sum);
+        }
+    }
+    let done = tiles * TILE_ROWS;
+    linear_columns_with(
+        &x[done * inputs..],
+        inputs,
+        linear.kernel,
+        linear.bias,
+        first..first + N,
+        &mut panel[done * N..],
+    );
 }
 
 crate::kernels::simd::widest_simd! {
@@ -465,7 +620,8 @@ mod tests {
                 logits,
             })
             .collect();
-        model.feed_batch(&mut batch).unwrap();
+        let panels = PanelKernels::of(&model);
+        model.feed_batch_with(&mut batch, Some(&panels)).unwrap();
         assert_eq!(outputs, solo);
         assert_eq!(caches[3].len(), 6);
     }
@@ -477,15 +633,23 @@ mod tests {
         let (inputs, outputs, rows) = (37, 3 * PANEL_COLUMNS + 5, 11);
         let mut random = |n: usize| (0..n).map(|_| rng.next_f32() - 0.5).collect::<Vec<f32>>();
         let (x, kernel, bias) = (random(rows * inputs), random(inputs * outputs), random(outputs));
-        let mut panels = vec![0.0; rows * outputs];
-        linear_rows(&x, inputs, &kernel, &bias, &mut panels);
+        let packed = pack_panels(&kernel, inputs);
+        let run = |packed: Option<&[f32]>, x: &[f32]| {
+            let linear = Linear {
+                kernel: &kernel,
+                bias: &bias,
+                panels: packed,
+            };
+            let mut out = vec![0.0; x.len() / inputs * outputs];
+            linear_rows(x, inputs, &linear, &mut out);
+            out
+        };
         let mut streamed = vec![0.0; rows * outputs];
         linear_columns(&x, inputs, &kernel, &bias, 0..outputs, &mut streamed);
-        assert_eq!(panels, streamed);
-        for (r, row) in panels.chunks_exact(outputs).enumerate() {
-            let mut alone = vec![0.0; outputs];
-            linear_rows(&x[r * inputs..][..inputs], inputs, &kernel, &bias, &mut alone);
-            assert_eq!(row, &alone[..], "row {r}");
+        assert_eq!(run(None, &x), streamed);
+        assert_eq!(run(Some(&packed), &x), streamed);
+        for (r, row) in streamed.chunks_exact(outputs).enumerate() {
+            assert_eq!(row, &run(None, &x[r * inputs..][..inputs])[..], "row {r}");
         }
     }
 
