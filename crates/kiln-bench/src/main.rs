@@ -340,7 +340,7 @@ fn round(v: f64) -> f64 {
 }
 
 fn decode(model: &std::path::Path, sequences: usize, prompt: usize, tokens: usize) -> Result<()> {
-    use kiln::lm::generate::{decode_step, PanelKernels, Sampling, Sequence};
+    use kiln::lm::generate::{decode_step, DecodeKernels, Sampling, Sequence};
     let model = kiln::artifact::load_language_model(model)?;
     let vocab = model.gpt.vocab_size() as u32;
     let mut all: Vec<Sequence> = (0..sequences)
@@ -356,8 +356,10 @@ fn decode(model: &std::path::Path, sequences: usize, prompt: usize, tokens: usiz
         })
         .collect::<kiln::Result<_>>()?;
     let mut batch: Vec<&mut Sequence> = all.iter_mut().collect();
-    let panels = PanelKernels::of(&model.gpt);
-    let panels = Some(&panels);
+    let kernels = model
+        .decode_kernels()
+        .unwrap_or_else(|| DecodeKernels::panels(&model.gpt));
+    let panels = Some(&kernels);
     decode_step(&model.gpt, panels, &mut batch)?; // the prompts
     let start = std::time::Instant::now();
     for _ in 1..tokens {

@@ -49,6 +49,9 @@ struct Figures {
 }
 
 pub fn compress(args: &CompressArgs) -> Result<()> {
+    if matches!(artifact::kind_of(args.model), Ok(artifact::ModelKind::Gpt)) {
+        return crate::compress_lm::compress(args);
+    }
     check(args)?;
     let original = artifact::load(args.model)?;
     if original.model.quantized().is_some() {

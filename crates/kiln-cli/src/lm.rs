@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use kiln::artifact::{load_language_model, save_language_model, LanguageModel};
-use kiln::lm::generate::{check_request, generate as generate_tokens, Sampling};
+use kiln::lm::generate::{check_request, generate_with, Sampling};
 use kiln::lm::tokenizer::StreamDecoder;
 use kiln::pipeline::language_model::{prepare_text_with, validation_windows};
 use kiln::pipeline::LmOutcome;
@@ -114,6 +114,41 @@ pub fn report_training(
 /// the text it was trained on (or on another UTF-8 file).
 pub fn eval(model_path: &Path, text: Option<&Path>, batches: Option<usize>, json: bool) -> Result<()> {
     let mut model = load_language_model(model_path)?;
+    let Score {
+        loss,
+        tokens,
+        batches,
+    } = score(model_path, &mut model, text, batches)?;
+    let spec = &model.info.spec;
+    let perplexity = (loss as f64).exp();
+    let batch = spec.training.batch_size;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"loss": loss, "perplexity": perplexity, "tokens": tokens, "batches": batches})
+        );
+    } else {
+        println!("loss {loss:.4}, perplexity {perplexity:.3} ({batches} batches of {batch} windows from {tokens} tokens)");
+    }
+    std::io::stdout().flush()?;
+    Ok(())
+}
+
+/// A language model's loss on validation windows, as `kiln eval` reports it.
+pub struct Score {
+    pub loss: f32,
+    /// Tokens of the text scored.
+    pub tokens: usize,
+    pub batches: usize,
+}
+
+/// The loss on the validation part of the text `model` was trained on (or on `text`).
+pub fn score(
+    model_path: &Path,
+    model: &mut LanguageModel,
+    text: Option<&Path>,
+    batches: Option<usize>,
+) -> Result<Score> {
     let spec = model.info.spec.clone();
     let tokens = match text {
         Some(path) => {
@@ -155,18 +190,11 @@ pub fn eval(model_path: &Path, text: Option<&Path>, batches: Option<usize>, json
         None,
     )?
     .loss;
-    let perplexity = (loss as f64).exp();
-    let batch = spec.training.batch_size;
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({"loss": loss, "perplexity": perplexity, "tokens": tokens.len(), "batches": batches})
-        );
-    } else {
-        println!("loss {loss:.4}, perplexity {perplexity:.3} ({batches} batches of {batch} windows from {} tokens)", tokens.len());
-    }
-    std::io::stdout().flush()?;
-    Ok(())
+    Ok(Score {
+        loss,
+        tokens: tokens.len(),
+        batches,
+    })
 }
 
 /// `kiln tokenize MODEL --text TEXT`: the ids, as a JSON list on one line.
@@ -211,8 +239,10 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
             write_error.get_or_insert(e);
         }
     };
-    generate_tokens(
+    let kernels = model.decode_kernels();
+    generate_with(
         &model.gpt,
+        kernels.as_ref(),
         &prompt,
         args.tokens,
         &sampling,
@@ -257,6 +287,9 @@ pub fn inspect(model_path: &Path, model: &LanguageModel) -> Result<()> {
         c.forward_flops_per_token(vocab)
     );
     println!("tokenizer: {} with {vocab} tokens", model.tokenizer.kind());
+    if model.int8.is_some() {
+        println!("weights: block kernels in int8 (a scale per output column), activations f32");
+    }
     match &info.imported_from {
         Some(source) => println!("imported from a {source}"),
         None => println!(

@@ -4,6 +4,7 @@
 #[macro_use]
 mod exit_code;
 mod compress;
+mod compress_lm;
 mod distributed;
 mod evaluate;
 mod export;

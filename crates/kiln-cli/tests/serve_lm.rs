@@ -52,10 +52,12 @@ type = "adamw"
 learning_rate = 0.005
 "#;
 
+/// The folder of the trained model and its text (commands that read the text run there).
+static TRAINED: OnceLock<(Sandbox, String)> = OnceLock::new();
+
 /// A small byte-level BPE GPT, trained once per test binary.
 fn model() -> &'static str {
-    static MODEL: OnceLock<(Sandbox, String)> = OnceLock::new();
-    let (_, path) = MODEL.get_or_init(|| {
+    let (_, path) = TRAINED.get_or_init(|| {
         let s = Sandbox::new("serve-lm");
         s.write("text.txt", text());
         let spec = s.write("spec.toml", SPEC);
@@ -81,13 +83,42 @@ fn start(extra: &[&str]) -> Server {
     Server::start_with(&args)
 }
 
+/// The model of `model()` compressed to int8 weights, once per test binary.
+fn int8_model() -> &'static str {
+    static MODEL: OnceLock<String> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let s = trained_folder();
+        let out = s.arg("lm8.safetensors");
+        let compressed = s.kiln(&["compress", model(), "--quantize", "int8", "--out", &out]);
+        assert_success(&compressed);
+        assert!(compressed.1.contains("validation loss"), "{}", compressed.1);
+        out
+    })
+}
+
+fn trained_folder() -> &'static Sandbox {
+    model();
+    &TRAINED.get().expect("trained above").0
+}
+
 /// What `kiln generate` continues `prompt` with (its output without the prompt and the
 /// final newline).
 fn generated(prompt: &str, tokens: usize, seed: u64, temperature: f32, top_k: Option<usize>) -> String {
+    generated_by(model(), prompt, tokens, seed, temperature, top_k)
+}
+
+fn generated_by(
+    path: &str,
+    prompt: &str,
+    tokens: usize,
+    seed: u64,
+    temperature: f32,
+    top_k: Option<usize>,
+) -> String {
     let (tokens, seed, temperature) = (tokens.to_string(), seed.to_string(), temperature.to_string());
     let mut args = vec![
         "generate",
-        model(),
+        path,
         "--prompt",
         prompt,
         "--tokens",
@@ -274,6 +305,79 @@ fn sixteen_concurrent_streams_each_get_their_solo_answer() {
         .collect();
     let served: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert_eq!(served, solo);
+}
+
+#[test]
+fn an_int8_model_is_smaller_scores_alike_and_serves_what_kiln_generate_gives() {
+    let (float, int8) = (model(), int8_model());
+    let size = |p: &str| std::fs::metadata(p).unwrap().len() as f64;
+    // The tiny model's embeddings, head and merges are much of its file; only its block
+    // kernels shrink (4x).
+    assert!(
+        size(float) / size(int8) > 1.5,
+        "{} vs {}",
+        size(float),
+        size(int8)
+    );
+    let loss = |p: &str| {
+        let out = trained_folder().kiln(&["eval", p, "--json"]);
+        assert_success(&out);
+        serde_json::from_str::<Value>(out.1.trim()).unwrap()["loss"]
+            .as_f64()
+            .unwrap()
+    };
+    let (float_loss, int8_loss) = (loss(float), loss(int8));
+    assert!(
+        (float_loss - int8_loss).abs() < 0.05,
+        "{float_loss} vs {int8_loss}"
+    );
+    let inspect = common::run(&["inspect", int8], &[]);
+    assert!(inspect.1.contains("block kernels in int8"), "{}", inspect.1);
+
+    let model_arg = format!("lm={int8}");
+    let s = Server::start_with(&["serve", &model_arg, "--port", "0"]);
+    let addr = s.addr().to_string();
+    let handles: Vec<_> = (0..4u64)
+        .map(|i| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let body = json!({"model": "lm", "prompt": "Über", "max_tokens": 40, "seed": i,
+                                  "temperature": 0.9, "stream": true});
+                streamed_completion(&addr, &body).0
+            })
+        })
+        .collect();
+    let served: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let solo: Vec<String> = (0..4)
+        .map(|i| generated_by(int8, "Über", 40, i, 0.9, None))
+        .collect();
+    assert_eq!(served, solo);
+}
+
+#[test]
+fn compressing_a_language_model_takes_int8_alone_and_once() {
+    let s = Sandbox::new("compress-lm-errors");
+    let out = s.arg("x.safetensors");
+    for extra in [
+        &["--quantize", "dynamic"][..],
+        &["--quantize", "f16"],
+        &["--prune", "0.5"],
+        &[],
+    ] {
+        let mut args = vec!["compress", model(), "--out", &out];
+        args.extend_from_slice(extra);
+        let outcome = s.kiln(&args);
+        assert_eq!(outcome.0.code(), Some(2), "{extra:?}: {}", outcome.2);
+        assert!(
+            outcome.2.contains("--quantize int8` alone"),
+            "{extra:?}: {}",
+            outcome.2
+        );
+    }
+    let again = s.kiln(&["compress", int8_model(), "--quantize", "int8", "--out", &out]);
+    assert_eq!(again.0.code(), Some(65), "{}", again.2);
+    assert!(again.2.contains("already int8"), "{}", again.2);
+    assert!(!s.path("x.safetensors").exists());
 }
 
 /// Reads from a raw connection until `needle` has arrived.

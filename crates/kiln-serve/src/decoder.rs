@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use axum::http::StatusCode;
 use kiln::artifact::LanguageModel;
-use kiln::lm::generate::{decode_step, PanelKernels, Sampling, Sequence};
+use kiln::lm::generate::{decode_step, DecodeKernels, Sampling, Sequence};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::error::{ApiError, ServeError};
@@ -73,7 +73,9 @@ impl Decoder {
         let (tx, rx) = mpsc::sync_channel::<Queued>(queue_capacity);
         let load = metrics.decoder_load(name);
         let scheduler = Scheduler {
-            panels: PanelKernels::of(&model.gpt),
+            kernels: model
+                .decode_kernels()
+                .unwrap_or_else(|| DecodeKernels::panels(&model.gpt)),
             model,
             max_sequences: max_sequences.max(1),
             metrics,
@@ -136,8 +138,8 @@ impl Decoder {
 
 struct Scheduler {
     model: LanguageModel,
-    /// The block kernels laid out for passes over many sequences.
-    panels: PanelKernels,
+    /// The block kernels as the passes read them: packed for many sequences, or int8.
+    kernels: DecodeKernels,
     max_sequences: usize,
     metrics: Arc<Metrics>,
     load: Arc<DecoderLoad>,
@@ -200,7 +202,7 @@ impl Scheduler {
         let gpt = &self.model.gpt;
         let mut sequences: Vec<&mut Sequence> = self.active.iter_mut().map(|a| &mut a.sequence).collect();
         let drawn = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            decode_step(gpt, Some(&self.panels), &mut sequences)
+            decode_step(gpt, Some(&self.kernels), &mut sequences)
         }));
         let tokens = match drawn {
             Ok(Ok(tokens)) => tokens,

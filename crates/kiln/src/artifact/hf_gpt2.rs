@@ -40,6 +40,7 @@ pub fn import_gpt2(dir: &Path) -> Result<LanguageModel> {
         gpt,
         tokenizer: Tokenizer::ByteLevel(tokenizer),
         info: imported_info(&name, config.gpt, vocab),
+        int8: None,
     })
 }
 

@@ -7,7 +7,8 @@ use std::path::Path;
 
 use super::{ModelKind, FORMAT, FORMAT_VERSION, KIND_KEY};
 use crate::error::{Error, Result};
-use crate::io::{encode_safetensors, read_f32_tensor, write_atomically, NamedTensor};
+use crate::io::{encode_safetensors_with_int8, read_f32_tensor, write_atomically, NamedBytes, NamedTensor};
+use crate::lm::int8::{kernel_names, Int8Kernel, Int8Weights};
 use crate::lm::{Gpt, Tokenizer};
 use crate::spec::LmSpec;
 
@@ -17,7 +18,31 @@ pub struct LanguageModel {
     pub gpt: Gpt,
     pub tokenizer: Tokenizer,
     pub info: LmInfo,
+    /// A quantized model's int8 block kernels (`kiln compress --quantize int8`); `gpt`
+    /// then holds them dequantized, for evaluation.
+    pub int8: Option<Int8Weights>,
 }
+
+impl LanguageModel {
+    /// How generation must read the linear kernels: a quantized model's int8 weights, or
+    /// (None) the float ones.
+    pub fn decode_kernels(&self) -> Option<crate::lm::generate::DecodeKernels> {
+        self.int8.as_ref().map(crate::lm::generate::DecodeKernels::int8)
+    }
+}
+
+/// `kiln.compression` of a quantized language model.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LmCompression {
+    /// `int8_weights`: block kernels as int8 codes with a scale per output column.
+    pub mode: String,
+    /// The file name of the float model it was made from.
+    pub source: String,
+}
+
+const COMPRESSION_KEY: &str = "kiln.compression";
+const INT8_WEIGHTS: &str = "int8_weights";
 
 /// What is saved with a language model besides its weights.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -54,12 +79,48 @@ const VOCAB_KEY: &str = "kiln.vocab_size";
 
 /// Writes the model to `path` atomically (a crash mid-write leaves any old file whole).
 pub fn save_language_model(model: &LanguageModel, path: &Path) -> Result<()> {
-    let bytes = encode(&model.gpt, &model.tokenizer, &model.info, path)?;
+    let bytes = encode_with(model, None, path)?;
+    write_atomically(path, &bytes)
+}
+
+/// Writes a quantized model: its block kernels as I8 codes (`{kernel}`) with F32 scales
+/// (`{kernel}_scale`, one per output column), `kiln.compression` saying how.
+pub fn save_quantized_language_model(
+    model: &LanguageModel,
+    compression: &LmCompression,
+    path: &Path,
+) -> Result<()> {
+    let bytes = encode_with(model, Some(compression), path)?;
     write_atomically(path, &bytes)
 }
 
 /// The file's bytes for a GPT with its tokenizer and record (`path` names it in errors).
 pub fn encode(gpt: &Gpt, tokenizer: &Tokenizer, info: &LmInfo, path: &Path) -> Result<Vec<u8>> {
+    encode_parts(gpt, tokenizer, info, None, path)
+}
+
+fn encode_with(model: &LanguageModel, compression: Option<&LmCompression>, path: &Path) -> Result<Vec<u8>> {
+    let int8 = match (&model.int8, compression) {
+        (Some(weights), Some(c)) => Some((weights, c)),
+        (None, None) => None,
+        _ => {
+            return Err(Error::Artifact {
+                path: path.into(),
+                message: "an int8 language model is saved with its compression record, a float one without"
+                    .into(),
+            })
+        }
+    };
+    encode_parts(&model.gpt, &model.tokenizer, &model.info, int8, path)
+}
+
+fn encode_parts(
+    gpt: &Gpt,
+    tokenizer: &Tokenizer,
+    info: &LmInfo,
+    int8: Option<(&Int8Weights, &LmCompression)>,
+    path: &Path,
+) -> Result<Vec<u8>> {
     let fail = |message: String| Error::Artifact {
         path: path.into(),
         message,
@@ -74,12 +135,32 @@ pub fn encode(gpt: &Gpt, tokenizer: &Tokenizer, info: &LmInfo, path: &Path) -> R
     );
     metadata.insert(TOKENIZER_KEY.to_string(), tokenizer.to_json());
     metadata.insert(VOCAB_KEY.to_string(), gpt.vocab_size().to_string());
+    let mut quantized = std::collections::BTreeSet::new();
+    let mut bytes: Vec<NamedBytes> = Vec::new();
+    if let Some((weights, compression)) = int8 {
+        metadata.insert(
+            COMPRESSION_KEY.to_string(),
+            serde_json::to_string(compression).map_err(|e| fail(e.to_string()))?,
+        );
+        for (layer, kernels) in weights.blocks.iter().enumerate() {
+            for (name, kernel) in kernel_names(layer).into_iter().zip(kernels) {
+                let outputs = kernel.scales.len();
+                let dims = vec![kernel.codes.len() / outputs, outputs];
+                let codes = kernel.codes.iter().map(|&c| c as u8).collect();
+                let scales = kernel.scales.iter().flat_map(|s| s.to_le_bytes()).collect();
+                bytes.push((format!("{name}_scale"), vec![outputs], "F32", scales));
+                bytes.push((name.clone(), dims, "I8", codes));
+                quantized.insert(name);
+            }
+        }
+    }
     let tensors: Vec<NamedTensor> = gpt
         .params()
         .iter()
+        .filter(|p| !quantized.contains(&p.name))
         .map(|p| (p.name.clone(), p.value.dims(), p.value.data()))
         .collect();
-    encode_safetensors(&metadata, &tensors).map_err(fail)
+    encode_safetensors_with_int8(&metadata, &tensors, &bytes).map_err(fail)
 }
 
 /// Reads a language model saved by [`save_language_model`].
@@ -126,12 +207,65 @@ pub fn load_language_model(path: &Path) -> Result<LanguageModel> {
             "metadata `{INFO_KEY}` describes a model of {claimed} parameters, but the file holds {held} values"
         )));
     }
+    let compression: Option<LmCompression> = match metadata.get(COMPRESSION_KEY) {
+        None => None,
+        Some(text) => {
+            let c: LmCompression = serde_json::from_str(text)
+                .map_err(|e| fail(format!("metadata `{COMPRESSION_KEY}` is invalid: {e}")))?;
+            if c.mode != INT8_WEIGHTS {
+                return Err(fail(format!(
+                    "metadata `{COMPRESSION_KEY}` has mode `{}`; this kiln reads `{INT8_WEIGHTS}`",
+                    c.mode
+                )));
+            }
+            Some(c)
+        }
+    };
+    let mut int8_kernels = BTreeMap::new();
     let gpt = Gpt::with_values(config, vocab, |name, dims| {
+        if compression.is_some() && name.starts_with("blocks.") && name.ends_with(".kernel") {
+            let kernel = read_int8_kernel(&tensors, name, dims).map_err(fail)?;
+            let values = kernel.dequantized();
+            int8_kernels.insert(name.to_string(), kernel);
+            return crate::tensor::Tensor::new(dims, values);
+        }
         read_f32_tensor(&tensors, name, dims).map_err(fail)
     })
     .map_err(|e| match e {
         Error::Artifact { .. } => e,
         other => fail(other.to_string()),
     })?;
-    Ok(LanguageModel { gpt, tokenizer, info })
+    let int8 = compression.map(|_| {
+        let blocks = (0..gpt.config().layers)
+            .map(|layer| kernel_names(layer).map(|name| int8_kernels.remove(&name).expect("read above")))
+            .collect();
+        Int8Weights { blocks }
+    });
+    Ok(LanguageModel {
+        gpt,
+        tokenizer,
+        info,
+        int8,
+    })
+}
+
+/// An int8 block kernel: I8 codes of the float kernel's shape and an F32 scale per column.
+fn read_int8_kernel(
+    tensors: &safetensors::SafeTensors,
+    name: &str,
+    dims: &[usize],
+) -> std::result::Result<Int8Kernel, String> {
+    let view = tensors
+        .tensor(name)
+        .map_err(|_| format!("tensor `{name}` is missing"))?;
+    if view.dtype() != safetensors::Dtype::I8 || view.shape() != dims {
+        return Err(format!(
+            "tensor `{name}` is {:?} {:?}, expected I8 {dims:?} (the model is int8)",
+            view.dtype(),
+            view.shape()
+        ));
+    }
+    let codes = view.data().iter().map(|&b| b as i8).collect();
+    let scales = read_f32_tensor(tensors, &format!("{name}_scale"), &dims[1..])?.into_data();
+    Ok(Int8Kernel { codes, scales })
 }

@@ -36,7 +36,10 @@ use crate::train::{EpochLog, ModelWriter};
 
 pub use classifier::{Classifier, ClassifierRef};
 pub use hf_gpt2::import_gpt2;
-pub use language_model::{load_language_model, save_language_model, LanguageModel, LmInfo};
+pub use language_model::{
+    load_language_model, save_language_model, save_quantized_language_model, LanguageModel, LmCompression,
+    LmInfo,
+};
 use sparse::{SparseKernel, SPARSE_INT8_KEY, SPARSE_KEY};
 
 /// Identifies kiln artifacts among other safetensors files.

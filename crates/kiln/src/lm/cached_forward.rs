@@ -14,6 +14,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::gpt::{BlockParams, Gpt};
+use super::int8::{Int8Kernel, Int8Weights};
 use crate::error::{Error, Result};
 use crate::kernels::lanes::{axpy, dot};
 use crate::ops::layer_norm::{normalize_row, row_moments};
@@ -89,10 +90,10 @@ impl Gpt {
         self.feed_batch_with(feeds, None)
     }
 
-    /// `feed_batch` reading the linear kernels from `panels` (made from this model's
-    /// weights by `PanelKernels::of`) where a pass has many rows: the same results, read
-    /// from memory in order.
-    pub fn feed_batch_with(&self, feeds: &mut [Feed], panels: Option<&PanelKernels>) -> Result<()> {
+    /// `feed_batch` reading the linear kernels from `kernels`: panels made from this
+    /// model's weights (`DecodeKernels::panels`; the same results, read from memory in
+    /// order where a pass has many rows), or the int8 weights of a quantized model.
+    pub fn feed_batch_with(&self, feeds: &mut [Feed], kernels: Option<&DecodeKernels>) -> Result<()> {
         let spans = self.check_feeds(feeds)?;
         let c = &self.layout.config;
         let width = c.width;
@@ -112,8 +113,8 @@ impl Gpt {
         }
         let mut caches: Vec<&mut KvCache> = feeds.iter_mut().map(|f| &mut *f.cache).collect();
         for (layer, block) in self.layout.blocks.iter().enumerate() {
-            let panels = panels.map(|p| &p.blocks[layer]);
-            self.block_rows(block, layer, &mut caches, &spans, panels, &mut x);
+            let kernels = kernels.map(|k| &k.blocks[layer]);
+            self.block_rows(block, layer, &mut caches, &spans, kernels, &mut x);
         }
         for (cache, span) in caches.iter_mut().zip(&spans) {
             cache.len = span.start + span.rows;
@@ -177,7 +178,7 @@ impl Gpt {
         layer: usize,
         caches: &mut [&mut KvCache],
         spans: &[Span],
-        panels: Option<&[Vec<f32>; 4]>,
+        kernels: Option<&[PassKernel; 4]>,
         x: &mut [f32],
     ) {
         let c = &self.layout.config;
@@ -187,10 +188,20 @@ impl Gpt {
         let mut h = x.to_vec();
         norm_rows(&mut h, width, value(b.ln_1.0), value(b.ln_1.1), eps);
         let mut qkv = vec![0.0f32; rows * 3 * width];
-        let linear = |(kernel, bias): (ParamId, ParamId), which: usize| Linear {
-            kernel: value(kernel),
-            bias: value(bias),
-            panels: panels.map(|p| &p[which][..]),
+        let linear = |(kernel, bias): (ParamId, ParamId), which: usize| {
+            let pass = kernels.map(|k| &k[which]);
+            Linear {
+                kernel: value(kernel),
+                bias: value(bias),
+                panels: match pass {
+                    Some(PassKernel::Panels(p)) => Some(&p[..]),
+                    _ => None,
+                },
+                int8: match pass {
+                    Some(PassKernel::Int8(q)) => Some(q),
+                    _ => None,
+                },
+            }
         };
         linear_rows(&h, width, &linear(b.qkv, 0), &mut qkv);
         for (cache, span) in caches.iter_mut().zip(spans) {
@@ -370,14 +381,23 @@ const ROWS_PER_STREAM: usize = 4;
 
 /// Columns of a kernel panel that every row of a larger batch goes through before the
 /// next panel: the panel (inputs × 64) stays in the core's L2 while the rows reuse it.
-const PANEL_COLUMNS: usize = 64;
+pub(crate) const PANEL_COLUMNS: usize = 64;
 
 /// A linear layer's weights for the inference pass: the kernel (inputs × outputs), the
-/// bias, and optionally the kernel packed panel by panel (`PanelKernels`).
+/// bias, and optionally the kernel packed panel by panel or in int8 (`DecodeKernels`).
 pub(crate) struct Linear<'a> {
     kernel: &'a [f32],
     bias: &'a [f32],
     panels: Option<&'a [f32]>,
+    int8: Option<&'a Int8Kernel>,
+}
+
+/// How a pass reads one linear layer's kernel.
+pub(crate) enum PassKernel {
+    /// The float kernel packed by `pack_panels`.
+    Panels(Vec<f32>),
+    /// int8 codes and scales (`super::int8`), in place of the float kernel.
+    Int8(Int8Kernel),
 }
 
 /// `out = x · kernel + bias` row by row (x: rows × inputs). A batch of many rows goes
@@ -386,11 +406,37 @@ pub(crate) struct Linear<'a> {
 /// either way (see `linear_columns`).
 fn linear_rows(x: &[f32], inputs: usize, linear: &Linear, out: &mut [f32]) {
     let (rows, outputs) = (x.len() / inputs, linear.bias.len());
+    if let Some(int8) = linear.int8 {
+        super::int8::linear_rows(x, inputs, int8, linear.bias, out);
+        return;
+    }
     let (kernel, bias) = (linear.kernel, linear.bias);
     if rows <= ROWS_PER_STREAM || outputs < PANEL_COLUMNS {
         linear_columns(x, inputs, kernel, bias, 0..outputs, out);
         return;
     }
+    by_panels(rows, outputs, out, |p, cols, panel| {
+        if cols.len() < PANEL_COLUMNS {
+            linear_columns(x, inputs, kernel, bias, cols, panel);
+        } else if let Some(packed) = linear.panels {
+            let weights = &packed[p * inputs * PANEL_COLUMNS..][..inputs * PANEL_COLUMNS];
+            linear_panel(x, inputs, weights, PANEL_COLUMNS, linear, cols.start, panel);
+        } else {
+            let weights = &kernel[cols.start..];
+            linear_panel(x, inputs, weights, outputs, linear, cols.start, panel);
+        }
+    });
+}
+
+/// Fills `out` (rows × outputs) panel by panel on the threads: `panel(index, columns,
+/// buffer)` writes the columns' values of every row (rows × columns) into its buffer,
+/// which is then copied into place.
+pub(crate) fn by_panels(
+    rows: usize,
+    outputs: usize,
+    out: &mut [f32],
+    panel: impl Fn(usize, Range<usize>, &mut [f32]) + Sync,
+) {
     let panels: Vec<Range<usize>> = (0..outputs)
         .step_by(PANEL_COLUMNS)
         .map(|c| c..(c + PANEL_COLUMNS).min(outputs))
@@ -399,21 +445,13 @@ fn linear_rows(x: &[f32], inputs: usize, linear: &Linear, out: &mut [f32]) {
         .par_iter()
         .enumerate()
         .map(|(p, cols)| {
-            let mut panel = vec![0.0f32; rows * cols.len()];
-            if cols.len() < PANEL_COLUMNS {
-                linear_columns(x, inputs, kernel, bias, cols.clone(), &mut panel);
-            } else if let Some(packed) = linear.panels {
-                let weights = &packed[p * inputs * PANEL_COLUMNS..][..inputs * PANEL_COLUMNS];
-                linear_panel(x, inputs, weights, PANEL_COLUMNS, linear, cols.start, &mut panel);
-            } else {
-                let weights = &kernel[cols.start..];
-                linear_panel(x, inputs, weights, outputs, linear, cols.start, &mut panel);
-            }
-            panel
+            let mut buffer = vec![0.0f32; rows * cols.len()];
+            panel(p, cols.clone(), &mut buffer);
+            buffer
         })
         .collect();
-    for (cols, panel) in panels.iter().zip(&results) {
-        for (out, part) in out.chunks_exact_mut(outputs).zip(panel.chunks_exact(cols.len())) {
+    for (cols, buffer) in panels.iter().zip(&results) {
+        for (out, part) in out.chunks_exact_mut(outputs).zip(buffer.chunks_exact(cols.len())) {
             out[cols.clone()].copy_from_slice(part);
         }
     }
@@ -435,16 +473,18 @@ fn pack_panels(kernel: &[f32], inputs: usize) -> Vec<f32> {
     packed
 }
 
-/// Every block's linear kernels packed by `pack_panels`, for a server that decodes many
-/// sequences at once: made once from a model (a copy of its block weights), used by
-/// `feed_batch_with`. Only valid for the weights it was made from.
-pub struct PanelKernels {
+/// How a pass reads every block's linear kernels, made once per model: packed by
+/// `pack_panels` for a server decoding many float sequences at once (a copy of the block
+/// weights, valid only for the weights it was made from), or the int8 weights of a
+/// quantized model, which every pass of that model must use.
+pub struct DecodeKernels {
     /// Per block: q|k|v, attention projection, MLP in, MLP out.
-    blocks: Vec<[Vec<f32>; 4]>,
+    blocks: Vec<[PassKernel; 4]>,
 }
 
-impl PanelKernels {
-    pub fn of(model: &Gpt) -> PanelKernels {
+impl DecodeKernels {
+    /// `model`'s float kernels packed in panels.
+    pub fn panels(model: &Gpt) -> DecodeKernels {
         let c = &model.layout.config;
         let value = |id: ParamId| model.params.get(id).value.data();
         let blocks = model
@@ -453,14 +493,25 @@ impl PanelKernels {
             .iter()
             .map(|b| {
                 [
-                    pack_panels(value(b.qkv.0), c.width),
-                    pack_panels(value(b.proj.0), c.width),
-                    pack_panels(value(b.fc.0), c.width),
-                    pack_panels(value(b.fc_out.0), c.hidden()),
+                    (b.qkv.0, c.width),
+                    (b.proj.0, c.width),
+                    (b.fc.0, c.width),
+                    (b.fc_out.0, c.hidden()),
                 ]
+                .map(|(kernel, inputs)| PassKernel::Panels(pack_panels(value(kernel), inputs)))
             })
             .collect();
-        PanelKernels { blocks }
+        DecodeKernels { blocks }
+    }
+
+    /// A quantized model's int8 kernels.
+    pub fn int8(weights: &Int8Weights) -> DecodeKernels {
+        let blocks = weights
+            .blocks
+            .iter()
+            .map(|kernels| kernels.clone().map(PassKernel::Int8))
+            .collect();
+        DecodeKernels { blocks }
     }
 }
 
@@ -620,10 +671,44 @@ mod tests {
                 logits,
             })
             .collect();
-        let panels = PanelKernels::of(&model);
+        let panels = DecodeKernels::panels(&model);
         model.feed_batch_with(&mut batch, Some(&panels)).unwrap();
         assert_eq!(outputs, solo);
         assert_eq!(caches[3].len(), 6);
+    }
+
+    /// An int8 model's pass uses its codes (its logits are near the float ones, not equal),
+    /// and a batch gives each sequence its solo logits there too.
+    #[test]
+    fn int8_kernels_are_used_and_batch_invariant() {
+        let model = tiny();
+        let int8 = DecodeKernels::int8(&Int8Weights::quantize(&model));
+        let run = |kernels: Option<&DecodeKernels>, batch: &[&[u32]]| {
+            let mut caches: Vec<KvCache> = batch.iter().map(|_| KvCache::new(&model)).collect();
+            let mut outputs = vec![Vec::new(); batch.len()];
+            let mut feeds: Vec<Feed> = caches
+                .iter_mut()
+                .zip(batch)
+                .zip(outputs.iter_mut())
+                .map(|((cache, tokens), logits)| Feed {
+                    cache,
+                    tokens,
+                    logits,
+                })
+                .collect();
+            model.feed_batch_with(&mut feeds, kernels).unwrap();
+            outputs
+        };
+        let prompts: [&[u32]; 3] = [&[1, 2, 3], &[4, 5], &[6, 7, 8, 9, 10]];
+        let together = run(Some(&int8), &prompts);
+        for (i, prompt) in prompts.iter().enumerate() {
+            assert_eq!(run(Some(&int8), &[prompt])[0], together[i]);
+            let float = &run(None, &[prompt])[0];
+            assert_ne!(float, &together[i]);
+            for (a, b) in float.iter().zip(&together[i]) {
+                assert!((a - b).abs() < 0.05, "{a} vs {b}");
+            }
+        }
     }
 
     /// The panel path for many rows computes every element as the streaming path does.
@@ -639,6 +724,7 @@ mod tests {
                 kernel: &kernel,
                 bias: &bias,
                 panels: packed,
+                int8: None,
             };
             let mut out = vec![0.0; x.len() / inputs * outputs];
             linear_rows(x, inputs, &linear, &mut out);

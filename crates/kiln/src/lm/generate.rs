@@ -12,7 +12,7 @@
 //! oldest half is dropped and the cache rebuilt from the rest, so each prediction sees at
 //! least half a context of history. Both paths follow this rule.
 
-pub use super::cached_forward::{Feed, KvCache, PanelKernels};
+pub use super::cached_forward::{DecodeKernels, Feed, KvCache};
 use super::gpt::Gpt;
 use crate::error::{Error, Result};
 use crate::ops::softmax::softmax_in_place;
@@ -188,15 +188,16 @@ impl Sequence {
 }
 
 /// Advances every sequence by one token in one pass over the model (a sequence's prompt
-/// goes in that pass too) and returns each one's new token, in order. `panels`, made from
-/// this model by `PanelKernels::of`, speeds up passes of many rows and changes no result.
+/// goes in that pass too) and returns each one's new token, in order. `kernels`: panels
+/// made from this model (`DecodeKernels::panels`, which speed up passes of many rows and
+/// change no result), or a quantized model's int8 weights (`DecodeKernels::int8`).
 pub fn decode_step(
     model: &Gpt,
-    panels: Option<&PanelKernels>,
+    kernels: Option<&DecodeKernels>,
     sequences: &mut [&mut Sequence],
 ) -> Result<Vec<u32>> {
     let mut feeds: Vec<Feed> = sequences.iter_mut().map(|s| s.feed()).collect();
-    model.feed_batch_with(&mut feeds, panels)?;
+    model.feed_batch_with(&mut feeds, kernels)?;
     drop(feeds);
     Ok(sequences.iter_mut().map(|s| s.draw()).collect())
 }
@@ -212,13 +213,26 @@ pub fn generate(
     use_cache: bool,
     on_token: &mut dyn FnMut(u32),
 ) -> Result<Vec<u32>> {
+    generate_with(model, None, prompt, count, sampling, use_cache, on_token)
+}
+
+/// `generate` reading the linear kernels from `kernels` (an int8 model's must be given).
+pub fn generate_with(
+    model: &Gpt,
+    kernels: Option<&DecodeKernels>,
+    prompt: &[u32],
+    count: usize,
+    sampling: &Sampling,
+    use_cache: bool,
+    on_token: &mut dyn FnMut(u32),
+) -> Result<Vec<u32>> {
     let mut sequence = Sequence::new(model, prompt, sampling.clone())?;
     if !use_cache {
         sequence = sequence.without_cache();
     }
     let mut out = Vec::with_capacity(count);
     for _ in 0..count {
-        let next = decode_step(model, None, &mut [&mut sequence])?[0];
+        let next = decode_step(model, kernels, &mut [&mut sequence])?[0];
         on_token(next);
         out.push(next);
     }
@@ -299,7 +313,7 @@ mod tests {
             if batch.is_empty() {
                 continue;
             }
-            let panels = PanelKernels::of(&model);
+            let panels = DecodeKernels::panels(&model);
             for (&i, token) in active
                 .iter()
                 .zip(decode_step(&model, Some(&panels), &mut batch).unwrap())

@@ -6,6 +6,7 @@ pub mod byte_level;
 pub mod cached_forward;
 pub mod generate;
 pub mod gpt;
+pub mod int8;
 mod model;
 pub mod text;
 pub mod tokenizer;

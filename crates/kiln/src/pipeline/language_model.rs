@@ -308,6 +308,7 @@ pub fn train_language_model(
             gpt,
             tokenizer: data.tokenizer,
             info,
+            int8: None,
         },
         resumed_evaluations: resumed,
         train_seconds: new.iter().map(|e| e.train_seconds).sum(),
