@@ -26,11 +26,8 @@ use crate::models::LanguageModelEntry;
 
 type Shared = Arc<AppState>;
 
-/// Every field of OpenAI's completions request kiln reads; a field not listed is refused
-/// by name. Some are accepted only with the value that means "off" (`refuse_unsupported`).
-const OPENAI_FIELDS: [&str; 19] = [
-    "model",
-    "prompt",
+/// The parameters both protocols share (`completion::read_params`, plus `stream`).
+const SAMPLING_FIELDS: [&str; 7] = [
     "max_tokens",
     "temperature",
     "top_p",
@@ -38,6 +35,20 @@ const OPENAI_FIELDS: [&str; 19] = [
     "seed",
     "stop",
     "stream",
+];
+
+/// Every field of OpenAI's completions request kiln reads; a field not listed is refused
+/// by name. Some are accepted only with the value that means "off" (`refuse_unsupported`).
+const OPENAI_FIELDS: [&str; 19] = [
+    "model",
+    "prompt",
+    SAMPLING_FIELDS[0],
+    SAMPLING_FIELDS[1],
+    SAMPLING_FIELDS[2],
+    SAMPLING_FIELDS[3],
+    SAMPLING_FIELDS[4],
+    SAMPLING_FIELDS[5],
+    SAMPLING_FIELDS[6],
     "stream_options",
     "user",
     "n",
@@ -389,16 +400,7 @@ fn read_generate(
     for (name, value) in fields {
         params.entry(name).or_insert(value);
     }
-    const KNOWN: [&str; 7] = [
-        "max_tokens",
-        "temperature",
-        "top_p",
-        "top_k",
-        "seed",
-        "stop",
-        "stream",
-    ];
-    if let Some(name) = params.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+    if let Some(name) = params.keys().find(|k| !SAMPLING_FIELDS.contains(&k.as_str())) {
         return Err(LmError::bad(name, format!("unknown parameter `{name}`")));
     }
     let prompt = completion::prompt_tokens(&model.signature, &input, "text_input")?;

@@ -377,7 +377,7 @@ fn head_logits_with(row: &[f32], head: &[f32], logits: &mut [f32]) {
 /// each kernel row once for all of them on one thread: decoding one sequence is bound by
 /// reading the weights, and two threads splitting the columns read memory no faster than
 /// one (each would stream half of every kernel row).
-const ROWS_PER_STREAM: usize = 4;
+pub(crate) const ROWS_PER_STREAM: usize = 4;
 
 /// Columns of a kernel panel that every row of a larger batch goes through before the
 /// next panel: the panel (inputs × 64) stays in the core's L2 while the rows reuse it.
@@ -517,7 +517,7 @@ impl DecodeKernels {
 
 /// Rows of a register tile: 4 rows × 64 columns of sums (16 AVX-512 registers) stay in
 /// registers over the whole input axis.
-const TILE_ROWS: usize = 4;
+pub(crate) const TILE_ROWS: usize = 4;
 
 crate::kernels::simd::widest_simd! {
     /// Columns `first..first + 64` of `x · kernel + bias` into `panel` (rows × 64), four

@@ -10,15 +10,10 @@
 
 use std::ops::Range;
 
-use super::cached_forward::{by_panels, PANEL_COLUMNS};
+use super::cached_forward::{by_panels, PANEL_COLUMNS, ROWS_PER_STREAM, TILE_ROWS};
 use super::gpt::Gpt;
 use crate::kernels::lanes::axpy;
 use crate::params::ParamId;
-
-/// As in `cached_forward`: up to this many rows stream each kernel row once for all of
-/// them on one thread; more go by 64-column panels shared among the threads.
-const ROWS_PER_STREAM: usize = 4;
-const TILE_ROWS: usize = 4;
 
 /// One kernel (inputs × outputs) in int8 codes with a scale per output column.
 #[derive(Debug, Clone, PartialEq)]
